@@ -1,0 +1,39 @@
+"""POST /bridge/agents/{agentId}/email-config/test: test the saved connection.
+
+A failed mailbox check is a 200 with `ok: false`: the request did its job (it ran the test
+and recorded the outcome), and the UI needs the per-check details either way. 4xx/5xx are
+kept for requests that could not run a test at all.
+"""
+
+from aws_lambda_powertools.metrics import MetricUnit
+from mailbridge.api import (
+    AgentId,
+    create_app,
+    current_caller,
+    lambda_handler,
+    metrics,
+    tracer,
+)
+from mailbridge.connection_test import test_email_config
+from mailbridge.models import ConnectionTestResponse
+from mailbridge.storage import AgentStore, SecretStore
+
+app = create_app()
+agents, secrets = AgentStore(), SecretStore()
+
+
+@app.post("/bridge/agents/<agentId>/email-config/test")
+@tracer.capture_method
+def test_config(
+    agentId: AgentId,
+) -> ConnectionTestResponse:
+    result = test_email_config(agents, secrets, current_caller(app), agentId)
+    metrics.add_metric(
+        name="ConnectionTestPassed" if result.ok else "ConnectionTestFailed",
+        unit=MetricUnit.Count,
+        value=1,
+    )
+    return result
+
+
+handler = lambda_handler(app)

@@ -1,0 +1,33 @@
+"""GET, PUT and DELETE /bridge/agents/{agentId}/email-config."""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from mailbridge.api import AgentId, create_app, current_caller, lambda_handler, tracer
+from mailbridge.email_config import delete_email_config, get_email_config, save_email_config
+from mailbridge.models import EmailConfigView, ImapConfigRequest
+from mailbridge.storage import AgentStore, SecretStore
+
+app = create_app()
+agents, secrets = AgentStore(), SecretStore()
+
+
+@app.get("/bridge/agents/<agentId>/email-config")
+@tracer.capture_method
+def get_config(agentId: AgentId) -> EmailConfigView:
+    return get_email_config(agents, current_caller(app), agentId)
+
+
+@app.put("/bridge/agents/<agentId>/email-config")
+@tracer.capture_method
+def put_config(agentId: AgentId, request: Annotated[ImapConfigRequest, Body()]) -> EmailConfigView:
+    return save_email_config(agents, secrets, current_caller(app), agentId, request)
+
+
+@app.delete("/bridge/agents/<agentId>/email-config")
+@tracer.capture_method
+def delete_config(agentId: AgentId) -> EmailConfigView:
+    return delete_email_config(agents, secrets, current_caller(app), agentId)
+
+
+handler = lambda_handler(app)

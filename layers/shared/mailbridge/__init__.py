@@ -1,0 +1,1 @@
+"""mailbridge: connect AI agents to real mailboxes (models, domain services, adapters, storage)."""

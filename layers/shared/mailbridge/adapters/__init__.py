@@ -1,0 +1,1 @@
+"""Provider adapters: the only modules that speak IMAP and SMTP."""

@@ -1,0 +1,52 @@
+"""IMAP check: login and `STATUS INBOX (MESSAGES UNSEEN)`.
+
+STATUS costs the same for ten messages or fifty thousand; SELECT + SEARCH would not.
+"""
+
+from __future__ import annotations
+
+import imaplib
+
+from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
+from imapclient.util import SocketTimeout
+
+from ..models import ImapConnection, InboxCounts, Security
+from .mailnet import ConnectionProblem, classify_network_error, tls_context
+
+
+def check_imap(connection: ImapConnection, password: str, timeout: float) -> InboxCounts:
+    server = connection.imap
+    try:
+        client = IMAPClient(
+            server.host,
+            port=server.port,
+            ssl=server.security is Security.TLS,
+            ssl_context=tls_context(),
+            timeout=SocketTimeout(connect=timeout, read=timeout),
+        )
+        try:
+            if server.security is Security.STARTTLS:
+                # Never log in on a connection that stayed plain.
+                if not client.has_capability("STARTTLS"):
+                    raise ConnectionProblem("starttls_unavailable", "IMAP", server)
+                client.starttls(tls_context())
+            client.login(connection.username, password)
+            status = client.folder_status("INBOX", [b"MESSAGES", b"UNSEEN"])
+            return InboxCounts(total=status[b"MESSAGES"], unread=status[b"UNSEEN"])
+        finally:
+            _close(client)
+    except LoginError as error:
+        raise ConnectionProblem("auth_failed", "IMAP", server) from error
+    except OSError as error:
+        raise classify_network_error(error, "IMAP", server) from error
+    except imaplib.IMAP4.error as error:
+        raise ConnectionProblem("server_error", "IMAP", server) from error
+
+
+def _close(client: IMAPClient) -> None:
+    # LOGOUT is a courtesy: the check's outcome is already known when it fails.
+    try:
+        client.logout()
+    except (OSError, imaplib.IMAP4.error):
+        client.shutdown()

@@ -1,0 +1,49 @@
+"""SMTP check: EHLO, TLS, AUTH and QUIT. No message is sent."""
+
+from __future__ import annotations
+
+import smtplib
+
+from ..models import ImapConnection, Security
+from .mailnet import ConnectionProblem, classify_network_error, tls_context
+
+# smtplib would otherwise call socket.getfqdn(), a DNS round trip that can stall a Lambda.
+_EHLO_NAME = "mailbridge.invalid"
+
+
+def check_smtp(connection: ImapConnection, password: str, timeout: float) -> None:
+    server = connection.smtp
+    try:
+        client: smtplib.SMTP
+        if server.security is Security.TLS:
+            client = smtplib.SMTP_SSL(
+                server.host,
+                server.port,
+                local_hostname=_EHLO_NAME,
+                timeout=timeout,
+                context=tls_context(),
+            )
+        else:
+            client = smtplib.SMTP(
+                server.host, server.port, local_hostname=_EHLO_NAME, timeout=timeout
+            )
+        with client:
+            client.ehlo()
+            if server.security is Security.STARTTLS:
+                if not client.has_extn("starttls"):
+                    raise ConnectionProblem("starttls_unavailable", "SMTP", server)
+                client.starttls(context=tls_context())
+                client.ehlo()
+            if not client.has_extn("auth"):
+                raise ConnectionProblem("auth_unavailable", "SMTP", server)
+            client.login(connection.username, password)
+    except smtplib.SMTPAuthenticationError as error:
+        raise ConnectionProblem("auth_failed", "SMTP", server) from error
+    except smtplib.SMTPServerDisconnected as error:
+        # smtplib reports a read timeout mid-dialogue as a disconnect with the timeout as cause.
+        code = "timeout" if isinstance(error.__context__, TimeoutError) else "server_error"
+        raise ConnectionProblem(code, "SMTP", server) from error
+    except smtplib.SMTPException as error:
+        raise ConnectionProblem("server_error", "SMTP", server) from error
+    except OSError as error:
+        raise classify_network_error(error, "SMTP", server) from error

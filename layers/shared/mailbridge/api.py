@@ -1,0 +1,128 @@
+"""What every HTTP handler shares: the resolver, the caller, observability, and the one
+mapping from errors to HTTP responses.
+
+Every error leaves as `{"error": {"code", "message", "field"?, "hint"?}}`. Unexpected
+exceptions are logged with their stack trace and answered with a generic 500 that carries
+nothing from the exception (its text could hold anything).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from .errors import AppError, BadRequest, PayloadTooLarge, Unauthorized
+from .models import AGENT_ID_PATTERN, Caller
+from .settings import settings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+# The path parameter of every agent route, checked before anything is looked up.
+AgentId = Annotated[str, Path(pattern=AGENT_ID_PATTERN)]
+
+
+def _error_body(error: AppError) -> str:
+    detail = {"code": error.code, "message": error.message}
+    if error.field:
+        detail["field"] = error.field
+    if error.hint:
+        detail["hint"] = error.hint
+    return json.dumps({"error": detail})
+
+
+def _error_response(error: AppError) -> Response[str]:
+    if error.status < 500:
+        logger.info("request refused", extra={"code": error.code, "status": error.status})
+    return Response(
+        status_code=error.status,
+        content_type=content_types.APPLICATION_JSON,
+        body=_error_body(error),
+    )
+
+
+def _validation_error(error: RequestValidationError) -> AppError:
+    first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        return BadRequest("invalid_json", "The request body is not valid JSON.")
+    # loc is ("body", "imap", "port") or ("path", "agentId"): name the field, not the source.
+    field = ".".join(str(part) for part in first["loc"][1:]) or str(first["loc"][0])
+    if first["type"] == "extra_forbidden":
+        code, message = "unknown_field", f"{field} is not a known field."
+    elif first["type"] == "missing":
+        code, message = "missing_field", f"{field} is required."
+    else:
+        # pydantic's `msg` describes the rule, never the rejected value (which may be secret).
+        code, message = "invalid_field", f"{field}: {first['msg']}."
+    return AppError(code, message, field=field, status=422)
+
+
+def create_app() -> APIGatewayHttpResolver:
+    app = APIGatewayHttpResolver(enable_validation=True)
+
+    @app.exception_handler(AppError)
+    def handle_app_error(error: AppError) -> Response[str]:
+        return _error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    def handle_validation_error(error: RequestValidationError) -> Response[str]:
+        return _error_response(_validation_error(error))
+
+    @app.not_found
+    def handle_not_found(_: NotFoundError) -> Response[str]:
+        return _error_response(AppError("not_found", "No such route."))
+
+    @app.exception_handler(Exception)
+    def handle_unexpected(_: Exception) -> Response[str]:
+        logger.exception("unexpected error")
+        return _error_response(
+            AppError("internal_error", "Something went wrong on our side.", status=500)
+        )
+
+    return app
+
+
+def current_caller(app: APIGatewayHttpResolver) -> Caller:
+    """The caller's identity from the claims API Gateway's JWT authorizer verified."""
+    authorizer = app.current_event.request_context.authorizer
+    claims: dict[str, Any] = (authorizer.jwt_claim if authorizer else None) or {}
+    org_id = claims.get(settings().org_claim)
+    if not org_id or not claims.get("sub"):
+        raise Unauthorized("unauthorized", "The token does not name a user and an organization.")
+    return Caller(subject=str(claims["sub"]), org_id=str(org_id))
+
+
+def lambda_handler(
+    app: APIGatewayHttpResolver,
+) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """The Lambda entry point for `app`, with logging, tracing, metrics and a body limit."""
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+    @tracer.capture_lambda_handler
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        body = event.get("body") or ""
+        limit = settings().max_body_bytes
+        if len(body) > limit:
+            # Refused before any parsing.
+            error = PayloadTooLarge(
+                "payload_too_large", f"The request body is larger than {limit} bytes."
+            )
+            return {
+                "statusCode": error.status,
+                "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "body": _error_body(error),
+            }
+        return app.resolve(event, context)
+
+    return handler

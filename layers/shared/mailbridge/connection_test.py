@@ -1,0 +1,100 @@
+"""Testing an agent's saved connection and recording the outcome as its status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+from .access import load_owned_agent
+from .adapters.imap import check_imap
+from .adapters.mailnet import ConnectionProblem
+from .adapters.smtp import check_smtp
+from .errors import Conflict
+from .models import (
+    Caller,
+    CheckResult,
+    ConnectionTestResponse,
+    ConnectionTestResult,
+    ImapConnection,
+    LastError,
+    Status,
+)
+from .settings import settings
+
+if TYPE_CHECKING:
+    from .storage import AgentStore, SecretStore
+
+T = TypeVar("T")
+
+# The IMAP and SMTP checks run side by side; module level so a warm Lambda reuses the threads.
+_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mail-check")
+
+
+def test_email_config(
+    agents: AgentStore, secrets: SecretStore, caller: Caller, agent_id: str
+) -> ConnectionTestResponse:
+    _, config = load_owned_agent(agents, caller, agent_id)
+    if config is None:
+        raise Conflict(
+            "not_configured",
+            "This agent has no email configuration to test.",
+            hint="Save a configuration first.",
+        )
+    password = secrets.read(config.secret_name)["password"]
+    result = run_checks(config.connection, password, settings().mail_timeout_seconds)
+
+    last_error = (
+        LastError(**result.error.model_dump(), at=result.tested_at) if result.error else None
+    )
+    recorded = config.model_copy(
+        update={
+            "status": Status.CONNECTED if result.ok else Status.ERROR,
+            "last_error": last_error,
+            "last_test": result,
+        }
+    )
+    if agents.update_status(recorded):
+        status = recorded.status
+    else:
+        # A concurrent save replaced the settings: this result describes the old ones, so it
+        # is returned but not recorded, and the status reported is the current record's.
+        _, latest = agents.load(agent_id)
+        status = latest.status if latest else Status.NOT_CONNECTED
+    return ConnectionTestResponse(**result.model_dump(), status=status)
+
+
+def run_checks(connection: ImapConnection, password: str, timeout: float) -> ConnectionTestResult:
+    imap = _executor.submit(_timed, "imap", check_imap, connection, password, timeout)
+    smtp = _executor.submit(_timed, "smtp", check_smtp, connection, password, timeout)
+    (imap_check, inbox), (smtp_check, _) = imap.result(), smtp.result()
+    checks = [imap_check, smtp_check]
+    error = next((check.error for check in checks if check.error), None)
+    return ConnectionTestResult(
+        ok=error is None,
+        # Confirmed: the IMAP server accepted this account's login.
+        email=connection.email if imap_check.ok else None,
+        inbox=inbox,
+        checks=checks,
+        error=error,
+        tested_at=datetime.now(UTC),
+    )
+
+
+def _timed(
+    name: Literal["imap", "smtp"],
+    check: Callable[[ImapConnection, str, float], T],
+    connection: ImapConnection,
+    password: str,
+    timeout: float,
+) -> tuple[CheckResult, T | None]:
+    started = time.monotonic()
+    try:
+        value: T | None = check(connection, password, timeout)
+        problem = None
+    except ConnectionProblem as failure:
+        value, problem = None, failure.problem
+    latency_ms = round((time.monotonic() - started) * 1000)
+    return CheckResult(name=name, ok=problem is None, latency_ms=latency_ms, error=problem), value

@@ -1,0 +1,225 @@
+"""Request, response and stored models (pydantic v2).
+
+Requests reject unknown fields so that a typo is a 422 naming the field rather than a
+setting silently ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, SecretStr
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Status(StrEnum):
+    NOT_CONNECTED = "not_connected"
+    CONFIGURED = "configured"
+    AWAITING_AUTHORIZATION = "awaiting_authorization"
+    CONNECTED = "connected"
+    ERROR = "error"
+
+
+class Security(StrEnum):
+    TLS = "tls"  # implicit TLS from the first byte (IMAP 993, SMTP 465)
+    STARTTLS = "starttls"  # plain connection upgraded before login (IMAP 143, SMTP 587)
+
+
+PresetId = Literal["microsoft365", "gmail", "yahoo", "zoho", "fastmail", "custom"]
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?:{_LABEL}\.)*{_LABEL}\.?$")
+
+
+def _hostname(value: str) -> str:
+    value = value.lower()
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if len(value) > 253 or not _HOSTNAME.fullmatch(value):
+        raise ValueError("must be a host name (letters, digits, hyphens and dots) or an IP")
+    return value.rstrip(".")
+
+
+def _printable(value: str) -> str:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Hostname = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_hostname)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Username = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_printable)]
+
+
+def _secret_text(value: SecretStr) -> SecretStr:
+    _printable(value.get_secret_value())
+    return value
+
+
+Password = Annotated[SecretStr, Field(max_length=1024), AfterValidator(_secret_text)]
+
+
+class ServerSettings(StrictModel):
+    host: Hostname
+    port: Port
+    security: Security
+
+
+class ServerOverride(StrictModel):
+    """Any subset of a server's settings; what is left out comes from the preset."""
+
+    host: Hostname | None = None
+    port: Port | None = None
+    security: Security | None = None
+
+
+# ---- presets ----------------------------------------------------------------------------
+
+
+class Preset(BaseModel):
+    id: PresetId
+    label: str
+    imap: ServerSettings | None  # None for `custom`: the user enters everything
+    smtp: ServerSettings | None
+    note: str | None = None
+
+
+class PresetList(BaseModel):
+    presets: list[Preset]
+
+
+# ---- saving a configuration -------------------------------------------------------------
+
+
+class ImapConfigRequest(StrictModel):
+    """PUT body for an IMAP/SMTP connection with an app password."""
+
+    provider: Literal["imap"]
+    preset: PresetId = "custom"
+    email: EmailStr
+    username: Username | None = Field(
+        default=None, description="Login name; defaults to the email address."
+    )
+    password: Password | None = Field(
+        default=None,
+        description="App password. Leave out or send an empty string to keep the stored one.",
+    )
+    imap: ServerOverride = ServerOverride()
+    smtp: ServerOverride = ServerOverride()
+
+
+# ---- what is stored ---------------------------------------------------------------------
+
+
+# Agent ids are the platform's; this is what we accept in a path and store.
+AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+
+
+class Agent(BaseModel):
+    agent_id: Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
+    org_id: str
+    name: str
+    client_org_id: str | None = None
+
+
+class ImapConnection(BaseModel):
+    """The resolved, complete IMAP/SMTP settings of an agent (no secret in it)."""
+
+    provider: Literal["imap"] = "imap"
+    preset: PresetId
+    email: str
+    username: str
+    imap: ServerSettings
+    smtp: ServerSettings
+
+
+class Problem(BaseModel):
+    """A classified failure: stable code, a sentence for the user, and how to fix it."""
+
+    code: str
+    message: str
+    hint: str | None = None
+
+
+class LastError(Problem):
+    at: datetime
+
+
+class InboxCounts(BaseModel):
+    total: int
+    unread: int
+
+
+class CheckResult(BaseModel):
+    name: Literal["imap", "smtp"]
+    ok: bool
+    latency_ms: int
+    error: Problem | None = None
+
+
+class ConnectionTestResult(BaseModel):
+    ok: bool
+    email: str | None = Field(description="The address the server confirmed by accepting login.")
+    inbox: InboxCounts | None
+    checks: list[CheckResult]
+    error: Problem | None = Field(description="The first failing check's problem, if any.")
+    tested_at: datetime
+
+
+class StoredConfig(BaseModel):
+    """The email-config record of one agent, as kept in DynamoDB."""
+
+    agent_id: str
+    connection: ImapConnection
+    secret_name: str
+    password_updated_at: datetime
+    status: Status
+    last_error: LastError | None = None
+    last_test: ConnectionTestResult | None = None
+    version: int
+    updated_at: datetime
+
+
+# ---- responses --------------------------------------------------------------------------
+
+
+class PasswordState(BaseModel):
+    set: bool
+    updated_at: datetime | None
+
+
+class ImapConnectionView(ImapConnection):
+    password: PasswordState
+
+
+class EmailConfigView(BaseModel):
+    """GET/PUT response: the agent's connection without any secret."""
+
+    agent_id: str
+    status: Status
+    config: ImapConnectionView | None
+    last_error: LastError | None
+    last_test: ConnectionTestResult | None
+    version: int | None
+    updated_at: datetime | None
+
+
+class ConnectionTestResponse(ConnectionTestResult):
+    status: Status = Field(description="The agent's status after this test was recorded.")
+
+
+class Caller(BaseModel):
+    """Who is calling, from the JWT the API Gateway authorizer already verified."""
+
+    subject: str
+    org_id: str

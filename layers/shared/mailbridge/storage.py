@@ -1,0 +1,201 @@
+"""DynamoDB and Secrets Manager: the only module that imports boto3.
+
+Table layout (one table, see template.yaml):
+    pk = "AGENT#<agent_id>", sk = "AGENT"         the agent: org, optional client org, name
+    pk = "AGENT#<agent_id>", sk = "EMAIL_CONFIG"  its email connection (no secret in it)
+An agent and its config share a partition, so both come back in one Query.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import ConfigConflict, ServiceUnavailable
+from .models import Agent, StoredConfig
+from .settings import settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+# Standard retries with backoff, and timeouts well inside an API Gateway request.
+_BOTO_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5
+)
+_AGENT_SK = "AGENT"
+_CONFIG_SK = "EMAIL_CONFIG"
+_serialize = TypeSerializer().serialize
+_deserialize = TypeDeserializer().deserialize
+
+
+@cache
+def _dynamodb() -> DynamoDBClient:
+    return boto3.client("dynamodb", config=_BOTO_CONFIG)
+
+
+@cache
+def _secretsmanager() -> SecretsManagerClient:
+    return boto3.client("secretsmanager", config=_BOTO_CONFIG)
+
+
+def _unavailable(service: str) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "storage_unavailable",
+        f"{service} did not answer; nothing was changed.",
+        hint="Retry in a few seconds.",
+    )
+
+
+def _to_item(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: _serialize(value) for key, value in values.items() if value is not None}
+
+
+def _from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: _deserialize(value) for key, value in item.items()}
+
+
+class AgentStore:
+    """Agents and their email-config records in the DynamoDB table."""
+
+    def __init__(self, table_name: str | None = None) -> None:
+        self.table = table_name or settings().table_name
+
+    @staticmethod
+    def _pk(agent_id: str) -> dict[str, Any]:
+        return {"S": f"AGENT#{agent_id}"}
+
+    def load(self, agent_id: str) -> tuple[Agent | None, StoredConfig | None]:
+        """The agent and its config, in one round trip."""
+        try:
+            response = _dynamodb().query(
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": self._pk(agent_id)},
+                ConsistentRead=True,
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
+        agent = config = None
+        for item in response["Items"]:
+            values = _from_item(item)
+            kind = values.pop("sk")
+            values.pop("pk")
+            if kind == _AGENT_SK:
+                agent = Agent.model_validate(values)
+            elif kind == _CONFIG_SK:
+                config = StoredConfig.model_validate(values)
+        return agent, config
+
+    def put_agent(self, agent: Agent) -> None:
+        item = _to_item({"pk": f"AGENT#{agent.agent_id}", "sk": _AGENT_SK, **agent.model_dump()})
+        try:
+            _dynamodb().put_item(TableName=self.table, Item=item)
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
+
+    def put_config(self, config: StoredConfig, *, replaces_version: int | None) -> None:
+        """Write the whole record if it is still at `replaces_version` (None: must not exist)."""
+        item = _to_item(
+            {"pk": f"AGENT#{config.agent_id}", "sk": _CONFIG_SK, **config.model_dump(mode="json")}
+        )
+        if replaces_version is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "version = :v",
+                "ExpressionAttributeValues": {":v": {"N": str(replaces_version)}},
+            }
+        self._conditional("put_item", Item=item, **condition)
+
+    def update_status(self, config: StoredConfig) -> bool:
+        """Record status, last error and last test, only if the config is still that version.
+
+        A test that ran against settings the user has since replaced must not overwrite the
+        newer record; its result is simply not recorded (returns False).
+        """
+        values = config.model_dump(mode="json", include={"status", "last_error", "last_test"})
+        try:
+            self._conditional(
+                "update_item",
+                Key={"pk": self._pk(config.agent_id), "sk": {"S": _CONFIG_SK}},
+                UpdateExpression="SET #status = :status, last_error = :last_error, "
+                "last_test = :last_test",
+                ConditionExpression="version = :v",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":v": {"N": str(config.version)},
+                    **{f":{key}": _serialize(value) for key, value in values.items()},
+                },
+            )
+        except ConfigConflict:
+            return False
+        return True
+
+    def delete_config(self, agent_id: str) -> None:
+        try:
+            _dynamodb().delete_item(
+                TableName=self.table, Key={"pk": self._pk(agent_id), "sk": {"S": _CONFIG_SK}}
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
+
+    def _conditional(self, operation: str, **kwargs: Any) -> None:
+        try:
+            getattr(_dynamodb(), operation)(TableName=self.table, **kwargs)
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConfigConflict from None
+            raise _unavailable("DynamoDB") from error
+        except BotoCoreError as error:
+            raise _unavailable("DynamoDB") from error
+
+
+class SecretStore:
+    """One Secrets Manager secret per agent connection, holding a small JSON document."""
+
+    def name_for(self, agent_id: str) -> str:
+        return f"{settings().secret_name_prefix}/agents/{agent_id}/email"
+
+    def read(self, name: str) -> dict[str, str]:
+        try:
+            response = _secretsmanager().get_secret_value(SecretId=name)
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("Secrets Manager") from error
+        value: dict[str, str] = json.loads(response["SecretString"])
+        return value
+
+    def write(self, name: str, value: dict[str, str], *, exists: bool, org_id: str) -> None:
+        """Create or replace the secret; `exists` saves a round trip when we know it does."""
+        document = json.dumps(value)
+        client = _secretsmanager()
+        try:
+            if exists:
+                client.put_secret_value(SecretId=name, SecretString=document)
+                return
+            try:
+                client.create_secret(
+                    Name=name,
+                    SecretString=document,
+                    Tags=[{"Key": "mailbridge:org", "Value": org_id}],
+                )
+            except client.exceptions.ResourceExistsException:
+                # Left behind by a save whose DynamoDB write failed: take it over.
+                client.put_secret_value(SecretId=name, SecretString=document)
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("Secrets Manager") from error
+
+    def delete(self, name: str) -> None:
+        try:
+            # No recovery window: the name must be reusable at once if the agent reconnects.
+            _secretsmanager().delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+        except _secretsmanager().exceptions.ResourceNotFoundException:
+            pass
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("Secrets Manager") from error

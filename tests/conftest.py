@@ -1,0 +1,110 @@
+"""Shared fixtures: real servers (Dovecot, aiosmtpd, moto) and the API served by the local
+adapter, so every test drives the same handlers, template routes and storage as production.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mailbridge_tools.sandbox import (
+    CertificateAuthority,
+    DovecotServer,
+    SmtpServer,
+    dovecot_binary,
+)
+from support import (
+    BULK_MAILBOX,
+    MAIL_TIMEOUT_SECONDS,
+    MAILBOX,
+    MAILBOX_PASSWORD,
+    Org,
+    make_org,
+    require_component,
+)
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
+    return CertificateAuthority.create(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def server_cert(ca: CertificateAuthority) -> tuple[Path, Path]:
+    return ca.issue(["localhost", "127.0.0.1"])
+
+
+@pytest.fixture(scope="session")
+def dovecot(
+    tmp_path_factory: pytest.TempPathFactory, server_cert: tuple[Path, Path]
+) -> Iterator[DovecotServer]:
+    require_component(dovecot_binary() is not None, "Dovecot (Debian package dovecot-imapd)")
+    cert, key = server_cert
+    with DovecotServer(
+        tmp_path_factory.mktemp("dovecot"),
+        cert,
+        key,
+        users={MAILBOX: MAILBOX_PASSWORD, BULK_MAILBOX: MAILBOX_PASSWORD},
+    ) as server:
+        server.add_messages(MAILBOX, 12, unseen=5)
+        server.add_messages(BULK_MAILBOX, 5000, unseen=1234)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def smtp(server_cert: tuple[Path, Path]) -> Iterator[SmtpServer]:
+    cert, key = server_cert
+    with SmtpServer(cert, key, users={MAILBOX: MAILBOX_PASSWORD}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def local_api(ca: CertificateAuthority) -> Iterator[Any]:
+    # Settings are read once per process, as on Lambda: set them before any handler loads.
+    os.environ["MAIL_EXTRA_CA_FILE"] = str(ca.ca_path)
+    os.environ["MAIL_TIMEOUT_SECONDS"] = str(MAIL_TIMEOUT_SECONDS)
+    from mailbridge_tools.localapi import LocalApi
+
+    with LocalApi() as api:
+        yield api
+
+
+@pytest.fixture
+def org(local_api: Any) -> Org:
+    return make_org(local_api)
+
+
+@pytest.fixture
+def other_org(local_api: Any) -> Org:
+    return make_org(local_api)
+
+
+@pytest.fixture
+def imap_body(dovecot: DovecotServer, smtp: SmtpServer) -> Callable[..., dict[str, Any]]:
+    """Builds a PUT body pointing at the test servers (custom preset)."""
+
+    def build(
+        *,
+        imap_security: str = "tls",
+        smtp_security: str = "starttls",
+        password: str | None = MAILBOX_PASSWORD,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        imap_port = dovecot.imaps_port if imap_security == "tls" else dovecot.imap_port
+        smtp_port = smtp.tls_port if smtp_security == "tls" else smtp.starttls_port
+        body: dict[str, Any] = {
+            "provider": "imap",
+            "preset": "custom",
+            "email": MAILBOX,
+            "imap": {"host": "localhost", "port": imap_port, "security": imap_security},
+            "smtp": {"host": "localhost", "port": smtp_port, "security": smtp_security},
+        }
+        if password is not None:
+            body["password"] = password
+        body.update(overrides)
+        return body
+
+    return build

@@ -1,0 +1,109 @@
+"""What tests share besides fixtures: the servers' accounts, an HTTP client for the API,
+and the rule for missing real components."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+MAILBOX = "agent@example.test"
+MAILBOX_PASSWORD = "app-pass-7f3a9c"  # the canary: must never be seen outside the servers
+BULK_MAILBOX = "bulk@example.test"
+MAIL_TIMEOUT_SECONDS = 2.0
+
+
+def require_component(available: bool, what: str) -> None:
+    """A missing real component fails the run in CI; on a laptop it skips with the reason."""
+    if available:
+        return
+    message = f"{what} is not installed (run `make test`, which installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+    @property
+    def error(self) -> dict[str, Any]:
+        error: dict[str, Any] = self.json()["error"]
+        return error
+
+
+class ApiClient:
+    """A caller of the local API with one organization's token."""
+
+    def __init__(self, base_url: str, token: str | None) -> None:
+        self.base_url = base_url
+        self.token = token
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None
+    ) -> ApiResponse:
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return ApiResponse(
+                    response.status, dict(response.headers), response.read().decode()
+                )
+        except urllib.error.HTTPError as error:
+            return ApiResponse(error.code, dict(error.headers), error.read().decode())
+
+    def get(self, path: str) -> ApiResponse:
+        return self.request("GET", path)
+
+    def put(self, path: str, body: Any = None, *, raw: bytes | None = None) -> ApiResponse:
+        return self.request("PUT", path, body, raw=raw)
+
+    def post(self, path: str, body: Any = None) -> ApiResponse:
+        return self.request("POST", path, body)
+
+    def delete(self, path: str) -> ApiResponse:
+        return self.request("DELETE", path)
+
+
+@dataclass
+class Org:
+    """An organization with a member's API client and a fresh agent of its own."""
+
+    org_id: str
+    client: ApiClient
+    agent_id: str
+
+    @property
+    def config_path(self) -> str:
+        return f"/bridge/agents/{self.agent_id}/email-config"
+
+
+def register_agent(org_id: str, agent_id: str | None = None) -> str:
+    from mailbridge.models import Agent
+    from mailbridge.storage import AgentStore
+
+    agent_id = agent_id or f"agent-{uuid.uuid4().hex[:10]}"
+    AgentStore().put_agent(Agent(agent_id=agent_id, org_id=org_id, name="Support agent"))
+    return agent_id
+
+
+def make_org(local_api: Any) -> Org:
+    org_id = f"org-{uuid.uuid4().hex[:8]}"
+    token = local_api.issuer.mint(sub=f"user-{org_id}", org_id=org_id)
+    return Org(org_id, ApiClient(local_api.url, token), register_agent(org_id))

@@ -1,0 +1,304 @@
+"""Saving, reading and removing an agent's IMAP/SMTP configuration through the HTTP API."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+from support import MAILBOX_PASSWORD, ApiClient, Org
+
+Body = Callable[..., dict[str, Any]]
+
+
+def _table_name() -> str:
+    return os.environ["TABLE_NAME"]
+
+
+def test_presets_list_the_product_page_servers(org: Org) -> None:
+    response = org.client.get("/bridge/email-presets")
+    assert response.status == 200
+    presets = {preset["id"]: preset for preset in response.json()["presets"]}
+    assert list(presets) == ["microsoft365", "gmail", "yahoo", "zoho", "fastmail", "custom"]
+    assert presets["gmail"]["imap"] == {"host": "imap.gmail.com", "port": 993, "security": "tls"}
+    assert presets["gmail"]["smtp"] == {
+        "host": "smtp.gmail.com",
+        "port": 587,
+        "security": "starttls",
+    }
+    assert presets["yahoo"]["smtp"] == {
+        "host": "smtp.mail.yahoo.com",
+        "port": 465,
+        "security": "tls",
+    }
+    assert "Microsoft OAuth" in presets["microsoft365"]["note"]
+    assert "app password" in presets["gmail"]["note"]
+    assert presets["custom"]["imap"] is None
+
+
+def test_every_bridge_route_needs_a_token(local_api: Any, org: Org) -> None:
+    anonymous = ApiClient(local_api.url, token=None)
+    forged = ApiClient(local_api.url, token=org.client.token + "x")  # type: ignore[operator]
+    for client in (anonymous, forged):
+        assert client.get("/bridge/email-presets").status == 401
+        assert client.get(org.config_path).status == 401
+        assert client.put(org.config_path, {}).status == 401
+        assert client.delete(org.config_path).status == 401
+        assert client.post(org.config_path + "/test").status == 401
+
+
+def test_a_token_without_an_organization_is_refused(local_api: Any, org: Org) -> None:
+    token = local_api.issuer.mint(sub="someone", org_id="", org_claim="tenant")
+    response = ApiClient(local_api.url, token).get(org.config_path)
+    assert response.status == 401
+    assert response.error["code"] == "unauthorized"
+
+
+def test_new_agent_is_not_connected(org: Org) -> None:
+    response = org.client.get(org.config_path)
+    assert response.status == 200
+    assert response.json() == {
+        "agent_id": org.agent_id,
+        "status": "not_connected",
+        "config": None,
+        "last_error": None,
+        "last_test": None,
+        "version": None,
+        "updated_at": None,
+    }
+
+
+def test_save_with_a_preset_fills_servers_and_explicit_fields_override(org: Org) -> None:
+    response = org.client.put(
+        org.config_path,
+        {
+            "provider": "imap",
+            "preset": "yahoo",
+            "email": "Agent@Example.com",
+            "password": "secret-one",
+            "smtp": {"port": 587, "security": "starttls"},
+        },
+    )
+    assert response.status == 200, response.text
+    saved = response.json()
+    assert saved["status"] == "configured"
+    config = saved["config"]
+    assert config["preset"] == "yahoo"
+    assert config["username"] == config["email"]
+    assert config["imap"] == {"host": "imap.mail.yahoo.com", "port": 993, "security": "tls"}
+    assert config["smtp"] == {"host": "smtp.mail.yahoo.com", "port": 587, "security": "starttls"}
+    assert config["password"]["set"] is True
+    assert "secret-one" not in response.text
+    assert org.client.get(org.config_path).json() == saved
+
+
+def test_the_password_lives_only_in_secrets_manager(org: Org, imap_body: Body) -> None:
+    org.client.put(org.config_path, imap_body(password="only-in-secrets-manager"))
+    table = boto3.client("dynamodb").scan(TableName=_table_name())
+    assert "only-in-secrets-manager" not in str(table["Items"])
+    secret = boto3.client("secretsmanager").get_secret_value(
+        SecretId=f"mailbridge/agents/{org.agent_id}/email"
+    )
+    assert "only-in-secrets-manager" in secret["SecretString"]
+
+
+def test_blank_password_keeps_the_stored_one(org: Org, imap_body: Body) -> None:
+    first = org.client.put(org.config_path, imap_body()).json()
+    assert org.client.post(org.config_path + "/test").json()["ok"] is True
+
+    for blank in ({"password": ""}, {}):
+        body = imap_body(password=None) | blank
+        resaved = org.client.put(org.config_path, body).json()
+        # Nothing changed: still connected, and the stored password still logs in.
+        assert resaved["status"] == "connected"
+        assert resaved["config"]["password"] == first["config"]["password"]
+        assert org.client.post(org.config_path + "/test").json()["ok"] is True
+
+
+def test_a_new_connection_needs_a_password(org: Org, imap_body: Body) -> None:
+    response = org.client.put(org.config_path, imap_body(password=""))
+    assert response.status == 422
+    assert response.error["field"] == "password"
+
+
+def test_status_follows_saves_tests_and_disconnects(org: Org, imap_body: Body) -> None:
+    path = org.config_path
+    assert org.client.put(path, imap_body()).json()["status"] == "configured"
+
+    tested = org.client.post(path + "/test").json()
+    assert tested["status"] == "connected"
+    assert org.client.get(path).json()["last_test"]["inbox"] == {"total": 12, "unread": 5}
+
+    # Re-saving the same settings keeps `connected`; changing a server drops back.
+    assert org.client.put(path, imap_body(password=None)).json()["status"] == "connected"
+    changed = org.client.put(path, imap_body(password="a-wrong-password")).json()
+    assert changed["status"] == "configured"
+    assert changed["last_test"] is None
+
+    failed = org.client.post(path + "/test").json()
+    assert failed["status"] == "error"
+    current = org.client.get(path).json()
+    assert current["status"] == "error"
+    assert current["last_error"]["code"] == "auth_failed"
+    assert current["last_error"]["hint"]
+    assert current["last_error"]["at"]
+
+    assert org.client.put(path, imap_body()).json()["status"] == "configured"
+    assert org.client.post(path + "/test").json()["status"] == "connected"
+    assert org.client.get(path).json()["last_error"] is None
+
+    deleted = org.client.delete(path)
+    assert deleted.status == 200
+    assert deleted.json()["status"] == "not_connected"
+    assert org.client.get(path).json()["config"] is None
+
+
+def test_disconnect_removes_the_secret(org: Org, imap_body: Body) -> None:
+    org.client.put(org.config_path, imap_body())
+    assert org.client.delete(org.config_path).status == 200
+    secrets = boto3.client("secretsmanager")
+    with pytest.raises(secrets.exceptions.ResourceNotFoundException):
+        secrets.get_secret_value(SecretId=f"mailbridge/agents/{org.agent_id}/email")
+    # Reconnecting right away reuses the agent's secret name.
+    assert org.client.put(org.config_path, imap_body()).status == 200
+    assert org.client.post(org.config_path + "/test").json()["ok"] is True
+
+
+def test_testing_without_a_config_is_a_conflict(org: Org) -> None:
+    response = org.client.post(org.config_path + "/test")
+    assert response.status == 409
+    assert response.error["code"] == "not_configured"
+
+
+def test_another_organization_sees_nothing_and_changes_nothing(
+    org: Org, other_org: Org, imap_body: Body
+) -> None:
+    saved = org.client.put(org.config_path, imap_body()).json()
+    intruder, path = other_org.client, org.config_path
+
+    for response in (
+        intruder.get(path),
+        intruder.put(path, imap_body(password="hijack")),
+        intruder.post(path + "/test"),
+        intruder.delete(path),
+    ):
+        assert response.status == 404
+        assert response.error["code"] == "agent_not_found"
+        assert "example.test" not in response.text
+
+    assert org.client.get(path).json() == saved
+
+
+def test_unknown_agent_is_not_found(org: Org) -> None:
+    response = org.client.get("/bridge/agents/no-such-agent/email-config")
+    assert response.status == 404
+    assert response.error["code"] == "agent_not_found"
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code", "field"),
+    [
+        ({"imap": {"port": 70000}}, 422, "invalid_field", "imap.port"),
+        ({"imap": {"port": 0}}, 422, "invalid_field", "imap.port"),
+        ({"imap": {"port": "abc"}}, 422, "invalid_field", "imap.port"),
+        ({"imap": {"host": "mail .example.com"}}, 422, "invalid_field", "imap.host"),
+        ({"smtp": {"host": "smtp.example.com\r\nRCPT"}}, 422, "invalid_field", "smtp.host"),
+        ({"smtp": {"security": "none"}}, 422, "invalid_field", "smtp.security"),
+        ({"email": "not-an-address"}, 422, "invalid_field", "email"),
+        ({"email": 42}, 422, "invalid_field", "email"),
+        ({"username": "agent\x00"}, 422, "invalid_field", "username"),
+        ({"password": "line\nbreak"}, 422, "invalid_field", "password"),
+        ({"password": "x" * 1025}, 422, "invalid_field", "password"),
+        ({"preset": "hotmail"}, 422, "invalid_field", "preset"),
+        ({"provider": "pop3"}, 422, "invalid_field", "provider"),
+        ({"imap_host": "x"}, 422, "unknown_field", "imap_host"),
+        ({"imap": {"host": "h.example.com", "tls": True}}, 422, "unknown_field", "imap.tls"),
+        ({"imap": None}, 422, "invalid_field", "imap"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_field(
+    org: Org, change: dict[str, Any], status: int, code: str, field: str
+) -> None:
+    body = {
+        "provider": "imap",
+        "preset": "custom",
+        "email": "agent@example.com",
+        "password": "secret",
+        "imap": {"host": "imap.example.com", "port": 993, "security": "tls"},
+        "smtp": {"host": "smtp.example.com", "port": 465, "security": "tls"},
+    }
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(body.get(key), dict):
+            body[key] = body[key] | value  # type: ignore[operator]
+        else:
+            body[key] = value
+    response = org.client.put(org.config_path, body)
+    assert response.status == status, response.text
+    assert response.error["code"] == code
+    assert response.error["field"] == field
+    assert "Traceback" not in response.text
+    assert "secret" not in response.text
+
+
+def test_custom_preset_needs_every_server_field(org: Org) -> None:
+    response = org.client.put(
+        org.config_path,
+        {
+            "provider": "imap",
+            "email": "agent@example.com",
+            "password": "secret",
+            "imap": {"port": 993, "security": "tls"},
+            "smtp": {"host": "smtp.example.com", "port": 465, "security": "tls"},
+        },
+    )
+    assert response.status == 422
+    assert response.error["field"] == "imap.host"
+    assert response.error["hint"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b"", 422, "missing_field"),
+        (b"[]", 422, "invalid_field"),
+        (b'{"provider": "imap"', 400, "invalid_json"),
+        (b'{"password": "' + b"x" * (70 * 1024) + b'"}', 413, "payload_too_large"),
+    ],
+)
+def test_malformed_bodies_are_refused(org: Org, raw: bytes, status: int, code: str) -> None:
+    response = org.client.put(org.config_path, raw=raw)
+    assert response.status == status, response.text
+    assert response.error["code"] == code
+
+
+def test_a_malformed_agent_id_is_refused(org: Org) -> None:
+    response = org.client.get("/bridge/agents/%20bad%00id/email-config")
+    assert response.status == 422
+    assert response.error["field"] == "agentId"
+
+
+def test_unknown_routes_use_the_error_shape(org: Org) -> None:
+    response = org.client.get("/bridge/agents")
+    assert response.status == 404
+
+
+def test_password_never_reaches_a_response_or_a_log_line(
+    org: Org, imap_body: Body, capfd: pytest.CaptureFixture[str]
+) -> None:
+    responses = [
+        org.client.put(org.config_path, imap_body()),
+        org.client.post(org.config_path + "/test"),
+        org.client.get(org.config_path),
+        org.client.put(org.config_path, imap_body(password=MAILBOX_PASSWORD + "-wrong")),
+        org.client.post(org.config_path + "/test"),
+        org.client.put(org.config_path, imap_body(password="bad\nvalue" + MAILBOX_PASSWORD)),
+        org.client.delete(org.config_path),
+    ]
+    captured = capfd.readouterr()
+    for response in responses:
+        assert MAILBOX_PASSWORD not in response.text
+        assert MAILBOX_PASSWORD not in str(response.headers)
+    assert MAILBOX_PASSWORD not in captured.out + captured.err
