@@ -1,0 +1,1 @@
+"""Developer and operator tooling for mailbridge; not deployed."""

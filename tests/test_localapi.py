@@ -1,0 +1,372 @@
+"""The local API adapter and template reader, on a throwaway template with an echo function."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from mailbridge_tools.devauth import DevIssuer
+from mailbridge_tools.localapi import LocalApi
+from mailbridge_tools.template import (
+    Route,
+    TemplateError,
+    function_environment,
+    load_template,
+    routes,
+    table_properties,
+)
+
+TEMPLATE = """\
+Parameters:
+  JwtIssuer:
+    Type: String
+  Greeting:
+    Type: String
+    Default: hello
+Globals:
+  Function:
+    Handler: app.handler
+    Timeout: 10
+    Environment:
+      Variables:
+        TABLE_NAME: !Ref Table
+        GREETING: !Ref Greeting
+Resources:
+  Api:
+    Type: AWS::Serverless::HttpApi
+    Properties:
+      Auth:
+        DefaultAuthorizer: Jwt
+        Authorizers:
+          Jwt:
+            IdentitySource: $request.header.Authorization
+            JwtConfiguration:
+              issuer: !Ref JwtIssuer
+  Table:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      BillingMode: PAY_PER_REQUEST
+      AttributeDefinitions:
+        - {AttributeName: pk, AttributeType: S}
+        - {AttributeName: sk, AttributeType: S}
+        - {AttributeName: org, AttributeType: S}
+      KeySchema:
+        - {AttributeName: pk, KeyType: HASH}
+        - {AttributeName: sk, KeyType: RANGE}
+      GlobalSecondaryIndexes:
+        - IndexName: by-org
+          KeySchema:
+            - {AttributeName: org, KeyType: HASH}
+          Projection: {ProjectionType: KEYS_ONLY}
+      TimeToLiveSpecification:
+        AttributeName: expires_at
+        Enabled: true
+  EchoFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: echo/
+      MemorySize: 256
+      Environment:
+        Variables:
+          ROLE: echo
+      Events:
+        GetThing:
+          Type: HttpApi
+          Properties: {ApiId: !Ref Api, Path: "/things/{thingId}", Method: GET}
+        PutThing:
+          Type: HttpApi
+          Properties: {ApiId: !Ref Api, Path: "/things/{thingId}", Method: PUT}
+        Health:
+          Type: HttpApi
+          Properties: {ApiId: !Ref Api, Path: /health, Method: GET, Auth: {Authorizer: NONE}}
+"""
+
+# Echoes what it was given; two paths exercise the other response shapes.
+ECHO_APP = """
+import json
+import os
+
+
+def handler(event, context):
+    if event["rawPath"] == "/things/boom":
+        raise RuntimeError("boom")
+    if event["rawPath"] == "/things/plain":
+        return {"plain": True}
+    return {
+        "statusCode": 200,
+        "headers": {"Content-Type": "application/json"},
+        "cookies": ["a=1", "b=2"],
+        "body": json.dumps({
+            "event": event,
+            "env": {name: os.environ.get(name) for name in ("TABLE_NAME", "GREETING", "ROLE")},
+            "context": {
+                "function_name": context.function_name,
+                "memory_limit_in_mb": context.memory_limit_in_mb,
+                "remaining_ms": context.get_remaining_time_in_millis(),
+            },
+        }),
+    }
+"""
+
+
+def write_template(directory: Path) -> Path:
+    (directory / "echo").mkdir()
+    (directory / "echo" / "app.py").write_text(ECHO_APP)
+    path = directory / "template.yaml"
+    path.write_text(TEMPLATE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def template_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_template(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="module")
+def api(template_path: Path) -> Iterator[LocalApi]:
+    # A table name of its own: every moto server in a process shares one set of backends.
+    table_name = f"localapi-test-{uuid.uuid4().hex[:8]}"
+    with LocalApi(template_path=template_path, table_name=table_name) as running:
+        yield running
+
+
+def call(
+    api: LocalApi,
+    method: str,
+    path: str,
+    *,
+    token: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+) -> tuple[int, http.client.HTTPResponse, bytes]:
+    connection = http.client.HTTPConnection(api.host, api.port, timeout=10)
+    try:
+        connection.putrequest(method, path)
+        for name, value in headers or []:
+            connection.putheader(name, value)
+        if token is not None:
+            connection.putheader("Authorization", f"Bearer {token}")
+        if body is not None:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, response, response.read()
+    finally:
+        connection.close()
+
+
+def echoed(api: LocalApi, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    status, _, body = call(api, method, path, token=api.issuer.mint("user-1", "org-1"), **kwargs)
+    assert status == 200, body
+    echo: dict[str, Any] = json.loads(body)
+    return echo
+
+
+def test_routes_come_from_http_api_events(template_path: Path) -> None:
+    found = routes(load_template(template_path), template_path.parent)
+
+    code_uri = template_path.parent / "echo"
+    assert found == [
+        Route("GET", "/things/{thingId}", "EchoFunction", code_uri, "app.handler", True),
+        Route("PUT", "/things/{thingId}", "EchoFunction", code_uri, "app.handler", True),
+        Route("GET", "/health", "EchoFunction", code_uri, "app.handler", False),
+    ]
+
+
+def test_the_real_template_routes_to_existing_code() -> None:
+    for route in routes(load_template()):
+        assert (route.code_uri / "app.py").is_file(), route
+
+
+def test_function_environment_resolves_refs_and_defaults(template_path: Path) -> None:
+    template = load_template(template_path)
+
+    environment = function_environment(template, "EchoFunction", {"Table": "local-table"})
+
+    assert environment == {"TABLE_NAME": "local-table", "GREETING": "hello", "ROLE": "echo"}
+
+
+def test_function_environment_refuses_what_it_cannot_resolve(template_path: Path) -> None:
+    template = load_template(template_path)
+    variables = template["Resources"]["EchoFunction"]["Properties"]["Environment"]["Variables"]
+
+    variables["SECRET_ARN"] = {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager"}
+    with pytest.raises(TemplateError, match="SECRET_ARN"):
+        function_environment(template, "EchoFunction", {"Table": "local-table"})
+
+    del template["Resources"]["EchoFunction"]["Properties"]["Environment"]
+    with pytest.raises(TemplateError, match="TABLE_NAME refers to Table"):
+        function_environment(template, "EchoFunction", {})
+
+
+def test_create_table_matches_the_template(api: LocalApi, template_path: Path) -> None:
+    expected = table_properties(load_template(template_path))
+    client = boto3.client("dynamodb")  # the running LocalApi points it at its moto server
+    try:
+        table = client.describe_table(TableName=api.table_name)["Table"]
+        ttl = client.describe_time_to_live(TableName=api.table_name)
+    finally:
+        client.close()
+
+    assert table["KeySchema"] == expected["KeySchema"]
+    assert table["AttributeDefinitions"] == expected["AttributeDefinitions"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    [index] = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "by-org"
+    assert index["KeySchema"] == expected["GlobalSecondaryIndexes"][0]["KeySchema"]
+    assert ttl["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "ENABLED",
+        "AttributeName": "expires_at",
+    }
+
+
+def test_event_carries_path_query_headers_cookies_and_claims(api: LocalApi) -> None:
+    echo = echoed(
+        api,
+        "GET",
+        "/things/a%2520b?x=1&x=2&empty=",
+        headers=[("X-Multi", "one"), ("X-Multi", "two"), ("Cookie", "c=3; d=4")],
+    )
+
+    event = echo["event"]
+    assert event["version"] == "2.0"
+    assert event["routeKey"] == "GET /things/{thingId}"
+    # Decoded once, as HTTP APIs do.
+    assert event["rawPath"] == "/things/a%20b"
+    assert event["pathParameters"] == {"thingId": "a%20b"}
+    assert event["rawQueryString"] == "x=1&x=2&empty="
+    assert event["queryStringParameters"] == {"x": "1,2", "empty": ""}
+    assert event["headers"]["x-multi"] == "one,two"
+    assert "cookie" not in event["headers"]
+    assert event["cookies"] == ["c=3", "d=4"]
+    assert "body" not in event
+    context = event["requestContext"]
+    assert context["http"]["method"] == "GET"
+    assert context["http"]["sourceIp"] == "127.0.0.1"
+    assert context["stage"] == "$default"
+    claims = context["authorizer"]["jwt"]["claims"]
+    assert claims["sub"] == "user-1"
+    assert claims["org_id"] == "org-1"
+    assert claims["role"] == "admin"
+    assert claims["aud"] == api.issuer.audience
+    assert claims["exp"].isdigit()  # as API Gateway passes claims: strings
+    assert context["authorizer"]["jwt"]["scopes"] is None
+
+
+def test_function_runs_with_template_environment_and_context(api: LocalApi) -> None:
+    echo = echoed(api, "GET", "/things/1")
+
+    assert echo["env"] == {"TABLE_NAME": api.table_name, "GREETING": "hello", "ROLE": "echo"}
+    assert echo["context"]["function_name"] == "EchoFunction"
+    assert echo["context"]["memory_limit_in_mb"] == 256
+    assert 0 < echo["context"]["remaining_ms"] <= 10_000
+
+
+def test_bodies_pass_as_text_or_base64(api: LocalApi) -> None:
+    text = echoed(api, "PUT", "/things/1", body='{"name": "é"}'.encode())["event"]
+    binary = echoed(api, "PUT", "/things/1", body=b"\xff\x00")["event"]
+
+    assert (text["body"], text["isBase64Encoded"]) == ('{"name": "é"}', False)
+    assert (base64.b64decode(binary["body"]), binary["isBase64Encoded"]) == (b"\xff\x00", True)
+
+
+def test_response_maps_headers_cookies_and_bare_values(api: LocalApi) -> None:
+    token = api.issuer.mint("user-1", "org-1")
+    _, response, _ = call(api, "GET", "/things/1", token=token)
+    status, plain, body = call(api, "GET", "/things/plain", token=token)
+
+    assert response.headers.get_all("Set-Cookie") == ["a=1", "b=2"]
+    assert (status, plain.headers["Content-Type"], json.loads(body)) == (
+        200,
+        "application/json",
+        {"plain": True},
+    )
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        None,
+        "not-a-jwt",
+        DevIssuer().mint("user-1", "org-1"),  # signed by another key
+        "expired",
+    ],
+)
+def test_authorized_routes_refuse_missing_and_bad_tokens(api: LocalApi, token: str | None) -> None:
+    if token == "expired":
+        token = api.issuer.mint("user-1", "org-1", ttl_seconds=-60)
+
+    status, response, body = call(api, "GET", "/things/1", token=token)
+
+    assert (status, json.loads(body)) == (401, {"message": "Unauthorized"})
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_route_without_authorizer_needs_no_token(api: LocalApi) -> None:
+    status, _, body = call(api, "GET", "/health")
+
+    assert status == 200
+    assert "authorizer" not in json.loads(body)["event"]["requestContext"]
+
+
+def test_undeclared_method_is_405_with_allow(api: LocalApi) -> None:
+    status, response, body = call(api, "DELETE", "/things/1")
+
+    assert (status, json.loads(body)) == (405, {"message": "Method Not Allowed"})
+    assert response.headers["Allow"] == "GET, PUT"
+
+
+def test_unknown_path_is_404(api: LocalApi) -> None:
+    for path in ("/nothing", "/things", "/things/1/more"):
+        status, _, body = call(api, "GET", path)
+        assert (status, json.loads(body)) == (404, {"message": "Not Found"}), path
+
+
+def test_oversized_body_is_413_unread(api: LocalApi) -> None:
+    connection = http.client.HTTPConnection(api.host, api.port, timeout=10)
+    try:
+        connection.putrequest("PUT", "/things/1")
+        connection.putheader("Content-Length", str(10 * 1024 * 1024 + 1))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())) == (
+            413,
+            {"message": "Request Entity Too Large"},
+        )
+    finally:
+        connection.close()
+
+
+def test_handler_exception_is_500_and_logged(
+    api: LocalApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, body = call(api, "GET", "/things/boom", token=api.issuer.mint("user-1", "org-1"))
+
+    assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
+    assert "RuntimeError: boom" in capsys.readouterr().err
+
+
+def test_stop_restores_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TABLE_NAME", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://before.invalid")
+    seen: list[str] = []
+
+    with LocalApi(
+        template_path=write_template(tmp_path),
+        table_name=f"localapi-test-{uuid.uuid4().hex[:8]}",
+        seed=lambda running: seen.append(running.table_name),
+    ) as running:
+        assert os.environ["TABLE_NAME"] == running.table_name
+        assert os.environ["AWS_ENDPOINT_URL"] == running.aws_endpoint_url
+
+    assert seen == [running.table_name]
+    assert "TABLE_NAME" not in os.environ
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://before.invalid"
