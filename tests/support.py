@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-MAILBOX = "agent@example.test"
+MAILBOX = "agent@example.com"
 MAILBOX_PASSWORD = "app-pass-7f3a9c"  # the canary: must never be seen outside the servers
-BULK_MAILBOX = "bulk@example.test"
+BULK_MAILBOX = "bulk@example.com"
 MAIL_TIMEOUT_SECONDS = 2.0
 
 

@@ -73,7 +73,7 @@ def test_wrong_password_is_auth_failed_with_a_hint(org: Org, imap_body: Body) ->
 
 def test_a_large_mailbox_is_counted_exactly(org: Org, imap_body: Body) -> None:
     result = run_test(org, imap_body(email=BULK_MAILBOX))
-    assert result["inbox"] == {"total": 5000, "unread": 1234}
+    assert result["inbox"] == {"total": 5000, "unread": 1234}, result
 
 
 def test_refused_port(org: Org, imap_body: Body) -> None:
@@ -102,7 +102,7 @@ def untrusted_servers(
     cert, key = rogue.issue(["localhost", "127.0.0.1"])
     users = {MAILBOX: MAILBOX_PASSWORD}
     with (
-        DovecotServer(tmp_path_factory.mktemp("rogue-dovecot"), cert, key, users) as dovecot,
+        DovecotServer(cert, key, users) as dovecot,
         SmtpServer(cert, key, users) as smtp,
     ):
         yield dovecot, smtp
@@ -120,14 +120,12 @@ def test_untrusted_certificate_is_refused(
 
 
 def test_certificate_must_match_the_host_name(org: Org, imap_body: Body) -> None:
-    # The servers' certificate names localhost and 127.0.0.1, not 127.0.0.2.
+    # The servers' certificate names localhost only; 127.0.0.1 reaches the same servers.
     body = imap_body()
-    body["imap"]["host"] = body["smtp"]["host"] = "127.0.0.2"
+    body["imap"]["host"] = body["smtp"]["host"] = "127.0.0.1"
     result = run_test(org, body)
-    assert check(result, "imap")["error"]["code"] in {
-        "tls_certificate_invalid",
-        "connection_refused",
-    }
+    for name in ("imap", "smtp"):
+        assert check(result, name)["error"]["code"] == "tls_certificate_invalid"
 
 
 def test_tls_against_a_starttls_port_is_a_handshake_failure(org: Org, imap_body: Body) -> None:
@@ -141,16 +139,12 @@ def test_tls_against_a_starttls_port_is_a_handshake_failure(org: Org, imap_body:
 
 
 @pytest.fixture(scope="module")
-def plain_servers(
-    tmp_path_factory: pytest.TempPathFactory, server_cert: tuple[Path, Path]
-) -> Iterator[tuple[DovecotServer, SmtpServer]]:
+def plain_servers(server_cert: tuple[Path, Path]) -> Iterator[tuple[DovecotServer, SmtpServer]]:
     """Servers that do not offer STARTTLS."""
     cert, key = server_cert
     users = {MAILBOX: MAILBOX_PASSWORD}
     with (
-        DovecotServer(
-            tmp_path_factory.mktemp("plain-dovecot"), cert, key, users, offer_starttls=False
-        ) as dovecot,
+        DovecotServer(cert, key, users, offer_starttls=False) as dovecot,
         SmtpServer(cert, key, users, offer_starttls=False) as smtp,
     ):
         yield dovecot, smtp

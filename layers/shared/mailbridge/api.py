@@ -9,6 +9,7 @@ nothing from the exception (its text could hold anything).
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -20,13 +21,15 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from .errors import AppError, BadRequest, PayloadTooLarge, Unauthorized
+from .errors import AppError, BadRequest, NotFound, PayloadTooLarge, Unauthorized
 from .models import AGENT_ID_PATTERN, Caller
 from .settings import settings
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+# Most requests record no business metric; Powertools would warn about it on every one.
+warnings.filterwarnings("ignore", "No application metrics to publish")
 
 # The path parameter of every agent route, checked before anything is looked up.
 AgentId = Annotated[str, Path(pattern=AGENT_ID_PATTERN)]
@@ -63,7 +66,7 @@ def _validation_error(error: RequestValidationError) -> AppError:
         code, message = "missing_field", f"{field} is required."
     else:
         # pydantic's `msg` describes the rule, never the rejected value (which may be secret).
-        code, message = "invalid_field", f"{field}: {first['msg']}."
+        code, message = "invalid_field", f"{field}: {first['msg'].rstrip('.')}."
     return AppError(code, message, field=field, status=422)
 
 
@@ -80,7 +83,7 @@ def create_app() -> APIGatewayHttpResolver:
 
     @app.not_found
     def handle_not_found(_: NotFoundError) -> Response[str]:
-        return _error_response(AppError("not_found", "No such route."))
+        return _error_response(NotFound("not_found", "No such route."))
 
     @app.exception_handler(Exception)
     def handle_unexpected(_: Exception) -> Response[str]:

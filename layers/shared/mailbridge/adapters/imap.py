@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import imaplib
 
-from imapclient import IMAPClient
+from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import LoginError
-from imapclient.util import SocketTimeout
 
 from ..models import ImapConnection, InboxCounts, Security
 from .mailnet import ConnectionProblem, classify_network_error, tls_context

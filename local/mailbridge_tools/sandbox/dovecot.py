@@ -1,0 +1,201 @@
+"""A real Dovecot IMAP server on loopback, run as a child process with its own config."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+
+from .network import LOOPBACK, free_port, wait_for_port
+
+
+def dovecot_binary() -> str | None:
+    found = shutil.which("dovecot")
+    if found:
+        return found
+    return "/usr/sbin/dovecot" if os.access("/usr/sbin/dovecot", os.X_OK) else None
+
+
+def _accounts() -> tuple[str, str]:
+    """(internal user, login user). As root Dovecot drops privileges to its own users; as
+    anyone else it runs everything as that user."""
+    if os.geteuid() == 0:
+        return "dovecot", "dovenull"
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    return me, me
+
+
+def _listener(name: str, port: int, extra: str = "") -> str:
+    return f"  inet_listener {name} {{\n    address = {LOOPBACK}\n    port = {port}\n{extra}  }}\n"
+
+
+class DovecotServer:
+    """Dovecot serving `users` ({address: password}) over IMAPS and IMAP+STARTTLS.
+
+    With `offer_starttls=False` it runs without TLS at all (no IMAPS port), to show what a
+    client does when a server does not offer STARTTLS.
+    """
+
+    def __init__(
+        self,
+        cert: Path,
+        key: Path,
+        users: dict[str, str],
+        *,
+        offer_starttls: bool = True,
+    ) -> None:
+        binary = dovecot_binary()
+        if binary is None:
+            raise RuntimeError("Dovecot is not installed (Debian package dovecot-imapd)")
+        self._binary = binary
+        self._cert, self._key = cert, key
+        self._users = users
+        self._tls = offer_starttls
+        self.imap_port = free_port()
+        self._imaps_port = free_port() if offer_starttls else None
+        self._process: subprocess.Popen[bytes] | None = None
+        # Its own directory under /tmp: Dovecot's unprivileged processes must traverse it,
+        # which pytest's private temp directories do not allow.
+        self.root = Path(tempfile.mkdtemp(prefix="mailbridge-dovecot-"))
+        self.root.chmod(0o755)
+
+    @property
+    def imaps_port(self) -> int:
+        if self._imaps_port is None:
+            raise RuntimeError("this server runs without TLS and has no IMAPS port")
+        return self._imaps_port
+
+    def __enter__(self) -> DovecotServer:
+        config = self._write_config()
+        self._process = subprocess.Popen(  # noqa: S603 - a fixed binary and our own config
+            [self._binary, "-F", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for_port(self.imap_port, alive=lambda: self._process_alive())
+            if self._imaps_port is not None:
+                wait_for_port(self._imaps_port, alive=lambda: self._process_alive())
+        except Exception as error:
+            self.stop()
+            raise RuntimeError(f"Dovecot did not start: {self.log_tail()}") from error
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            if self._process.stderr:
+                self._process.stderr.close()
+            self._process = None
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _process_alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self) -> str:
+        log = self.root / "dovecot.log"
+        return log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+
+    def add_messages(self, login: str, count: int, *, unseen: int = 0) -> None:
+        """Delivers `count` messages to `login`'s INBOX, the last `unseen` of them unread,
+        by writing Maildir files directly (thousands per second, no SMTP needed)."""
+        maildir = self.root / "mail" / login / "Maildir"
+        for sub in ("cur", "new", "tmp"):
+            (maildir / sub).mkdir(parents=True, exist_ok=True)
+        stamp = int(time.time())
+        for number in range(count):
+            flags = "" if number >= count - unseen else "S"
+            body = (
+                f"From: sender{number}@example.test\r\n"
+                f"To: {login}\r\n"
+                f"Subject: Message {number}\r\n"
+                f"Message-ID: <{uuid.uuid4()}@example.test>\r\n"
+                "\r\n"
+                f"Body of message {number}.\r\n"
+            )
+            name = f"{stamp}.M{number}P{os.getpid()}.sandbox:2,{flags}"
+            (maildir / "cur" / name).write_text(body)
+        self._hand_mail_to_dovecot()
+        # A live server has its index already; build it now, not in the first client's STATUS.
+        with imaplib.IMAP4(LOOPBACK, self.imap_port, timeout=60) as client:
+            client.login(login, self._users[login])
+            client.status("INBOX", "(MESSAGES)")
+
+    def _hand_mail_to_dovecot(self) -> None:
+        account = pwd.getpwnam(_accounts()[0])
+        for path in [self.root / "mail", *(self.root / "mail").rglob("*")]:
+            os.chown(path, account.pw_uid, account.pw_gid)
+
+    def _write_config(self) -> Path:
+        internal_user, login_user = _accounts()
+        passwd = self.root / "passwd"
+        passwd.write_text(
+            "".join(f"{user}:{password}::::::\n" for user, password in self._users.items())
+        )
+        (self.root / "mail").mkdir()
+        self._hand_mail_to_dovecot()
+        account = pwd.getpwnam(internal_user)
+        if self._tls:
+            tls = (
+                "ssl = yes\n"
+                f"ssl_cert = <{self._cert}\n"
+                f"ssl_key = <{self._key}\n"
+                "ssl_min_protocol = TLSv1.2\n"
+            )
+            imaps = _listener("imaps", self.imaps_port, "    ssl = yes\n")
+        else:
+            tls, imaps = "ssl = no\n", ""
+        config = self.root / "dovecot.conf"
+        config.write_text(
+            f"base_dir = {self.root}/run\n"
+            f"state_dir = {self.root}/state\n"
+            f"log_path = {self.root}/dovecot.log\n"
+            "protocols = imap\n"
+            f"listen = {LOOPBACK}\n"
+            f"default_internal_user = {internal_user}\n"
+            f"default_login_user = {login_user}\n"
+            "auth_mechanisms = plain login\n"
+            "disable_plaintext_auth = no\n"
+            # Wrong-password tests would otherwise wait two seconds each.
+            "auth_failure_delay = 0\n"
+            # Nor the next login after one (Dovecot's per-IP auth penalty): no penalty socket.
+            "service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n"
+            f"{tls}"
+            "passdb {\n"
+            "  driver = passwd-file\n"
+            f"  args = scheme=PLAIN username_format=%u {passwd}\n"
+            "}\n"
+            "userdb {\n"
+            "  driver = static\n"
+            f"  args = uid={account.pw_uid} gid={account.pw_gid} home={self.root}/mail/%u\n"
+            "}\n"
+            "mail_location = maildir:~/Maildir\n"
+            # System accounts such as dovecot's sit below the default floor of 500.
+            f"first_valid_uid = {account.pw_uid}\n"
+            "service imap-login {\n"
+            f"{_listener('imap', self.imap_port)}"
+            f"{imaps}"
+            "}\n"
+        )
+        return config

@@ -1,0 +1,55 @@
+"""Loopback ports for sandbox servers, and a server that never answers."""
+
+from __future__ import annotations
+
+import socket
+import time
+from types import TracebackType
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0, *, alive: object = None) -> None:
+    """Waits until something accepts connections on `port`; `alive()` may abort early."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(alive) and not alive():
+            raise RuntimeError(f"the server for port {port} exited while starting")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout}s")
+
+
+class BlackholeServer:
+    """Completes TCP handshakes (the kernel does, from the backlog) and never says a word:
+    the shape of a firewall that swallows traffic, or a hung server."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+
+    def __enter__(self) -> BlackholeServer:
+        self._socket.bind((LOOPBACK, 0))
+        self._socket.listen(64)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._socket.close()
+
+    @property
+    def port(self) -> int:
+        return int(self._socket.getsockname()[1])

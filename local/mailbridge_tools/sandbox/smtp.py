@@ -1,0 +1,113 @@
+"""A real SMTP submission server (aiosmtpd) on loopback: STARTTLS and implicit TLS."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from .network import LOOPBACK, free_port
+from .tls import server_context
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    sender: str
+    recipients: list[str]
+    content: bytes
+
+
+class _Mailroom:
+    """The handler and authenticator both controllers share."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self._users = users
+        self._lock = threading.Lock()
+        self.messages: list[ReceivedMessage] = []
+        self.auth_attempts = 0
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        with self._lock:
+            self.auth_attempts += 1
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login, password = data.login.decode(), data.password.decode()
+        return AuthResult(success=self._users.get(login) == password, handled=False)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        with self._lock:
+            self.messages.append(
+                ReceivedMessage(envelope.mail_from or "", list(envelope.rcpt_tos), content)
+            )
+        return "250 Message accepted for delivery"
+
+
+class SmtpServer:
+    """Submission with AUTH for `users` ({address: password}) on two ports:
+    `starttls_port` (STARTTLS required before AUTH) and `tls_port` (implicit TLS).
+
+    With `offer_starttls=False` the STARTTLS port offers no TLS but still advertises AUTH,
+    the trap a careful client must not fall into; `auth_attempts` shows whether it did.
+    """
+
+    def __init__(
+        self, cert: Path, key: Path, users: dict[str, str], *, offer_starttls: bool = True
+    ) -> None:
+        self._mailroom = _Mailroom(users)
+        context = server_context(cert, key)
+        # aiosmtpd cannot listen on port 0 (its readiness probe needs the real port).
+        self.starttls_port, self.tls_port = free_port(), free_port()
+        self._controllers = [
+            Controller(
+                self._mailroom,
+                hostname=LOOPBACK,
+                port=self.starttls_port,
+                server_hostname="localhost",
+                tls_context=context if offer_starttls else None,
+                require_starttls=offer_starttls,
+                authenticator=self._mailroom.authenticate,
+                auth_required=True,
+                auth_require_tls=offer_starttls,
+            ),
+            Controller(
+                self._mailroom,
+                hostname=LOOPBACK,
+                port=self.tls_port,
+                server_hostname="localhost",
+                ssl_context=context,
+                authenticator=self._mailroom.authenticate,
+                auth_required=True,
+                # With True, aiosmtpd hides AUTH on an implicit-TLS port.
+                auth_require_tls=False,
+            ),
+        ]
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        return self._mailroom.messages
+
+    @property
+    def auth_attempts(self) -> int:
+        return self._mailroom.auth_attempts
+
+    def __enter__(self) -> SmtpServer:
+        for controller in self._controllers:
+            controller.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for controller in self._controllers:
+            controller.stop()
