@@ -299,6 +299,7 @@ class LocalApi:
         self.aws_endpoint_url = ""
         self.routes: list[Route] = []
         self._cleanup = ExitStack()
+        self._functions: dict[str, _Function] = {}
 
     @property
     def url(self) -> str:
@@ -329,6 +330,12 @@ class LocalApi:
 
     def stop(self) -> None:
         self._cleanup.close()
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        """Runs the function that owns the event's routeKey on the event as given, with no
+        authorizer check: what `sam local invoke` does with a file from events/."""
+        route = next(r for r in self.routes if r.route_key == event["routeKey"])
+        return self._functions[route.function].invoke(event)
 
     def __enter__(self) -> LocalApi:
         self.start()
@@ -373,6 +380,7 @@ class LocalApi:
                     memory_mb=int(properties.get("MemorySize", 128)),
                     timeout_seconds=float(properties.get("Timeout", 3)),
                 )
+        self._functions = functions
         gateway = _Gateway(_Router(self.routes), functions, self.issuer)
         server = _HttpServer((self.host, self.port), gateway)
         stack.callback(server.server_close)
@@ -503,8 +511,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle
 
 
+DEMO_ORG_ID, DEMO_AGENT_ID = "demo-org", "demo-agent"
+
+
 def _placeholder(parameter: re.Match[str]) -> str:
-    return f"<{parameter[1]}>"
+    return DEMO_AGENT_ID if parameter[1] == "agentId" else f"<{parameter[1]}>"
+
+
+def seed_demo_agent(api: LocalApi) -> None:
+    """The agent a newcomer can connect right away; the platform registers real ones."""
+    from mailbridge.models import Agent
+    from mailbridge.storage import AgentStore
+
+    agent = Agent(agent_id=DEMO_AGENT_ID, org_id=DEMO_ORG_ID, name="Demo agent")
+    AgentStore(api.table_name).put_agent(agent)
 
 
 def welcome_text(api: LocalApi, token: str) -> str:
@@ -524,7 +544,8 @@ def welcome_text(api: LocalApi, token: str) -> str:
             "Routes:",
             *(f"  {route.route_key}" for route in api.routes),
             "",
-            "Development token (sub dev-user, organization demo-org, valid 12 hours):",
+            f"Demo agent: {DEMO_AGENT_ID}, in organization {DEMO_ORG_ID}.",
+            f"Development token (sub dev-user, organization {DEMO_ORG_ID}, valid 12 hours):",
             f"  export MAILBRIDGE_TOKEN={token}",
             "",
             "Try:",
@@ -540,8 +561,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
     args = parser.parse_args(argv)
-    with LocalApi(args.host, args.port) as api:
-        token = api.issuer.mint(sub="dev-user", org_id="demo-org")
+    with LocalApi(args.host, args.port, seed=seed_demo_agent) as api:
+        token = api.issuer.mint(sub="dev-user", org_id=DEMO_ORG_ID)
         print(welcome_text(api, token), flush=True)
         try:
             threading.Event().wait()

@@ -1,0 +1,49 @@
+"""The sample events in events/ (for `sam local invoke`) are real: one per route, and each
+runs through its function with the answer its file name promises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mailbridge.models import Agent
+from mailbridge.storage import AgentStore
+
+EVENTS = Path(__file__).parent.parent / "events"
+
+
+def load(name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return event
+
+
+def test_every_route_has_a_sample_event(local_api: Any) -> None:
+    sampled = {load(path.stem)["routeKey"] for path in EVENTS.glob("*.json")}
+    assert sampled == {route.route_key for route in local_api.routes}
+
+
+def test_the_events_run_in_order(local_api: Any) -> None:
+    claims = load("get_email_config")["requestContext"]["authorizer"]["jwt"]["claims"]
+    agent_id = load("get_email_config")["pathParameters"]["agentId"]
+    AgentStore(local_api.table_name).put_agent(
+        Agent(agent_id=agent_id, org_id=claims["org_id"], name="Sample events agent")
+    )
+
+    def run(name: str) -> tuple[int, dict[str, Any]]:
+        response = local_api.invoke(load(name))
+        return response["statusCode"], json.loads(response["body"])
+
+    status, body = run("list_presets")
+    assert status == 200
+    assert "gmail" in {preset["id"] for preset in body["presets"]}
+
+    status, body = run("put_email_config")
+    assert (status, body["status"]) == (200, "configured"), body
+    assert run("get_email_config")[1] == body
+
+    status, body = run("delete_email_config")
+    assert (status, body["status"]) == (200, "not_connected")
+    # Run last: with a configuration it would reach for the real Gmail servers.
+    status, body = run("test_email_config")
+    assert (status, body["error"]["code"]) == (409, "not_configured")
