@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint pytest install system-deps clean
+.PHONY: run sandbox test lint pytest install system-deps clean
 
 run: install
 	$(BIN)/python -m mailbridge_tools.localapi
+
+# The local run plus a demo mailbox (Dovecot, SMTP) on loopback: no internet needed.
+sandbox: install system-deps
+	$(BIN)/python -m mailbridge_tools.localapi --sandbox
 
 test: install system-deps lint pytest
 

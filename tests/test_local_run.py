@@ -1,41 +1,74 @@
-"""The README's run command: `python -m mailbridge_tools.localapi` serves a usable API."""
+"""The README's run command, end to end: `python -m mailbridge_tools.localapi --sandbox`
+prints a token, a demo agent and a sandbox mailbox; with them, curl-like calls save, test
+and read a connection, and the password shows up in no response and no log line."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
-from support import ApiClient
+from mailbridge_tools.sandbox import dovecot_binary
+from support import ApiClient, require_component
+
+
+@dataclass
+class LocalRun:
+    process: subprocess.Popen[str]
+    welcome: list[str]
+
+    def line(self, containing: str) -> str:
+        return next(line for line in self.welcome if containing in line)
 
 
 @pytest.fixture(scope="module")
-def welcome() -> Iterator[list[str]]:
+def local_run() -> Iterator[LocalRun]:
+    require_component(dovecot_binary() is not None, "Dovecot (Debian package dovecot-imapd)")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailbridge_tools.localapi", "--port", "0"],
+        [sys.executable, "-m", "mailbridge_tools.localapi", "--sandbox", "--port", "0"],
         stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     assert process.stdout is not None
     try:
-        lines: list[str] = []
+        welcome: list[str] = []
         for line in process.stdout:
-            lines.append(line.rstrip("\n"))
+            welcome.append(line.rstrip("\n"))
             if line.startswith("Everything lives in memory"):
                 break
-        yield lines
+        yield LocalRun(process, welcome)
     finally:
         process.terminate()
         process.wait(timeout=10)
         process.stdout.close()
 
 
-def test_the_printed_token_reaches_the_demo_agent(welcome: list[str]) -> None:
-    url = welcome[0].removeprefix("mailbridge local API: ")
-    token = next(line for line in welcome if "export MAILBRIDGE_TOKEN=" in line).split("=", 1)[1]
-    response = ApiClient(url, token).get("/bridge/agents/demo-agent/email-config")
-    assert response.status == 200, response.text
-    assert response.json()["status"] == "not_connected"
-    example = next(line for line in welcome if "curl" in line and "demo-agent" in line)
-    assert f"{url}/bridge/agents/demo-agent/email-config" in example
+def test_the_printed_commands_connect_the_demo_agent(local_run: LocalRun) -> None:
+    url = local_run.welcome[0].removeprefix("mailbridge local API: ")
+    token = local_run.line("export MAILBRIDGE_TOKEN=").split("=", 1)[1]
+    assert f"{url}/bridge/agents/demo-agent/email-config" in local_run.line('email-config"')
+    put_line = local_run.line("curl -s -X PUT")
+    body = json.loads(put_line[put_line.index("'") + 1 : put_line.rindex("'")])
+    client = ApiClient(url, token)
+    path = "/bridge/agents/demo-agent/email-config"
+
+    assert client.get(path).json()["status"] == "not_connected"
+    responses = [client.put(path, body), client.post(path + "/test"), client.get(path)]
+    assert [r.status for r in responses] == [200, 200, 200], [r.text for r in responses]
+    tested, read = responses[1].json(), responses[2].json()
+    assert tested["ok"] is True, tested
+    assert tested["inbox"] == {"total": 12, "unread": 5}
+    assert tested["email"] == body["email"]
+    assert read["status"] == "connected"
+
+    # Everything the process printed after its welcome is the service's own logging.
+    local_run.process.terminate()
+    assert local_run.process.stdout is not None
+    logs = local_run.process.stdout.read()
+    assert '"message"' in logs  # the handlers' JSON log lines are there...
+    for text in [*(r.text for r in responses), logs]:
+        assert body["password"] not in text  # ...and the password is not

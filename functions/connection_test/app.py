@@ -11,6 +11,7 @@ from mailbridge.api import (
     create_app,
     current_caller,
     lambda_handler,
+    logger,
     metrics,
     tracer,
 )
@@ -28,6 +29,8 @@ def test_config(
     agentId: AgentId,
 ) -> ConnectionTestResponse:
     result = test_email_config(agents, secrets, current_caller(app), agentId)
+    failures = {check.name: check.error.code for check in result.checks if check.error}
+    logger.info("connection tested", extra={"ok": result.ok, "failures": failures})
     metrics.add_metric(
         name="ConnectionTestPassed" if result.ok else "ConnectionTestFailed",
         unit=MetricUnit.Count,

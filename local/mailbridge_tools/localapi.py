@@ -550,8 +550,6 @@ def welcome_text(api: LocalApi, token: str) -> str:
             "",
             "Try:",
             *examples,
-            "",
-            "Everything lives in memory and is gone after Ctrl-C.",
         ]
     )
 
@@ -560,10 +558,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the mailbridge API locally.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="also serve a demo mailbox on loopback (Dovecot and an SMTP server)",
+    )
     args = parser.parse_args(argv)
-    with LocalApi(args.host, args.port, seed=seed_demo_agent) as api:
+    with ExitStack() as stack:
+        sandbox = None
+        if args.sandbox:
+            from .sandbox import MailSandbox
+
+            sandbox = stack.enter_context(MailSandbox())
+            assert sandbox.ca is not None
+            # Read once per process by the functions, so set before the API starts.
+            _set_env(stack, "MAIL_EXTRA_CA_FILE", str(sandbox.ca.ca_path))
+        api = stack.enter_context(LocalApi(args.host, args.port, seed=seed_demo_agent))
         token = api.issuer.mint(sub="dev-user", org_id=DEMO_ORG_ID)
         print(welcome_text(api, token), flush=True)
+        if sandbox is not None:
+            print(f"\n{sandbox.describe(api.url, DEMO_AGENT_ID)}")
+        print("\nEverything lives in memory and is gone after Ctrl-C.", flush=True)
         try:
             threading.Event().wait()
         except KeyboardInterrupt:

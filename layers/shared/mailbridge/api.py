@@ -102,6 +102,8 @@ def current_caller(app: APIGatewayHttpResolver) -> Caller:
     org_id = claims.get(settings().org_claim)
     if not org_id or not claims.get("sub"):
         raise Unauthorized("unauthorized", "The token does not name a user and an organization.")
+    # Every later log line of this request says who asked.
+    logger.append_keys(org_id=str(org_id), caller=str(claims["sub"]))
     return Caller(subject=str(claims["sub"]), org_id=str(org_id))
 
 
@@ -110,10 +112,14 @@ def lambda_handler(
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
     """The Lambda entry point for `app`, with logging, tracing, metrics and a body limit."""
 
-    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+    # clear_state: keys appended for one request never leak into the next one's logs.
+    @logger.inject_lambda_context(
+        correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
+    )
     @tracer.capture_lambda_handler
     @metrics.log_metrics
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        logger.append_keys(path_parameters=event.get("pathParameters"))
         body = event.get("body") or ""
         limit = settings().max_body_bytes
         if len(body) > limit:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -13,6 +15,9 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .network import LOOPBACK, free_port
 from .tls import server_context
+
+# aiosmtpd logs every session, and warns about the configuration below, which is deliberate.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,15 @@ class _Mailroom:
         return "250 Message accepted for delivery"
 
 
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        # The implicit-TLS port and the no-STARTTLS trap advertise AUTH without STARTTLS
+        # on purpose; aiosmtpd warns about that for every connection.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+            return super().factory()
+
+
 class SmtpServer:
     """Submission with AUTH for `users` ({address: password}) on two ports:
     `starttls_port` (STARTTLS required before AUTH) and `tls_port` (implicit TLS).
@@ -66,7 +80,7 @@ class SmtpServer:
         # aiosmtpd cannot listen on port 0 (its readiness probe needs the real port).
         self.starttls_port, self.tls_port = free_port(), free_port()
         self._controllers = [
-            Controller(
+            _Controller(
                 self._mailroom,
                 hostname=LOOPBACK,
                 port=self.starttls_port,
@@ -77,7 +91,7 @@ class SmtpServer:
                 auth_required=True,
                 auth_require_tls=offer_starttls,
             ),
-            Controller(
+            _Controller(
                 self._mailroom,
                 hostname=LOOPBACK,
                 port=self.tls_port,
