@@ -61,7 +61,8 @@ class _Controller(Controller):
         # on purpose; aiosmtpd warns about that for every connection.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
-            return super().factory()
+            server: SMTP = super().factory()  # type: ignore[no-untyped-call]
+            return server
 
 
 class SmtpServer:
