@@ -42,6 +42,14 @@ def test_the_events_run_in_order(local_api: Any) -> None:
     assert (status, body["status"]) == (200, "configured"), body
     assert run("get_email_config")[1] == body
 
+    # A password connection has nothing to authorize.
+    for name in ("authorize_email_oauth", "reauthorize_email_oauth"):
+        status, body = run(name)
+        assert (status, body["error"]["code"]) == (409, "not_oauth"), body
+    callback = local_api.invoke(load("oauth_callback"))
+    assert callback["statusCode"] == 400
+    assert "state_invalid" in callback["body"]
+
     status, body = run("delete_email_config")
     assert (status, body["status"]) == (200, "not_connected")
     # Run last: with a configuration it would reach for the real Gmail servers.

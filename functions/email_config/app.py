@@ -5,7 +5,7 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from mailbridge.api import AgentId, create_app, current_caller, lambda_handler, logger, tracer
 from mailbridge.email_config import delete_email_config, get_email_config, save_email_config
-from mailbridge.models import EmailConfigView, ImapConfigRequest
+from mailbridge.models import EmailConfigRequest, EmailConfigView
 from mailbridge.storage import AgentStore, SecretStore
 
 app = create_app()
@@ -20,7 +20,7 @@ def get_config(agentId: AgentId) -> EmailConfigView:
 
 @app.put("/bridge/agents/<agentId>/email-config")
 @tracer.capture_method
-def put_config(agentId: AgentId, request: Annotated[ImapConfigRequest, Body()]) -> EmailConfigView:
+def put_config(agentId: AgentId, request: Annotated[EmailConfigRequest, Body()]) -> EmailConfigView:
     saved = save_email_config(agents, secrets, current_caller(app), agentId, request)
     logger.info("email config saved", extra={"status": saved.status, "version": saved.version})
     return saved

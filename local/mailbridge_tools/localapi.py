@@ -310,11 +310,15 @@ class LocalApi:
         self.routes = routes(template, self.template_path.parent)
         with ExitStack() as stack:
             self._start_aws(stack, template)
+            server = self._bind_http(stack, template)
             resolved = {
                 table_logical_id(template): self.table_name,
                 # The authorizer's settings: the DevIssuer stands in for the platform's.
                 "JwtIssuer": self.issuer.issuer,
                 "JwtAudience": self.issuer.audience,
+                # OAuth providers redirect here, and the Email tab it serves gets the results.
+                "PublicBaseUrl": self.url,
+                "AllowedUiOrigins": self.url,
                 "AWS::Region": REGION,
                 "AWS::AccountId": ACCOUNT_ID,
             }
@@ -323,7 +327,7 @@ class LocalApi:
             # No X-Ray daemon or CloudWatch here to receive traces and metrics.
             _set_env(stack, "POWERTOOLS_TRACE_DISABLED", "true", overwrite=False)
             _set_env(stack, "POWERTOOLS_METRICS_DISABLED", "true", overwrite=False)
-            self._start_http(stack, template)
+            self._serve_http(stack, server)
             if self.seed is not None:
                 self.seed(self)
             self._cleanup = stack.pop_all()
@@ -370,7 +374,9 @@ class LocalApi:
         finally:
             client.close()
 
-    def _start_http(self, stack: ExitStack, template: dict[str, Any]) -> None:
+    def _bind_http(self, stack: ExitStack, template: dict[str, Any]) -> _HttpServer:
+        """The listening socket, bound before the environment is set because the
+        environment names its URL; requests are served only once it is set."""
         functions: dict[str, _Function] = {}
         for route in self.routes:
             if route.function not in functions:
@@ -384,6 +390,10 @@ class LocalApi:
         gateway = _Gateway(_Router(self.routes), functions, self.issuer)
         server = _HttpServer((self.host, self.port), gateway)
         stack.callback(server.server_close)
+        self.port = server.server_address[1]
+        return server
+
+    def _serve_http(self, stack: ExitStack, server: _HttpServer) -> None:
         # A short poll so that stop() returns at once.
         thread = threading.Thread(
             target=server.serve_forever,
@@ -394,7 +404,6 @@ class LocalApi:
         thread.start()
         stack.callback(thread.join)
         stack.callback(server.shutdown)
-        self.port = server.server_address[1]
 
 
 def _shared_environment(

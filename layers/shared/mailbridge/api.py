@@ -21,8 +21,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from .errors import AppError, BadRequest, NotFound, PayloadTooLarge, Unauthorized
-from .models import AGENT_ID_PATTERN, Caller
+from .errors import AppError, BadRequest, InvalidField, NotFound, PayloadTooLarge, Unauthorized
+from .models import AGENT_ID_PATTERN, PROVIDERS, Caller
 from .settings import settings
 
 logger = Logger()
@@ -58,8 +58,14 @@ def _validation_error(error: RequestValidationError) -> AppError:
     first = error.errors()[0]
     if first["type"] == "json_invalid":
         return BadRequest("invalid_json", "The request body is not valid JSON.")
+    if first["type"] in {"union_tag_not_found", "union_tag_invalid"}:
+        return InvalidField("provider", "provider must be one of imap, microsoft, google.")
     # loc is ("body", "imap", "port") or ("path", "agentId"): name the field, not the source.
-    field = ".".join(str(part) for part in first["loc"][1:]) or str(first["loc"][0])
+    # A body that is a union by provider has the provider after "body": not a field either.
+    loc = [str(part) for part in first["loc"]]
+    if len(loc) > 2 and loc[0] == "body" and loc[1] in PROVIDERS:
+        del loc[1]
+    field = ".".join(loc[1:]) or loc[0]
     if first["type"] == "extra_forbidden":
         code, message = "unknown_field", f"{field} is not a known field."
     elif first["type"] == "missing":

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -15,12 +16,22 @@ from .adapters.smtp import check_smtp
 from .errors import Conflict
 from .models import (
     Caller,
+    CheckName,
     CheckResult,
     ConnectionTestResponse,
     ConnectionTestResult,
     ImapConnection,
     LastError,
+    OAuthConnection,
     Status,
+    StoredConfig,
+)
+from .oauth import fresh_access_token
+from .oauth_providers import (
+    ProviderProblem,
+    missing_permissions,
+    permission_problem,
+    provider_client,
 )
 from .settings import settings
 
@@ -36,15 +47,18 @@ _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mail-check")
 def test_email_config(
     agents: AgentStore, secrets: SecretStore, caller: Caller, agent_id: str
 ) -> ConnectionTestResponse:
-    _, config = load_owned_agent(agents, caller, agent_id)
+    agent, config = load_owned_agent(agents, caller, agent_id)
     if config is None:
         raise Conflict(
             "not_configured",
             "This agent has no email configuration to test.",
             hint="Save a configuration first.",
         )
-    password = secrets.read(config.secret_name)["password"]
-    result = run_checks(config.connection, password, settings().mail_timeout_seconds)
+    if isinstance(config.connection, ImapConnection):
+        password = secrets.read(config.secret_name)["password"]
+        result = run_checks(config.connection, password, settings().mail_timeout_seconds)
+    else:
+        result = _test_oauth(agents, secrets, agent.org_id, config)
 
     last_error = (
         LastError(**result.error.model_dump(), at=result.tested_at) if result.error else None
@@ -81,6 +95,54 @@ def run_checks(connection: ImapConnection, password: str, timeout: float) -> Con
         error=error,
         tested_at=datetime.now(UTC),
     )
+
+
+def _test_oauth(
+    agents: AgentStore, secrets: SecretStore, org_id: str, config: StoredConfig
+) -> ConnectionTestResult:
+    """A fresh access token, then the address and inbox counts through the provider's mail
+    API, then the granted permissions: each a check, stopping at the first failure."""
+    assert isinstance(config.connection, OAuthConnection)
+    provider = config.connection.provider
+    checks: list[CheckResult] = []
+    mailbox = None
+    try:
+        with _check("authorization", checks):
+            grant = fresh_access_token(agents, secrets, org_id, config)
+        with _check("mailbox", checks):
+            mailbox = provider_client(provider).mailbox(grant.access_token)
+        with _check("permissions", checks):
+            missing = missing_permissions(provider, grant.granted_scopes)
+            if missing:
+                raise permission_problem(provider, missing)
+    except ProviderProblem:
+        pass  # recorded in `checks` by _check
+    error = next((check.error for check in checks if check.error), None)
+    return ConnectionTestResult(
+        ok=error is None,
+        email=mailbox.email if mailbox else None,
+        inbox=mailbox.inbox if mailbox else None,
+        checks=checks,
+        error=error,
+        tested_at=datetime.now(UTC),
+    )
+
+
+@contextmanager
+def _check(name: CheckName, checks: list[CheckResult]) -> Iterator[None]:
+    """Times the block and appends its outcome; a ProviderProblem ends the test."""
+    started = time.monotonic()
+    problem = None
+    try:
+        yield
+    except ProviderProblem as failure:
+        problem = failure.problem
+        raise
+    finally:
+        latency_ms = round((time.monotonic() - started) * 1000)
+        checks.append(
+            CheckResult(name=name, ok=problem is None, latency_ms=latency_ms, error=problem)
+        )
 
 
 def _timed(

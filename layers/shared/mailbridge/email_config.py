@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from .access import load_owned_agent
-from .errors import ConfigConflict, Conflict, InvalidField
+from .errors import AppError, ConfigConflict, Conflict, InvalidField
 from .models import (
     Caller,
+    Connection,
+    EmailConfigRequest,
     EmailConfigView,
     ImapConfigRequest,
     ImapConnection,
     ImapConnectionView,
-    PasswordState,
+    MicrosoftConfigRequest,
+    OAuthConnection,
+    OAuthConnectionView,
+    SecretState,
     Status,
     StoredConfig,
 )
+from .oauth import oauth_app
+from .oauth_providers import ProviderProblem, provider_client, requested_scopes
 from .presets import resolve_server
+from .settings import settings
 
 if TYPE_CHECKING:
     from .storage import AgentStore, SecretStore
+
+logger = logging.getLogger(__name__)
 
 # A save re-reads and re-applies on a concurrent write: the request is a full replacement,
 # so re-applying it gives "last writer wins" without ever writing a torn record.
@@ -38,10 +49,16 @@ def view(agent_id: str, config: StoredConfig | None) -> EmailConfigView:
             version=None,
             updated_at=None,
         )
-    connection = ImapConnectionView(
-        **config.connection.model_dump(),
-        password=PasswordState(set=True, updated_at=config.password_updated_at),
-    )
+    secret = SecretState(set=True, updated_at=config.secret_updated_at)
+    connection: ImapConnectionView | OAuthConnectionView
+    if isinstance(config.connection, ImapConnection):
+        connection = ImapConnectionView(**config.connection.model_dump(), password=secret)
+    else:
+        connection = OAuthConnectionView(
+            **config.connection.model_dump(),
+            client_secret=secret,
+            redirect_uri=settings().oauth_redirect_uri,
+        )
     return EmailConfigView(
         agent_id=agent_id,
         status=config.status,
@@ -58,40 +75,89 @@ def get_email_config(agents: AgentStore, caller: Caller, agent_id: str) -> Email
     return view(agent_id, config)
 
 
-def save_email_config(
-    agents: AgentStore,
-    secrets: SecretStore,
-    caller: Caller,
-    agent_id: str,
-    request: ImapConfigRequest,
-) -> EmailConfigView:
-    connection = ImapConnection(
+def _imap_connection(request: ImapConfigRequest) -> ImapConnection:
+    return ImapConnection(
         preset=request.preset,
         email=str(request.email),
         username=request.username or str(request.email),
         imap=resolve_server(request.preset, "imap", request.imap),
         smtp=resolve_server(request.preset, "smtp", request.smtp),
     )
-    # An empty password means "keep the stored one", as the Email tab's field says.
-    password = request.password.get_secret_value() if request.password else ""
+
+
+def _oauth_connection(request: EmailConfigRequest, current: StoredConfig | None) -> OAuthConnection:
+    assert not isinstance(request, ImapConfigRequest)
+    tenant = None
+    if isinstance(request, MicrosoftConfigRequest):
+        # Left out, the stored tenant is kept: a re-save never silently turns a
+        # single-tenant app into a multi-tenant one.
+        stored = current.connection if current else None
+        tenant = request.tenant or (stored.tenant if isinstance(stored, OAuthConnection) else None)
+        if tenant is None:
+            raise InvalidField(
+                "tenant",
+                "tenant is required: the directory (tenant) ID, a verified domain, "
+                "organizations or common.",
+            )
+    return OAuthConnection(
+        provider=request.provider,
+        client_id=request.client_id,
+        tenant=tenant,
+        scopes=requested_scopes(request.provider),
+    )
+
+
+def _same_app(current: Connection, new: Connection) -> bool:
+    """The same mailbox server and login, or the same OAuth app: what a test or an
+    authorization established still holds (given the same secret)."""
+    if isinstance(current, OAuthConnection) and isinstance(new, OAuthConnection):
+        return (current.provider, current.client_id, current.tenant) == (
+            new.provider,
+            new.client_id,
+            new.tenant,
+        )
+    return current == new
+
+
+def save_email_config(
+    agents: AgentStore,
+    secrets: SecretStore,
+    caller: Caller,
+    agent_id: str,
+    request: EmailConfigRequest,
+) -> EmailConfigView:
+    if isinstance(request, ImapConfigRequest):
+        field, secret_key, secret = "password", "password", request.password
+    else:
+        field, secret_key, secret = "client_secret", "client_secret", request.client_secret
+    # An empty secret means "keep the stored one", as the Email tab's field says.
+    secret_value = secret.get_secret_value() if secret else ""
     for _ in range(_SAVE_ATTEMPTS):
         agent, current = load_owned_agent(agents, caller, agent_id)
-        if current is None and not password:
-            raise InvalidField("password", "A password is required to connect a new mailbox.")
+        if isinstance(request, ImapConfigRequest):
+            connection: Connection = _imap_connection(request)
+        else:
+            connection = _oauth_connection(request, current)
+        same_app = current is not None and _same_app(current.connection, connection)
+        if not secret_value and not same_app:
+            raise InvalidField(field, f"{field} is required for a new connection.")
         now = datetime.now(UTC)
         secret_name = current.secret_name if current else secrets.name_for(agent_id)
-        if password:
+        if secret_value:
             secrets.write(
                 secret_name,
-                {"password": password},
+                {secret_key: secret_value},
                 exists=current is not None,
                 org_id=agent.org_id,
             )
-        record = _next_record(agent_id, current, connection, secret_name, bool(password), now)
+        record = _next_record(agent_id, current, connection, secret_name, secret_value, now)
         try:
             agents.put_config(record, replaces_version=current.version if current else None)
         except ConfigConflict:
             continue
+        if current and current.token_secret_name and record.token_secret_name is None:
+            # Tokens of an app this agent no longer uses.
+            secrets.delete(current.token_secret_name)
         return view(agent_id, record)
     raise Conflict(
         "concurrent_update",
@@ -103,23 +169,47 @@ def save_email_config(
 def _next_record(
     agent_id: str,
     current: StoredConfig | None,
-    connection: ImapConnection,
+    connection: Connection,
     secret_name: str,
-    password_changed: bool,
+    new_secret: str,
     now: datetime,
 ) -> StoredConfig:
-    if current is not None and current.connection == connection and not password_changed:
-        # Same servers and credentials: what the last test established still holds.
-        return current.model_copy(update={"version": current.version + 1, "updated_at": now})
+    version = current.version + 1 if current else 1
+    if current is not None and _same_app(current.connection, connection):
+        needs_authorization = False
+        if isinstance(connection, OAuthConnection):
+            assert isinstance(current.connection, OAuthConnection)
+            # The account stays authorized; new scopes need the user's consent, though.
+            authorization = current.connection.authorization
+            connection = connection.model_copy(update={"authorization": authorization})
+            needs_authorization = (
+                authorization is None or current.connection.scopes != connection.scopes
+            )
+        if needs_authorization:
+            status = Status.AWAITING_AUTHORIZATION
+        elif new_secret:
+            status = Status.CONFIGURED
+        else:
+            status = current.status
+        update: dict[str, object] = {
+            "connection": connection,
+            "status": status,
+            "version": version,
+            "updated_at": now,
+        }
+        if new_secret:
+            # A rotated password or client secret is proven by the next test, not assumed:
+            # what the old one produced no longer says anything.
+            update |= {"secret_updated_at": now, "last_test": None, "last_error": None}
+        return current.model_copy(update=update)
+    oauth = isinstance(connection, OAuthConnection)
     return StoredConfig(
         agent_id=agent_id,
         connection=connection,
         secret_name=secret_name,
-        password_updated_at=current.password_updated_at
-        if current and not password_changed
-        else now,
-        status=Status.CONFIGURED,
-        version=current.version + 1 if current else 1,
+        secret_updated_at=now,
+        status=Status.AWAITING_AUTHORIZATION if oauth else Status.CONFIGURED,
+        version=version,
         updated_at=now,
     )
 
@@ -128,9 +218,26 @@ def delete_email_config(
     agents: AgentStore, secrets: SecretStore, caller: Caller, agent_id: str
 ) -> EmailConfigView:
     _, current = load_owned_agent(agents, caller, agent_id)
-    if current is not None:
-        # Record first, secret second: a failure in between leaves an unreferenced secret at
-        # the agent's fixed name, which the next save takes over, never a dangling reference.
-        agents.delete_config(agent_id)
-        secrets.delete(current.secret_name)
+    if current is None:
+        return view(agent_id, None)
+    if current.token_secret_name:
+        _revoke(secrets, current, current.token_secret_name)
+    # Record first, secrets second: a failure in between leaves unreferenced secrets at the
+    # agent's fixed names, which the next save takes over, never a dangling reference.
+    agents.delete_config(agent_id)
+    secrets.delete(current.secret_name)
+    if current.token_secret_name:
+        secrets.delete(current.token_secret_name)
     return view(agent_id, None)
+
+
+def _revoke(secrets: SecretStore, config: StoredConfig, token_secret: str) -> None:
+    """Best effort: a provider that is down must not keep an agent connected against the
+    user's will; the tokens are deleted either way."""
+    assert isinstance(config.connection, OAuthConnection)
+    try:
+        provider_client(config.connection.provider).revoke(
+            oauth_app(secrets, config, with_secret=True), secrets.read(token_secret)
+        )
+    except (ProviderProblem, AppError) as error:
+        logger.warning("revocation at the provider failed", extra={"code": error.code})

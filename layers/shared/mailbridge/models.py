@@ -10,7 +10,7 @@ import ipaddress
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, SecretStr
 
@@ -33,6 +33,8 @@ class Security(StrEnum):
 
 
 PresetId = Literal["microsoft365", "gmail", "yahoo", "zoho", "fastmail", "custom"]
+OAuthProvider = Literal["microsoft", "google"]
+PROVIDERS = frozenset({"imap", *get_args(OAuthProvider)})
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?:{_LABEL}\.)*{_LABEL}\.?$")
@@ -67,6 +69,16 @@ def _secret_text(value: SecretStr) -> SecretStr:
 
 
 Password = Annotated[SecretStr, Field(max_length=1024), AfterValidator(_secret_text)]
+ClientSecret = Password
+# Microsoft application ids are GUIDs; Google's look like 1234-abc.apps.googleusercontent.com.
+ClientId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._-]+$")]
+# A directory (tenant) GUID, one of its verified domains, or a multi-tenant audience.
+TENANT_PATTERN = (
+    r"^(?:[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+    r"|organizations|common|consumers"
+    r"|(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63})$"
+)
+Tenant = Annotated[str, Field(max_length=253, pattern=TENANT_PATTERN)]
 
 
 class ServerSettings(StrictModel):
@@ -118,6 +130,50 @@ class ImapConfigRequest(StrictModel):
     smtp: ServerOverride = ServerOverride()
 
 
+class MicrosoftConfigRequest(StrictModel):
+    """PUT body for Microsoft OAuth (an Azure AD / Entra ID app registration)."""
+
+    provider: Literal["microsoft"]
+    client_id: ClientId = Field(description="Application (client) ID.")
+    client_secret: ClientSecret | None = Field(
+        default=None, description="Leave out or send an empty string to keep the stored one."
+    )
+    tenant: Tenant | None = Field(
+        default=None,
+        description="Directory (tenant) ID, a verified domain, `organizations` or `common`. "
+        "Required the first time; left out later, the stored tenant is kept.",
+    )
+
+
+class GoogleConfigRequest(StrictModel):
+    """PUT body for Google OAuth (a Google Cloud OAuth client, Gmail API)."""
+
+    provider: Literal["google"]
+    client_id: ClientId
+    client_secret: ClientSecret | None = Field(
+        default=None, description="Leave out or send an empty string to keep the stored one."
+    )
+
+
+EmailConfigRequest = Annotated[
+    ImapConfigRequest | MicrosoftConfigRequest | GoogleConfigRequest,
+    Field(discriminator="provider"),
+]
+
+
+class AuthorizeRequest(StrictModel):
+    origin: str | None = Field(
+        default=None,
+        description="The UI origin that receives the result by postMessage; defaults to the "
+        "request's Origin header. Must be one of the deployment's allowed origins.",
+    )
+
+
+class AuthorizeResponse(BaseModel):
+    authorization_url: str = Field(description="Open it in the popup.")
+    expires_at: datetime = Field(description="The authorization must finish before this.")
+
+
 # ---- what is stored ---------------------------------------------------------------------
 
 
@@ -143,6 +199,43 @@ class ImapConnection(BaseModel):
     smtp: ServerSettings
 
 
+class OAuthAuthorization(BaseModel):
+    """What the provider confirmed when the account was authorized."""
+
+    email: str
+    granted_scopes: list[str]
+    authorized_at: datetime
+    tenant_id: str | None = None  # Microsoft: the directory the account signed in to
+
+
+class OAuthConnection(BaseModel):
+    """An agent's OAuth app and, once authorized, its account (no secret in it)."""
+
+    provider: OAuthProvider
+    client_id: str
+    tenant: str | None = None  # Microsoft only
+    scopes: list[str] = Field(description="What authorization asks (or asked) for.")
+    authorization: OAuthAuthorization | None = None
+
+
+Connection = Annotated[ImapConnection | OAuthConnection, Field(discriminator="provider")]
+
+
+class PendingAuthorization(BaseModel):
+    """A started authorization, stored under the hash of its `state` until the callback."""
+
+    agent_id: str
+    org_id: str
+    provider: OAuthProvider
+    config_version: int  # the callback is refused if the settings changed meanwhile
+    ui_origin: str
+    scopes: list[str]
+    consent: bool
+    # The provider's half of the flow, PKCE verifier included (MSAL's flow, Google's verifier).
+    flow: dict[str, Any]
+    expires_at: int  # epoch seconds: checked explicitly and used as the item's TTL
+
+
 class Problem(BaseModel):
     """A classified failure: stable code, a sentence for the user, and how to fix it."""
 
@@ -160,8 +253,11 @@ class InboxCounts(BaseModel):
     unread: int
 
 
+CheckName = Literal["imap", "smtp", "authorization", "mailbox", "permissions"]
+
+
 class CheckResult(BaseModel):
-    name: Literal["imap", "smtp"]
+    name: CheckName
     ok: bool
     latency_ms: int
     error: Problem | None = None
@@ -169,7 +265,7 @@ class CheckResult(BaseModel):
 
 class ConnectionTestResult(BaseModel):
     ok: bool
-    email: str | None = Field(description="The address the server confirmed by accepting login.")
+    email: str | None = Field(description="The address the provider confirmed.")
     inbox: InboxCounts | None
     checks: list[CheckResult]
     error: Problem | None = Field(description="The first failing check's problem, if any.")
@@ -180,9 +276,10 @@ class StoredConfig(BaseModel):
     """The email-config record of one agent, as kept in DynamoDB."""
 
     agent_id: str
-    connection: ImapConnection
-    secret_name: str
-    password_updated_at: datetime
+    connection: Connection
+    secret_name: str  # the password or client secret
+    secret_updated_at: datetime
+    token_secret_name: str | None = None  # OAuth tokens, once authorized
     status: Status
     last_error: LastError | None = None
     last_test: ConnectionTestResult | None = None
@@ -193,13 +290,34 @@ class StoredConfig(BaseModel):
 # ---- responses --------------------------------------------------------------------------
 
 
-class PasswordState(BaseModel):
+class SecretState(BaseModel):
     set: bool
     updated_at: datetime | None
 
 
 class ImapConnectionView(ImapConnection):
-    password: PasswordState
+    password: SecretState
+
+
+class OAuthConnectionView(OAuthConnection):
+    client_secret: SecretState
+    redirect_uri: str = Field(description="Register exactly this URI with the provider.")
+
+
+class OAuthResultError(BaseModel):
+    code: str
+    message: str
+
+
+class OAuthResultMessage(BaseModel):
+    """What the callback page posts to the Email tab (and shows when it has no opener)."""
+
+    type: Literal["mailbridge:oauth-result"] = "mailbridge:oauth-result"
+    agentId: str | None  # camelCase: the UI's message format
+    provider: OAuthProvider | None
+    status: Literal["connected", "error"]
+    email: str | None = None
+    error: OAuthResultError | None = None
 
 
 class EmailConfigView(BaseModel):
@@ -207,7 +325,7 @@ class EmailConfigView(BaseModel):
 
     agent_id: str
     status: Status
-    config: ImapConnectionView | None
+    config: ImapConnectionView | OAuthConnectionView | None
     last_error: LastError | None
     last_test: ConnectionTestResult | None
     version: int | None

@@ -19,6 +19,24 @@ class Settings:
     # the local sandbox). It adds trust; verification itself is never turned off.
     mail_extra_ca_file: str | None
     max_body_bytes: int
+    # Where the OAuth providers send the browser back: the deployment's public URL, never
+    # taken from a request. Empty when OAuth is not set up.
+    public_base_url: str
+    # UI origins that may receive an OAuth result by postMessage.
+    allowed_ui_origins: frozenset[str]
+    # Per provider HTTP call (connect, then read).
+    provider_timeout_seconds: float
+    # The providers' endpoints: the real services by default, loopback fakes in tests.
+    microsoft_authority_host: str
+    graph_base_url: str
+    google_auth_url: str
+    google_token_url: str
+    google_revoke_url: str
+    gmail_base_url: str
+
+    @property
+    def oauth_redirect_uri(self) -> str:
+        return f"{self.public_base_url}/api/engine/oauth/callback"
 
 
 @cache
@@ -31,4 +49,21 @@ def settings() -> Settings:
         mail_timeout_seconds=float(env.get("MAIL_TIMEOUT_SECONDS", "10")),
         mail_extra_ca_file=env.get("MAIL_EXTRA_CA_FILE") or None,
         max_body_bytes=int(env.get("MAX_BODY_BYTES", str(64 * 1024))),
+        public_base_url=env.get("PUBLIC_BASE_URL", "").rstrip("/"),
+        allowed_ui_origins=frozenset(
+            origin.strip().rstrip("/")
+            for origin in env.get("ALLOWED_UI_ORIGINS", "").split(",")
+            if origin.strip()
+        ),
+        provider_timeout_seconds=float(env.get("PROVIDER_TIMEOUT_SECONDS", "10")),
+        microsoft_authority_host=env.get(
+            "MICROSOFT_AUTHORITY_HOST", "https://login.microsoftonline.com"
+        ).rstrip("/"),
+        graph_base_url=env.get("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0").rstrip("/"),
+        google_auth_url=env.get("GOOGLE_AUTH_URL", "https://accounts.google.com/o/oauth2/v2/auth"),
+        google_token_url=env.get("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token"),
+        google_revoke_url=env.get("GOOGLE_REVOKE_URL", "https://oauth2.googleapis.com/revoke"),
+        gmail_base_url=env.get("GMAIL_BASE_URL", "https://gmail.googleapis.com/gmail/v1").rstrip(
+            "/"
+        ),
     )

@@ -3,12 +3,16 @@
 Table layout (one table, see template.yaml):
     pk = "AGENT#<agent_id>", sk = "AGENT"         the agent: org, optional client org, name
     pk = "AGENT#<agent_id>", sk = "EMAIL_CONFIG"  its email connection (no secret in it)
+    pk = "AGENT#<agent_id>", sk = "TOKEN_REFRESH_LOCK"  held while its OAuth token refreshes
+    pk = "OAUTH_STATE#<sha256 of state>", sk = "OAUTH_STATE"  a started authorization (TTL)
 An agent and its config share a partition, so both come back in one Query.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ConfigConflict, ServiceUnavailable
-from .models import Agent, StoredConfig
+from .models import Agent, PendingAuthorization, StoredConfig
 from .settings import settings
 
 if TYPE_CHECKING:
@@ -31,6 +35,8 @@ _BOTO_CONFIG = Config(
 )
 _AGENT_SK = "AGENT"
 _CONFIG_SK = "EMAIL_CONFIG"
+_LOCK_SK = "TOKEN_REFRESH_LOCK"
+_STATE_SK = "OAUTH_STATE"
 _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
 
@@ -146,6 +152,39 @@ class AgentStore:
         except (ClientError, BotoCoreError) as error:
             raise _unavailable("DynamoDB") from error
 
+    def try_lock(self, agent_id: str, holder: str, lease_seconds: int) -> bool:
+        """Take the agent's token-refresh lock unless another holder's lease is running."""
+        now = int(time.time())
+        item = _to_item(
+            {
+                "pk": f"AGENT#{agent_id}",
+                "sk": _LOCK_SK,
+                "holder": holder,
+                "lease_until": now + lease_seconds,
+                "expires_at": now + lease_seconds + 3600,  # TTL sweeps a crashed holder's
+            }
+        )
+        try:
+            self._conditional(
+                "put_item",
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk) OR lease_until < :now",
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+            )
+        except ConfigConflict:
+            return False
+        return True
+
+    def unlock(self, agent_id: str, holder: str) -> None:
+        # A failed condition: the lease ran out and another holder has it, theirs to release.
+        with contextlib.suppress(ConfigConflict):
+            self._conditional(
+                "delete_item",
+                Key={"pk": self._pk(agent_id), "sk": {"S": _LOCK_SK}},
+                ConditionExpression="holder = :holder",
+                ExpressionAttributeValues={":holder": {"S": holder}},
+            )
+
     def _conditional(self, operation: str, **kwargs: Any) -> None:
         try:
             getattr(_dynamodb(), operation)(TableName=self.table, **kwargs)
@@ -157,21 +196,60 @@ class AgentStore:
             raise _unavailable("DynamoDB") from error
 
 
+class AuthorizationStore:
+    """Started OAuth authorizations, keyed by a hash of their state: a table reader cannot
+    use what it reads, and each one can be taken exactly once."""
+
+    def __init__(self, table_name: str | None = None) -> None:
+        self.table = table_name or settings().table_name
+
+    @staticmethod
+    def _key(state_hash: str) -> dict[str, Any]:
+        return {"pk": {"S": f"OAUTH_STATE#{state_hash}"}, "sk": {"S": _STATE_SK}}
+
+    def put(self, state_hash: str, pending: PendingAuthorization) -> None:
+        item = {**self._key(state_hash), **_to_item(pending.model_dump(mode="json"))}
+        try:
+            _dynamodb().put_item(TableName=self.table, Item=item)
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
+
+    def take(self, state_hash: str) -> PendingAuthorization | None:
+        """Remove and return it in one atomic step, so a replayed state finds nothing."""
+        try:
+            response = _dynamodb().delete_item(
+                TableName=self.table, Key=self._key(state_hash), ReturnValues="ALL_OLD"
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
+        values = _from_item(response.get("Attributes") or {})
+        if not values:
+            return None
+        values.pop("pk")
+        values.pop("sk")
+        return PendingAuthorization.model_validate(values)
+
+
 class SecretStore:
-    """One Secrets Manager secret per agent connection, holding a small JSON document."""
+    """Secrets Manager: per agent, one secret for the password or client secret and, for
+    OAuth, one for the tokens (written by callbacks and refreshes, never by saves, so the
+    two writers cannot overwrite each other's values)."""
 
     def name_for(self, agent_id: str) -> str:
         return f"{settings().secret_name_prefix}/agents/{agent_id}/email"
 
-    def read(self, name: str) -> dict[str, str]:
+    def token_name_for(self, agent_id: str) -> str:
+        return f"{settings().secret_name_prefix}/agents/{agent_id}/email-tokens"
+
+    def read(self, name: str) -> dict[str, Any]:
         try:
             response = _secretsmanager().get_secret_value(SecretId=name)
         except (ClientError, BotoCoreError) as error:
             raise _unavailable("Secrets Manager") from error
-        value: dict[str, str] = json.loads(response["SecretString"])
+        value: dict[str, Any] = json.loads(response["SecretString"])
         return value
 
-    def write(self, name: str, value: dict[str, str], *, exists: bool, org_id: str) -> None:
+    def write(self, name: str, value: dict[str, Any], *, exists: bool, org_id: str) -> None:
         """Create or replace the secret; `exists` saves a round trip when we know it does."""
         document = json.dumps(value)
         client = _secretsmanager()

@@ -1,0 +1,180 @@
+"""Google: the authorization-code flow with PKCE, google-auth for refresh, the Gmail API for
+the mailbox, and revocation on disconnect."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from datetime import UTC
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from google.auth.exceptions import RefreshError, TransportError
+from google.auth.transport.requests import Request
+from google.oauth2.credentials import Credentials
+
+from ..models import InboxCounts
+from ..oauth_providers import (
+    GOOGLE_SCOPES,
+    REQUIRED_PERMISSIONS,
+    AuthorizedAccount,
+    Mailbox,
+    OAuthApp,
+    ProviderProblem,
+    TokenGrant,
+)
+from ..settings import settings
+from .http import get_json, network_problem, session, timeout
+
+_PROVIDER = "google"
+_READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
+_MARGIN_SECONDS = 300
+
+
+class _TimedRequest(Request):
+    """google-auth's transport, with our timeout on the calls it makes without one."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["timeout"] = timeout()
+        return super().__call__(*args, **kwargs)
+
+
+def _tokens(
+    access_token: str, expires_in: float, refresh_token: str, scopes: list[str]
+) -> dict[str, Any]:
+    return {
+        "access_token": access_token,
+        "expires_at": int(time.time() + expires_in),
+        "refresh_token": refresh_token,
+        "scopes": scopes,
+    }
+
+
+def _error_code(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("error", ""))
+    except ValueError:
+        return ""
+
+
+class GoogleClient:
+    def start(self, app: OAuthApp, state: str, *, consent: bool) -> tuple[str, dict[str, Any]]:
+        verifier = secrets.token_urlsafe(64)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+        query = {
+            "client_id": app.client_id,
+            "redirect_uri": settings().oauth_redirect_uri,
+            "response_type": "code",
+            "scope": " ".join(GOOGLE_SCOPES),
+            "state": state,
+            "code_challenge": challenge.rstrip(b"=").decode(),
+            "code_challenge_method": "S256",
+            # A refresh token is only issued offline, and only again with consent.
+            "access_type": "offline",
+            "prompt": "consent" if consent else "select_account consent",
+            # Incremental consent: what was granted before stays granted.
+            "include_granted_scopes": "true",
+        }
+        return f"{settings().google_auth_url}?{urlencode(query)}", {"code_verifier": verifier}
+
+    def finish(
+        self, app: OAuthApp, flow: dict[str, Any], response: dict[str, str]
+    ) -> AuthorizedAccount:
+        try:
+            answer = session().post(
+                settings().google_token_url,
+                data={
+                    "grant_type": "authorization_code",
+                    "code": response.get("code", ""),
+                    "code_verifier": flow["code_verifier"],
+                    "redirect_uri": settings().oauth_redirect_uri,
+                    "client_id": app.client_id,
+                    "client_secret": app.client_secret,
+                },
+                timeout=timeout(),
+            )
+        except requests.RequestException as error:
+            raise network_problem(error, _PROVIDER) from error
+        if not answer.ok:
+            if _error_code(answer) in {"invalid_client", "unauthorized_client"}:
+                raise ProviderProblem("oauth_client_invalid", _PROVIDER)
+            raise ProviderProblem("authorization_failed", _PROVIDER)
+        body = answer.json()
+        if "refresh_token" not in body:
+            raise ProviderProblem(
+                "authorization_failed", _PROVIDER, detail=": no offline access was granted"
+            )
+        scopes = str(body.get("scope", "")).split()
+        tokens = _tokens(body["access_token"], body["expires_in"], body["refresh_token"], scopes)
+        grant = TokenGrant(body["access_token"], scopes, tokens)
+        return AuthorizedAccount(grant=grant, tenant_id=None)
+
+    def cached_token(self, tokens: dict[str, Any]) -> TokenGrant | None:
+        if tokens["expires_at"] - time.time() <= _MARGIN_SECONDS:
+            return None
+        return TokenGrant(tokens["access_token"], tokens["scopes"], None)
+
+    def refresh(self, app: OAuthApp, tokens: dict[str, Any]) -> TokenGrant:
+        credentials = Credentials(
+            token=None,
+            refresh_token=tokens["refresh_token"],
+            token_uri=settings().google_token_url,
+            client_id=app.client_id,
+            client_secret=app.client_secret,
+        )
+        try:
+            credentials.refresh(_TimedRequest(session()))
+        except RefreshError as error:
+            details = error.args[1] if len(error.args) > 1 else None
+            code = details.get("error") if isinstance(details, dict) else None
+            if code in {"invalid_client", "unauthorized_client"}:
+                raise ProviderProblem("oauth_client_invalid", _PROVIDER) from error
+            if code == "invalid_grant":
+                raise ProviderProblem("reauthorization_required", _PROVIDER) from error
+            raise ProviderProblem("provider_error", _PROVIDER) from error
+        except TransportError as error:
+            cause = error.__cause__ or error.__context__
+            if isinstance(cause, requests.RequestException):
+                raise network_problem(cause, _PROVIDER) from error
+            raise ProviderProblem("connection_failed", _PROVIDER) from error
+        access_token = str(credentials.token)
+        scopes = list(credentials.granted_scopes or tokens["scopes"])
+        # google-auth keeps expiry as a naive UTC datetime.
+        expiry = credentials.expiry.replace(tzinfo=UTC).timestamp() if credentials.expiry else 0
+        expires_in = expiry - time.time()
+        # Google keeps refresh tokens; should it ever rotate one, the new one is kept.
+        refreshed = _tokens(
+            access_token,
+            expires_in,
+            credentials.refresh_token or tokens["refresh_token"],
+            scopes,
+        )
+        return TokenGrant(access_token, scopes, refreshed)
+
+    def mailbox(self, access_token: str) -> Mailbox:
+        gmail = settings().gmail_base_url
+        profile = get_json(_PROVIDER, f"{gmail}/users/me/profile", access_token, needs=_READ)
+        inbox = get_json(_PROVIDER, f"{gmail}/users/me/labels/INBOX", access_token, needs=_READ)
+        return Mailbox(
+            email=profile["emailAddress"],
+            inbox=InboxCounts(total=inbox["messagesTotal"], unread=inbox["messagesUnread"]),
+        )
+
+    def revoke(self, app: OAuthApp, tokens: dict[str, Any]) -> None:
+        try:
+            answer = session().post(
+                settings().google_revoke_url,
+                data={"token": tokens["refresh_token"]},
+                timeout=timeout(),
+            )
+        except requests.RequestException as error:
+            raise network_problem(error, _PROVIDER) from error
+        # invalid_token: already revoked or expired, which is the outcome wanted.
+        if not answer.ok and _error_code(answer) != "invalid_token":
+            raise ProviderProblem("provider_error", _PROVIDER)
+
+
+CLIENT = GoogleClient()

@@ -1,0 +1,151 @@
+"""Microsoft: Entra ID sign-in with MSAL, Microsoft Graph for the mailbox.
+
+The token cache MSAL keeps (account, access and refresh tokens) is the stored token
+document, serialized; MSAL rotates the refresh token on every refresh and the new cache is
+handed back to be stored, so a rotated refresh token is never lost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msal
+import requests
+
+from ..models import InboxCounts
+from ..oauth_providers import (
+    MICROSOFT_SCOPES,
+    REQUIRED_PERMISSIONS,
+    AuthorizedAccount,
+    Mailbox,
+    OAuthApp,
+    ProviderProblem,
+    TokenGrant,
+)
+from ..settings import settings
+from .http import get_json, network_problem
+
+_PROVIDER = "microsoft"
+_READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
+# MSAL keeps the authority's discovery document here, so warm invocations skip that call.
+_http_cache: dict[Any, Any] = {}
+# An access token this close to expiry is refreshed first (MSAL applies the same margin).
+_MARGIN_SECONDS = 300
+
+
+def _client(app: OAuthApp, token_cache: msal.TokenCache | None = None) -> Any:
+    try:
+        return msal.ConfidentialClientApplication(
+            app.client_id,
+            client_credential=app.client_secret,
+            authority=f"{settings().microsoft_authority_host}/{app.tenant}",
+            # Discovery against Microsoft's instance list is for arbitrary hosts; the
+            # authority host is deployment configuration, so it is not needed.
+            instance_discovery=False,
+            token_cache=token_cache,
+            http_cache=_http_cache,
+            timeout=settings().provider_timeout_seconds,
+        )
+    except requests.RequestException as error:
+        raise network_problem(error, _PROVIDER) from error
+    except ValueError as error:  # MSAL's "Unable to get authority configuration"
+        raise ProviderProblem(
+            "authorization_failed", _PROVIDER, detail=": unknown tenant"
+        ) from error
+
+
+def _cache(tokens: dict[str, Any]) -> msal.SerializableTokenCache:
+    token_cache = msal.SerializableTokenCache()
+    token_cache.deserialize(tokens["token_cache"])
+    return token_cache
+
+
+def _grant(result: dict[str, Any], token_cache: msal.SerializableTokenCache) -> TokenGrant:
+    return TokenGrant(
+        access_token=result["access_token"],
+        granted_scopes=str(result.get("scope", "")).split(),
+        tokens={"token_cache": token_cache.serialize()},
+    )
+
+
+def _failure(result: dict[str, Any], *, during_sign_in: bool) -> ProviderProblem:
+    error = result.get("error")
+    if error == "invalid_client" or error == "unauthorized_client":
+        return ProviderProblem("oauth_client_invalid", _PROVIDER)
+    if during_sign_in:
+        return ProviderProblem("authorization_failed", _PROVIDER)
+    if error in {"invalid_grant", "interaction_required", "consent_required"}:
+        return ProviderProblem("reauthorization_required", _PROVIDER)
+    return ProviderProblem("provider_error", _PROVIDER)
+
+
+class MicrosoftClient:
+    def start(self, app: OAuthApp, state: str, *, consent: bool) -> tuple[str, dict[str, Any]]:
+        flow: dict[str, Any] = _client(app).initiate_auth_code_flow(
+            MICROSOFT_SCOPES,
+            redirect_uri=settings().oauth_redirect_uri,
+            state=state,
+            prompt="consent" if consent else "select_account",
+        )
+        return flow["auth_uri"], flow
+
+    def finish(
+        self, app: OAuthApp, flow: dict[str, Any], response: dict[str, str]
+    ) -> AuthorizedAccount:
+        token_cache = msal.SerializableTokenCache()
+        try:
+            result = _client(app, token_cache).acquire_token_by_auth_code_flow(flow, response)
+        except requests.RequestException as error:
+            raise network_problem(error, _PROVIDER) from error
+        if "access_token" not in result:
+            raise _failure(result, during_sign_in=True)
+        tenant_id = (result.get("id_token_claims") or {}).get("tid")
+        return AuthorizedAccount(grant=_grant(result, token_cache), tenant_id=tenant_id)
+
+    def cached_token(self, tokens: dict[str, Any]) -> TokenGrant | None:
+        entries = _cache(tokens).search(msal.TokenCache.CredentialType.ACCESS_TOKEN)
+        fresh = [e for e in entries if int(e["expires_on"]) - time.time() > _MARGIN_SECONDS]
+        if not fresh:
+            return None
+        entry = max(fresh, key=lambda e: int(e["expires_on"]))
+        return TokenGrant(entry["secret"], str(entry.get("target", "")).split(), None)
+
+    def refresh(self, app: OAuthApp, tokens: dict[str, Any]) -> TokenGrant:
+        token_cache = _cache(tokens)
+        client = _client(app, token_cache)
+        accounts = client.get_accounts()
+        if not accounts:
+            raise ProviderProblem("reauthorization_required", _PROVIDER)
+        try:
+            result = client.acquire_token_silent_with_error(
+                MICROSOFT_SCOPES, accounts[0], force_refresh=True
+            )
+        except requests.RequestException as error:
+            raise network_problem(error, _PROVIDER) from error
+        if not result or "access_token" not in result:
+            raise _failure(result or {}, during_sign_in=False)
+        return _grant(result, token_cache)
+
+    def mailbox(self, access_token: str) -> Mailbox:
+        graph = settings().graph_base_url
+        me = get_json(
+            _PROVIDER, f"{graph}/me?$select=mail,userPrincipalName", access_token, needs=_READ
+        )
+        inbox = get_json(
+            _PROVIDER,
+            f"{graph}/me/mailFolders/inbox?$select=totalItemCount,unreadItemCount",
+            access_token,
+            needs=_READ,
+        )
+        return Mailbox(
+            email=me.get("mail") or me["userPrincipalName"],
+            inbox=InboxCounts(total=inbox["totalItemCount"], unread=inbox["unreadItemCount"]),
+        )
+
+    def revoke(self, app: OAuthApp, tokens: dict[str, Any]) -> None:
+        """Microsoft offers no revocation of one app's refresh token (revokeSignInSessions
+        would sign the user out everywhere); deleting the tokens is what disconnect can do."""
+
+
+CLIENT = MicrosoftClient()

@@ -1,0 +1,334 @@
+"""OAuth connections: starting an authorization, finishing it at the public callback, and the
+one path that hands out access tokens, refreshing them when needed.
+
+Nothing about a flow lives in process memory: a started authorization is a DynamoDB item
+keyed by the hash of its random state, taken (deleted) atomically by the callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets as random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .access import load_owned_agent
+from .errors import ConfigConflict, Conflict, InvalidField, ServiceUnavailable
+from .models import (
+    AuthorizeResponse,
+    Caller,
+    LastError,
+    OAuthAuthorization,
+    OAuthConnection,
+    OAuthResultError,
+    OAuthResultMessage,
+    PendingAuthorization,
+    Problem,
+    Status,
+    StoredConfig,
+)
+from .oauth_providers import (
+    OAuthApp,
+    ProviderProblem,
+    TokenGrant,
+    missing_permissions,
+    permission_problem,
+    provider_client,
+    requested_scopes,
+)
+from .settings import settings
+
+if TYPE_CHECKING:
+    from .storage import AgentStore, AuthorizationStore, SecretStore
+
+STATE_TTL_SECONDS = 600
+_STATE_FORMAT = re.compile(r"^[A-Za-z0-9_-]{43,128}$")  # what token_urlsafe(32) produces
+# A refresh is a few provider calls, each bounded by the provider timeout.
+_LOCK_LEASE_SECONDS = 30
+_LOCK_WAIT_SECONDS = 10
+_DESCRIPTION_LIMIT = 300
+
+
+def state_hash(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def oauth_connection(config: StoredConfig | None) -> OAuthConnection:
+    if config is None:
+        raise Conflict(
+            "not_configured",
+            "This agent has no email configuration.",
+            hint="Save a Microsoft or Google OAuth configuration first.",
+        )
+    if not isinstance(config.connection, OAuthConnection):
+        raise Conflict(
+            "not_oauth",
+            "This agent connects with a password; there is nothing to authorize.",
+            hint="Save a Microsoft or Google OAuth configuration to use OAuth.",
+        )
+    return config.connection
+
+
+def oauth_app(secrets: SecretStore, config: StoredConfig, *, with_secret: bool) -> OAuthApp:
+    connection = oauth_connection(config)
+    client_secret = secrets.read(config.secret_name)["client_secret"] if with_secret else ""
+    return OAuthApp(connection.provider, connection.client_id, client_secret, connection.tenant)
+
+
+# ---- starting -------------------------------------------------------------------------
+
+
+def authorize(
+    agents: AgentStore,
+    states: AuthorizationStore,
+    secrets: SecretStore,
+    caller: Caller,
+    agent_id: str,
+    origin: str | None,
+    *,
+    consent: bool,
+) -> AuthorizeResponse:
+    """The provider's sign-in URL for the popup. `consent` (re-authorize) asks again for the
+    current scope set, for an account that was authorized before."""
+    agent, config = load_owned_agent(agents, caller, agent_id)
+    connection = oauth_connection(config)
+    assert config is not None
+    if consent and connection.authorization is None:
+        raise Conflict(
+            "not_authorized",
+            "This agent has not been authorized yet, so there is nothing to re-authorize.",
+            hint="Click Authorize.",
+        )
+    if not settings().public_base_url:
+        raise ServiceUnavailable(
+            "oauth_not_configured",
+            "OAuth is not set up on this deployment.",
+            hint="The operator sets the stack's PublicBaseUrl parameter.",
+        )
+    ui_origin = (origin or "").rstrip("/")
+    if not ui_origin:
+        raise InvalidField("origin", "origin is required (or an Origin header).")
+    if ui_origin not in settings().allowed_ui_origins:
+        raise InvalidField(
+            "origin",
+            "This origin may not receive OAuth results.",
+            hint="The operator lists UI origins in the stack's AllowedUiOrigins parameter.",
+        )
+    state = random.token_urlsafe(32)
+    url, flow = provider_client(connection.provider).start(
+        oauth_app(secrets, config, with_secret=False), state, consent=consent
+    )
+    expires_at = int(time.time()) + STATE_TTL_SECONDS
+    states.put(
+        state_hash(state),
+        PendingAuthorization(
+            agent_id=agent_id,
+            org_id=agent.org_id,
+            provider=connection.provider,
+            config_version=config.version,
+            ui_origin=ui_origin,
+            scopes=requested_scopes(connection.provider),
+            consent=consent,
+            flow=flow,
+            expires_at=expires_at,
+        ),
+    )
+    return AuthorizeResponse(
+        authorization_url=url, expires_at=datetime.fromtimestamp(expires_at, UTC)
+    )
+
+
+# ---- finishing ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallbackOutcome:
+    """What the callback page shows, and the one origin it may post it to (None: it was
+    not a callback we started, so nothing is posted anywhere)."""
+
+    message: OAuthResultMessage
+    ui_origin: str | None
+    http_status: int = 200
+
+
+def _failed(
+    problem: Problem, pending: PendingAuthorization | None, http_status: int = 200
+) -> CallbackOutcome:
+    return CallbackOutcome(
+        message=OAuthResultMessage(
+            agentId=pending.agent_id if pending else None,
+            provider=pending.provider if pending else None,
+            status="error",
+            error=OAuthResultError(code=problem.code, message=problem.message),
+        ),
+        ui_origin=pending.ui_origin if pending else None,
+        http_status=http_status,
+    )
+
+
+_UNKNOWN_STATE = Problem(
+    code="state_invalid",
+    message="This sign-in link is not valid: it was already used, has expired, or was not "
+    "started here.",
+    hint="Close this window and click Authorize again in the Email tab.",
+)
+_EXPIRED_STATE = Problem(
+    code="state_expired",
+    message="The sign-in took longer than 10 minutes.",
+    hint="Click Authorize again in the Email tab.",
+)
+_OUTDATED = Problem(
+    code="authorization_outdated",
+    message="The email settings of this agent changed during the sign-in.",
+    hint="Click Authorize again in the Email tab.",
+)
+
+
+def _provider_description(response: dict[str, str]) -> str:
+    """The provider's own words, when it sent any: printable, and short."""
+    description = "".join(ch for ch in response.get("error_description", "") if ch.isprintable())
+    return f": {description[:_DESCRIPTION_LIMIT]}" if description else ""
+
+
+def _record_failure(agents: AgentStore, config: StoredConfig, problem: Problem) -> None:
+    last_error = LastError(**problem.model_dump(), at=datetime.now(UTC))
+    agents.update_status(
+        config.model_copy(update={"status": Status.ERROR, "last_error": last_error})
+    )
+
+
+def complete_authorization(
+    agents: AgentStore,
+    states: AuthorizationStore,
+    secrets: SecretStore,
+    response: dict[str, str],
+) -> CallbackOutcome:
+    """Handle the provider's redirect (`response` is its query string)."""
+    state = response.get("state", "")
+    pending = states.take(state_hash(state)) if _STATE_FORMAT.fullmatch(state) else None
+    if pending is None:
+        return _failed(_UNKNOWN_STATE, None, http_status=400)
+    if pending.expires_at < time.time():
+        return _failed(_EXPIRED_STATE, pending, http_status=400)
+    agent, config = agents.load(pending.agent_id)
+    if (
+        agent is None
+        or agent.org_id != pending.org_id
+        or config is None
+        or config.version != pending.config_version
+        or not isinstance(config.connection, OAuthConnection)
+    ):
+        return _failed(_OUTDATED, pending, http_status=409)
+
+    try:
+        if "error" in response:
+            code = "authorization_denied" if response["error"] == "access_denied" else ""
+            raise ProviderProblem(
+                code or "authorization_failed",
+                pending.provider,
+                detail=_provider_description(response),
+            )
+        client = provider_client(pending.provider)
+        account = client.finish(
+            oauth_app(secrets, config, with_secret=True), pending.flow, response
+        )
+        mailbox = client.mailbox(account.grant.access_token)
+    except ProviderProblem as failure:
+        _record_failure(agents, config, failure.problem)
+        return _failed(failure.problem, pending)
+
+    assert account.grant.tokens is not None
+    token_secret = config.token_secret_name or secrets.token_name_for(pending.agent_id)
+    secrets.write(
+        token_secret,
+        account.grant.tokens,
+        exists=config.token_secret_name is not None,
+        org_id=agent.org_id,
+    )
+    missing = missing_permissions(pending.provider, account.grant.granted_scopes)
+    problem = permission_problem(pending.provider, missing).problem if missing else None
+    now = datetime.now(UTC)
+    authorization = OAuthAuthorization(
+        email=mailbox.email,
+        granted_scopes=account.grant.granted_scopes,
+        authorized_at=now,
+        tenant_id=account.tenant_id,
+    )
+    record = config.model_copy(
+        update={
+            "connection": config.connection.model_copy(
+                update={"authorization": authorization, "scopes": pending.scopes}
+            ),
+            "token_secret_name": token_secret,
+            "status": Status.ERROR if problem else Status.CONNECTED,
+            "last_error": LastError(**problem.model_dump(), at=now) if problem else None,
+            "version": config.version + 1,
+            "updated_at": now,
+        }
+    )
+    try:
+        agents.put_config(record, replaces_version=config.version)
+    except ConfigConflict:  # a save won the race; it decides what happens next
+        return _failed(_OUTDATED, pending, http_status=409)
+    if problem:
+        return _failed(problem, pending)
+    return CallbackOutcome(
+        message=OAuthResultMessage(
+            agentId=pending.agent_id,
+            provider=pending.provider,
+            status="connected",
+            email=mailbox.email,
+        ),
+        ui_origin=pending.ui_origin,
+    )
+
+
+# ---- using ----------------------------------------------------------------------------
+
+
+def fresh_access_token(
+    agents: AgentStore, secrets: SecretStore, org_id: str, config: StoredConfig
+) -> TokenGrant:
+    """An access token valid for at least five more minutes: the only refresh path.
+
+    Refreshes hold the agent's lock in DynamoDB and re-read the tokens under it, so two
+    invocations never spend the same (rotating) refresh token and none is lost.
+    """
+    connection = oauth_connection(config)
+    name = config.token_secret_name
+    if name is None or connection.authorization is None:
+        raise Conflict(
+            "not_authorized",
+            "This agent's account has not been authorized yet.",
+            hint="Click Authorize in the Email tab.",
+        )
+    client = provider_client(connection.provider)
+    grant = client.cached_token(secrets.read(name))
+    if grant is not None:
+        return grant
+    holder = str(uuid.uuid4())
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    while not agents.try_lock(config.agent_id, holder, _LOCK_LEASE_SECONDS):
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(
+                "token_refresh_busy",
+                "Another request is refreshing this agent's access token.",
+                hint="Retry in a few seconds.",
+            )
+        time.sleep(0.2)
+    try:
+        # Read again under the lock: the previous holder may have rotated the tokens.
+        tokens: dict[str, Any] = secrets.read(name)
+        grant = client.cached_token(tokens)
+        if grant is not None:
+            return grant
+        grant = client.refresh(oauth_app(secrets, config, with_secret=True), tokens)
+        if grant.tokens is not None:
+            secrets.write(name, grant.tokens, exists=True, org_id=org_id)
+        return grant
+    finally:
+        agents.unlock(config.agent_id, holder)
