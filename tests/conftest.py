@@ -13,6 +13,8 @@ import pytest
 from mailbridge_tools.sandbox import (
     CertificateAuthority,
     DovecotServer,
+    FakeGoogle,
+    FakeMicrosoft,
     SmtpServer,
     dovecot_binary,
 )
@@ -58,10 +60,39 @@ def smtp(server_cert: tuple[Path, Path]) -> Iterator[SmtpServer]:
 
 
 @pytest.fixture(scope="session")
-def local_api(ca: CertificateAuthority) -> Iterator[Any]:
+def identity_cert(ca: CertificateAuthority) -> tuple[Path, Path]:
+    return ca.issue(["localhost", "127.0.0.1"])
+
+
+@pytest.fixture(scope="session")
+def microsoft(identity_cert: tuple[Path, Path]) -> Iterator[FakeMicrosoft]:
+    with FakeMicrosoft(*identity_cert) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def google(identity_cert: tuple[Path, Path]) -> Iterator[FakeGoogle]:
+    with FakeGoogle(*identity_cert) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def local_api(
+    ca: CertificateAuthority, microsoft: FakeMicrosoft, google: FakeGoogle
+) -> Iterator[Any]:
     # Settings are read once per process, as on Lambda: set them before any handler loads.
     os.environ["MAIL_EXTRA_CA_FILE"] = str(ca.ca_path)
     os.environ["MAIL_TIMEOUT_SECONDS"] = str(MAIL_TIMEOUT_SECONDS)
+    # The providers' endpoints point at the fakes, whose CA requests (MSAL, google-auth)
+    # trusts through REQUESTS_CA_BUNDLE; nothing here reaches the internet.
+    os.environ["REQUESTS_CA_BUNDLE"] = str(ca.ca_path)
+    os.environ["PROVIDER_TIMEOUT_SECONDS"] = str(MAIL_TIMEOUT_SECONDS)
+    os.environ["MICROSOFT_AUTHORITY_HOST"] = microsoft.base_url
+    os.environ["GRAPH_BASE_URL"] = f"{microsoft.base_url}/v1.0"
+    os.environ["GOOGLE_AUTH_URL"] = f"{google.base_url}/o/oauth2/v2/auth"
+    os.environ["GOOGLE_TOKEN_URL"] = f"{google.base_url}/token"
+    os.environ["GOOGLE_REVOKE_URL"] = f"{google.base_url}/revoke"
+    os.environ["GMAIL_BASE_URL"] = f"{google.base_url}/gmail/v1"
     from mailbridge_tools.localapi import LocalApi
 
     with LocalApi() as api:

@@ -1,6 +1,6 @@
 """The README's run command, end to end: `python -m mailbridge_tools.localapi --sandbox`
-prints a token, a demo agent and a sandbox mailbox; with them, curl-like calls save, test
-and read a connection, and the password shows up in no response and no log line."""
+prints a token, a demo agent and the sandbox; with them, curl-like calls connect the agent
+by each of the three methods and test it, and no secret shows up in a response or a log."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import requests
 from mailbridge_tools.sandbox import dovecot_binary
 from support import ApiClient, require_component
 
@@ -65,10 +66,29 @@ def test_the_printed_commands_connect_the_demo_agent(local_run: LocalRun) -> Non
     assert tested["email"] == body["email"]
     assert read["status"] == "connected"
 
+    # The OAuth methods, through the sandbox's fake providers.
+    ca_file = local_run.line("CA certificate").rsplit(" ", 1)[1]
+    for provider, account in (("microsoft", "contoso"), ("google", "workspace")):
+        oauth_line = local_run.line(f'"provider": "{provider}"')
+        oauth_body = json.loads(oauth_line[oauth_line.index("'") + 1 : oauth_line.rindex("'")])
+        assert client.put(path, oauth_body).json()["status"] == "awaiting_authorization"
+        started = client.post(path + "/authorize", {"origin": url}).json()
+        signed_in = requests.get(
+            started["authorization_url"], allow_redirects=False, verify=ca_file, timeout=10
+        )
+        page = ApiClient(url, None).get(signed_in.headers["Location"].removeprefix(url))
+        assert page.status == 200 and '"status": "connected"' in page.text, page.text
+        oauth_test = client.post(path + "/test").json()
+        assert oauth_test["ok"] is True, oauth_test
+        assert account in oauth_test["email"]
+        responses.append(page)
+
     # Everything the process printed after its welcome is the service's own logging.
     local_run.process.terminate()
     assert local_run.process.stdout is not None
     logs = local_run.process.stdout.read()
     assert '"message"' in logs  # the handlers' JSON log lines are there...
+    secret = oauth_body["client_secret"]
     for text in [*(r.text for r in responses), logs]:
-        assert body["password"] not in text  # ...and the password is not
+        assert body["password"] not in text  # ...and neither the password
+        assert secret not in text  # nor the client secret are

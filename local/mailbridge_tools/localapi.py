@@ -570,19 +570,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sandbox",
         action="store_true",
-        help="also serve a demo mailbox on loopback (Dovecot and an SMTP server)",
+        help="also serve, on loopback, a demo mailbox (Dovecot, SMTP) and fake Microsoft and "
+        "Google identity providers, and point the API at them",
     )
     args = parser.parse_args(argv)
     with ExitStack() as stack:
         sandbox = None
         if args.sandbox:
-            from .sandbox import MailSandbox
+            from .sandbox import Sandbox
 
-            sandbox = stack.enter_context(MailSandbox())
-            assert sandbox.ca is not None
+            sandbox = stack.enter_context(Sandbox())
             # Read once per process by the functions, so set before the API starts.
-            _set_env(stack, "MAIL_EXTRA_CA_FILE", str(sandbox.ca.ca_path))
+            for name, value in sandbox.environment().items():
+                _set_env(stack, name, value)
         api = stack.enter_context(LocalApi(args.host, args.port, seed=seed_demo_agent))
+        if sandbox is not None:
+            sandbox.register_apps(api.url)
         token = api.issuer.mint(sub="dev-user", org_id=DEMO_ORG_ID)
         print(welcome_text(api, token), flush=True)
         if sandbox is not None:

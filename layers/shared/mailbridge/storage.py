@@ -5,6 +5,8 @@ Table layout (one table, see template.yaml):
     pk = "AGENT#<agent_id>", sk = "EMAIL_CONFIG"  its email connection (no secret in it)
     pk = "AGENT#<agent_id>", sk = "TOKEN_REFRESH_LOCK"  held while its OAuth token refreshes
     pk = "OAUTH_STATE#<sha256 of state>", sk = "OAUTH_STATE"  a started authorization (TTL)
+    pk = "CLIENT_ORG#<id>", sk = "CLIENT_ORG"     a client organization and its email policy
+    pk = "CLIENT_ORG#<id>", sk = "SENT#<window>#<key>"  messages sent in an hour or day (TTL)
 An agent and its config share a partition, so both come back in one Query.
 """
 
@@ -22,7 +24,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ConfigConflict, ServiceUnavailable
-from .models import Agent, PendingAuthorization, StoredConfig
+from .models import Agent, ClientOrg, PendingAuthorization, StoredConfig
+from .sending_policy import LimitReached, SendingWindow
 from .settings import settings
 
 if TYPE_CHECKING:
@@ -37,6 +40,7 @@ _AGENT_SK = "AGENT"
 _CONFIG_SK = "EMAIL_CONFIG"
 _LOCK_SK = "TOKEN_REFRESH_LOCK"
 _STATE_SK = "OAUTH_STATE"
+_CLIENT_ORG_SK = "CLIENT_ORG"
 _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
 
@@ -65,6 +69,18 @@ def _to_item(values: dict[str, Any]) -> dict[str, Any]:
 
 def _from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {key: _deserialize(value) for key, value in item.items()}
+
+
+def _conditional(table: str, operation: str, **kwargs: Any) -> None:
+    """A conditional write; a failed condition is `ConfigConflict`."""
+    try:
+        getattr(_dynamodb(), operation)(TableName=table, **kwargs)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise ConfigConflict from None
+        raise _unavailable("DynamoDB") from error
+    except BotoCoreError as error:
+        raise _unavailable("DynamoDB") from error
 
 
 class AgentStore:
@@ -186,14 +202,7 @@ class AgentStore:
             )
 
     def _conditional(self, operation: str, **kwargs: Any) -> None:
-        try:
-            getattr(_dynamodb(), operation)(TableName=self.table, **kwargs)
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise ConfigConflict from None
-            raise _unavailable("DynamoDB") from error
-        except BotoCoreError as error:
-            raise _unavailable("DynamoDB") from error
+        _conditional(self.table, operation, **kwargs)
 
 
 class AuthorizationStore:
@@ -208,7 +217,13 @@ class AuthorizationStore:
         return {"pk": {"S": f"OAUTH_STATE#{state_hash}"}, "sk": {"S": _STATE_SK}}
 
     def put(self, state_hash: str, pending: PendingAuthorization) -> None:
-        item = {**self._key(state_hash), **_to_item(pending.model_dump(mode="json"))}
+        # One JSON attribute, so the provider's flow data keeps its exact types (DynamoDB
+        # would turn its numbers into Decimals); expires_at beside it is the item's TTL.
+        item = {
+            **self._key(state_hash),
+            "document": {"S": pending.model_dump_json(exclude={"expires_at"})},
+            "expires_at": {"N": str(pending.expires_at)},
+        }
         try:
             _dynamodb().put_item(TableName=self.table, Item=item)
         except (ClientError, BotoCoreError) as error:
@@ -222,12 +237,101 @@ class AuthorizationStore:
             )
         except (ClientError, BotoCoreError) as error:
             raise _unavailable("DynamoDB") from error
-        values = _from_item(response.get("Attributes") or {})
-        if not values:
+        item = response.get("Attributes")
+        if not item:
             return None
-        values.pop("pk")
-        values.pop("sk")
-        return PendingAuthorization.model_validate(values)
+        document = json.loads(item["document"]["S"])
+        return PendingAuthorization(**document, expires_at=int(item["expires_at"]["N"]))
+
+
+class ClientOrgStore:
+    """Client organizations (their email policy) and their sending counters."""
+
+    def __init__(self, table_name: str | None = None) -> None:
+        self.table = table_name or settings().table_name
+
+    @staticmethod
+    def _pk(client_org_id: str) -> dict[str, Any]:
+        return {"S": f"CLIENT_ORG#{client_org_id}"}
+
+    def get(self, client_org_id: str) -> ClientOrg | None:
+        try:
+            response = _dynamodb().get_item(
+                TableName=self.table,
+                Key={"pk": self._pk(client_org_id), "sk": {"S": _CLIENT_ORG_SK}},
+                ConsistentRead=True,
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
+        if "Item" not in response:
+            return None
+        values = _from_item(response["Item"])
+        del values["pk"], values["sk"]
+        return ClientOrg.model_validate(values)
+
+    def put(self, client_org: ClientOrg, *, replaces_version: int | None) -> None:
+        item = _to_item(
+            {
+                "pk": f"CLIENT_ORG#{client_org.client_org_id}",
+                "sk": _CLIENT_ORG_SK,
+                **client_org.model_dump(mode="json"),
+            }
+        )
+        if replaces_version is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "version = :v",
+                "ExpressionAttributeValues": {":v": {"N": str(replaces_version)}},
+            }
+        _conditional(self.table, "put_item", Item=item, **condition)
+
+    def delete(self, client_org_id: str) -> None:
+        try:
+            _dynamodb().delete_item(
+                TableName=self.table,
+                Key={"pk": self._pk(client_org_id), "sk": {"S": _CLIENT_ORG_SK}},
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
+
+    def count_message(self, client_org_id: str, windows: list[SendingWindow]) -> None:
+        """Count one message in every window, all or none, each only below its limit.
+
+        One transaction of conditional increments: concurrent senders are serialized by
+        DynamoDB, so no window ever goes past its limit. Raises `LimitReached` naming the
+        first full window."""
+        updates = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {
+                        "pk": self._pk(client_org_id),
+                        "sk": {"S": f"SENT#{window.name}#{window.key}"},
+                    },
+                    "UpdateExpression": "ADD sent :one SET expires_at = :expires",
+                    "ConditionExpression": "attribute_not_exists(sent) OR sent < :limit",
+                    "ExpressionAttributeValues": {
+                        ":one": {"N": "1"},
+                        ":limit": {"N": str(window.limit)},
+                        ":expires": {"N": str(window.ends_at + 86400)},
+                    },
+                }
+            }
+            for window in windows
+        ]
+        if not updates:
+            return
+        try:
+            _dynamodb().transact_write_items(TransactItems=updates)  # type: ignore[arg-type]
+        except ClientError as error:
+            reasons = error.response.get("CancellationReasons", [])
+            for window, reason in zip(windows, reasons, strict=False):
+                if reason.get("Code") == "ConditionalCheckFailed":
+                    raise LimitReached(window) from None
+            raise _unavailable("DynamoDB") from error
+        except BotoCoreError as error:
+            raise _unavailable("DynamoDB") from error
 
 
 class SecretStore:

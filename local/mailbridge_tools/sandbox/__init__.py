@@ -1,8 +1,10 @@
 """Real servers on loopback for the tests and the offline sandbox: a certificate authority,
-Dovecot (IMAP), aiosmtpd (SMTP) and a black hole that never answers."""
+Dovecot (IMAP), aiosmtpd (SMTP), fake Microsoft and Google identity providers, and a black
+hole that never answers."""
 
 from .dovecot import DovecotServer, dovecot_binary
-from .mail import DEMO_MAILBOX, MailSandbox
+from .identity_providers import FakeGoogle, FakeMicrosoft
+from .mail import DEMO_MAILBOX, Sandbox
 from .network import BlackholeServer, free_port
 from .smtp import ReceivedMessage, SmtpServer
 from .tls import CertificateAuthority
@@ -12,8 +14,10 @@ __all__ = [
     "BlackholeServer",
     "CertificateAuthority",
     "DovecotServer",
-    "MailSandbox",
+    "FakeGoogle",
+    "FakeMicrosoft",
     "ReceivedMessage",
+    "Sandbox",
     "SmtpServer",
     "dovecot_binary",
     "free_port",

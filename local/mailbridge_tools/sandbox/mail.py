@@ -1,4 +1,6 @@
-"""A demo mailbox on loopback for the local run: Dovecot and aiosmtpd behind one CA."""
+"""Everything the local run needs to connect an agent offline, on loopback: a demo mailbox
+(Dovecot and aiosmtpd) and fake Microsoft and Google identity providers with a demo app
+and account each, all behind one throwaway CA."""
 
 from __future__ import annotations
 
@@ -12,33 +14,41 @@ from types import TracebackType
 from typing import Any
 
 from .dovecot import DovecotServer
+from .identity_providers import FakeGoogle, FakeMicrosoft
 from .smtp import SmtpServer
 from .tls import CertificateAuthority
 
 DEMO_MAILBOX = "demo@example.com"
+DEMO_MICROSOFT_ACCOUNT = "demo@contoso.example"
+DEMO_GOOGLE_ACCOUNT = "demo@workspace.example"
+DEMO_MICROSOFT_APP = "6f1d8b1e-5c1a-4d3e-9a52-3f0b8c6f9d21"
+DEMO_GOOGLE_APP = "1234-sandbox.apps.googleusercontent.com"
+_CALLBACK = "/api/engine/oauth/callback"
 
 
-class MailSandbox:
-    """One mailbox (`DEMO_MAILBOX`, a fresh password per run) with 12 messages, 5 unread,
-    served over IMAPS and SMTP STARTTLS with a certificate from a CA of its own."""
+class Sandbox:
+    """Started as a context manager; `environment()` points the API at it, and
+    `register_apps(api_url)` registers the demo OAuth apps once the API's URL is known."""
 
     def __init__(self) -> None:
         self.password = secrets.token_urlsafe(12)
+        self.client_secret = secrets.token_urlsafe(18)
         self._stack = ExitStack()
-        self.ca: CertificateAuthority | None = None
-        self.dovecot: DovecotServer | None = None
-        self.smtp: SmtpServer | None = None
+        self._directory = Path(tempfile.mkdtemp(prefix="mailbridge-sandbox-"))
+        self.ca = CertificateAuthority.create(self._directory)
 
-    def __enter__(self) -> MailSandbox:
+    def __enter__(self) -> Sandbox:
         with ExitStack() as stack:
-            directory = Path(tempfile.mkdtemp(prefix="mailbridge-sandbox-"))
-            stack.callback(shutil.rmtree, directory, ignore_errors=True)
-            self.ca = CertificateAuthority.create(directory)
-            cert, key = self.ca.issue(["localhost"])
+            stack.callback(shutil.rmtree, self._directory, ignore_errors=True)
+            cert, key = self.ca.issue(["localhost", "127.0.0.1"])
             users = {DEMO_MAILBOX: self.password}
             self.dovecot = stack.enter_context(DovecotServer(cert, key, users))
             self.dovecot.add_messages(DEMO_MAILBOX, 12, unseen=5)
             self.smtp = stack.enter_context(SmtpServer(cert, key, users))
+            self.microsoft = stack.enter_context(FakeMicrosoft(cert, key))
+            self.microsoft.add_account(DEMO_MICROSOFT_ACCOUNT, inbox_total=42, inbox_unread=7)
+            self.google = stack.enter_context(FakeGoogle(cert, key))
+            self.google.add_account(DEMO_GOOGLE_ACCOUNT, inbox_total=1200, inbox_unread=31)
             self._stack = stack.pop_all()
         return self
 
@@ -50,27 +60,74 @@ class MailSandbox:
     ) -> None:
         self._stack.close()
 
-    def connection_body(self) -> dict[str, Any]:
-        """A PUT body for .../email-config that connects to this sandbox."""
-        assert self.dovecot is not None and self.smtp is not None, "not started"
+    def environment(self) -> dict[str, str]:
+        """The API's settings that make it use (and trust) the sandbox's servers."""
+        microsoft, google = self.microsoft.base_url, self.google.base_url
         return {
-            "provider": "imap",
-            "preset": "custom",
-            "email": DEMO_MAILBOX,
-            "password": self.password,
-            "imap": {"host": "localhost", "port": self.dovecot.imaps_port, "security": "tls"},
-            "smtp": {"host": "localhost", "port": self.smtp.starttls_port, "security": "starttls"},
+            "MAIL_EXTRA_CA_FILE": str(self.ca.ca_path),
+            # requests (MSAL, google-auth) trusts only the sandbox CA: nothing goes out.
+            "REQUESTS_CA_BUNDLE": str(self.ca.ca_path),
+            "MICROSOFT_AUTHORITY_HOST": microsoft,
+            "GRAPH_BASE_URL": f"{microsoft}/v1.0",
+            "GOOGLE_AUTH_URL": f"{google}/o/oauth2/v2/auth",
+            "GOOGLE_TOKEN_URL": f"{google}/token",
+            "GOOGLE_REVOKE_URL": f"{google}/revoke",
+            "GMAIL_BASE_URL": f"{google}/gmail/v1",
+        }
+
+    def register_apps(self, api_url: str) -> None:
+        for fake, client_id in (
+            (self.microsoft, DEMO_MICROSOFT_APP),
+            (self.google, DEMO_GOOGLE_APP),
+        ):
+            fake.register_app(client_id, self.client_secret, [api_url + _CALLBACK])
+
+    def connection_bodies(self) -> dict[str, dict[str, Any]]:
+        """PUT bodies for .../email-config that connect to the sandbox, by method."""
+        return {
+            "imap": {
+                "provider": "imap",
+                "preset": "custom",
+                "email": DEMO_MAILBOX,
+                "password": self.password,
+                "imap": {"host": "localhost", "port": self.dovecot.imaps_port, "security": "tls"},
+                "smtp": {
+                    "host": "localhost",
+                    "port": self.smtp.starttls_port,
+                    "security": "starttls",
+                },
+            },
+            "microsoft": {
+                "provider": "microsoft",
+                "client_id": DEMO_MICROSOFT_APP,
+                "client_secret": self.client_secret,
+                "tenant": "organizations",
+            },
+            "google": {
+                "provider": "google",
+                "client_id": DEMO_GOOGLE_APP,
+                "client_secret": self.client_secret,
+            },
         }
 
     def describe(self, api_url: str, agent_id: str) -> str:
-        body = json.dumps(self.connection_body())
         path = f"{api_url}/bridge/agents/{agent_id}/email-config"
         auth = '-H "Authorization: Bearer $MAILBRIDGE_TOKEN"'
+        bodies = self.connection_bodies()
         return "\n".join(
             [
-                f"Sandbox mailbox: {DEMO_MAILBOX} (password {self.password}), 12 messages,"
-                " 5 unread.",
-                f"  curl -s -X PUT {auth} {path} -d '{body}'",
-                f"  curl -s -X POST {auth} {path}/test",
+                "Sandbox: a mailbox, and fake Microsoft and Google sign-in, on loopback.",
+                f"  Its CA certificate (for curl --cacert): {self.ca.ca_path}",
+                f"  IMAP/SMTP: {DEMO_MAILBOX}, 12 messages, 5 unread:",
+                f"    curl -s -X PUT {auth} {path} -d '{json.dumps(bodies['imap'])}'",
+                f"    curl -s -X POST {auth} {path}/test",
+                f"  Microsoft OAuth ({DEMO_MICROSOFT_ACCOUNT}) or Google OAuth"
+                f" ({DEMO_GOOGLE_ACCOUNT}): save one of",
+                f"    curl -s -X PUT {auth} {path} -d '{json.dumps(bodies['microsoft'])}'",
+                f"    curl -s -X PUT {auth} {path} -d '{json.dumps(bodies['google'])}'",
+                "  then get the sign-in URL, open it (the fake provider signs in at once and"
+                " redirects to the callback page), and test:",
+                f'    curl -s -X POST {auth} {path}/authorize -d \'{{"origin": "{api_url}"}}\'',
+                f"    curl -s -X POST {auth} {path}/test",
             ]
         )

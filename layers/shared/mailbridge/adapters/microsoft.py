@@ -8,6 +8,7 @@ handed back to be stored, so a rotated refresh token is never lost.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import msal
@@ -82,12 +83,18 @@ def _failure(result: dict[str, Any], *, during_sign_in: bool) -> ProviderProblem
 
 class MicrosoftClient:
     def start(self, app: OAuthApp, state: str, *, consent: bool) -> tuple[str, dict[str, Any]]:
-        flow: dict[str, Any] = _client(app).initiate_auth_code_flow(
-            MICROSOFT_SCOPES,
-            redirect_uri=settings().oauth_redirect_uri,
-            state=state,
-            prompt="consent" if consent else "select_account",
-        )
+        client = _client(app)
+        with warnings.catch_warnings():
+            # MSAL recommends response_mode=form_post. One GET callback serves both providers
+            # (Google has no form_post), and its page is no-store and no-referrer, which is
+            # what form_post protects: the code in history and Referer headers.
+            warnings.filterwarnings("ignore", "response_mode='form_post' is recommended")
+            flow: dict[str, Any] = client.initiate_auth_code_flow(
+                MICROSOFT_SCOPES,
+                redirect_uri=settings().oauth_redirect_uri,
+                state=state,
+                prompt="consent" if consent else "select_account",
+            )
         return flow["auth_uri"], flow
 
     def finish(

@@ -1,0 +1,130 @@
+"""A client organization's email policy, enforced rather than only shown: the address an
+agent sends from (at save and at authorization), and, before every message the agent
+sends, its recipients and the organization's sending limits.
+
+Limits count messages per client organization (all its agents together: they share the
+sending domain and its reputation), in calendar hours and days (UTC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from .errors import AppError, InvalidField, agent_not_found
+from .models import ClientOrg, ClientOrgBanner
+
+if TYPE_CHECKING:
+    from .storage import AgentStore, ClientOrgStore
+
+
+def address_allowed(client_org: ClientOrg, address: str) -> bool:
+    if not client_org.allowed_recipients:
+        return True
+    address = address.strip().lower()
+    domain = address.rpartition("@")[2]
+    return address in client_org.allowed_recipients or domain in client_org.allowed_recipients
+
+
+def require_email_domain(client_org: ClientOrg | None, email: str, field: str) -> None:
+    """Refuse an address outside the client organization's sending domain."""
+    domain = client_org.email_domain if client_org else None
+    if domain and email.rpartition("@")[2].lower() != domain:
+        raise InvalidField(
+            field,
+            f"Agents of {client_org.name if client_org else ''} send from @{domain} addresses.",
+            hint=f"Use the agent's @{domain} mailbox.",
+        )
+
+
+def banner(client_org: ClientOrg) -> ClientOrgBanner:
+    warnings = []
+    if client_org.email_domain:
+        warnings.append(f"Sends only from @{client_org.email_domain} addresses.")
+    if client_org.allowed_recipients:
+        shown = ", ".join(client_org.allowed_recipients[:5])
+        more = len(client_org.allowed_recipients) - 5
+        warnings.append(f"May only write to {shown}" + (f" and {more} more." if more > 0 else "."))
+    limits = client_org.limits
+    if limits.per_hour:
+        warnings.append(f"At most {limits.per_hour} messages per hour for the organization.")
+    if limits.per_day:
+        warnings.append(f"At most {limits.per_day} messages per day for the organization.")
+    return ClientOrgBanner(
+        id=client_org.client_org_id,
+        name=client_org.name,
+        email_domain=client_org.email_domain,
+        allowed_recipients=client_org.allowed_recipients,
+        limits=client_org.limits,
+        warnings=warnings,
+    )
+
+
+@dataclass(frozen=True)
+class SendingWindow:
+    name: str  # "hour" or "day"
+    key: str  # the window's start, e.g. 2026-11-24T10 or 2026-11-24
+    limit: int
+    ends_at: int  # epoch seconds
+
+
+class LimitReached(Exception):
+    def __init__(self, window: SendingWindow) -> None:
+        super().__init__(window.name)
+        self.window = window
+
+
+def windows(client_org: ClientOrg, now: datetime) -> list[SendingWindow]:
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    day = hour.replace(hour=0)
+    found = []
+    if client_org.limits.per_hour:
+        end = int((hour + timedelta(hours=1)).timestamp())
+        found.append(
+            SendingWindow("hour", hour.strftime("%Y-%m-%dT%H"), client_org.limits.per_hour, end)
+        )
+    if client_org.limits.per_day:
+        end = int((day + timedelta(days=1)).timestamp())
+        found.append(SendingWindow("day", day.strftime("%Y-%m-%d"), client_org.limits.per_day, end))
+    return found
+
+
+class SendingPolicy:
+    """What an agent's sending path calls before every message it sends."""
+
+    def __init__(self, agents: AgentStore, client_orgs: ClientOrgStore) -> None:
+        self._agents = agents
+        self._client_orgs = client_orgs
+
+    def authorize_message(
+        self, agent_id: str, recipients: list[str], *, now: datetime | None = None
+    ) -> None:
+        """Allow one message to `recipients`, counting it against the limits; raise an
+        AppError (422 recipients_not_allowed, 429 sending_limit_reached) otherwise."""
+        agent, _ = self._agents.load(agent_id)
+        if agent is None:
+            raise agent_not_found(agent_id)
+        client_org = self._client_orgs.get(agent.client_org_id) if agent.client_org_id else None
+        if client_org is None:
+            return
+        refused = [address for address in recipients if not address_allowed(client_org, address)]
+        if refused:
+            raise AppError(
+                "recipients_not_allowed",
+                f"{client_org.name} does not allow writing to: {', '.join(refused)}.",
+                field="recipients",
+                status=422,
+            )
+        now = now or datetime.now(UTC)
+        try:
+            self._client_orgs.count_message(client_org.client_org_id, windows(client_org, now))
+        except LimitReached as reached:
+            window = reached.window
+            retry_after = max(1, window.ends_at - int(now.timestamp()))
+            raise AppError(
+                "sending_limit_reached",
+                f"{client_org.name} has sent its {window.limit} messages for this {window.name}.",
+                hint=f"Sending resumes in {retry_after} seconds.",
+                status=429,
+            ) from None

@@ -1,0 +1,481 @@
+"""Microsoft and Google OAuth through the HTTP API, against the fake identity providers:
+authorize, the provider's redirect, the public callback page, tests through Graph and Gmail,
+refresh, re-authorize and disconnect."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+import requests
+from mailbridge_tools.sandbox import FakeGoogle, FakeMicrosoft
+from support import ApiClient, ApiResponse, Org
+
+CALLBACK = "/api/engine/oauth/callback"
+CLIENT_SECRET = "client-secret-c4n4ry-91e2"  # a canary, like the mailbox password
+TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
+MS_ACCOUNT, GOOGLE_ACCOUNT = "agent@contoso.example", "agent@workspace.example"
+
+
+class OAuthAgent:
+    """An org's agent with its own registered OAuth app at a fake provider."""
+
+    def __init__(self, org: Org, local_api: Any, fake: FakeMicrosoft | FakeGoogle) -> None:
+        self.org, self.api, self.fake = org, local_api, fake
+        self.provider = "microsoft" if isinstance(fake, FakeMicrosoft) else "google"
+        self.client_id = (
+            f"{uuid.uuid4()}"
+            if self.provider == "microsoft"
+            else (f"{uuid.uuid4().hex[:12]}.apps.googleusercontent.com")
+        )
+        fake.register_app(self.client_id, CLIENT_SECRET, [local_api.url + CALLBACK])
+
+    @property
+    def path(self) -> str:
+        return self.org.config_path
+
+    def body(self, **changes: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "provider": self.provider,
+            "client_id": self.client_id,
+            "client_secret": CLIENT_SECRET,
+        }
+        if self.provider == "microsoft":
+            body["tenant"] = TENANT_ID
+        return body | changes
+
+    def save(self, **changes: Any) -> dict[str, Any]:
+        response = self.org.client.put(self.path, self.body(**changes))
+        assert response.status == 200, response.text
+        saved: dict[str, Any] = response.json()
+        return saved
+
+    def authorization_url(self, route: str = "authorize") -> str:
+        response = self.org.client.post(f"{self.path}/{route}", {"origin": self.api.url})
+        assert response.status == 200, response.text
+        url: str = response.json()["authorization_url"]
+        return url
+
+    def sign_in(self, url: str) -> str:
+        """The user's browser at the provider: it answers with a redirect to our callback."""
+        answer = requests.get(url, allow_redirects=False, timeout=10)
+        assert answer.status_code == 302, answer.text
+        location: str = answer.headers["Location"]
+        assert location.startswith(self.api.url + CALLBACK)
+        return location
+
+    def callback(self, location: str) -> ApiResponse:
+        """The browser following that redirect: no token, it is a public route."""
+        return ApiClient(self.api.url, None).get(location.removeprefix(self.api.url))
+
+    def connect(self) -> ApiResponse:
+        self.save()
+        return self.callback(self.sign_in(self.authorization_url()))
+
+    def test(self) -> dict[str, Any]:
+        response = self.org.client.post(self.path + "/test")
+        assert response.status == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def get(self) -> dict[str, Any]:
+        config: dict[str, Any] = self.org.client.get(self.path).json()
+        return config
+
+
+def posted(page: ApiResponse) -> tuple[dict[str, Any], str | None]:
+    """What the callback page posts, and to which origin."""
+
+    def block(name: str) -> Any:
+        match = re.search(rf'<script type="application/json" id="{name}">(.*?)</script>', page.text)
+        assert match, page.text
+        return json.loads(match[1])
+
+    return block("result"), block("origin")
+
+
+@pytest.fixture
+def microsoft_agent(org: Org, local_api: Any, microsoft: FakeMicrosoft) -> OAuthAgent:
+    microsoft.add_account(MS_ACCOUNT, inbox_total=42, inbox_unread=7)
+    return OAuthAgent(org, local_api, microsoft)
+
+
+@pytest.fixture
+def google_agent(org: Org, local_api: Any, google: FakeGoogle) -> OAuthAgent:
+    google.add_account(GOOGLE_ACCOUNT, inbox_total=1200, inbox_unread=31)
+    return OAuthAgent(org, local_api, google)
+
+
+@pytest.fixture(params=["microsoft", "google"])
+def agent(request: pytest.FixtureRequest) -> OAuthAgent:
+    oauth_agent: OAuthAgent = request.getfixturevalue(f"{request.param}_agent")
+    return oauth_agent
+
+
+def age_tokens(agent_id: str) -> None:
+    """Make the stored access token look five minutes from expiry (time cannot be sped up)."""
+    secrets = boto3.client("secretsmanager")
+    name = f"mailbridge/agents/{agent_id}/email-tokens"
+    tokens = json.loads(secrets.get_secret_value(SecretId=name)["SecretString"])
+    soon = int(time.time()) + 60
+    if "token_cache" in tokens:
+        cache = json.loads(tokens["token_cache"])
+        for entry in cache["AccessToken"].values():
+            entry["expires_on"] = entry["extended_expires_on"] = str(soon)
+        tokens["token_cache"] = json.dumps(cache)
+    else:
+        tokens["expires_at"] = soon
+    secrets.put_secret_value(SecretId=name, SecretString=json.dumps(tokens))
+
+
+# ---- the happy paths ------------------------------------------------------------------
+
+
+def test_microsoft_end_to_end(microsoft_agent: OAuthAgent) -> None:
+    saved = microsoft_agent.save()
+    assert saved["status"] == "awaiting_authorization"
+    config = saved["config"]
+    assert config["tenant"] == TENANT_ID
+    assert config["scopes"] == ["Mail.ReadWrite", "Mail.Send", "User.Read", "offline_access"]
+    assert config["redirect_uri"] == microsoft_agent.api.url + CALLBACK
+    assert config["client_secret"]["set"] is True
+    assert CLIENT_SECRET not in json.dumps(saved)
+
+    url = microsoft_agent.authorization_url()
+    query = parse_qs(urlsplit(url).query)
+    assert url.startswith(f"{microsoft_agent.fake.base_url}/{TENANT_ID}/oauth2/v2.0/authorize")
+    assert query["code_challenge_method"] == ["S256"]
+    assert query["redirect_uri"] == [microsoft_agent.api.url + CALLBACK]
+    assert len(query["state"][0]) >= 43  # 256 random bits
+
+    page = microsoft_agent.callback(microsoft_agent.sign_in(url))
+    assert page.status == 200
+    result, origin = posted(page)
+    assert origin == microsoft_agent.api.url
+    assert result == {
+        "type": "mailbridge:oauth-result",
+        "agentId": microsoft_agent.org.agent_id,
+        "provider": "microsoft",
+        "status": "connected",
+        "email": MS_ACCOUNT,
+        "error": None,
+    }
+    nonce = re.search(r"'nonce-([^']+)'", page.headers["Content-Security-Policy"])
+    assert nonce and f'<script nonce="{nonce[1]}">' in page.text
+    assert "'*'" not in page.text and '"*"' not in page.text
+
+    current = microsoft_agent.get()
+    assert current["status"] == "connected"
+    assert current["config"]["authorization"]["email"] == MS_ACCOUNT
+    assert current["config"]["authorization"]["tenant_id"] == TENANT_ID
+
+    tested = microsoft_agent.test()
+    assert tested["ok"] is True, tested
+    assert tested["email"] == MS_ACCOUNT
+    assert tested["inbox"] == {"total": 42, "unread": 7}
+    assert [check["name"] for check in tested["checks"]] == [
+        "authorization",
+        "mailbox",
+        "permissions",
+    ]
+
+
+def test_google_end_to_end_and_reauthorize(google_agent: OAuthAgent) -> None:
+    page = google_agent.connect()
+    assert posted(page)[0]["status"] == "connected"
+    tested = google_agent.test()
+    assert tested["ok"] is True, tested
+    assert (tested["email"], tested["inbox"]) == (GOOGLE_ACCOUNT, {"total": 1200, "unread": 31})
+    granted = google_agent.get()["config"]["authorization"]["granted_scopes"]
+    assert "https://www.googleapis.com/auth/gmail.send" in granted
+
+    url = google_agent.authorization_url("reauthorize")
+    query = parse_qs(urlsplit(url).query)
+    assert query["prompt"] == ["consent"]
+    assert query["include_granted_scopes"] == ["true"]
+    assert query["access_type"] == ["offline"]
+    assert posted(google_agent.callback(google_agent.sign_in(url)))[0]["status"] == "connected"
+    assert google_agent.test()["ok"] is True
+
+
+def test_microsoft_reauthorize_asks_for_consent(microsoft_agent: OAuthAgent) -> None:
+    microsoft_agent.connect()
+    url = microsoft_agent.authorization_url("reauthorize")
+    assert parse_qs(urlsplit(url).query)["prompt"] == ["consent"]
+    assert posted(microsoft_agent.callback(microsoft_agent.sign_in(url)))[0]["status"] == (
+        "connected"
+    )
+
+
+# ---- the state ------------------------------------------------------------------------
+
+
+def test_a_state_works_once(agent: OAuthAgent) -> None:
+    agent.save()
+    location = agent.sign_in(agent.authorization_url())
+    assert posted(agent.callback(location))[0]["status"] == "connected"
+    replay = agent.callback(location)
+    assert replay.status == 400
+    result, origin = posted(replay)
+    assert result["error"]["code"] == "state_invalid"
+    assert origin is None  # not ours: posted nowhere
+    assert agent.get()["status"] == "connected"
+
+
+def test_an_expired_state_is_refused(agent: OAuthAgent) -> None:
+    agent.save()
+    location = agent.sign_in(agent.authorization_url())
+    state = parse_qs(urlsplit(location).query)["state"][0]
+    key = {
+        "pk": {"S": f"OAUTH_STATE#{hashlib.sha256(state.encode()).hexdigest()}"},
+        "sk": {"S": "OAUTH_STATE"},
+    }
+    boto3.client("dynamodb").update_item(
+        TableName=agent.api.table_name,
+        Key=key,
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
+    )
+    page = agent.callback(location)
+    assert page.status == 400
+    assert posted(page)[0]["error"]["code"] == "state_expired"
+    assert agent.get()["status"] == "awaiting_authorization"
+
+
+def test_a_forged_or_unknown_state_changes_nothing(agent: OAuthAgent) -> None:
+    agent.save()
+    for query in ("", "?code=abc", "?state=short&code=abc", f"?state={'A' * 43}&code=abc"):
+        page = agent.callback(agent.api.url + CALLBACK + query)
+        assert page.status == 400
+        assert posted(page) == (posted(page)[0], None)
+        assert posted(page)[0]["error"]["code"] == "state_invalid"
+    assert agent.get()["status"] == "awaiting_authorization"
+
+
+def test_a_code_cannot_be_bound_to_another_agents_state(
+    agent: OAuthAgent, local_api: Any, org: Org, other_org: Org
+) -> None:
+    """The original's state was the agent id: anyone could bind their mailbox to a victim's
+    agent. Here the state is bound to its own flow (PKCE verifier included)."""
+    victim = OAuthAgent(other_org, local_api, agent.fake)
+    victim.save()
+    victim_location = victim.sign_in(victim.authorization_url())
+    agent.save()
+    attacker_location = agent.sign_in(agent.authorization_url())
+    attacker_code = parse_qs(urlsplit(attacker_location).query)["code"][0]
+    victim_state = parse_qs(urlsplit(victim_location).query)["state"][0]
+
+    forged = victim.callback(f"{local_api.url}{CALLBACK}?state={victim_state}&code={attacker_code}")
+    result, _ = posted(forged)
+    assert result["status"] == "error"
+    assert result["error"]["code"] == "authorization_failed"
+    assert victim.get()["config"]["authorization"] is None
+
+
+# ---- what the provider sends back ------------------------------------------------------
+
+
+def test_access_denied_is_recorded(agent: OAuthAgent) -> None:
+    agent.save()
+    agent.fake.deny_next_authorization("access_denied", "The user declined.")
+    page = agent.callback(agent.sign_in(agent.authorization_url()))
+    result, origin = posted(page)
+    assert origin == agent.api.url
+    assert result["status"] == "error"
+    assert result["error"]["code"] == "authorization_denied"
+    current = agent.get()
+    assert current["status"] == "error"
+    assert current["last_error"]["code"] == "authorization_denied"
+
+
+def test_a_script_in_the_error_description_is_harmless(agent: OAuthAgent) -> None:
+    attack = "</script><script>alert(document.domain)</script><img src=x onerror=alert(1)>"
+    agent.save()
+    agent.fake.deny_next_authorization("server_error", attack)
+    page = agent.callback(agent.sign_in(agent.authorization_url()))
+    assert "<script>alert" not in page.text
+    assert "<img" not in page.text
+    # Two places, each escaped its own way: HTML text, and JSON inside a data block.
+    assert "&lt;/script&gt;&lt;script&gt;alert" in page.text
+    assert "\\u003c/script\\u003e\\u003cscript\\u003ealert" in page.text
+    result, _ = posted(page)
+    assert result["error"]["code"] == "authorization_failed"
+    assert attack in result["error"]["message"]  # intact once parsed, as text
+    assert agent.get()["last_error"]["code"] == "authorization_failed"
+
+
+def test_a_missing_send_permission_is_named(microsoft_agent: OAuthAgent) -> None:
+    microsoft_agent.fake.grant_scopes_next(["Mail.ReadWrite", "User.Read", "offline_access"])
+    result, _ = posted(microsoft_agent.connect())
+    assert result["error"]["code"] == "permission_missing"
+    assert "sending mail" in result["error"]["message"]
+    tested = microsoft_agent.test()
+    permissions = next(c for c in tested["checks"] if c["name"] == "permissions")
+    assert permissions["error"]["code"] == "permission_missing"
+    assert "Mail.Send" in permissions["error"]["hint"]
+    assert tested["inbox"] == {"total": 42, "unread": 7}  # reading works
+
+
+# ---- tokens over time ------------------------------------------------------------------
+
+
+def test_an_expiring_token_is_refreshed_and_kept(agent: OAuthAgent) -> None:
+    agent.connect()
+    before = agent.fake.refresh_count
+    age_tokens(agent.org.agent_id)
+    assert agent.test()["ok"] is True
+    assert agent.fake.refresh_count == before + 1
+    # The refreshed token was stored: the next test needs no refresh.
+    assert agent.test()["ok"] is True
+    assert agent.fake.refresh_count == before + 1
+
+
+def test_concurrent_refreshes_spend_the_refresh_token_once(microsoft_agent: OAuthAgent) -> None:
+    """Microsoft rotates refresh tokens: a second refresh with the old one would fail with
+    invalid_grant, and the agent would need re-authorizing. Lambda runs concurrent requests
+    in separate instances; threads calling the one refresh path stand in for them."""
+    from mailbridge.oauth import fresh_access_token
+    from mailbridge.storage import AgentStore, SecretStore
+
+    microsoft_agent.connect()
+    age_tokens(microsoft_agent.org.agent_id)
+    before = microsoft_agent.fake.refresh_count
+    agents = AgentStore()
+    _, config = agents.load(microsoft_agent.org.agent_id)
+    assert config is not None
+
+    def refresh(_: int) -> str:
+        grant = fresh_access_token(agents, SecretStore(), microsoft_agent.org.org_id, config)
+        return grant.access_token
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        tokens = set(pool.map(refresh, range(8)))
+    assert len(tokens) == 1
+    assert microsoft_agent.fake.refresh_count == before + 1
+    assert microsoft_agent.test()["ok"] is True
+
+
+def test_a_dead_refresh_token_asks_for_reauthorization(agent: OAuthAgent) -> None:
+    agent.connect()
+    agent.fake.revoke_all_grants()
+    age_tokens(agent.org.agent_id)
+    tested = agent.test()
+    assert tested["ok"] is False
+    assert tested["status"] == "error"
+    assert tested["error"]["code"] == "reauthorization_required"
+    assert "Re-authorize" in tested["error"]["hint"]
+    assert agent.get()["last_error"]["code"] == "reauthorization_required"
+
+    # Re-authorizing brings it back.
+    url = agent.authorization_url("reauthorize")
+    assert posted(agent.callback(agent.sign_in(url)))[0]["status"] == "connected"
+    assert agent.test()["ok"] is True
+
+
+# ---- saving and disconnecting ------------------------------------------------------------
+
+
+def test_resaving_keeps_the_connection_and_the_tenant(microsoft_agent: OAuthAgent) -> None:
+    microsoft_agent.connect()
+    body = microsoft_agent.body()
+    del body["client_secret"], body["tenant"]
+    resaved = microsoft_agent.org.client.put(microsoft_agent.path, body).json()
+    assert resaved["status"] == "connected"
+    assert resaved["config"]["tenant"] == TENANT_ID
+    assert microsoft_agent.test()["ok"] is True
+
+    moved = microsoft_agent.save(tenant="organizations")
+    assert moved["status"] == "awaiting_authorization"
+    assert moved["config"]["authorization"] is None
+
+
+def test_a_new_connection_needs_tenant_and_secret(microsoft_agent: OAuthAgent) -> None:
+    body = microsoft_agent.body()
+    del body["tenant"]
+    response = microsoft_agent.org.client.put(microsoft_agent.path, body)
+    assert (response.status, response.error["field"]) == (422, "tenant")
+    body = microsoft_agent.body(client_secret="")
+    response = microsoft_agent.org.client.put(microsoft_agent.path, body)
+    assert (response.status, response.error["field"]) == (422, "client_secret")
+    for tenant in ("not a tenant", "../common", "common?x=1"):
+        response = microsoft_agent.org.client.put(microsoft_agent.path, body | {"tenant": tenant})
+        assert (response.status, response.error["field"]) == (422, "tenant")
+
+
+def test_disconnect_revokes_and_removes_the_tokens(google_agent: OAuthAgent) -> None:
+    google_agent.connect()
+    deleted = google_agent.org.client.delete(google_agent.path)
+    assert deleted.status == 200
+    assert len(google_agent.fake.revoked_tokens) >= 1
+    names = {
+        secret["Name"] for secret in boto3.client("secretsmanager").list_secrets()["SecretList"]
+    }
+    assert not {name for name in names if f"/agents/{google_agent.org.agent_id}/" in name}
+
+
+# ---- who may start what ----------------------------------------------------------------
+
+
+def test_authorize_refuses_unknown_origins_and_password_connections(
+    microsoft_agent: OAuthAgent, imap_body: Callable[..., dict[str, Any]]
+) -> None:
+    client, path = microsoft_agent.org.client, microsoft_agent.path
+    microsoft_agent.save()
+    for origin in ("https://evil.example", "null", ""):
+        response = client.post(path + "/authorize", {"origin": origin})
+        assert (response.status, response.error["field"]) == (422, "origin"), response.text
+    response = client.post(path + "/reauthorize", {"origin": microsoft_agent.api.url})
+    assert (response.status, response.error["code"]) == (409, "not_authorized")
+    client.put(path, imap_body())
+    response = client.post(path + "/authorize", {"origin": microsoft_agent.api.url})
+    assert (response.status, response.error["code"]) == (409, "not_oauth")
+
+
+def test_other_orgs_cannot_start_an_authorization(
+    microsoft_agent: OAuthAgent, other_org: Org
+) -> None:
+    microsoft_agent.save()
+    intruder = other_org.client
+    for route in ("authorize", "reauthorize"):
+        response = intruder.post(
+            f"{microsoft_agent.path}/{route}", {"origin": microsoft_agent.api.url}
+        )
+        assert (response.status, response.error["code"]) == (404, "agent_not_found")
+
+
+def test_the_client_secret_never_leaves(
+    agent: OAuthAgent, capfd: pytest.CaptureFixture[str]
+) -> None:
+    responses = [agent.connect(), agent.org.client.get(agent.path)]
+    responses.append(agent.org.client.post(agent.path + "/test"))
+    responses.append(agent.org.client.delete(agent.path))
+    captured = capfd.readouterr()
+    for text in [*(r.text for r in responses), captured.out, captured.err]:
+        assert CLIENT_SECRET not in text
+
+
+# ---- what the providers check (the fakes refuse what the real ones refuse) ---------------
+
+
+def test_a_wrong_client_secret_is_named(agent: OAuthAgent) -> None:
+    agent.save(client_secret="not-the-secret")
+    result, _ = posted(agent.callback(agent.sign_in(agent.authorization_url())))
+    assert result["error"]["code"] == "oauth_client_invalid"
+    assert agent.get()["last_error"]["code"] == "oauth_client_invalid"
+
+
+def test_an_unregistered_redirect_uri_stops_at_the_provider(agent: OAuthAgent) -> None:
+    agent.fake.register_app(agent.client_id, CLIENT_SECRET, ["https://elsewhere.example/cb"])
+    agent.save()
+    answer = requests.get(agent.authorization_url(), allow_redirects=False, timeout=10)
+    assert answer.status_code == 400
+    assert "Location" not in answer.headers
