@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
 import pytest
 
 MAILBOX = "agent@example.com"
 MAILBOX_PASSWORD = "app-pass-7f3a9c"  # the canary: must never be seen outside the servers
 BULK_MAILBOX = "bulk@example.com"
 MAIL_TIMEOUT_SECONDS = 2.0
+CALLBACK = "/api/engine/oauth/callback"
 
 
 def require_component(available: bool, what: str) -> None:
@@ -94,12 +98,15 @@ class Org:
         return f"/bridge/agents/{self.agent_id}/email-config"
 
 
-def register_agent(org_id: str, agent_id: str | None = None) -> str:
+def register_agent(org_id: str, *, client_org_id: str | None = None) -> str:
     from mailbridge.models import Agent
     from mailbridge.storage import AgentStore
 
-    agent_id = agent_id or f"agent-{uuid.uuid4().hex[:10]}"
-    AgentStore().put_agent(Agent(agent_id=agent_id, org_id=org_id, name="Support agent"))
+    agent_id = f"agent-{uuid.uuid4().hex[:10]}"
+    agent = Agent(
+        agent_id=agent_id, org_id=org_id, name="Support agent", client_org_id=client_org_id
+    )
+    AgentStore().put_agent(agent)
     return agent_id
 
 
@@ -107,3 +114,30 @@ def make_org(local_api: Any) -> Org:
     org_id = f"org-{uuid.uuid4().hex[:8]}"
     token = local_api.issuer.mint(sub=f"user-{org_id}", org_id=org_id)
     return Org(org_id, ApiClient(local_api.url, token), register_agent(org_id))
+
+
+def posted(page: ApiResponse) -> tuple[dict[str, Any], str | None]:
+    """What the callback page posts, and to which origin."""
+
+    def block(name: str) -> Any:
+        match = re.search(rf'<script type="application/json" id="{name}">(.*?)</script>', page.text)
+        assert match, page.text
+        return json.loads(match[1])
+
+    return block("result"), block("origin")
+
+
+def age_tokens(agent_id: str) -> None:
+    """Make the stored access token look five minutes from expiry (time cannot be sped up)."""
+    secrets = boto3.client("secretsmanager")
+    name = f"mailbridge/agents/{agent_id}/email-tokens"
+    tokens = json.loads(secrets.get_secret_value(SecretId=name)["SecretString"])
+    soon = int(time.time()) + 60
+    if "token_cache" in tokens:
+        cache = json.loads(tokens["token_cache"])
+        for entry in cache["AccessToken"].values():
+            entry["expires_on"] = entry["extended_expires_on"] = str(soon)
+        tokens["token_cache"] = json.dumps(cache)
+    else:
+        tokens["expires_at"] = soon
+    secrets.put_secret_value(SecretId=name, SecretString=json.dumps(tokens))

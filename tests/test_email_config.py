@@ -67,6 +67,8 @@ def test_new_agent_is_not_connected(org: Org) -> None:
         "last_test": None,
         "version": None,
         "updated_at": None,
+        "shared_apps": [],
+        "client_org": None,
     }
 
 

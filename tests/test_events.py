@@ -55,3 +55,24 @@ def test_the_events_run_in_order(local_api: Any) -> None:
     # Run last: with a configuration it would reach for the real Gmail servers.
     status, body = run("test_email_config")
     assert (status, body["error"]["code"]) == (409, "not_configured")
+
+
+def test_the_org_settings_events_run_in_order(local_api: Any) -> None:
+    def run(name: str) -> tuple[int, Any]:
+        response = local_api.invoke(load(name))
+        return response["statusCode"], json.loads(response["body"] or "null")
+
+    assert run("get_org_oauth_app")[0] == 404
+    assert run("put_org_oauth_app")[0] == 200
+    status, body = run("get_org_oauth_app")
+    assert (status, body["owner"], body["client_secret"]["set"]) == (200, "org", True)
+    assert run("delete_org_oauth_app")[0] == 204
+
+    assert run("put_email_policy")[0] == 200
+    status, body = run("get_email_policy")
+    assert (status, body["email_domain"]) == (200, "acme.example")
+    assert run("put_client_org_oauth_app")[0] == 200
+    assert run("get_client_org_oauth_app")[0] == 200
+    assert run("delete_client_org_oauth_app")[0] == 204
+    assert run("delete_email_policy")[0] == 204
+    assert run("get_email_policy")[0] == 404

@@ -18,9 +18,8 @@ import boto3
 import pytest
 import requests
 from mailbridge_tools.sandbox import FakeGoogle, FakeMicrosoft
-from support import ApiClient, ApiResponse, Org
+from support import CALLBACK, ApiClient, ApiResponse, Org, age_tokens, posted
 
-CALLBACK = "/api/engine/oauth/callback"
 CLIENT_SECRET = "client-secret-c4n4ry-91e2"  # a canary, like the mailbox password
 TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
 MS_ACCOUNT, GOOGLE_ACCOUNT = "agent@contoso.example", "agent@workspace.example"
@@ -92,17 +91,6 @@ class OAuthAgent:
         return config
 
 
-def posted(page: ApiResponse) -> tuple[dict[str, Any], str | None]:
-    """What the callback page posts, and to which origin."""
-
-    def block(name: str) -> Any:
-        match = re.search(rf'<script type="application/json" id="{name}">(.*?)</script>', page.text)
-        assert match, page.text
-        return json.loads(match[1])
-
-    return block("result"), block("origin")
-
-
 @pytest.fixture
 def microsoft_agent(org: Org, local_api: Any, microsoft: FakeMicrosoft) -> OAuthAgent:
     microsoft.add_account(MS_ACCOUNT, inbox_total=42, inbox_unread=7)
@@ -119,22 +107,6 @@ def google_agent(org: Org, local_api: Any, google: FakeGoogle) -> OAuthAgent:
 def agent(request: pytest.FixtureRequest) -> OAuthAgent:
     oauth_agent: OAuthAgent = request.getfixturevalue(f"{request.param}_agent")
     return oauth_agent
-
-
-def age_tokens(agent_id: str) -> None:
-    """Make the stored access token look five minutes from expiry (time cannot be sped up)."""
-    secrets = boto3.client("secretsmanager")
-    name = f"mailbridge/agents/{agent_id}/email-tokens"
-    tokens = json.loads(secrets.get_secret_value(SecretId=name)["SecretString"])
-    soon = int(time.time()) + 60
-    if "token_cache" in tokens:
-        cache = json.loads(tokens["token_cache"])
-        for entry in cache["AccessToken"].values():
-            entry["expires_on"] = entry["extended_expires_on"] = str(soon)
-        tokens["token_cache"] = json.dumps(cache)
-    else:
-        tokens["expires_at"] = soon
-    secrets.put_secret_value(SecretId=name, SecretString=json.dumps(tokens))
 
 
 # ---- the happy paths ------------------------------------------------------------------
@@ -344,17 +316,17 @@ def test_concurrent_refreshes_spend_the_refresh_token_once(microsoft_agent: OAut
     invalid_grant, and the agent would need re-authorizing. Lambda runs concurrent requests
     in separate instances; threads calling the one refresh path stand in for them."""
     from mailbridge.oauth import fresh_access_token
-    from mailbridge.storage import AgentStore, SecretStore
+    from mailbridge.storage import AgentStore, OrgStore, SecretStore
 
     microsoft_agent.connect()
     age_tokens(microsoft_agent.org.agent_id)
     before = microsoft_agent.fake.refresh_count
     agents = AgentStore()
-    _, config = agents.load(microsoft_agent.org.agent_id)
-    assert config is not None
+    agent, config = agents.load(microsoft_agent.org.agent_id)
+    assert agent is not None and config is not None
 
     def refresh(_: int) -> str:
-        grant = fresh_access_token(agents, SecretStore(), microsoft_agent.org.org_id, config)
+        grant = fresh_access_token(agents, SecretStore(), OrgStore(), agent, config)
         return grant.access_token
 
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -8,16 +8,16 @@ from mailbridge.api import AgentId, create_app, current_caller, lambda_handler, 
 from mailbridge.models import AuthorizeRequest, AuthorizeResponse
 from mailbridge.oauth import authorize, complete_authorization
 from mailbridge.oauth_page import render_callback_page
-from mailbridge.storage import AgentStore, AuthorizationStore, SecretStore
+from mailbridge.storage import AgentStore, AuthorizationStore, OrgStore, SecretStore
 
 app = create_app()
-agents, secrets, states = AgentStore(), SecretStore(), AuthorizationStore()
+agents, secrets, states, orgs = AgentStore(), SecretStore(), AuthorizationStore(), OrgStore()
 
 
 def _start(agent_id: str, request: AuthorizeRequest | None, *, consent: bool) -> AuthorizeResponse:
     origin = (request.origin if request else None) or app.current_event.headers.get("origin")
     caller = current_caller(app)
-    return authorize(agents, states, secrets, caller, agent_id, origin, consent=consent)
+    return authorize(agents, states, secrets, orgs, caller, agent_id, origin, consent=consent)
 
 
 @app.post("/bridge/agents/<agentId>/email-config/authorize")
@@ -40,7 +40,7 @@ def reauthorize_account(
 @tracer.capture_method
 def oauth_callback() -> Response[str]:
     query = dict(app.current_event.query_string_parameters or {})
-    outcome = complete_authorization(agents, states, secrets, query)
+    outcome = complete_authorization(agents, states, secrets, orgs, query)
     error = outcome.message.error
     logger.info(
         "oauth callback",

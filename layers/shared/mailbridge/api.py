@@ -47,6 +47,13 @@ def _error_body(error: AppError) -> str:
 def _error_response(error: AppError) -> Response[str]:
     if error.status < 500:
         logger.info("request refused", extra={"code": error.code, "status": error.status})
+    else:
+        # The cause's type says which dependency failed; its text is not logged (it could
+        # quote a request).
+        cause = type(error.__cause__).__name__ if error.__cause__ else None
+        logger.warning(
+            "request failed", extra={"code": error.code, "status": error.status, "cause": cause}
+        )
     return Response(
         status_code=error.status,
         content_type=content_types.APPLICATION_JSON,
@@ -110,7 +117,10 @@ def current_caller(app: APIGatewayHttpResolver) -> Caller:
         raise Unauthorized("unauthorized", "The token does not name a user and an organization.")
     # Every later log line of this request says who asked.
     logger.append_keys(org_id=str(org_id), caller=str(claims["sub"]))
-    return Caller(subject=str(claims["sub"]), org_id=str(org_id))
+    role = claims.get(settings().role_claim)
+    return Caller(
+        subject=str(claims["sub"]), org_id=str(org_id), is_admin=role == settings().admin_role
+    )
 
 
 def lambda_handler(

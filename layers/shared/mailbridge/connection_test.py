@@ -15,6 +15,7 @@ from .adapters.mailnet import ConnectionProblem
 from .adapters.smtp import check_smtp
 from .errors import Conflict
 from .models import (
+    Agent,
     Caller,
     CheckName,
     CheckResult,
@@ -36,7 +37,7 @@ from .oauth_providers import (
 from .settings import settings
 
 if TYPE_CHECKING:
-    from .storage import AgentStore, SecretStore
+    from .storage import AgentStore, OrgStore, SecretStore
 
 T = TypeVar("T")
 
@@ -45,7 +46,7 @@ _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mail-check")
 
 
 def test_email_config(
-    agents: AgentStore, secrets: SecretStore, caller: Caller, agent_id: str
+    agents: AgentStore, secrets: SecretStore, orgs: OrgStore, caller: Caller, agent_id: str
 ) -> ConnectionTestResponse:
     agent, config = load_owned_agent(agents, caller, agent_id)
     if config is None:
@@ -58,7 +59,7 @@ def test_email_config(
         password = secrets.read(config.secret_name)["password"]
         result = run_checks(config.connection, password, settings().mail_timeout_seconds)
     else:
-        result = _test_oauth(agents, secrets, agent.org_id, config)
+        result = _test_oauth(agents, secrets, orgs, agent, config)
 
     last_error = (
         LastError(**result.error.model_dump(), at=result.tested_at) if result.error else None
@@ -98,7 +99,7 @@ def run_checks(connection: ImapConnection, password: str, timeout: float) -> Con
 
 
 def _test_oauth(
-    agents: AgentStore, secrets: SecretStore, org_id: str, config: StoredConfig
+    agents: AgentStore, secrets: SecretStore, orgs: OrgStore, agent: Agent, config: StoredConfig
 ) -> ConnectionTestResult:
     """A fresh access token, then the address and inbox counts through the provider's mail
     API, then the granted permissions: each a check, stopping at the first failure."""
@@ -108,7 +109,7 @@ def _test_oauth(
     mailbox = None
     try:
         with _check("authorization", checks):
-            grant = fresh_access_token(agents, secrets, org_id, config)
+            grant = fresh_access_token(agents, secrets, orgs, agent, config)
         with _check("mailbox", checks):
             mailbox = provider_client(provider).mailbox(grant.access_token)
         with _check("permissions", checks):

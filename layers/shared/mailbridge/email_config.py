@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 from .access import load_owned_agent
 from .errors import AppError, ConfigConflict, Conflict, InvalidField
 from .models import (
+    Agent,
     Caller,
+    ClientOrg,
     Connection,
     EmailConfigRequest,
     EmailConfigView,
@@ -26,10 +28,12 @@ from .models import (
 from .oauth import oauth_app
 from .oauth_providers import ProviderProblem, provider_client, requested_scopes
 from .presets import resolve_server
+from .sending_policy import banner, require_email_domain
 from .settings import settings
+from .shared_apps import SharedApps, available_apps, load_app, record_inheritance, resolve_app
 
 if TYPE_CHECKING:
-    from .storage import AgentStore, SecretStore
+    from .storage import AgentStore, OrgStore, SecretStore
 
 logger = logging.getLogger(__name__)
 
@@ -38,41 +42,46 @@ logger = logging.getLogger(__name__)
 _SAVE_ATTEMPTS = 3
 
 
-def view(agent_id: str, config: StoredConfig | None) -> EmailConfigView:
-    if config is None:
-        return EmailConfigView(
-            agent_id=agent_id,
-            status=Status.NOT_CONNECTED,
-            config=None,
-            last_error=None,
-            last_test=None,
-            version=None,
-            updated_at=None,
-        )
-    secret = SecretState(set=True, updated_at=config.secret_updated_at)
-    connection: ImapConnectionView | OAuthConnectionView
-    if isinstance(config.connection, ImapConnection):
-        connection = ImapConnectionView(**config.connection.model_dump(), password=secret)
-    else:
-        connection = OAuthConnectionView(
-            **config.connection.model_dump(),
-            client_secret=secret,
-            redirect_uri=settings().oauth_redirect_uri,
-        )
+def view(
+    agent_id: str,
+    config: StoredConfig | None,
+    shared: SharedApps,
+    client_org: ClientOrg | None,
+) -> EmailConfigView:
+    """The agent's config as the Email tab draws it, the banners' data included."""
+    connection: ImapConnectionView | OAuthConnectionView | None = None
+    if config is not None:
+        secret = SecretState(set=True, updated_at=config.secret_updated_at)
+        if isinstance(config.connection, ImapConnection):
+            connection = ImapConnectionView(**config.connection.model_dump(), password=secret)
+        else:
+            app = resolve_app(config, shared)
+            own = config.connection.client_id is not None
+            connection = OAuthConnectionView(
+                **config.connection.model_dump(),
+                client_secret=secret if own else None,
+                redirect_uri=settings().oauth_redirect_uri,
+                app=app.reference if app else None,
+            )
     return EmailConfigView(
         agent_id=agent_id,
-        status=config.status,
+        status=config.status if config else Status.NOT_CONNECTED,
         config=connection,
-        last_error=config.last_error,
-        last_test=config.last_test,
-        version=config.version,
-        updated_at=config.updated_at,
+        last_error=config.last_error if config else None,
+        last_test=config.last_test if config else None,
+        version=config.version if config else None,
+        updated_at=config.updated_at if config else None,
+        shared_apps=available_apps(shared),
+        client_org=banner(client_org) if client_org else None,
     )
 
 
-def get_email_config(agents: AgentStore, caller: Caller, agent_id: str) -> EmailConfigView:
-    _, config = load_owned_agent(agents, caller, agent_id)
-    return view(agent_id, config)
+def get_email_config(
+    agents: AgentStore, orgs: OrgStore, caller: Caller, agent_id: str
+) -> EmailConfigView:
+    agent, config = load_owned_agent(agents, caller, agent_id)
+    shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
+    return view(agent_id, config, shared, client_org)
 
 
 def _imap_connection(request: ImapConfigRequest) -> ImapConnection:
@@ -85,10 +94,20 @@ def _imap_connection(request: ImapConfigRequest) -> ImapConnection:
     )
 
 
-def _oauth_connection(request: EmailConfigRequest, current: StoredConfig | None) -> OAuthConnection:
+def _oauth_connection(
+    request: EmailConfigRequest, current: StoredConfig | None, shared: SharedApps
+) -> OAuthConnection:
     assert not isinstance(request, ImapConfigRequest)
     tenant = None
-    if isinstance(request, MicrosoftConfigRequest):
+    if request.client_id is None:
+        # Inherited by reference: the shared app (and its tenant) is resolved at each use.
+        if not any(reference.provider == request.provider for reference in available_apps(shared)):
+            raise InvalidField(
+                "client_id",
+                f"client_id is required: no shared {request.provider} app is registered.",
+                hint="Enter the app's client ID and secret, or ask an admin to register one.",
+            )
+    elif isinstance(request, MicrosoftConfigRequest):
         # Left out, the stored tenant is kept: a re-save never silently turns a
         # single-tenant app into a multi-tenant one.
         stored = current.connection if current else None
@@ -122,6 +141,7 @@ def _same_app(current: Connection, new: Connection) -> bool:
 def save_email_config(
     agents: AgentStore,
     secrets: SecretStore,
+    orgs: OrgStore,
     caller: Caller,
     agent_id: str,
     request: EmailConfigRequest,
@@ -134,12 +154,20 @@ def save_email_config(
     secret_value = secret.get_secret_value() if secret else ""
     for _ in range(_SAVE_ATTEMPTS):
         agent, current = load_owned_agent(agents, caller, agent_id)
+        shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
         if isinstance(request, ImapConfigRequest):
+            require_email_domain(client_org, str(request.email), "email")
             connection: Connection = _imap_connection(request)
         else:
-            connection = _oauth_connection(request, current)
+            connection = _oauth_connection(request, current, shared)
+        inherits = isinstance(connection, OAuthConnection) and connection.client_id is None
+        if inherits and secret_value:
+            raise InvalidField(
+                "client_secret",
+                "A client secret goes with a client ID; leave both out to use the shared app.",
+            )
         same_app = current is not None and _same_app(current.connection, connection)
-        if not secret_value and not same_app:
+        if not secret_value and not same_app and not inherits:
             raise InvalidField(field, f"{field} is required for a new connection.")
         now = datetime.now(UTC)
         secret_name = current.secret_name if current else secrets.name_for(agent_id)
@@ -158,7 +186,8 @@ def save_email_config(
         if current and current.token_secret_name and record.token_secret_name is None:
             # Tokens of an app this agent no longer uses.
             secrets.delete(current.token_secret_name)
-        return view(agent_id, record)
+        _track_inheritance(orgs, agent, current, record)
+        return view(agent_id, record, shared, client_org)
     raise Conflict(
         "concurrent_update",
         "The configuration kept changing while saving it.",
@@ -214,30 +243,50 @@ def _next_record(
     )
 
 
+def _inherited_provider(config: StoredConfig | None) -> str | None:
+    connection = config.connection if config else None
+    if isinstance(connection, OAuthConnection) and connection.client_id is None:
+        return connection.provider
+    return None
+
+
+def _track_inheritance(
+    orgs: OrgStore, agent: Agent, before: StoredConfig | None, after: StoredConfig | None
+) -> None:
+    old, new = _inherited_provider(before), _inherited_provider(after)
+    if old != new:
+        record_inheritance(orgs, agent, old, inherits=False)
+        record_inheritance(orgs, agent, new, inherits=True)
+
+
 def delete_email_config(
-    agents: AgentStore, secrets: SecretStore, caller: Caller, agent_id: str
+    agents: AgentStore, secrets: SecretStore, orgs: OrgStore, caller: Caller, agent_id: str
 ) -> EmailConfigView:
-    _, current = load_owned_agent(agents, caller, agent_id)
-    if current is None:
-        return view(agent_id, None)
-    if current.token_secret_name:
-        _revoke(secrets, current, current.token_secret_name)
-    # Record first, secrets second: a failure in between leaves unreferenced secrets at the
-    # agent's fixed names, which the next save takes over, never a dangling reference.
-    agents.delete_config(agent_id)
-    secrets.delete(current.secret_name)
-    if current.token_secret_name:
-        secrets.delete(current.token_secret_name)
-    return view(agent_id, None)
+    agent, current = load_owned_agent(agents, caller, agent_id)
+    if current is not None:
+        if current.token_secret_name:
+            _revoke(secrets, orgs, agent, current, current.token_secret_name)
+        # Record first, secrets second: a failure in between leaves unreferenced secrets at
+        # the agent's fixed names, which the next save takes over, never a dangling reference.
+        agents.delete_config(agent_id)
+        secrets.delete(current.secret_name)
+        if current.token_secret_name:
+            secrets.delete(current.token_secret_name)
+        _track_inheritance(orgs, agent, current, None)
+    shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
+    return view(agent_id, None, shared, client_org)
 
 
-def _revoke(secrets: SecretStore, config: StoredConfig, token_secret: str) -> None:
+def _revoke(
+    secrets: SecretStore, orgs: OrgStore, agent: Agent, config: StoredConfig, token_secret: str
+) -> None:
     """Best effort: a provider that is down must not keep an agent connected against the
     user's will; the tokens are deleted either way."""
     assert isinstance(config.connection, OAuthConnection)
     try:
+        app = load_app(orgs, agent, config)
         provider_client(config.connection.provider).revoke(
-            oauth_app(secrets, config, with_secret=True), secrets.read(token_secret)
+            oauth_app(secrets, app, with_secret=True), secrets.read(token_secret)
         )
     except (ProviderProblem, AppError) as error:
         logger.warning("revocation at the provider failed", extra={"code": error.code})

@@ -134,7 +134,10 @@ class MicrosoftConfigRequest(StrictModel):
     """PUT body for Microsoft OAuth (an Azure AD / Entra ID app registration)."""
 
     provider: Literal["microsoft"]
-    client_id: ClientId = Field(description="Application (client) ID.")
+    client_id: ClientId | None = Field(
+        default=None,
+        description="Application (client) ID. Leave out to use the organization's shared app.",
+    )
     client_secret: ClientSecret | None = Field(
         default=None, description="Leave out or send an empty string to keep the stored one."
     )
@@ -149,7 +152,9 @@ class GoogleConfigRequest(StrictModel):
     """PUT body for Google OAuth (a Google Cloud OAuth client, Gmail API)."""
 
     provider: Literal["google"]
-    client_id: ClientId
+    client_id: ClientId | None = Field(
+        default=None, description="Leave out to use the organization's shared app."
+    )
     client_secret: ClientSecret | None = Field(
         default=None, description="Leave out or send an empty string to keep the stored one."
     )
@@ -205,6 +210,7 @@ class OAuthAuthorization(BaseModel):
     email: str
     granted_scopes: list[str]
     authorized_at: datetime
+    client_id: str  # the app the grant belongs to: its tokens work with no other
     tenant_id: str | None = None  # Microsoft: the directory the account signed in to
 
 
@@ -212,7 +218,7 @@ class OAuthConnection(BaseModel):
     """An agent's OAuth app and, once authorized, its account (no secret in it)."""
 
     provider: OAuthProvider
-    client_id: str
+    client_id: str | None = Field(description="None: the app is inherited (see `app`).")
     tenant: str | None = None  # Microsoft only
     scopes: list[str] = Field(description="What authorization asks (or asked) for.")
     authorization: OAuthAuthorization | None = None
@@ -287,61 +293,9 @@ class StoredConfig(BaseModel):
     updated_at: datetime
 
 
-# ---- responses --------------------------------------------------------------------------
-
-
 class SecretState(BaseModel):
     set: bool
     updated_at: datetime | None
-
-
-class ImapConnectionView(ImapConnection):
-    password: SecretState
-
-
-class OAuthConnectionView(OAuthConnection):
-    client_secret: SecretState
-    redirect_uri: str = Field(description="Register exactly this URI with the provider.")
-
-
-class OAuthResultError(BaseModel):
-    code: str
-    message: str
-
-
-class OAuthResultMessage(BaseModel):
-    """What the callback page posts to the Email tab (and shows when it has no opener)."""
-
-    type: Literal["mailbridge:oauth-result"] = "mailbridge:oauth-result"
-    agentId: str | None  # camelCase: the UI's message format
-    provider: OAuthProvider | None
-    status: Literal["connected", "error"]
-    email: str | None = None
-    error: OAuthResultError | None = None
-
-
-class EmailConfigView(BaseModel):
-    """GET/PUT response: the agent's connection without any secret."""
-
-    agent_id: str
-    status: Status
-    config: ImapConnectionView | OAuthConnectionView | None
-    last_error: LastError | None
-    last_test: ConnectionTestResult | None
-    version: int | None
-    updated_at: datetime | None
-
-
-class ConnectionTestResponse(ConnectionTestResult):
-    status: Status = Field(description="The agent's status after this test was recorded.")
-
-
-class Caller(BaseModel):
-    """Who is calling, from the JWT the API Gateway authorizer already verified."""
-
-    subject: str
-    org_id: str
-    is_admin: bool = False
 
 
 # ---- shared OAuth apps -----------------------------------------------------------------
@@ -367,7 +321,7 @@ class SharedApp(BaseModel):
     owner_id: str
     provider: OAuthProvider
     client_id: str
-    tenant: str | None
+    tenant: str | None = None  # absent attributes are None
     secret_name: str
     secret_updated_at: datetime
     version: int
@@ -441,7 +395,7 @@ class ClientOrg(BaseModel):
     client_org_id: str
     org_id: str
     name: str
-    email_domain: str | None
+    email_domain: str | None = None  # absent attributes are None
     allowed_recipients: list[str]
     limits: SendingLimits
     version: int
@@ -457,3 +411,64 @@ class ClientOrgBanner(BaseModel):
     allowed_recipients: list[str]
     limits: SendingLimits
     warnings: list[str] = Field(description="The restrictions, phrased for display.")
+
+
+# ---- responses --------------------------------------------------------------------------
+
+
+class ImapConnectionView(ImapConnection):
+    password: SecretState
+
+
+class OAuthConnectionView(OAuthConnection):
+    client_secret: SecretState | None = Field(description="None when the app is inherited.")
+    redirect_uri: str = Field(description="Register exactly this URI with the provider.")
+    app: AppReference | None = Field(
+        description="The app in use and where it comes from; None if none is available."
+    )
+
+
+class OAuthResultError(BaseModel):
+    code: str
+    message: str
+
+
+class OAuthResultMessage(BaseModel):
+    """What the callback page posts to the Email tab (and shows when it has no opener)."""
+
+    type: Literal["mailbridge:oauth-result"] = "mailbridge:oauth-result"
+    agentId: str | None  # camelCase: the UI's message format
+    provider: OAuthProvider | None
+    status: Literal["connected", "error"]
+    email: str | None = None
+    error: OAuthResultError | None = None
+
+
+class EmailConfigView(BaseModel):
+    """GET/PUT response: the agent's connection without any secret."""
+
+    agent_id: str
+    status: Status
+    config: ImapConnectionView | OAuthConnectionView | None
+    last_error: LastError | None
+    last_test: ConnectionTestResult | None
+    version: int | None
+    updated_at: datetime | None
+    shared_apps: list[AppReference] = Field(
+        description="OAuth apps this agent inherits if it gives no client ID of its own."
+    )
+    client_org: ClientOrgBanner | None = Field(
+        description="The client organization the agent belongs to, and its policy."
+    )
+
+
+class ConnectionTestResponse(ConnectionTestResult):
+    status: Status = Field(description="The agent's status after this test was recorded.")
+
+
+class Caller(BaseModel):
+    """Who is calling, from the JWT the API Gateway authorizer already verified."""
+
+    subject: str
+    org_id: str
+    is_admin: bool = False

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .access import load_owned_agent
 from .errors import ConfigConflict, Conflict, InvalidField, ServiceUnavailable
 from .models import (
+    Agent,
     AuthorizeResponse,
     Caller,
     LastError,
@@ -40,10 +41,12 @@ from .oauth_providers import (
     provider_client,
     requested_scopes,
 )
+from .sending_policy import require_email_domain
 from .settings import settings
+from .shared_apps import ResolvedApp, load_app, resolve_app
 
 if TYPE_CHECKING:
-    from .storage import AgentStore, AuthorizationStore, SecretStore
+    from .storage import AgentStore, AuthorizationStore, OrgStore, SecretStore
 
 STATE_TTL_SECONDS = 600
 _STATE_FORMAT = re.compile(r"^[A-Za-z0-9_-]{43,128}$")  # what token_urlsafe(32) produces
@@ -73,10 +76,9 @@ def oauth_connection(config: StoredConfig | None) -> OAuthConnection:
     return config.connection
 
 
-def oauth_app(secrets: SecretStore, config: StoredConfig, *, with_secret: bool) -> OAuthApp:
-    connection = oauth_connection(config)
-    client_secret = secrets.read(config.secret_name)["client_secret"] if with_secret else ""
-    return OAuthApp(connection.provider, connection.client_id, client_secret, connection.tenant)
+def oauth_app(secrets: SecretStore, app: ResolvedApp, *, with_secret: bool) -> OAuthApp:
+    client_secret = secrets.read(app.secret_name)["client_secret"] if with_secret else ""
+    return OAuthApp(app.provider, app.client_id, client_secret, app.tenant)
 
 
 # ---- starting -------------------------------------------------------------------------
@@ -86,6 +88,7 @@ def authorize(
     agents: AgentStore,
     states: AuthorizationStore,
     secrets: SecretStore,
+    orgs: OrgStore,
     caller: Caller,
     agent_id: str,
     origin: str | None,
@@ -118,9 +121,13 @@ def authorize(
             "This origin may not receive OAuth results.",
             hint="The operator lists UI origins in the stack's AllowedUiOrigins parameter.",
         )
+    try:
+        app = load_app(orgs, agent, config)
+    except ProviderProblem as missing:
+        raise Conflict(missing.code, missing.problem.message, hint=missing.problem.hint) from None
     state = random.token_urlsafe(32)
     url, flow = provider_client(connection.provider).start(
-        oauth_app(secrets, config, with_secret=False), state, consent=consent
+        oauth_app(secrets, app, with_secret=False), state, consent=consent
     )
     expires_at = int(time.time()) + STATE_TTL_SECONDS
     states.put(
@@ -205,6 +212,7 @@ def complete_authorization(
     agents: AgentStore,
     states: AuthorizationStore,
     secrets: SecretStore,
+    orgs: OrgStore,
     response: dict[str, str],
 ) -> CallbackOutcome:
     """Handle the provider's redirect (`response` is its query string)."""
@@ -232,11 +240,20 @@ def complete_authorization(
                 pending.provider,
                 detail=_provider_description(response),
             )
+        shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
+        app = resolve_app(config, shared)
+        if app is None:
+            raise ProviderProblem("oauth_app_missing", pending.provider)
         client = provider_client(pending.provider)
-        account = client.finish(
-            oauth_app(secrets, config, with_secret=True), pending.flow, response
-        )
+        account = client.finish(oauth_app(secrets, app, with_secret=True), pending.flow, response)
         mailbox = client.mailbox(account.grant.access_token)
+        try:
+            require_email_domain(client_org, mailbox.email, "email")
+        except InvalidField as outside:
+            # Refused before any token is stored.
+            raise ProviderProblem(
+                "email_domain_not_allowed", pending.provider, detail=outside.message
+            ) from None
     except ProviderProblem as failure:
         _record_failure(agents, config, failure.problem)
         return _failed(failure.problem, pending)
@@ -256,6 +273,7 @@ def complete_authorization(
         email=mailbox.email,
         granted_scopes=account.grant.granted_scopes,
         authorized_at=now,
+        client_id=app.client_id,
         tenant_id=account.tenant_id,
     )
     record = config.model_copy(
@@ -291,7 +309,7 @@ def complete_authorization(
 
 
 def fresh_access_token(
-    agents: AgentStore, secrets: SecretStore, org_id: str, config: StoredConfig
+    agents: AgentStore, secrets: SecretStore, orgs: OrgStore, agent: Agent, config: StoredConfig
 ) -> TokenGrant:
     """An access token valid for at least five more minutes: the only refresh path.
 
@@ -306,6 +324,10 @@ def fresh_access_token(
             "This agent's account has not been authorized yet.",
             hint="Click Authorize in the Email tab.",
         )
+    app = load_app(orgs, agent, config)
+    if app.client_id != connection.authorization.client_id:
+        # Tokens belong to the app that granted them; another app cannot refresh them.
+        raise ProviderProblem("reauthorization_required", connection.provider)
     client = provider_client(connection.provider)
     grant = client.cached_token(secrets.read(name))
     if grant is not None:
@@ -326,9 +348,9 @@ def fresh_access_token(
         grant = client.cached_token(tokens)
         if grant is not None:
             return grant
-        grant = client.refresh(oauth_app(secrets, config, with_secret=True), tokens)
+        grant = client.refresh(oauth_app(secrets, app, with_secret=True), tokens)
         if grant.tokens is not None:
-            secrets.write(name, grant.tokens, exists=True, org_id=org_id)
+            secrets.write(name, grant.tokens, exists=True, org_id=agent.org_id)
         return grant
     finally:
         agents.unlock(config.agent_id, holder)

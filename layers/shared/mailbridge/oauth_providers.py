@@ -97,6 +97,20 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
         "{provider} could not complete the sign-in{detail}.",
         "Check that the app's redirect URI is exactly {redirect_uri}, then Authorize again.",
     ),
+    "oauth_app_missing": (
+        "No {provider} OAuth app is available for this agent.",
+        "Enter the app's client ID and secret, or ask an organization admin to register the "
+        "organization's shared app.",
+    ),
+    "oauth_app_removed": (
+        "The organization's shared {provider} OAuth app this agent used was removed.",
+        "Ask an organization admin to register it again, or enter an app's client ID and "
+        "secret; then click Authorize.",
+    ),
+    "email_domain_not_allowed": (
+        "{detail}",
+        "Sign in with the agent's own mailbox in the client organization's domain.",
+    ),
     "provider_error": (
         "{provider} answered with an unexpected error.",
         "Try again in a few minutes; if it persists, check the provider's status page.",

@@ -16,7 +16,7 @@ from .errors import AppError, InvalidField, agent_not_found
 from .models import ClientOrg, ClientOrgBanner
 
 if TYPE_CHECKING:
-    from .storage import AgentStore, ClientOrgStore
+    from .storage import AgentStore, OrgStore
 
 
 def address_allowed(client_org: ClientOrg, address: str) -> bool:
@@ -93,7 +93,7 @@ def windows(client_org: ClientOrg, now: datetime) -> list[SendingWindow]:
 class SendingPolicy:
     """What an agent's sending path calls before every message it sends."""
 
-    def __init__(self, agents: AgentStore, client_orgs: ClientOrgStore) -> None:
+    def __init__(self, agents: AgentStore, client_orgs: OrgStore) -> None:
         self._agents = agents
         self._client_orgs = client_orgs
 

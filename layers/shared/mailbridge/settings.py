@@ -12,6 +12,9 @@ class Settings:
     table_name: str
     secret_name_prefix: str
     org_claim: str
+    # The claim carrying the caller's role, and the value that makes an org admin.
+    role_claim: str
+    admin_role: str
     # Per network operation (connect, each read); well under the functions' 29 s timeout so
     # a dead server becomes a `timeout` result, never a Lambda timeout.
     mail_timeout_seconds: float
@@ -46,6 +49,8 @@ def settings() -> Settings:
         table_name=env["TABLE_NAME"],
         secret_name_prefix=env.get("SECRET_NAME_PREFIX", "mailbridge").rstrip("/"),
         org_claim=env.get("ORG_CLAIM", "org_id"),
+        role_claim=env.get("ROLE_CLAIM", "role"),
+        admin_role=env.get("ADMIN_ROLE", "admin"),
         mail_timeout_seconds=float(env.get("MAIL_TIMEOUT_SECONDS", "10")),
         mail_extra_ca_file=env.get("MAIL_EXTRA_CA_FILE") or None,
         max_body_bytes=int(env.get("MAX_BODY_BYTES", str(64 * 1024))),

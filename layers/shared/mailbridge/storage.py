@@ -7,6 +7,8 @@ Table layout (one table, see template.yaml):
     pk = "OAUTH_STATE#<sha256 of state>", sk = "OAUTH_STATE"  a started authorization (TTL)
     pk = "CLIENT_ORG#<id>", sk = "CLIENT_ORG"     a client organization and its email policy
     pk = "CLIENT_ORG#<id>", sk = "SENT#<window>#<key>"  messages sent in an hour or day (TTL)
+    pk = "ORG#<id>" or "CLIENT_ORG#<id>", sk = "OAUTH_APP#<provider>"  a shared OAuth app
+    pk = "ORG#<id>" or "CLIENT_ORG#<id>", sk = "INHERITOR#<provider>#<agent_id>"  who uses it
 An agent and its config share a partition, so both come back in one Query.
 """
 
@@ -24,7 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ConfigConflict, ServiceUnavailable
-from .models import Agent, ClientOrg, PendingAuthorization, StoredConfig
+from .models import Agent, AppOwner, ClientOrg, PendingAuthorization, SharedApp, StoredConfig
 from .sending_policy import LimitReached, SendingWindow
 from .settings import settings
 
@@ -41,6 +43,9 @@ _CONFIG_SK = "EMAIL_CONFIG"
 _LOCK_SK = "TOKEN_REFRESH_LOCK"
 _STATE_SK = "OAUTH_STATE"
 _CLIENT_ORG_SK = "CLIENT_ORG"
+_APP_SK = "OAUTH_APP#"
+_INHERITOR_SK = "INHERITOR#"
+_PROVIDERS = ("microsoft", "google")
 _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
 
@@ -69,6 +74,16 @@ def _to_item(values: dict[str, Any]) -> dict[str, Any]:
 
 def _from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {key: _deserialize(value) for key, value in item.items()}
+
+
+def _version_condition(replaces_version: int | None) -> dict[str, Any]:
+    """Write only over that version (None: only if nothing is there yet)."""
+    if replaces_version is None:
+        return {"ConditionExpression": "attribute_not_exists(pk)"}
+    return {
+        "ConditionExpression": "version = :v",
+        "ExpressionAttributeValues": {":v": {"N": str(replaces_version)}},
+    }
 
 
 def _conditional(table: str, operation: str, **kwargs: Any) -> None:
@@ -127,14 +142,7 @@ class AgentStore:
         item = _to_item(
             {"pk": f"AGENT#{config.agent_id}", "sk": _CONFIG_SK, **config.model_dump(mode="json")}
         )
-        if replaces_version is None:
-            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
-        else:
-            condition = {
-                "ConditionExpression": "version = :v",
-                "ExpressionAttributeValues": {":v": {"N": str(replaces_version)}},
-            }
-        self._conditional("put_item", Item=item, **condition)
+        self._conditional("put_item", Item=item, **_version_condition(replaces_version))
 
     def update_status(self, config: StoredConfig) -> bool:
         """Record status, last error and last test, only if the config is still that version.
@@ -244,8 +252,13 @@ class AuthorizationStore:
         return PendingAuthorization(**document, expires_at=int(item["expires_at"]["N"]))
 
 
-class ClientOrgStore:
-    """Client organizations (their email policy) and their sending counters."""
+def _owner_pk(owner: AppOwner, owner_id: str) -> str:
+    return f"{'ORG' if owner == 'org' else 'CLIENT_ORG'}#{owner_id}"
+
+
+class OrgStore:
+    """What organizations share with their agents: client organizations (their email
+    policy and sending counters) and shared OAuth apps, with the agents inheriting each."""
 
     def __init__(self, table_name: str | None = None) -> None:
         self.table = table_name or settings().table_name
@@ -253,6 +266,112 @@ class ClientOrgStore:
     @staticmethod
     def _pk(client_org_id: str) -> dict[str, Any]:
         return {"S": f"CLIENT_ORG#{client_org_id}"}
+
+    def agent_context(
+        self, org_id: str, client_org_id: str | None
+    ) -> tuple[dict[tuple[AppOwner, str], SharedApp], ClientOrg | None]:
+        """The shared apps an agent may inherit and its client organization: one round trip."""
+        owners: list[tuple[AppOwner, str]] = [("org", org_id)]
+        keys = [
+            {"pk": {"S": _owner_pk("org", org_id)}, "sk": {"S": f"{_APP_SK}{p}"}}
+            for p in _PROVIDERS
+        ]
+        if client_org_id:
+            owners.append(("client_org", client_org_id))
+            pk = {"S": _owner_pk("client_org", client_org_id)}
+            keys += [{"pk": pk, "sk": {"S": f"{_APP_SK}{p}"}} for p in _PROVIDERS]
+            keys.append({"pk": pk, "sk": {"S": _CLIENT_ORG_SK}})
+        try:
+            response = _dynamodb().batch_get_item(
+                RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
+            )
+            items = response["Responses"].get(self.table, [])
+            # A handful of small items: unprocessed keys only under throttling; retry once.
+            unprocessed = response.get("UnprocessedKeys", {}).get(self.table)
+            if unprocessed:
+                retry = _dynamodb().batch_get_item(RequestItems={self.table: unprocessed})
+                items += retry["Responses"].get(self.table, [])
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
+        apps: dict[tuple[AppOwner, str], SharedApp] = {}
+        client_org = None
+        for item in items:
+            values = _from_item(item)
+            kind = values.pop("sk")
+            del values["pk"]
+            if kind == _CLIENT_ORG_SK:
+                client_org = ClientOrg.model_validate(values)
+            else:
+                app = SharedApp.model_validate(values)
+                apps[(app.owner, app.provider)] = app
+        return apps, client_org
+
+    def get_app(self, owner: AppOwner, owner_id: str, provider: str) -> SharedApp | None:
+        try:
+            response = _dynamodb().get_item(
+                TableName=self.table,
+                Key={"pk": {"S": _owner_pk(owner, owner_id)}, "sk": {"S": f"{_APP_SK}{provider}"}},
+                ConsistentRead=True,
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
+        if "Item" not in response:
+            return None
+        values = _from_item(response["Item"])
+        del values["pk"], values["sk"]
+        return SharedApp.model_validate(values)
+
+    def put_app(self, app: SharedApp, *, replaces_version: int | None) -> None:
+        item = _to_item(
+            {
+                "pk": _owner_pk(app.owner, app.owner_id),
+                "sk": f"{_APP_SK}{app.provider}",
+                **app.model_dump(mode="json"),
+            }
+        )
+        _conditional(self.table, "put_item", Item=item, **_version_condition(replaces_version))
+
+    def delete_app(self, owner: AppOwner, owner_id: str, provider: str) -> None:
+        key = {"pk": {"S": _owner_pk(owner, owner_id)}, "sk": {"S": f"{_APP_SK}{provider}"}}
+        try:
+            _dynamodb().delete_item(TableName=self.table, Key=key)
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
+
+    def set_inheritor(
+        self, owner: AppOwner, owner_id: str, provider: str, agent_id: str, *, inherits: bool
+    ) -> None:
+        """Record (or forget) that an agent inherits this owner's app, so that deleting
+        the app can reach the agents that used it."""
+        key = {
+            "pk": {"S": _owner_pk(owner, owner_id)},
+            "sk": {"S": f"{_INHERITOR_SK}{provider}#{agent_id}"},
+        }
+        try:
+            if inherits:
+                _dynamodb().put_item(TableName=self.table, Item=key)
+            else:
+                _dynamodb().delete_item(TableName=self.table, Key=key)
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
+
+    def inheritors(self, owner: AppOwner, owner_id: str, provider: str) -> list[str]:
+        prefix = f"{_INHERITOR_SK}{provider}#"
+        agent_ids: list[str] = []
+        try:
+            paginator = _dynamodb().get_paginator("query")
+            for page in paginator.paginate(
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+                ExpressionAttributeValues={
+                    ":pk": {"S": _owner_pk(owner, owner_id)},
+                    ":prefix": {"S": prefix},
+                },
+            ):
+                agent_ids += [item["sk"]["S"].removeprefix(prefix) for item in page["Items"]]
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
+        return agent_ids
 
     def get(self, client_org_id: str) -> ClientOrg | None:
         try:
@@ -277,14 +396,7 @@ class ClientOrgStore:
                 **client_org.model_dump(mode="json"),
             }
         )
-        if replaces_version is None:
-            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
-        else:
-            condition = {
-                "ConditionExpression": "version = :v",
-                "ExpressionAttributeValues": {":v": {"N": str(replaces_version)}},
-            }
-        _conditional(self.table, "put_item", Item=item, **condition)
+        _conditional(self.table, "put_item", Item=item, **_version_condition(replaces_version))
 
     def delete(self, client_org_id: str) -> None:
         try:
@@ -296,42 +408,41 @@ class ClientOrgStore:
             raise _unavailable("DynamoDB") from error
 
     def count_message(self, client_org_id: str, windows: list[SendingWindow]) -> None:
-        """Count one message in every window, all or none, each only below its limit.
+        """Count one message in every window, each only while below its limit.
 
-        One transaction of conditional increments: concurrent senders are serialized by
-        DynamoDB, so no window ever goes past its limit. Raises `LimitReached` naming the
-        first full window."""
-        updates = [
-            {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": {
-                        "pk": self._pk(client_org_id),
-                        "sk": {"S": f"SENT#{window.name}#{window.key}"},
-                    },
-                    "UpdateExpression": "ADD sent :one SET expires_at = :expires",
-                    "ConditionExpression": "attribute_not_exists(sent) OR sent < :limit",
-                    "ExpressionAttributeValues": {
-                        ":one": {"N": "1"},
-                        ":limit": {"N": str(window.limit)},
-                        ":expires": {"N": str(window.ends_at + 86400)},
-                    },
-                }
-            }
-            for window in windows
-        ]
-        if not updates:
-            return
+        Each window is one conditional increment (atomic in DynamoDB), so concurrent senders
+        never push a window past its limit. When a later window is full, the earlier
+        increments are given back, and `LimitReached` names the full window.
+        """
+        counted: list[SendingWindow] = []
         try:
-            _dynamodb().transact_write_items(TransactItems=updates)  # type: ignore[arg-type]
-        except ClientError as error:
-            reasons = error.response.get("CancellationReasons", [])
-            for window, reason in zip(windows, reasons, strict=False):
-                if reason.get("Code") == "ConditionalCheckFailed":
+            for window in windows:
+                try:
+                    self._add(client_org_id, window, 1)
+                except ConfigConflict:
                     raise LimitReached(window) from None
-            raise _unavailable("DynamoDB") from error
-        except BotoCoreError as error:
-            raise _unavailable("DynamoDB") from error
+                counted.append(window)
+        except LimitReached:
+            for window in counted:
+                self._add(client_org_id, window, -1)
+            raise
+
+    def _add(self, client_org_id: str, window: SendingWindow, amount: int) -> None:
+        condition = {}
+        if amount > 0:
+            condition = {"ConditionExpression": "attribute_not_exists(sent) OR sent < :limit"}
+        _conditional(
+            self.table,
+            "update_item",
+            Key={"pk": self._pk(client_org_id), "sk": {"S": f"SENT#{window.name}#{window.key}"}},
+            UpdateExpression="ADD sent :amount SET expires_at = :expires",
+            ExpressionAttributeValues={
+                ":amount": {"N": str(amount)},
+                ":expires": {"N": str(window.ends_at + 86400)},
+                **({":limit": {"N": str(window.limit)}} if amount > 0 else {}),
+            },
+            **condition,
+        )
 
 
 class SecretStore:
@@ -344,6 +455,10 @@ class SecretStore:
 
     def token_name_for(self, agent_id: str) -> str:
         return f"{settings().secret_name_prefix}/agents/{agent_id}/email-tokens"
+
+    def shared_name_for(self, owner: AppOwner, owner_id: str, provider: str) -> str:
+        kind = "orgs" if owner == "org" else "client-orgs"
+        return f"{settings().secret_name_prefix}/{kind}/{owner_id}/oauth-apps/{provider}"
 
     def read(self, name: str) -> dict[str, Any]:
         try:
@@ -359,8 +474,11 @@ class SecretStore:
         client = _secretsmanager()
         try:
             if exists:
-                client.put_secret_value(SecretId=name, SecretString=document)
-                return
+                try:
+                    client.put_secret_value(SecretId=name, SecretString=document)
+                    return
+                except client.exceptions.ResourceNotFoundException:
+                    pass  # e.g. an agent that used a shared app until now: create it
             try:
                 client.create_secret(
                     Name=name,

@@ -1,0 +1,101 @@
+"""Organization-wide email settings: shared OAuth apps (of an org or of one of its client
+organizations) and client organizations' email policies. Admins write; members read."""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from mailbridge.api import create_app, current_caller, lambda_handler, logger, tracer
+from mailbridge.client_orgs import delete_email_policy, get_email_policy, save_email_policy
+from mailbridge.models import (
+    AGENT_ID_PATTERN,
+    ClientOrg,
+    EmailPolicyRequest,
+    OAuthProvider,
+    SharedAppRequest,
+    SharedAppView,
+)
+from mailbridge.shared_apps import delete_shared_app, get_shared_app, save_shared_app
+from mailbridge.storage import AgentStore, OrgStore, SecretStore
+
+app = create_app()
+agents, secrets, orgs = AgentStore(), SecretStore(), OrgStore()
+
+# Organization ids come from the platform, like agent ids, and follow the same rule.
+OwnerId = Annotated[str, Path(pattern=AGENT_ID_PATTERN)]
+Provider = Annotated[OAuthProvider, Path()]
+ORG_APP = "/bridge/orgs/<orgId>/email-oauth-apps/<provider>"
+CLIENT_ORG_APP = "/bridge/client-orgs/<clientOrgId>/email-oauth-apps/<provider>"
+POLICY = "/bridge/client-orgs/<clientOrgId>/email-policy"
+
+
+def _deleted(what: str) -> Response[str]:
+    logger.info(f"{what} deleted")
+    return Response(status_code=204, body="")
+
+
+@app.get(ORG_APP)
+@tracer.capture_method
+def get_org_app(orgId: OwnerId, provider: Provider) -> SharedAppView:
+    return get_shared_app(orgs, current_caller(app), "org", orgId, provider)
+
+
+@app.put(ORG_APP)
+@tracer.capture_method
+def put_org_app(
+    orgId: OwnerId, provider: Provider, request: Annotated[SharedAppRequest, Body()]
+) -> SharedAppView:
+    caller = current_caller(app)
+    return save_shared_app(orgs, secrets, caller, "org", orgId, provider, request)
+
+
+@app.delete(ORG_APP)
+@tracer.capture_method
+def delete_org_app(orgId: OwnerId, provider: Provider) -> Response[str]:
+    delete_shared_app(orgs, agents, secrets, current_caller(app), "org", orgId, provider)
+    return _deleted("shared oauth app")
+
+
+@app.get(CLIENT_ORG_APP)
+@tracer.capture_method
+def get_client_org_app(clientOrgId: OwnerId, provider: Provider) -> SharedAppView:
+    return get_shared_app(orgs, current_caller(app), "client_org", clientOrgId, provider)
+
+
+@app.put(CLIENT_ORG_APP)
+@tracer.capture_method
+def put_client_org_app(
+    clientOrgId: OwnerId, provider: Provider, request: Annotated[SharedAppRequest, Body()]
+) -> SharedAppView:
+    caller = current_caller(app)
+    return save_shared_app(orgs, secrets, caller, "client_org", clientOrgId, provider, request)
+
+
+@app.delete(CLIENT_ORG_APP)
+@tracer.capture_method
+def delete_client_org_app(clientOrgId: OwnerId, provider: Provider) -> Response[str]:
+    caller = current_caller(app)
+    delete_shared_app(orgs, agents, secrets, caller, "client_org", clientOrgId, provider)
+    return _deleted("shared oauth app")
+
+
+@app.get(POLICY)
+@tracer.capture_method
+def get_policy(clientOrgId: OwnerId) -> ClientOrg:
+    return get_email_policy(orgs, current_caller(app), clientOrgId)
+
+
+@app.put(POLICY)
+@tracer.capture_method
+def put_policy(clientOrgId: OwnerId, request: Annotated[EmailPolicyRequest, Body()]) -> ClientOrg:
+    return save_email_policy(orgs, current_caller(app), clientOrgId, request)
+
+
+@app.delete(POLICY)
+@tracer.capture_method
+def delete_policy(clientOrgId: OwnerId) -> Response[str]:
+    delete_email_policy(orgs, current_caller(app), clientOrgId)
+    return _deleted("email policy")
+
+
+handler = lambda_handler(app)
