@@ -444,6 +444,8 @@ class _Gateway:
         path = unquote(urlsplit(request.target).path)
         match = self._router.match(request.method, path)
         if isinstance(match, list):
+            if not match and request.method == "GET" and path in _WEB_FILES:
+                return _web_file(path)
             if not match:
                 return _gateway_error(404, "Not Found")
             # API Gateway itself answers 404 here; 405 is what HTTP (and schemathesis) expect.
@@ -463,6 +465,26 @@ class _Gateway:
             print(f"[ERROR] {function.name} failed on {route.route_key}", file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
             return _gateway_error(500, "Internal Server Error")
+
+
+# The reference Email tab (web/), served beside the API as the platform's UI would be.
+WEB_DIR = TEMPLATE_PATH.parent / "web"
+_WEB_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+
+
+def _web_file(path: str) -> HttpResponse:
+    name, content_type = _WEB_FILES[path]
+    headers = [
+        ("Content-Type", content_type),
+        ("Cache-Control", "no-store"),
+        # The page runs only its own files and talks only to this origin.
+        ("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'"),
+    ]
+    return HttpResponse(200, headers, (WEB_DIR / name).read_bytes())
 
 
 def _header(request: HttpRequest, name: str) -> str | None:
@@ -521,6 +543,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 
 DEMO_ORG_ID, DEMO_AGENT_ID = "demo-org", "demo-agent"
+CLIENT_ORG_ID, CLIENT_AGENT_ID = "acme", "acme-agent"
 
 
 def _placeholder(parameter: re.Match[str]) -> str:
@@ -532,8 +555,21 @@ def seed_demo_agent(api: LocalApi) -> None:
     from mailbridge.models import Agent
     from mailbridge.storage import AgentStore
 
-    agent = Agent(agent_id=DEMO_AGENT_ID, org_id=DEMO_ORG_ID, name="Demo agent")
-    AgentStore(api.table_name).put_agent(agent)
+    store = AgentStore(api.table_name)
+    store.put_agent(Agent(agent_id=DEMO_AGENT_ID, org_id=DEMO_ORG_ID, name="Demo agent"))
+    store.put_agent(
+        Agent(
+            agent_id=CLIENT_AGENT_ID,
+            org_id=DEMO_ORG_ID,
+            name="Acme's agent",
+            client_org_id=CLIENT_ORG_ID,
+        )
+    )
+
+
+def email_tab_url(api: LocalApi, token: str, agent_id: str) -> str:
+    # The fragment carries the token to the page and never reaches a server.
+    return f"{api.url}/#token={token}&agent={agent_id}"
 
 
 def welcome_text(api: LocalApi, token: str) -> str:
@@ -554,6 +590,7 @@ def welcome_text(api: LocalApi, token: str) -> str:
             *(f"  {route.route_key}" for route in api.routes),
             "",
             f"Demo agent: {DEMO_AGENT_ID}, in organization {DEMO_ORG_ID}.",
+            f"Email tab: {email_tab_url(api, token, DEMO_AGENT_ID)}",
             f"Development token (sub dev-user, organization {DEMO_ORG_ID}, valid 12 hours):",
             f"  export MAILBRIDGE_TOKEN={token}",
             "",
@@ -586,10 +623,13 @@ def main(argv: list[str] | None = None) -> None:
         api = stack.enter_context(LocalApi(args.host, args.port, seed=seed_demo_agent))
         if sandbox is not None:
             sandbox.register_apps(api.url)
+            sandbox.seed(api.url, api.issuer.mint(sub="dev-admin", org_id=DEMO_ORG_ID))
         token = api.issuer.mint(sub="dev-user", org_id=DEMO_ORG_ID)
         print(welcome_text(api, token), flush=True)
         if sandbox is not None:
             print(f"\n{sandbox.describe(api.url, DEMO_AGENT_ID)}")
+            client_agent = email_tab_url(api, token, CLIENT_AGENT_ID)
+            print(f"  An agent of client organization {CLIENT_ORG_ID}: {client_agent}")
         print("\nEverything lives in memory and is gone after Ctrl-C.", flush=True)
         try:
             threading.Event().wait()

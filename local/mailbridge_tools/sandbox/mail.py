@@ -8,6 +8,7 @@ import json
 import secrets
 import shutil
 import tempfile
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -82,6 +83,37 @@ class Sandbox:
         ):
             fake.register_app(client_id, self.client_secret, [api_url + _CALLBACK])
 
+    def seed(self, api_url: str, admin_token: str) -> None:
+        """Through the API, as an org admin would: the org's shared Google app (the green
+        banner) and client organization `acme` with a policy (the info banner)."""
+        requests_to_send = [
+            (
+                "/bridge/orgs/demo-org/email-oauth-apps/google",
+                {"client_id": DEMO_GOOGLE_APP, "client_secret": self.client_secret},
+            ),
+            (
+                "/bridge/client-orgs/acme/email-policy",
+                {
+                    "name": "Acme Corp",
+                    "email_domain": "workspace.example",
+                    "allowed_recipients": ["workspace.example", "orders@supplier.example"],
+                    "limits": {"per_hour": 50, "per_day": 400},
+                },
+            ),
+        ]
+        for path, body in requests_to_send:
+            request = urllib.request.Request(
+                api_url + path,
+                data=json.dumps(body).encode(),
+                method="PUT",
+                headers={
+                    "Authorization": f"Bearer {admin_token}",
+                    "Content-Type": "application/json",
+                },
+            )
+            with urllib.request.urlopen(request, timeout=10):
+                pass
+
     def connection_bodies(self) -> dict[str, dict[str, Any]]:
         """PUT bodies for .../email-config that connect to the sandbox, by method."""
         return {
@@ -103,11 +135,8 @@ class Sandbox:
                 "client_secret": self.client_secret,
                 "tenant": "organizations",
             },
-            "google": {
-                "provider": "google",
-                "client_id": DEMO_GOOGLE_APP,
-                "client_secret": self.client_secret,
-            },
+            # The organization's shared app (see seed): no credentials of its own.
+            "google": {"provider": "google"},
         }
 
     def describe(self, api_url: str, agent_id: str) -> str:
