@@ -15,6 +15,7 @@ from mailbridge_tools.sandbox import (
     DovecotServer,
     FakeGoogle,
     FakeMicrosoft,
+    Sandbox,
     SmtpServer,
     dovecot_binary,
 )
@@ -95,7 +96,9 @@ def local_api(
     os.environ["GMAIL_BASE_URL"] = f"{google.base_url}/gmail/v1"
     from mailbridge_tools.localapi import LocalApi
 
-    with LocalApi() as api:
+    # The test servers listen on loopback, on high ports: allowed explicitly, as a
+    # deployment with self-hosted servers would.
+    with LocalApi(parameters=Sandbox.parameters()) as api:
         yield api
 
 

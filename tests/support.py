@@ -56,10 +56,18 @@ class ApiClient:
         self.token = token
 
     def request(
-        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> ApiResponse:
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request = urllib.request.Request(
+            self.base_url + path, data=data, method=method, headers=headers or {}
+        )
         if data is not None:
             request.add_header("Content-Type", "application/json")
         if self.token:

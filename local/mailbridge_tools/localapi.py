@@ -289,12 +289,15 @@ class LocalApi:
         seed: Callable[[LocalApi], None] | None = None,
         template_path: Path = TEMPLATE_PATH,
         table_name: str = "mailbridge-local",
+        parameters: dict[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.seed = seed
         self.template_path = template_path
         self.table_name = table_name
+        # Template parameter values, as `sam deploy --parameter-overrides` gives them.
+        self.parameters = parameters or {}
         self.issuer = DevIssuer()
         self.aws_endpoint_url = ""
         self.routes: list[Route] = []
@@ -321,6 +324,7 @@ class LocalApi:
                 "AllowedUiOrigins": self.url,
                 "AWS::Region": REGION,
                 "AWS::AccountId": ACCOUNT_ID,
+                **self.parameters,
             }
             for name, value in _shared_environment(template, self.routes, resolved).items():
                 _set_env(stack, name, value)
@@ -620,7 +624,10 @@ def main(argv: list[str] | None = None) -> None:
             # Read once per process by the functions, so set before the API starts.
             for name, value in sandbox.environment().items():
                 _set_env(stack, name, value)
-        api = stack.enter_context(LocalApi(args.host, args.port, seed=seed_demo_agent))
+        parameters = sandbox.parameters() if sandbox else {}
+        api = stack.enter_context(
+            LocalApi(args.host, args.port, seed=seed_demo_agent, parameters=parameters)
+        )
         if sandbox is not None:
             sandbox.register_apps(api.url)
             sandbox.seed(api.url, api.issuer.mint(sub="dev-admin", org_id=DEMO_ORG_ID))

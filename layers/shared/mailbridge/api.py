@@ -108,6 +108,16 @@ def create_app() -> APIGatewayHttpResolver:
     return app
 
 
+def parse_if_match(value: str | None) -> int | None:
+    """The version an If-Match header names (`"3"`, `W/"3"`), or None without one."""
+    if value is None:
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise InvalidField("If-Match", 'If-Match must be an ETag this API gave, like "3".')
+    return int(tag)
+
+
 def current_caller(app: APIGatewayHttpResolver) -> Caller:
     """The caller's identity from the claims API Gateway's JWT authorizer verified."""
     authorizer = app.current_event.request_context.authorizer

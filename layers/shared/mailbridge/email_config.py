@@ -138,6 +138,17 @@ def _same_app(current: Connection, new: Connection) -> bool:
     return current == new
 
 
+def _secret_still_applies(current: StoredConfig | None, new: Connection) -> bool:
+    """Whether the stored secret belongs with the new settings: a password stays with its
+    mailbox when only servers change; a client secret belongs to one client ID."""
+    if current is None or current.connection.provider != new.provider:
+        return False
+    if isinstance(new, OAuthConnection):
+        assert isinstance(current.connection, OAuthConnection)
+        return current.connection.client_id == new.client_id
+    return True
+
+
 def save_email_config(
     agents: AgentStore,
     secrets: SecretStore,
@@ -145,7 +156,10 @@ def save_email_config(
     caller: Caller,
     agent_id: str,
     request: EmailConfigRequest,
+    expected_version: int | None = None,
 ) -> EmailConfigView:
+    """Save; with `expected_version` (If-Match) only over that version, else last writer
+    wins (re-applying the full request over whatever is there, never a torn record)."""
     if isinstance(request, ImapConfigRequest):
         field, secret_key, secret = "password", "password", request.password
     else:
@@ -154,6 +168,13 @@ def save_email_config(
     secret_value = secret.get_secret_value() if secret else ""
     for _ in range(_SAVE_ATTEMPTS):
         agent, current = load_owned_agent(agents, caller, agent_id)
+        if expected_version is not None and expected_version != (current.version if current else 0):
+            raise AppError(
+                "version_mismatch",
+                "The configuration changed since you loaded it.",
+                hint="Reload to see the current settings, then save again.",
+                status=412,
+            )
         shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
         if isinstance(request, ImapConfigRequest):
             require_email_domain(client_org, str(request.email), "email")
@@ -166,8 +187,7 @@ def save_email_config(
                 "client_secret",
                 "A client secret goes with a client ID; leave both out to use the shared app.",
             )
-        same_app = current is not None and _same_app(current.connection, connection)
-        if not secret_value and not same_app and not inherits:
+        if not secret_value and not inherits and not _secret_still_applies(current, connection):
             raise InvalidField(field, f"{field} is required for a new connection.")
         now = datetime.now(UTC)
         secret_name = current.secret_name if current else secrets.name_for(agent_id)

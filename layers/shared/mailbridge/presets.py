@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .errors import InvalidField
 from .models import Preset, PresetId, Security, ServerOverride, ServerSettings
+from .settings import settings
 
 _TLS, _STARTTLS = Security.TLS, Security.STARTTLS
 
@@ -79,4 +80,11 @@ def resolve_server(preset_id: PresetId, protocol: str, override: ServerOverride)
                 f"{protocol}.{name} is required with the custom preset.",
                 hint="Pick a provider preset, or enter the server's host, port and security.",
             )
+    if merged["port"] not in settings().mail_allowed_ports:
+        # The service connects to mail ports only: it must not become a port scanner.
+        raise InvalidField(
+            f"{protocol}.port",
+            f"Port {merged['port']} is not a mail port this service connects to.",
+            hint="IMAP uses 993 (TLS) or 143 (STARTTLS); SMTP 465 (TLS) or 587 (STARTTLS).",
+        )
     return ServerSettings.model_validate(merged)

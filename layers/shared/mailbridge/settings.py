@@ -21,6 +21,10 @@ class Settings:
     # An extra CA bundle that mail servers' certificates may chain to (self-hosted servers,
     # the local sandbox). It adds trust; verification itself is never turned off.
     mail_extra_ca_file: str | None
+    # Self-hosted mail servers on private networks (and the sandbox on loopback); off by
+    # default, so that a user cannot make the service probe the network it runs in.
+    mail_allow_private_networks: bool
+    mail_allowed_ports: frozenset[int]
     max_body_bytes: int
     # Where the OAuth providers send the browser back: the deployment's public URL, never
     # taken from a request. Empty when OAuth is not set up.
@@ -42,6 +46,19 @@ class Settings:
         return f"{self.public_base_url}/api/engine/oauth/callback"
 
 
+# Submission, IMAP and their TLS variants; SMTP relay (25) and the common alternative 2525.
+MAIL_PORTS = frozenset({25, 143, 465, 587, 993, 2525})
+
+
+def _ports(text: str) -> frozenset[int]:
+    """ "1025, 8143" or ranges like "1024-65535"."""
+    ports: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, _, high = part.partition("-")
+        ports.update(range(int(low), int(high or low) + 1))
+    return frozenset(ports)
+
+
 @cache
 def settings() -> Settings:
     env = os.environ
@@ -53,6 +70,8 @@ def settings() -> Settings:
         admin_role=env.get("ADMIN_ROLE", "admin"),
         mail_timeout_seconds=float(env.get("MAIL_TIMEOUT_SECONDS", "10")),
         mail_extra_ca_file=env.get("MAIL_EXTRA_CA_FILE") or None,
+        mail_allow_private_networks=env.get("MAIL_ALLOW_PRIVATE_NETWORKS", "false") == "true",
+        mail_allowed_ports=MAIL_PORTS | _ports(env.get("MAIL_EXTRA_PORTS", "")),
         max_body_bytes=int(env.get("MAX_BODY_BYTES", str(64 * 1024))),
         public_base_url=env.get("PUBLIC_BASE_URL", "").rstrip("/"),
         allowed_ui_origins=frozenset(

@@ -76,6 +76,11 @@ class Sandbox:
             "GMAIL_BASE_URL": f"{google}/gmail/v1",
         }
 
+    @staticmethod
+    def parameters() -> dict[str, str]:
+        """Template parameters: the sandbox's servers are on loopback, on high ports."""
+        return {"AllowPrivateMailServers": "true", "ExtraMailPorts": "1024-65535"}
+
     def register_apps(self, api_url: str) -> None:
         for fake, client_id in (
             (self.microsoft, DEMO_MICROSOFT_APP),

@@ -6,18 +6,41 @@ STATUS costs the same for ten messages or fifty thousand; SELECT + SEARCH would 
 from __future__ import annotations
 
 import imaplib
+import socket
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import LoginError
+from imapclient.tls import IMAP4_TLS, wrap_socket
 
 from ..models import ImapConnection, InboxCounts, Security
-from .mailnet import ConnectionProblem, classify_network_error, tls_context
+from .mailnet import ConnectionProblem, classify_network_error, open_connection, tls_context
+
+
+class _IMAP4(imaplib.IMAP4):
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        return open_connection(self.host, self.port, timeout)
+
+
+class _IMAP4_TLS(IMAP4_TLS):  # type: ignore[misc]
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        sock = open_connection(self.host, self.port, timeout or self._timeout)
+        return wrap_socket(sock, self.ssl_context, self.host)  # type: ignore[no-any-return]
+
+
+class _IMAPClient(IMAPClient):  # type: ignore[misc]
+    """Connects through open_connection, which checks where the host name leads."""
+
+    def _create_IMAP4(self) -> imaplib.IMAP4:
+        timeout = self._timeout.connect
+        if self.ssl:
+            return _IMAP4_TLS(self.host, self.port, self.ssl_context, timeout)
+        return _IMAP4(self.host, self.port, timeout)
 
 
 def check_imap(connection: ImapConnection, password: str, timeout: float) -> InboxCounts:
     server = connection.imap
     try:
-        client = IMAPClient(
+        client = _IMAPClient(
             server.host,
             port=server.port,
             ssl=server.security is Security.TLS,

@@ -7,6 +7,7 @@ product echoed it, which turned the test into an oracle) and never a credential.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl
 from functools import cache
@@ -55,6 +56,12 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
         "would have travelled unencrypted.",
         "Use the implicit-TLS port ({tls_ports}) with security TLS.",
     ),
+    "address_not_allowed": (
+        "{server} resolves to a private, loopback or reserved address, which this service "
+        "does not connect to.",
+        "Use the provider's public host name. A self-hosted server on a private network "
+        "needs the deployment's AllowPrivateMailServers setting.",
+    ),
     "server_error": (
         "{proto} server {server} answered with an unexpected error.",
         "Try again in a few minutes; if it persists, check the provider's status page.",
@@ -93,10 +100,61 @@ def tls_context() -> ssl.SSLContext:
     return context
 
 
+class AddressNotAllowed(OSError):
+    """The host resolved to an address outside what the deployment may connect to."""
+
+
+def address_allowed(address: str, *, allow_private: bool) -> bool:
+    """Public addresses only, unless the deployment allows private networks (self-hosted
+    servers, the sandbox); link-local (cloud metadata), multicast, reserved and unspecified
+    addresses never."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+        return False
+    if ip.is_loopback:  # before reserved: ::1 is in IPv6's reserved ::/8
+        return allow_private
+    if ip.is_reserved:
+        return False
+    if ip.is_global:
+        return True
+    return allow_private and (ip.is_private or ip in _SHARED_ADDRESS_SPACE)
+
+
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT
+
+
+def open_connection(
+    host: str, port: int, timeout: float | None, *, allow_private: bool | None = None
+) -> socket.socket:
+    """socket.create_connection, but every address is checked before it is used, and the
+    connection goes to the checked address itself: a DNS answer that changes between a
+    check and a connect (rebinding) cannot slip through."""
+    if allow_private is None:
+        allow_private = settings().mail_allow_private_networks
+    last_error: OSError | None = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        if not address_allowed(str(address[0]), allow_private=allow_private):
+            last_error = AddressNotAllowed(f"{host} resolves to a refused address")
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as error:
+            sock.close()
+            last_error = error
+    raise last_error or OSError(f"{host} has no address")
+
+
 def classify_network_error(
     error: OSError, protocol: str, server: ServerSettings
 ) -> ConnectionProblem:
     # Most specific first: the SSL errors and TimeoutError are all OSErrors.
+    if isinstance(error, AddressNotAllowed):
+        return ConnectionProblem("address_not_allowed", protocol, server)
     if isinstance(error, ssl.SSLCertVerificationError):
         code = "tls_certificate_invalid"
     elif isinstance(error, ssl.SSLError):

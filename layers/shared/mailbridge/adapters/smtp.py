@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import smtplib
+import socket
 
 from ..models import ImapConnection, Security
-from .mailnet import ConnectionProblem, classify_network_error, tls_context
+from .mailnet import ConnectionProblem, classify_network_error, open_connection, tls_context
 
 # smtplib would otherwise call socket.getfqdn(), a DNS round trip that can stall a Lambda.
 _EHLO_NAME = "mailbridge.invalid"
+
+
+class _SMTP(smtplib.SMTP):
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return open_connection(host, port, timeout)
+
+
+class _SMTP_SSL(smtplib.SMTP_SSL):
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return self.context.wrap_socket(
+            open_connection(host, port, timeout),
+            server_hostname=self._host,  # type: ignore[attr-defined]  # set by connect()
+        )
 
 
 def check_smtp(connection: ImapConnection, password: str, timeout: float) -> None:
@@ -16,7 +30,7 @@ def check_smtp(connection: ImapConnection, password: str, timeout: float) -> Non
     try:
         client: smtplib.SMTP
         if server.security is Security.TLS:
-            client = smtplib.SMTP_SSL(
+            client = _SMTP_SSL(
                 server.host,
                 server.port,
                 local_hostname=_EHLO_NAME,
@@ -24,9 +38,7 @@ def check_smtp(connection: ImapConnection, password: str, timeout: float) -> Non
                 context=tls_context(),
             )
         else:
-            client = smtplib.SMTP(
-                server.host, server.port, local_hostname=_EHLO_NAME, timeout=timeout
-            )
+            client = _SMTP(server.host, server.port, local_hostname=_EHLO_NAME, timeout=timeout)
         with client:
             client.ehlo()
             if server.security is Security.STARTTLS:

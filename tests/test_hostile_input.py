@@ -1,0 +1,111 @@
+"""What an attacker controls: the hosts and ports the service connects to, and the timing of
+concurrent writes."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from mailbridge.adapters.mailnet import AddressNotAllowed, address_allowed, open_connection
+from support import MAILBOX, Org
+
+Body = Callable[..., dict[str, Any]]
+
+
+@pytest.mark.parametrize(
+    ("address", "by_default", "with_private_allowed"),
+    [
+        ("8.8.8.8", True, True),
+        ("2001:4860:4860::8888", True, True),
+        ("127.0.0.1", False, True),
+        ("::1", False, True),
+        ("10.1.2.3", False, True),
+        ("172.16.0.1", False, True),
+        ("192.168.1.1", False, True),
+        ("fd00::1", False, True),
+        ("100.64.0.1", False, True),  # carrier-grade NAT
+        ("169.254.169.254", False, False),  # cloud metadata: never
+        ("::ffff:169.254.169.254", False, False),
+        ("fe80::1", False, False),
+        ("224.0.0.1", False, False),
+        ("0.0.0.0", False, False),  # noqa: S104 - the address under test
+        ("240.0.0.1", False, False),
+        ("255.255.255.255", False, False),
+    ],
+)
+def test_which_addresses_may_be_reached(
+    address: str, by_default: bool, with_private_allowed: bool
+) -> None:
+    assert address_allowed(address, allow_private=False) is by_default
+    assert address_allowed(address, allow_private=True) is with_private_allowed
+
+
+def test_a_refused_address_is_never_connected_to() -> None:
+    """The name is resolved once and every answer checked before any connect: a name that
+    points inside (or is rebound to point inside) gets no packet."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        with pytest.raises(AddressNotAllowed):
+            open_connection("localhost", listener.getsockname()[1], 2, allow_private=False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing connected
+
+
+def test_the_metadata_address_is_refused_through_the_api(org: Org, imap_body: Body) -> None:
+    body = imap_body()
+    body["imap"] = {"host": "169.254.169.254", "port": 993, "security": "tls"}
+    body["smtp"] = {"host": "::ffff:169.254.169.254", "port": 465, "security": "tls"}
+    assert org.client.put(org.config_path, body).status == 200
+    started = time.monotonic()
+    result = org.client.post(org.config_path + "/test").json()
+    assert time.monotonic() - started < 1  # refused before any connection attempt
+    for check in result["checks"]:
+        assert check["error"]["code"] == "address_not_allowed"
+
+
+@pytest.mark.parametrize("port", [22, 80, 110, 443, 636])
+def test_only_mail_ports_are_accepted(org: Org, port: int) -> None:
+    body = {"provider": "imap", "preset": "gmail", "email": MAILBOX, "password": "x"}
+    response = org.client.put(org.config_path, body | {"imap": {"port": port}})
+    assert (response.status, response.error["field"]) == (422, "imap.port")
+
+
+# ---- concurrent writes --------------------------------------------------------------------
+
+
+def test_if_match_refuses_a_stale_version(org: Org, imap_body: Body) -> None:
+    first = org.client.put(org.config_path, imap_body())
+    assert first.headers["ETag"] == '"1"'
+    assert org.client.get(org.config_path).headers["ETag"] == '"1"'
+    second = org.client.request("PUT", org.config_path, imap_body(), headers={"If-Match": '"1"'})
+    assert (second.status, second.headers["ETag"]) == (200, '"2"')
+    stale = org.client.request("PUT", org.config_path, imap_body(), headers={"If-Match": '"1"'})
+    assert (stale.status, stale.error["code"]) == (412, "version_mismatch")
+    bad = org.client.request("PUT", org.config_path, imap_body(), headers={"If-Match": "*x"})
+    assert (bad.status, bad.error["field"]) == (422, "If-Match")
+    assert org.client.get(org.config_path).json()["version"] == 2
+
+
+def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body) -> None:
+    """Without If-Match, the last writer wins; no save is lost half-way, no record is torn."""
+    org.client.put(org.config_path, imap_body())
+
+    def save(number: int) -> int:
+        body = imap_body(password=None, username=f"user-{number}")
+        body["imap"]["host"] = body["smtp"]["host"] = f"host-{number}.example"
+        return org.client.put(org.config_path, body).status
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(save, range(50)))
+    assert set(statuses) <= {200, 409}
+    final = org.client.get(org.config_path).json()
+    winner = final["config"]["username"].removeprefix("user-")
+    assert final["config"]["imap"]["host"] == f"host-{winner}.example"
+    assert final["config"]["smtp"]["host"] == f"host-{winner}.example"
+    assert final["version"] == 1 + statuses.count(200)
