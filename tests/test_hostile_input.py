@@ -109,3 +109,20 @@ def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body
     assert final["config"]["imap"]["host"] == f"host-{winner}.example"
     assert final["config"]["smtp"]["host"] == f"host-{winner}.example"
     assert final["version"] == 1 + statuses.count(200)
+
+
+def test_connection_tests_are_rate_limited_per_agent(org: Org, imap_body: Body) -> None:
+    """Ten a minute: enough for a person, too few for a password oracle or a port scan."""
+    from mailbridge_tools.sandbox import free_port
+
+    body = imap_body()
+    body["imap"]["port"] = body["smtp"]["port"] = free_port()  # refused at once: fast
+    org.client.put(org.config_path, body)
+    while time.gmtime().tm_sec > 50:  # all eleven inside one calendar minute
+        time.sleep(0.5)
+    statuses = [org.client.post(org.config_path + "/test").status for _ in range(10)]
+    assert statuses == [200] * 10
+    limited = org.client.post(org.config_path + "/test")
+    assert (limited.status, limited.error["code"]) == (429, "rate_limited")
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert "this agent" in limited.error["message"]

@@ -280,7 +280,7 @@ def test_bad_policies_are_refused(org: Org, body: dict[str, Any], field: str) ->
 def test_sending_policy_refuses_recipients_and_counts_under_concurrency(org: Org) -> None:
     from mailbridge.errors import AppError
     from mailbridge.sending_policy import SendingPolicy
-    from mailbridge.storage import AgentStore, OrgStore
+    from mailbridge.storage import AgentStore, CounterStore, OrgStore
 
     client_org = client_org_with_policy(
         org,
@@ -288,7 +288,7 @@ def test_sending_policy_refuses_recipients_and_counts_under_concurrency(org: Org
         limits={"per_hour": 5, "per_day": 7},
     )
     agent = register_agent(org.org_id, client_org_id=client_org)
-    policy = SendingPolicy(AgentStore(), OrgStore())
+    policy = SendingPolicy(AgentStore(), OrgStore(), CounterStore())
 
     with pytest.raises(AppError) as refused:
         policy.authorize_message(
@@ -326,9 +326,9 @@ def test_sending_policy_refuses_recipients_and_counts_under_concurrency(org: Org
 
 def test_agents_without_a_client_org_send_freely(org: Org) -> None:
     from mailbridge.sending_policy import SendingPolicy
-    from mailbridge.storage import AgentStore, OrgStore
+    from mailbridge.storage import AgentStore, CounterStore, OrgStore
 
-    policy = SendingPolicy(AgentStore(), OrgStore())
+    policy = SendingPolicy(AgentStore(), OrgStore(), CounterStore())
     for _ in range(3):
         policy.authorize_message(org.agent_id, ["anyone@anywhere.example"])
 

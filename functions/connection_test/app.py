@@ -17,10 +17,10 @@ from mailbridge.api import (
 )
 from mailbridge.connection_test import test_email_config
 from mailbridge.models import ConnectionTestResponse
-from mailbridge.storage import AgentStore, OrgStore, SecretStore
+from mailbridge.storage import AgentStore, CounterStore, OrgStore, SecretStore
 
 app = create_app()
-agents, secrets, orgs = AgentStore(), SecretStore(), OrgStore()
+agents, secrets, orgs, counters = AgentStore(), SecretStore(), OrgStore(), CounterStore()
 
 
 @app.post("/bridge/agents/<agentId>/email-config/test")
@@ -28,7 +28,8 @@ agents, secrets, orgs = AgentStore(), SecretStore(), OrgStore()
 def test_config(
     agentId: AgentId,
 ) -> ConnectionTestResponse:
-    result = test_email_config(agents, secrets, orgs, current_caller(app), agentId)
+    caller = current_caller(app)
+    result = test_email_config(agents, secrets, orgs, counters, caller, agentId)
     failures = {check.name: check.error.code for check in result.checks if check.error}
     logger.info("connection tested", extra={"ok": result.ok, "failures": failures})
     metrics.add_metric(

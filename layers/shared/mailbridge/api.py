@@ -54,10 +54,12 @@ def _error_response(error: AppError) -> Response[str]:
         logger.warning(
             "request failed", extra={"code": error.code, "status": error.status, "cause": cause}
         )
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
     return Response(
         status_code=error.status,
         content_type=content_types.APPLICATION_JSON,
         body=_error_body(error),
+        headers=headers,
     )
 
 

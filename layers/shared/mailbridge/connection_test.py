@@ -13,7 +13,8 @@ from .access import load_owned_agent
 from .adapters.imap import check_imap
 from .adapters.mailnet import ConnectionProblem
 from .adapters.smtp import check_smtp
-from .errors import Conflict
+from .errors import AppError, Conflict
+from .limits import LimitReached, window
 from .models import (
     Agent,
     Caller,
@@ -37,7 +38,7 @@ from .oauth_providers import (
 from .settings import settings
 
 if TYPE_CHECKING:
-    from .storage import AgentStore, OrgStore, SecretStore
+    from .storage import AgentStore, CounterStore, OrgStore, SecretStore
 
 T = TypeVar("T")
 
@@ -46,7 +47,12 @@ _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mail-check")
 
 
 def test_email_config(
-    agents: AgentStore, secrets: SecretStore, orgs: OrgStore, caller: Caller, agent_id: str
+    agents: AgentStore,
+    secrets: SecretStore,
+    orgs: OrgStore,
+    counters: CounterStore,
+    caller: Caller,
+    agent_id: str,
 ) -> ConnectionTestResponse:
     agent, config = load_owned_agent(agents, caller, agent_id)
     if config is None:
@@ -55,6 +61,7 @@ def test_email_config(
             "This agent has no email configuration to test.",
             hint="Save a configuration first.",
         )
+    _count_test(counters, agent.org_id, agent_id)
     if isinstance(config.connection, ImapConnection):
         password = secrets.read(config.secret_name)["password"]
         result = run_checks(config.connection, password, settings().mail_timeout_seconds)
@@ -79,6 +86,26 @@ def test_email_config(
         _, latest = agents.load(agent_id)
         status = latest.status if latest else Status.NOT_CONNECTED
     return ConnectionTestResponse(**result.model_dump(), status=status)
+
+
+def _count_test(counters: CounterStore, org_id: str, agent_id: str) -> None:
+    now = datetime.now(UTC)
+    limits = settings()
+    for scope, limit, whose in (
+        (f"AGENT#{agent_id}", limits.tests_per_agent_per_minute, "this agent"),
+        (f"ORG#{org_id}", limits.tests_per_org_per_minute, "your organization"),
+    ):
+        try:
+            counters.count(scope, "TESTS", [window("minute", limit, now)])
+        except LimitReached as reached:
+            retry_after = reached.window.retry_after(now)
+            raise AppError(
+                "rate_limited",
+                f"Too many connection tests for {whose}: at most {limit} a minute.",
+                hint=f"Try again in {retry_after} seconds.",
+                status=429,
+                retry_after=retry_after,
+            ) from None
 
 
 def run_checks(connection: ImapConnection, password: str, timeout: float) -> ConnectionTestResult:

@@ -19,9 +19,11 @@ class AppError(Exception):
         field: str | None = None,
         hint: str | None = None,
         status: int | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status or type(self).status
+        self.retry_after = retry_after  # seconds; sent as Retry-After
         self.code = code
         self.message = message
         self.field = field

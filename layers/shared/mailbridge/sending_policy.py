@@ -8,15 +8,15 @@ sending domain and its reputation), in calendar hours and days (UTC).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from .errors import AppError, InvalidField, agent_not_found
+from .limits import LimitReached, Window, window
 from .models import ClientOrg, ClientOrgBanner
 
 if TYPE_CHECKING:
-    from .storage import AgentStore, OrgStore
+    from .storage import AgentStore, CounterStore, OrgStore
 
 
 def address_allowed(client_org: ClientOrg, address: str) -> bool:
@@ -61,41 +61,19 @@ def banner(client_org: ClientOrg) -> ClientOrgBanner:
     )
 
 
-@dataclass(frozen=True)
-class SendingWindow:
-    name: str  # "hour" or "day"
-    key: str  # the window's start, e.g. 2026-11-24T10 or 2026-11-24
-    limit: int
-    ends_at: int  # epoch seconds
-
-
-class LimitReached(Exception):
-    def __init__(self, window: SendingWindow) -> None:
-        super().__init__(window.name)
-        self.window = window
-
-
-def windows(client_org: ClientOrg, now: datetime) -> list[SendingWindow]:
-    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    day = hour.replace(hour=0)
-    found = []
-    if client_org.limits.per_hour:
-        end = int((hour + timedelta(hours=1)).timestamp())
-        found.append(
-            SendingWindow("hour", hour.strftime("%Y-%m-%dT%H"), client_org.limits.per_hour, end)
-        )
-    if client_org.limits.per_day:
-        end = int((day + timedelta(days=1)).timestamp())
-        found.append(SendingWindow("day", day.strftime("%Y-%m-%d"), client_org.limits.per_day, end))
-    return found
+def windows(client_org: ClientOrg, now: datetime) -> list[Window]:
+    limits = client_org.limits
+    found = [window("hour", limits.per_hour, now)] if limits.per_hour else []
+    return found + ([window("day", limits.per_day, now)] if limits.per_day else [])
 
 
 class SendingPolicy:
     """What an agent's sending path calls before every message it sends."""
 
-    def __init__(self, agents: AgentStore, client_orgs: OrgStore) -> None:
+    def __init__(self, agents: AgentStore, client_orgs: OrgStore, counters: CounterStore) -> None:
         self._agents = agents
         self._client_orgs = client_orgs
+        self._counters = counters
 
     def authorize_message(
         self, agent_id: str, recipients: list[str], *, now: datetime | None = None
@@ -117,14 +95,15 @@ class SendingPolicy:
                 status=422,
             )
         now = now or datetime.now(UTC)
+        scope = f"CLIENT_ORG#{client_org.client_org_id}"
         try:
-            self._client_orgs.count_message(client_org.client_org_id, windows(client_org, now))
+            self._counters.count(scope, "SENT", windows(client_org, now))
         except LimitReached as reached:
-            window = reached.window
-            retry_after = max(1, window.ends_at - int(now.timestamp()))
+            full = reached.window
             raise AppError(
                 "sending_limit_reached",
-                f"{client_org.name} has sent its {window.limit} messages for this {window.name}.",
-                hint=f"Sending resumes in {retry_after} seconds.",
+                f"{client_org.name} has sent its {full.limit} messages for this {full.name}.",
+                hint=f"Sending resumes in {full.retry_after(now)} seconds.",
                 status=429,
+                retry_after=full.retry_after(now),
             ) from None

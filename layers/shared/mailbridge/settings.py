@@ -26,6 +26,10 @@ class Settings:
     mail_allow_private_networks: bool
     mail_allowed_ports: frozenset[int]
     max_body_bytes: int
+    # Connection tests per minute, per agent and per organization: enough for a person,
+    # too few to use the service as a password oracle or a port scanner.
+    tests_per_agent_per_minute: int
+    tests_per_org_per_minute: int
     # Where the OAuth providers send the browser back: the deployment's public URL, never
     # taken from a request. Empty when OAuth is not set up.
     public_base_url: str
@@ -73,6 +77,8 @@ def settings() -> Settings:
         mail_allow_private_networks=env.get("MAIL_ALLOW_PRIVATE_NETWORKS", "false") == "true",
         mail_allowed_ports=MAIL_PORTS | _ports(env.get("MAIL_EXTRA_PORTS", "")),
         max_body_bytes=int(env.get("MAX_BODY_BYTES", str(64 * 1024))),
+        tests_per_agent_per_minute=int(env.get("TESTS_PER_AGENT_PER_MINUTE", "10")),
+        tests_per_org_per_minute=int(env.get("TESTS_PER_ORG_PER_MINUTE", "100")),
         public_base_url=env.get("PUBLIC_BASE_URL", "").rstrip("/"),
         allowed_ui_origins=frozenset(
             origin.strip().rstrip("/")

@@ -7,6 +7,7 @@ Table layout (one table, see template.yaml):
     pk = "OAUTH_STATE#<sha256 of state>", sk = "OAUTH_STATE"  a started authorization (TTL)
     pk = "CLIENT_ORG#<id>", sk = "CLIENT_ORG"     a client organization and its email policy
     pk = "CLIENT_ORG#<id>", sk = "SENT#<window>#<key>"  messages sent in an hour or day (TTL)
+    pk = "AGENT#<id>" or "ORG#<id>", sk = "TESTS#<window>#<key>"  connection tests run (TTL)
     pk = "ORG#<id>" or "CLIENT_ORG#<id>", sk = "OAUTH_APP#<provider>"  a shared OAuth app
     pk = "ORG#<id>" or "CLIENT_ORG#<id>", sk = "INHERITOR#<provider>#<agent_id>"  who uses it
 An agent and its config share a partition, so both come back in one Query.
@@ -26,8 +27,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ConfigConflict, ServiceUnavailable
+from .limits import LimitReached, Window
 from .models import Agent, AppOwner, ClientOrg, PendingAuthorization, SharedApp, StoredConfig
-from .sending_policy import LimitReached, SendingWindow
 from .settings import settings
 
 if TYPE_CHECKING:
@@ -407,35 +408,44 @@ class OrgStore:
         except (ClientError, BotoCoreError) as error:
             raise _unavailable("DynamoDB") from error
 
-    def count_message(self, client_org_id: str, windows: list[SendingWindow]) -> None:
-        """Count one message in every window, each only while below its limit.
 
-        Each window is one conditional increment (atomic in DynamoDB), so concurrent senders
+class CounterStore:
+    """Counters in calendar windows (sending limits, test rate limits)."""
+
+    def __init__(self, table_name: str | None = None) -> None:
+        self.table = table_name or settings().table_name
+
+    def count(self, scope: str, kind: str, windows: list[Window]) -> None:
+        """Count one event in every window, each only while below its limit.
+
+        Each window is one conditional increment (atomic in DynamoDB), so concurrent callers
         never push a window past its limit. When a later window is full, the earlier
-        increments are given back, and `LimitReached` names the full window.
+        increments are given back, and `LimitReached` names the full window. (Not one
+        transaction: moto restores whole tables when a transaction fails, which would lose
+        concurrent writes in the tests.)
         """
-        counted: list[SendingWindow] = []
+        counted: list[Window] = []
         try:
             for window in windows:
                 try:
-                    self._add(client_org_id, window, 1)
+                    self._add(scope, kind, window, 1)
                 except ConfigConflict:
                     raise LimitReached(window) from None
                 counted.append(window)
         except LimitReached:
             for window in counted:
-                self._add(client_org_id, window, -1)
+                self._add(scope, kind, window, -1)
             raise
 
-    def _add(self, client_org_id: str, window: SendingWindow, amount: int) -> None:
+    def _add(self, scope: str, kind: str, window: Window, amount: int) -> None:
         condition = {}
         if amount > 0:
-            condition = {"ConditionExpression": "attribute_not_exists(sent) OR sent < :limit"}
+            condition = {"ConditionExpression": "attribute_not_exists(hits) OR hits < :limit"}
         _conditional(
             self.table,
             "update_item",
-            Key={"pk": self._pk(client_org_id), "sk": {"S": f"SENT#{window.name}#{window.key}"}},
-            UpdateExpression="ADD sent :amount SET expires_at = :expires",
+            Key={"pk": {"S": scope}, "sk": {"S": f"{kind}#{window.name}#{window.key}"}},
+            UpdateExpression="ADD hits :amount SET expires_at = :expires",
             ExpressionAttributeValues={
                 ":amount": {"N": str(amount)},
                 ":expires": {"N": str(window.ends_at + 86400)},
