@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 LOOPBACK = "127.0.0.1"
@@ -53,3 +55,62 @@ class BlackholeServer:
     @property
     def port(self) -> int:
         return int(self._socket.getsockname()[1])
+
+
+class SlowDripServer:
+    """Answers every connection with a greeting one byte per `interval` seconds: each read
+    succeeds, so only a deadline on the whole exchange ends it."""
+
+    def __init__(
+        self, greeting: bytes = b"* OK IMAP4rev1 ready, eventually\r\n", interval: float = 0.5
+    ) -> None:
+        self._greeting = greeting
+        self._interval = interval
+        self._socket = socket.socket()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> SlowDripServer:
+        self._socket.bind((LOOPBACK, 0))
+        self._socket.listen(16)
+        self._socket.settimeout(0.1)
+        self._start(self._accept)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stopped.set()
+        for thread in self._threads:
+            thread.join()
+        self._socket.close()
+
+    @property
+    def port(self) -> int:
+        return int(self._socket.getsockname()[1])
+
+    def _start(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            self._start(self._drip, client)
+
+    def _drip(self, client: socket.socket) -> None:
+        with client:
+            for byte in self._greeting:
+                if self._stopped.wait(self._interval):
+                    return
+                try:
+                    client.sendall(bytes([byte]))
+                except OSError:
+                    return  # the client gave up: what the test wants

@@ -13,7 +13,13 @@ from imapclient.exceptions import LoginError
 from imapclient.tls import IMAP4_TLS, wrap_socket
 
 from ..models import ImapConnection, InboxCounts, Security
-from .mailnet import ConnectionProblem, classify_network_error, open_connection, tls_context
+from .mailnet import (
+    ConnectionProblem,
+    Deadline,
+    classify_network_error,
+    open_connection,
+    tls_context,
+)
 
 
 class _IMAP4(imaplib.IMAP4):
@@ -38,6 +44,17 @@ class _IMAPClient(IMAPClient):  # type: ignore[misc]
 
 
 def check_imap(connection: ImapConnection, password: str, timeout: float) -> InboxCounts:
+    """Login and inbox counts, all within `timeout` seconds."""
+    with Deadline(timeout) as deadline:
+        try:
+            return _check(connection, password, timeout)
+        except ConnectionProblem as problem:
+            if deadline.expired:
+                raise ConnectionProblem("timeout", "IMAP", connection.imap) from problem
+            raise
+
+
+def _check(connection: ImapConnection, password: str, timeout: float) -> InboxCounts:
     server = connection.imap
     try:
         client = _IMAPClient(

@@ -6,7 +6,13 @@ import smtplib
 import socket
 
 from ..models import ImapConnection, Security
-from .mailnet import ConnectionProblem, classify_network_error, open_connection, tls_context
+from .mailnet import (
+    ConnectionProblem,
+    Deadline,
+    classify_network_error,
+    open_connection,
+    tls_context,
+)
 
 # smtplib would otherwise call socket.getfqdn(), a DNS round trip that can stall a Lambda.
 _EHLO_NAME = "mailbridge.invalid"
@@ -26,6 +32,17 @@ class _SMTP_SSL(smtplib.SMTP_SSL):
 
 
 def check_smtp(connection: ImapConnection, password: str, timeout: float) -> None:
+    """EHLO, TLS and AUTH, all within `timeout` seconds."""
+    with Deadline(timeout) as deadline:
+        try:
+            _check(connection, password, timeout)
+        except ConnectionProblem as problem:
+            if deadline.expired:
+                raise ConnectionProblem("timeout", "SMTP", connection.smtp) from problem
+            raise
+
+
+def _check(connection: ImapConnection, password: str, timeout: float) -> None:
     server = connection.smtp
     try:
         client: smtplib.SMTP
