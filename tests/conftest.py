@@ -4,6 +4,7 @@ adapter, so every test drives the same handlers, template routes and storage as 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -100,6 +101,26 @@ def local_api(
     # deployment with self-hosted servers would.
     with LocalApi(parameters=Sandbox.parameters()) as api:
         yield api
+
+
+@pytest.fixture
+def logs(local_api: Any) -> Iterator[list[str]]:
+    """The JSON lines the functions log during the test, as CloudWatch would receive them.
+    (A handler of our own: the functions' stdout handler keeps whatever stream it was
+    given when it was created, which pytest's capture fixtures do not see.)"""
+    from mailbridge.observability import logger
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    keep = Keep()
+    keep.setFormatter(logger.registered_formatter)
+    logger.addHandler(keep)
+    yield lines
+    logger.removeHandler(keep)
 
 
 @pytest.fixture

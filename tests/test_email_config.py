@@ -296,7 +296,7 @@ def test_routes_outside_the_template_are_not_found(org: Org) -> None:
 
 
 def test_password_never_reaches_a_response_or_a_log_line(
-    org: Org, imap_body: Body, capfd: pytest.CaptureFixture[str]
+    org: Org, imap_body: Body, logs: list[str], capfd: pytest.CaptureFixture[str]
 ) -> None:
     responses = [
         org.client.put(org.config_path, imap_body()),
@@ -312,3 +312,15 @@ def test_password_never_reaches_a_response_or_a_log_line(
         assert MAILBOX_PASSWORD not in response.text
         assert MAILBOX_PASSWORD not in str(response.headers)
     assert MAILBOX_PASSWORD not in captured.out + captured.err
+    assert len(logs) >= 6  # the requests were logged...
+    assert not [line for line in logs if MAILBOX_PASSWORD in line]  # ...without the password
+
+
+def test_the_logger_redacts_secrets_passed_by_name(logs: list[str]) -> None:
+    from mailbridge.observability import logger
+
+    logger.info("careless", extra={"password": MAILBOX_PASSWORD, "client_secret": "s3cr3t"})
+    logger.warning("careless", extra={"code": "c0d3"})
+    logged = "\n".join(logs)
+    assert logged.count('"[redacted]"') == 3
+    assert MAILBOX_PASSWORD not in logged and "s3cr3t" not in logged and "c0d3" not in logged

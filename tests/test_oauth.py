@@ -425,13 +425,14 @@ def test_other_orgs_cannot_start_an_authorization(
 
 
 def test_the_client_secret_never_leaves(
-    agent: OAuthAgent, capfd: pytest.CaptureFixture[str]
+    agent: OAuthAgent, logs: list[str], capfd: pytest.CaptureFixture[str]
 ) -> None:
     responses = [agent.connect(), agent.org.client.get(agent.path)]
     responses.append(agent.org.client.post(agent.path + "/test"))
     responses.append(agent.org.client.delete(agent.path))
     captured = capfd.readouterr()
-    for text in [*(r.text for r in responses), captured.out, captured.err]:
+    assert len(logs) >= 4
+    for text in [*(r.text for r in responses), captured.out, captured.err, *logs]:
         assert CLIENT_SECRET not in text
 
 

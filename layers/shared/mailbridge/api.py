@@ -9,11 +9,9 @@ nothing from the exception (its text could hold anything).
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -23,13 +21,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .errors import AppError, BadRequest, InvalidField, NotFound, PayloadTooLarge, Unauthorized
 from .models import AGENT_ID_PATTERN, PROVIDERS, Caller
+from .observability import logger, metrics, tracer
 from .settings import settings
-
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
-# Most requests record no business metric; Powertools would warn about it on every one.
-warnings.filterwarnings("ignore", "No application metrics to publish")
 
 # The path parameter of every agent route, checked before anything is looked up.
 AgentId = Annotated[str, Path(pattern=AGENT_ID_PATTERN)]

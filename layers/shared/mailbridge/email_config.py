@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from .models import (
 )
 from .oauth import oauth_app
 from .oauth_providers import ProviderProblem, provider_client, requested_scopes
+from .observability import logger
 from .presets import resolve_server
 from .sending_policy import banner, require_email_domain
 from .settings import settings
@@ -34,8 +34,6 @@ from .shared_apps import SharedApps, available_apps, load_app, record_inheritanc
 
 if TYPE_CHECKING:
     from .storage import AgentStore, OrgStore, SecretStore
-
-logger = logging.getLogger(__name__)
 
 # A save re-reads and re-applies on a concurrent write: the request is a full replacement,
 # so re-applying it gives "last writer wins" without ever writing a torn record.
