@@ -22,9 +22,12 @@ from mailbridge_tools.sandbox import (
 )
 from support import (
     BULK_MAILBOX,
+    GOOGLE_ACCOUNT,
     MAIL_TIMEOUT_SECONDS,
     MAILBOX,
     MAILBOX_PASSWORD,
+    MS_ACCOUNT,
+    OAuthAgent,
     Org,
     make_org,
     require_component,
@@ -159,3 +162,21 @@ def imap_body(dovecot: DovecotServer, smtp: SmtpServer) -> Callable[..., dict[st
         return body
 
     return build
+
+
+@pytest.fixture
+def microsoft_agent(org: Org, local_api: Any, microsoft: FakeMicrosoft) -> OAuthAgent:
+    microsoft.add_account(MS_ACCOUNT, inbox_total=42, inbox_unread=7)
+    return OAuthAgent(org, local_api, microsoft)
+
+
+@pytest.fixture
+def google_agent(org: Org, local_api: Any, google: FakeGoogle) -> OAuthAgent:
+    google.add_account(GOOGLE_ACCOUNT, inbox_total=1200, inbox_unread=31)
+    return OAuthAgent(org, local_api, google)
+
+
+@pytest.fixture(params=["microsoft", "google"])
+def agent(request: pytest.FixtureRequest) -> OAuthAgent:
+    oauth_agent: OAuthAgent = request.getfixturevalue(f"{request.param}_agent")
+    return oauth_agent

@@ -15,6 +15,8 @@ from typing import Any
 
 import boto3
 import pytest
+import requests
+from mailbridge_tools.sandbox import FakeGoogle, FakeMicrosoft
 
 MAILBOX = "agent@example.com"
 MAILBOX_PASSWORD = "app-pass-7f3a9c"  # the canary: must never be seen outside the servers
@@ -149,3 +151,74 @@ def age_tokens(agent_id: str) -> None:
     else:
         tokens["expires_at"] = soon
     secrets.put_secret_value(SecretId=name, SecretString=json.dumps(tokens))
+
+
+CLIENT_SECRET = "client-secret-c4n4ry-91e2"  # a canary, like the mailbox password
+TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
+MS_ACCOUNT, GOOGLE_ACCOUNT = "agent@contoso.example", "agent@workspace.example"
+
+
+class OAuthAgent:
+    """An org's agent with its own registered OAuth app at a fake provider."""
+
+    def __init__(self, org: Org, local_api: Any, fake: FakeMicrosoft | FakeGoogle) -> None:
+        self.org, self.api, self.fake = org, local_api, fake
+        self.provider = "microsoft" if isinstance(fake, FakeMicrosoft) else "google"
+        self.client_id = (
+            f"{uuid.uuid4()}"
+            if self.provider == "microsoft"
+            else (f"{uuid.uuid4().hex[:12]}.apps.googleusercontent.com")
+        )
+        fake.register_app(self.client_id, CLIENT_SECRET, [local_api.url + CALLBACK])
+
+    @property
+    def path(self) -> str:
+        return self.org.config_path
+
+    def body(self, **changes: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "provider": self.provider,
+            "client_id": self.client_id,
+            "client_secret": CLIENT_SECRET,
+        }
+        if self.provider == "microsoft":
+            body["tenant"] = TENANT_ID
+        return body | changes
+
+    def save(self, **changes: Any) -> dict[str, Any]:
+        response = self.org.client.put(self.path, self.body(**changes))
+        assert response.status == 200, response.text
+        saved: dict[str, Any] = response.json()
+        return saved
+
+    def authorization_url(self, route: str = "authorize") -> str:
+        response = self.org.client.post(f"{self.path}/{route}", {"origin": self.api.url})
+        assert response.status == 200, response.text
+        url: str = response.json()["authorization_url"]
+        return url
+
+    def sign_in(self, url: str) -> str:
+        """The user's browser at the provider: it answers with a redirect to our callback."""
+        answer = requests.get(url, allow_redirects=False, timeout=10)
+        assert answer.status_code == 302, answer.text
+        location: str = answer.headers["Location"]
+        assert location.startswith(self.api.url + CALLBACK)
+        return location
+
+    def callback(self, location: str) -> ApiResponse:
+        """The browser following that redirect: no token, it is a public route."""
+        return ApiClient(self.api.url, None).get(location.removeprefix(self.api.url))
+
+    def connect(self) -> ApiResponse:
+        self.save()
+        return self.callback(self.sign_in(self.authorization_url()))
+
+    def test(self) -> dict[str, Any]:
+        response = self.org.client.post(self.path + "/test")
+        assert response.status == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def get(self) -> dict[str, Any]:
+        config: dict[str, Any] = self.org.client.get(self.path).json()
+        return config

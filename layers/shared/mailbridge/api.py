@@ -19,11 +19,14 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from .adapters.deadline import Deadline
 from .errors import AppError, BadRequest, InvalidField, NotFound, PayloadTooLarge, Unauthorized
 from .models import AGENT_ID_PATTERN, PROVIDERS, Caller
 from .observability import logger, metrics, tracer
 from .settings import settings
 
+# What an invocation keeps, after its network exchanges, to record their outcome and answer.
+_ANSWER_SECONDS = 3.0
 # The path parameter of every agent route, checked before anything is looked up.
 AgentId = Annotated[str, Path(pattern=AGENT_ID_PATTERN)]
 
@@ -153,6 +156,10 @@ def lambda_handler(
                 "headers": {"Content-Type": content_types.APPLICATION_JSON},
                 "body": _error_body(error),
             }
-        return app.resolve(event, context)
+        # Every network exchange of this invocation ends in time to record its outcome and
+        # answer: a slow server becomes a `timeout` result, never a Lambda timeout.
+        budget = context.get_remaining_time_in_millis() / 1000 - _ANSWER_SECONDS
+        with Deadline(budget):
+            return app.resolve(event, context)
 
     return handler

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -109,8 +110,13 @@ def _count_test(counters: CounterStore, org_id: str, agent_id: str) -> None:
 
 
 def run_checks(connection: ImapConnection, password: str, timeout: float) -> ConnectionTestResult:
-    imap = _executor.submit(_timed, "imap", check_imap, connection, password, timeout)
-    smtp = _executor.submit(_timed, "smtp", check_smtp, connection, password, timeout)
+    # Each check runs in the caller's context, so the invocation's deadline bounds it too.
+    imap = _executor.submit(
+        contextvars.copy_context().run, _timed, "imap", check_imap, connection, password, timeout
+    )
+    smtp = _executor.submit(
+        contextvars.copy_context().run, _timed, "smtp", check_smtp, connection, password, timeout
+    )
     (imap_check, inbox), (smtp_check, _) = imap.result(), smtp.result()
     checks = [imap_check, smtp_check]
     error = next((check.error for check in checks if check.error), None)

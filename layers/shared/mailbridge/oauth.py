@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .access import load_owned_agent
-from .errors import ConfigConflict, Conflict, InvalidField, ServiceUnavailable
+from .errors import AppError, ConfigConflict, Conflict, InvalidField, ServiceUnavailable
 from .models import (
     Agent,
     AuthorizeResponse,
@@ -126,9 +126,15 @@ def authorize(
     except ProviderProblem as missing:
         raise Conflict(missing.code, missing.problem.message, hint=missing.problem.hint) from None
     state = random.token_urlsafe(32)
-    url, flow = provider_client(connection.provider).start(
-        oauth_app(secrets, app, with_secret=False), state, consent=consent
-    )
+    try:
+        url, flow = provider_client(connection.provider).start(
+            oauth_app(secrets, app, with_secret=False), state, consent=consent
+        )
+    except ProviderProblem as failure:
+        # Microsoft's sign-in starts with its authority's metadata: the provider failed,
+        # not the request (502, with the classified code: timeout, connection_failed...).
+        problem = failure.problem
+        raise AppError(problem.code, problem.message, hint=problem.hint, status=502) from None
     expires_at = int(time.time()) + STATE_TTL_SECONDS
     states.put(
         state_hash(state),

@@ -3,9 +3,11 @@ subset) identity providers on loopback, over verified HTTPS.
 
 They check what the real ones check, so a wrong request fails the test that made it: the
 client secret, the exact registered redirect URI, PKCE (S256), single-use and short-lived
-codes, live refresh tokens (Microsoft rotates them at each use, as the real one does), and
-bearer tokens and their scopes on the mail APIs. Signing in is automatic: the authorize
-endpoint redirects back at once as the current account, or with an error if a test asked.
+codes, live refresh tokens (Microsoft hands out a new one at each use and, as its
+documentation says, leaves the old one valid), and bearer tokens and their scopes on the
+mail APIs. Signing in is automatic: the authorize endpoint redirects back at once as the
+current account, or with an error if a test asked. A test can also make the next request to
+an endpoint hang or drip its answer one byte at a time.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import secrets
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .network import LOOPBACK
@@ -31,6 +35,8 @@ from .tls import server_context
 
 _CODE_LIFETIME = 600
 _TOKEN_LIFETIME = 3600
+_DRIP_INTERVAL = 1.0  # seconds per byte of a dripped answer
+Stall = Literal["silent", "drip"]
 
 
 @dataclass
@@ -145,14 +151,26 @@ class _Handler(BaseHTTPRequestHandler):
             dict(parse_qsl(body)),
             {name.lower(): value for name, value in self.headers.items()},
         )
-        reply = self.server.provider.dispatch(request)
+        provider = self.server.provider
+        reply = provider.dispatch(request)
         data = reply.body.encode()
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        head = [f"HTTP/1.0 {reply.status} {HTTPStatus(reply.status).phrase}"]
+        head += [f"{name}: {value}" for name, value in reply.headers.items()]
+        head.append(f"Content-Length: {len(data)}")
+        answer = "\r\n".join([*head, "", ""]).encode() + data
+        stall = provider.take_stall(request.path)
+        if stall is None:
+            self.wfile.write(answer)
+        elif stall == "drip":
+            for byte in answer:
+                if provider.stopped.wait(_DRIP_INTERVAL):
+                    return
+                try:
+                    self.wfile.write(bytes([byte]))
+                except OSError:
+                    return  # the client gave up, as it should
+        else:
+            provider.stopped.wait()
 
     do_GET = do_POST = _handle
 
@@ -181,6 +199,10 @@ class _FakeProvider:
         self.access_tokens: dict[str, AccessToken] = {}
         self.token_requests: list[dict[str, str]] = []
         self.refresh_count = 0
+        # How often each refresh token was redeemed: a client that spends one twice races.
+        self.refresh_uses: Counter[str] = Counter()
+        self.stopped = threading.Event()
+        self._stalls: dict[str, Stall] = {}
         self._denial: tuple[str, str] | None = None
         self._next_scopes: list[str] | None = None
 
@@ -200,6 +222,7 @@ class _FakeProvider:
         traceback: TracebackType | None,
     ) -> None:
         assert self._server is not None and self._thread is not None
+        self.stopped.set()  # ends stalled answers
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -225,6 +248,17 @@ class _FakeProvider:
     def grant_scopes_next(self, scopes: list[str] | None) -> None:
         """The next sign-in grants only these (a permission unticked at consent)."""
         self._next_scopes = scopes
+
+    def stall_next(self, path_suffix: str, how: Stall) -> None:
+        """The next request to a path ending with `path_suffix` is answered never
+        (`silent`: the connection stays open) or one byte a second (`drip`)."""
+        with self._lock:
+            self._stalls[path_suffix] = how
+
+    def take_stall(self, path: str) -> Stall | None:
+        with self._lock:
+            suffix = next((suffix for suffix in self._stalls if path.endswith(suffix)), None)
+            return self._stalls.pop(suffix) if suffix is not None else None
 
     def expire_access_tokens(self) -> None:
         with self._lock:
@@ -419,10 +453,12 @@ class FakeMicrosoft(_FakeProvider):
             return self._tokens(app, code.account, code.scopes, code.offline, code.nonce, form)
         if form.get("grant_type") == "refresh_token":
             with self._lock:
-                # Rotation: a refresh token works once; its successor comes with the answer.
-                grant = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
+                # Each use hands out a successor; the used one stays valid until it expires
+                # or is revoked ("Refresh tokens in the Microsoft identity platform").
+                grant = self.refresh_tokens.get(form.get("refresh_token", ""))
                 if grant is not None:
                     self.refresh_count += 1
+                    self.refresh_uses[form["refresh_token"]] += 1
             if grant is None or grant.client_id != app.client_id:
                 return _json(
                     400,
@@ -609,6 +645,7 @@ class FakeGoogle(_FakeProvider):
                 return _json(400, {"error": "invalid_scope", "error_description": "Bad Request"})
             with self._lock:
                 self.refresh_count += 1
+                self.refresh_uses[form["refresh_token"]] += 1
             return _json(200, self._tokens(grant.account, asked or grant.scopes, app))
         return _json(400, {"error": "unsupported_grant_type"})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -58,14 +59,20 @@ class BlackholeServer:
 
 
 class SlowDripServer:
-    """Answers every connection with a greeting one byte per `interval` seconds: each read
-    succeeds, so only a deadline on the whole exchange ends it."""
+    """Answers every connection with a greeting one byte per `interval` seconds (after a TLS
+    handshake with `tls`): each read succeeds, so only a deadline on the whole exchange ends
+    it."""
 
     def __init__(
-        self, greeting: bytes = b"* OK IMAP4rev1 ready, eventually\r\n", interval: float = 0.5
+        self,
+        greeting: bytes = b"* OK IMAP4rev1 ready, eventually\r\n",
+        interval: float = 0.5,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._greeting = greeting
         self._interval = interval
+        self._tls = tls  # implicit TLS: a quick handshake, then the drip
         self._socket = socket.socket()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -106,6 +113,12 @@ class SlowDripServer:
             self._start(self._drip, client)
 
     def _drip(self, client: socket.socket) -> None:
+        if self._tls is not None:
+            try:
+                client = self._tls.wrap_socket(client, server_side=True)
+            except OSError:
+                client.close()
+                return
         with client:
             for byte in self._greeting:
                 if self._stopped.wait(self._interval):

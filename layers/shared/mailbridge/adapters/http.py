@@ -1,21 +1,70 @@
-"""HTTPS to the OAuth providers and their mail APIs: one pooled session, timeouts on every
-call, certificate verification always on, failures classified into `ProviderProblem`."""
+"""HTTPS to the OAuth providers and their mail APIs: one pooled session (MSAL and
+google-auth use it too), a deadline on every whole request, certificate verification always
+on, failures classified into `ProviderProblem`."""
 
 from __future__ import annotations
 
+import socket
 from functools import cache
 from typing import Any
 
 import requests
+import urllib3
 
 from ..oauth_providers import Permission, ProviderProblem, permission_problem
 from ..settings import settings
+from .deadline import Deadline, watch
+
+
+class _WatchedConnection(urllib3.connection.HTTPSConnection):
+    """Puts its socket under the current deadline: a new one as soon as it exists (so the
+    TLS handshake is covered too), a kept-alive one at each request."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        try:
+            watch(sock)
+        except TimeoutError:
+            sock.close()
+            raise
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None:
+            watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"https": _WatchedPool}
+
+
+class _DeadlineSession(requests.Session):
+    """Each request, from connect to the last byte of the body, ends within the provider
+    timeout: requests' own timeout bounds each read, which a dripping server defeats."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        with Deadline(settings().provider_timeout_seconds) as deadline:
+            try:
+                return super().send(request, **kwargs)
+            except requests.RequestException as error:
+                if deadline.expired:
+                    raise requests.Timeout("no complete answer within the timeout") from error
+                raise
 
 
 @cache
 def session() -> requests.Session:
     """Reused by warm invocations, so keep-alive connections to the provider survive."""
-    return requests.Session()
+    provider_session = _DeadlineSession()
+    provider_session.mount("https://", _WatchedAdapter())
+    return provider_session
 
 
 def timeout() -> tuple[float, float]:

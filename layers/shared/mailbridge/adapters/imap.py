@@ -13,9 +13,9 @@ from imapclient.exceptions import LoginError
 from imapclient.tls import IMAP4_TLS, wrap_socket
 
 from ..models import ImapConnection, InboxCounts, Security
+from .deadline import Deadline
 from .mailnet import (
     ConnectionProblem,
-    Deadline,
     classify_network_error,
     open_connection,
     tls_context,

@@ -7,16 +7,14 @@ product echoed it, which turned the test into an oracle) and never a credential.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import ipaddress
 import socket
 import ssl
-import threading
 from functools import cache
 
 from ..models import Problem, ServerSettings
 from ..settings import settings
+from .deadline import watch
 
 _CATALOGUE: dict[str, tuple[str, str]] = {
     "auth_failed": (
@@ -128,47 +126,6 @@ def address_allowed(address: str, *, allow_private: bool) -> bool:
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT
 
 
-class Deadline:
-    """A bound on a whole check, not only on each network operation: a server that answers
-    one byte a second would otherwise keep every read alive forever. When it passes, the
-    check's sockets are shut down, which ends any read in progress at once."""
-
-    def __init__(self, seconds: float) -> None:
-        self.expired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> Deadline:
-        self._token = _deadline.set(self)
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
-        _deadline.reset(self._token)
-
-    def watch(self, sock: socket.socket) -> None:
-        with self._lock:
-            if self.expired:
-                sock.close()
-                raise TimeoutError("the check's deadline passed")
-            self._sockets.append(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-
-_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
-    "deadline", default=None
-)
-
-
 def open_connection(
     host: str, port: int, timeout: float | None, *, allow_private: bool | None = None
 ) -> socket.socket:
@@ -183,10 +140,8 @@ def open_connection(
             last_error = AddressNotAllowed(f"{host} resolves to a refused address")
             continue
         sock = socket.socket(family, kind, proto)
-        deadline = _deadline.get()
         try:
-            if deadline is not None:
-                deadline.watch(sock)
+            watch(sock)
             sock.settimeout(timeout)
             sock.connect(address)
             return sock

@@ -25,7 +25,7 @@ from ..oauth_providers import (
     TokenGrant,
 )
 from ..settings import settings
-from .http import get_json, network_problem
+from .http import get_json, network_problem, session
 
 _PROVIDER = "microsoft"
 _READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
@@ -46,6 +46,8 @@ def _client(app: OAuthApp, token_cache: msal.TokenCache | None = None) -> Any:
             instance_discovery=False,
             token_cache=token_cache,
             http_cache=_http_cache,
+            # Our session: pooled across invocations, each request under a deadline.
+            http_client=session(),
             timeout=settings().provider_timeout_seconds,
         )
     except requests.RequestException as error:

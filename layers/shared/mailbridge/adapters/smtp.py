@@ -6,9 +6,9 @@ import smtplib
 import socket
 
 from ..models import ImapConnection, Security
+from .deadline import Deadline
 from .mailnet import (
     ConnectionProblem,
-    Deadline,
     classify_network_error,
     open_connection,
     tls_context,
