@@ -13,7 +13,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
 import requests
 from mailbridge_tools.sandbox import FakeGoogle, FakeMicrosoft
@@ -138,10 +137,15 @@ def posted(page: ApiResponse) -> tuple[dict[str, Any], str | None]:
 
 
 def age_tokens(agent_id: str) -> None:
-    """Make the stored access token look five minutes from expiry (time cannot be sped up)."""
-    secrets = boto3.client("secretsmanager")
-    name = f"mailbridge/agents/{agent_id}/email-tokens"
-    tokens = json.loads(secrets.get_secret_value(SecretId=name)["SecretString"])
+    """Make the stored access token expire in a minute (time cannot be sped up): a new
+    version of the token document, and the record pointing at it, as a refresh would."""
+    from mailbridge.models import TokenRef
+    from mailbridge.storage import AgentStore, SecretStore
+
+    agents, secrets = AgentStore(), SecretStore()
+    _, config = agents.load(agent_id)
+    assert config is not None and config.tokens is not None
+    tokens = dict(secrets.read(config.tokens)[0])
     soon = int(time.time()) + 60
     if "token_cache" in tokens:
         cache = json.loads(tokens["token_cache"])
@@ -150,7 +154,8 @@ def age_tokens(agent_id: str) -> None:
         tokens["token_cache"] = json.dumps(cache)
     else:
         tokens["expires_at"] = soon
-    secrets.put_secret_value(SecretId=name, SecretString=json.dumps(tokens))
+    written = secrets.write(config.tokens.name, tokens, exists=True, org_id="")
+    assert agents.update_tokens(config, TokenRef(**written.model_dump(), expires_at=soon))
 
 
 CLIENT_SECRET = "client-secret-c4n4ry-91e2"  # a canary, like the mailbox password

@@ -93,11 +93,14 @@ def test_if_match_refuses_a_stale_version(org: Org, imap_body: Body) -> None:
 
 
 def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body) -> None:
-    """Without If-Match, the last writer wins; no save is lost half-way, no record is torn."""
+    """Without If-Match, the last writer wins; no save is lost half-way, no record is torn,
+    and the password the record uses is the one saved with its settings."""
+    from mailbridge.storage import AgentStore, SecretStore
+
     org.client.put(org.config_path, imap_body())
 
     def save(number: int) -> int:
-        body = imap_body(password=None, username=f"user-{number}")
+        body = imap_body(password=f"password-{number}", username=f"user-{number}")
         body["imap"]["host"] = body["smtp"]["host"] = f"host-{number}.example"
         return org.client.put(org.config_path, body).status
 
@@ -109,6 +112,9 @@ def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body
     assert final["config"]["imap"]["host"] == f"host-{winner}.example"
     assert final["config"]["smtp"]["host"] == f"host-{winner}.example"
     assert final["version"] == 1 + statuses.count(200)
+    _, record = AgentStore().load(org.agent_id)
+    assert record is not None and record.secret is not None
+    assert SecretStore().read(record.secret)[0]["password"] == f"password-{winner}"
 
 
 def test_connection_tests_are_rate_limited_per_agent(org: Org, imap_body: Body) -> None:

@@ -17,7 +17,7 @@ agents, secrets, states, orgs = AgentStore(), SecretStore(), AuthorizationStore(
 def _start(agent_id: str, request: AuthorizeRequest | None, *, consent: bool) -> AuthorizeResponse:
     origin = (request.origin if request else None) or app.current_event.headers.get("origin")
     caller = current_caller(app)
-    return authorize(agents, states, secrets, orgs, caller, agent_id, origin, consent=consent)
+    return authorize(agents, states, orgs, caller, agent_id, origin, consent=consent)
 
 
 @app.post("/bridge/agents/<agentId>/email-config/authorize")

@@ -16,10 +16,10 @@ from mailbridge.models import (
     SharedAppView,
 )
 from mailbridge.shared_apps import delete_shared_app, get_shared_app, save_shared_app
-from mailbridge.storage import AgentStore, OrgStore, SecretStore
+from mailbridge.storage import OrgStore, SecretStore
 
 app = create_app()
-agents, secrets, orgs = AgentStore(), SecretStore(), OrgStore()
+secrets, orgs = SecretStore(), OrgStore()
 
 # Organization ids come from the platform, like agent ids, and follow the same rule.
 OwnerId = Annotated[str, Path(pattern=AGENT_ID_PATTERN)]
@@ -52,7 +52,7 @@ def put_org_app(
 @app.delete(ORG_APP)
 @tracer.capture_method
 def delete_org_app(orgId: OwnerId, provider: Provider) -> Response[str]:
-    delete_shared_app(orgs, agents, secrets, current_caller(app), "org", orgId, provider)
+    delete_shared_app(orgs, secrets, current_caller(app), "org", orgId, provider)
     return _deleted("shared oauth app")
 
 
@@ -75,7 +75,7 @@ def put_client_org_app(
 @tracer.capture_method
 def delete_client_org_app(clientOrgId: OwnerId, provider: Provider) -> Response[str]:
     caller = current_caller(app)
-    delete_shared_app(orgs, agents, secrets, caller, "client_org", clientOrgId, provider)
+    delete_shared_app(orgs, secrets, caller, "client_org", clientOrgId, provider)
     return _deleted("shared oauth app")
 
 

@@ -25,6 +25,17 @@ from .models import AGENT_ID_PATTERN, PROVIDERS, Caller
 from .observability import logger, metrics, tracer
 from .settings import settings
 
+__all__ = [
+    "AgentId",
+    "create_app",
+    "current_caller",
+    "lambda_handler",
+    "logger",
+    "metrics",
+    "parse_if_match",
+    "tracer",
+]
+
 # What an invocation keeps, after its network exchanges, to record their outcome and answer.
 _ANSWER_SECONDS = 3.0
 # The path parameter of every agent route, checked before anything is looked up.

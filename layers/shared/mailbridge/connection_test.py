@@ -64,7 +64,8 @@ def test_email_config(
         )
     _count_test(counters, agent.org_id, agent_id)
     if isinstance(config.connection, ImapConnection):
-        password = secrets.read(config.secret_name)["password"]
+        assert config.secret is not None  # an IMAP connection is saved with its password
+        password = secrets.read(config.secret)[0]["password"]
         result = run_checks(config.connection, password, settings().mail_timeout_seconds)
     else:
         result = _test_oauth(agents, secrets, orgs, agent, config)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from .access import load_owned_agent
-from .errors import AppError, ConfigConflict, Conflict, InvalidField
+from .errors import AppError, ConfigConflict, Conflict, InvalidField, ServiceUnavailable
 from .models import (
     Agent,
     Caller,
@@ -17,9 +17,11 @@ from .models import (
     ImapConfigRequest,
     ImapConnection,
     ImapConnectionView,
+    LastError,
     MicrosoftConfigRequest,
     OAuthConnection,
     OAuthConnectionView,
+    SecretRef,
     SecretState,
     Status,
     StoredConfig,
@@ -30,7 +32,7 @@ from .observability import logger
 from .presets import resolve_server
 from .sending_policy import banner, require_email_domain
 from .settings import settings
-from .shared_apps import SharedApps, available_apps, load_app, record_inheritance, resolve_app
+from .shared_apps import SharedApps, available_apps, load_app, resolve_app, unusable_app
 
 if TYPE_CHECKING:
     from .storage import AgentStore, OrgStore, SecretStore
@@ -48,24 +50,31 @@ def view(
 ) -> EmailConfigView:
     """The agent's config as the Email tab draws it, the banners' data included."""
     connection: ImapConnectionView | OAuthConnectionView | None = None
+    status = config.status if config else Status.NOT_CONNECTED
+    last_error = config.last_error if config else None
     if config is not None:
         secret = SecretState(set=True, updated_at=config.secret_updated_at)
         if isinstance(config.connection, ImapConnection):
             connection = ImapConnectionView(**config.connection.model_dump(), password=secret)
         else:
             app = resolve_app(config, shared)
-            own = config.connection.client_id is not None
             connection = OAuthConnectionView(
                 **config.connection.model_dump(),
-                client_secret=secret if own else None,
+                client_secret=secret if config.secret else None,
                 redirect_uri=settings().oauth_redirect_uri,
                 app=app.reference if app else None,
             )
+            # Shared apps are resolved as they are now: one deleted or replaced since the
+            # last save shows at once, with nothing stored to update.
+            unusable = unusable_app(config, app)
+            if unusable is not None:
+                status = Status.ERROR
+                last_error = LastError(**unusable.problem.model_dump(), at=datetime.now(UTC))
     return EmailConfigView(
         agent_id=agent_id,
-        status=config.status if config else Status.NOT_CONNECTED,
+        status=status,
         config=connection,
-        last_error=config.last_error if config else None,
+        last_error=last_error,
         last_test=config.last_test if config else None,
         version=config.version if config else None,
         updated_at=config.updated_at if config else None,
@@ -137,14 +146,21 @@ def _same_app(current: Connection, new: Connection) -> bool:
 
 
 def _secret_still_applies(current: StoredConfig | None, new: Connection) -> bool:
-    """Whether the stored secret belongs with the new settings: a password stays with its
-    mailbox when only servers change; a client secret belongs to one client ID."""
-    if current is None or current.connection.provider != new.provider:
+    """Whether the stored secret may go with the new settings: a password only to the
+    servers and login it was saved for (else anyone who may edit the settings could send it
+    to a server of theirs); a client secret only with its client ID."""
+    if current is None or current.secret is None or current.connection.provider != new.provider:
         return False
+    old = current.connection
     if isinstance(new, OAuthConnection):
-        assert isinstance(current.connection, OAuthConnection)
-        return current.connection.client_id == new.client_id
-    return True
+        assert isinstance(old, OAuthConnection)
+        return old.client_id == new.client_id
+    assert isinstance(old, ImapConnection)
+    return (old.username, old.imap.host, old.smtp.host) == (
+        new.username,
+        new.imap.host,
+        new.smtp.host,
+    )
 
 
 def save_email_config(
@@ -164,6 +180,7 @@ def save_email_config(
         field, secret_key, secret = "client_secret", "client_secret", request.client_secret
     # An empty secret means "keep the stored one", as the Email tab's field says.
     secret_value = secret.get_secret_value() if secret else ""
+    written: SecretRef | None = None  # the new secret: written once, whatever the retries
     for _ in range(_SAVE_ATTEMPTS):
         agent, current = load_owned_agent(agents, caller, agent_id)
         if expected_version is not None and expected_version != (current.version if current else 0):
@@ -185,26 +202,27 @@ def save_email_config(
                 "client_secret",
                 "A client secret goes with a client ID; leave both out to use the shared app.",
             )
-        if not secret_value and not inherits and not _secret_still_applies(current, connection):
-            raise InvalidField(field, f"{field} is required for a new connection.")
-        now = datetime.now(UTC)
-        secret_name = current.secret_name if current else secrets.name_for(agent_id)
-        if secret_value:
-            secrets.write(
-                secret_name,
+        kept = current.secret if current and _secret_still_applies(current, connection) else None
+        if not secret_value and not inherits and kept is None:
+            raise InvalidField(
+                field,
+                f"{field} is required for a new connection, or a new server or login.",
+                hint="A stored secret is only ever sent where it was saved for.",
+            )
+        if secret_value and written is None:
+            written = secrets.write(
+                secrets.name_for(agent_id),
                 {secret_key: secret_value},
-                exists=current is not None,
+                exists=current is not None and current.secret is not None,
                 org_id=agent.org_id,
             )
-        record = _next_record(agent_id, current, connection, secret_name, secret_value, now)
+        record = _next_record(agent_id, current, connection, None if inherits else written or kept)
         try:
             agents.put_config(record, replaces_version=current.version if current else None)
         except ConfigConflict:
             continue
-        if current and current.token_secret_name and record.token_secret_name is None:
-            # Tokens of an app this agent no longer uses.
-            secrets.delete(current.token_secret_name)
-        _track_inheritance(orgs, agent, current, record)
+        if current is not None:
+            _discard_unused(secrets, current, record)
         return view(agent_id, record, shared, client_org)
     raise Conflict(
         "concurrent_update",
@@ -217,11 +235,11 @@ def _next_record(
     agent_id: str,
     current: StoredConfig | None,
     connection: Connection,
-    secret_name: str,
-    new_secret: str,
-    now: datetime,
+    secret: SecretRef | None,
 ) -> StoredConfig:
+    now = datetime.now(UTC)
     version = current.version + 1 if current else 1
+    new_secret = secret is not None and (current is None or secret != current.secret)
     if current is not None and _same_app(current.connection, connection):
         needs_authorization = False
         if isinstance(connection, OAuthConnection):
@@ -240,6 +258,7 @@ def _next_record(
             status = current.status
         update: dict[str, object] = {
             "connection": connection,
+            "secret": secret,
             "status": status,
             "version": version,
             "updated_at": now,
@@ -253,58 +272,60 @@ def _next_record(
     return StoredConfig(
         agent_id=agent_id,
         connection=connection,
-        secret_name=secret_name,
-        secret_updated_at=now,
+        secret=secret,
+        secret_updated_at=now if new_secret or current is None else current.secret_updated_at,
         status=Status.AWAITING_AUTHORIZATION if oauth else Status.CONFIGURED,
         version=version,
         updated_at=now,
     )
 
 
-def _inherited_provider(config: StoredConfig | None) -> str | None:
-    connection = config.connection if config else None
-    if isinstance(connection, OAuthConnection) and connection.client_id is None:
-        return connection.provider
-    return None
-
-
-def _track_inheritance(
-    orgs: OrgStore, agent: Agent, before: StoredConfig | None, after: StoredConfig | None
-) -> None:
-    old, new = _inherited_provider(before), _inherited_provider(after)
-    if old != new:
-        record_inheritance(orgs, agent, old, inherits=False)
-        record_inheritance(orgs, agent, new, inherits=True)
+def _discard_unused(secrets: SecretStore, before: StoredConfig, after: StoredConfig) -> None:
+    """Delete what the saved record stopped using: the tokens of an app the agent left, its
+    own client secret once it inherits. Best effort: the save stands, and anything left is
+    at the agent's fixed names, for its next authorization, save or disconnect."""
+    unused = [
+        ref.name
+        for ref, still in ((before.tokens, after.tokens), (before.secret, after.secret))
+        if ref is not None and still is None
+    ]
+    for name in unused:
+        try:
+            secrets.delete(name)
+        except ServiceUnavailable as error:
+            logger.warning("unused secret left for later", extra={"error_code": error.code})
 
 
 def delete_email_config(
     agents: AgentStore, secrets: SecretStore, orgs: OrgStore, caller: Caller, agent_id: str
 ) -> EmailConfigView:
+    """Disconnect: revoke where the provider allows, then forget the configuration and its
+    secrets. Deleting what is already gone succeeds, so a retry after a failure half-way
+    finishes the job."""
     agent, current = load_owned_agent(agents, caller, agent_id)
     if current is not None:
-        if current.token_secret_name:
-            _revoke(secrets, orgs, agent, current, current.token_secret_name)
-        # Record first, secrets second: a failure in between leaves unreferenced secrets at
-        # the agent's fixed names, which the next save takes over, never a dangling reference.
+        if current.tokens is not None:
+            _revoke(secrets, orgs, agent, current, current.tokens)
+        # The record first: a failure after it leaves secrets nothing reads, at the agent's
+        # fixed names, which the retry deletes; never a record pointing at a missing secret.
         agents.delete_config(agent_id)
-        secrets.delete(current.secret_name)
-        if current.token_secret_name:
-            secrets.delete(current.token_secret_name)
-        _track_inheritance(orgs, agent, current, None)
+    secrets.delete(secrets.name_for(agent_id))
+    secrets.delete(secrets.token_name_for(agent_id))
     shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
     return view(agent_id, None, shared, client_org)
 
 
 def _revoke(
-    secrets: SecretStore, orgs: OrgStore, agent: Agent, config: StoredConfig, token_secret: str
+    secrets: SecretStore, orgs: OrgStore, agent: Agent, config: StoredConfig, tokens: SecretRef
 ) -> None:
     """Best effort: a provider that is down must not keep an agent connected against the
     user's will; the tokens are deleted either way."""
     assert isinstance(config.connection, OAuthConnection)
     try:
         app = load_app(orgs, agent, config)
+        token_document, app_secret = secrets.read(tokens, app.secret)
         provider_client(config.connection.provider).revoke(
-            oauth_app(secrets, app, with_secret=True), secrets.read(token_secret)
+            oauth_app(app, app_secret), token_document
         )
     except (ProviderProblem, AppError) as error:
-        logger.warning("revocation at the provider failed", extra={"code": error.code})
+        logger.warning("revocation at the provider failed", extra={"error_code": error.code})

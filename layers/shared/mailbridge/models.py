@@ -278,14 +278,30 @@ class ConnectionTestResult(BaseModel):
     tested_at: datetime
 
 
+class SecretRef(BaseModel):
+    """A secret in Secrets Manager, pinned to the version its record was written with: a
+    write that fails half-way leaves the record on the version it had, never on a value
+    that belongs to settings it does not hold."""
+
+    name: str
+    version: str
+
+
+class TokenRef(SecretRef):
+    """An agent's OAuth tokens, and when their access token expires (not a secret): whether
+    a refresh is due is known before anything is read."""
+
+    expires_at: int  # epoch seconds
+
+
 class StoredConfig(BaseModel):
     """The email-config record of one agent, as kept in DynamoDB."""
 
     agent_id: str
     connection: Connection
-    secret_name: str  # the password or client secret
+    secret: SecretRef | None = None  # password or client secret; None: an inherited app
     secret_updated_at: datetime
-    token_secret_name: str | None = None  # OAuth tokens, once authorized
+    tokens: TokenRef | None = None  # once authorized
     status: Status
     last_error: LastError | None = None
     last_test: ConnectionTestResult | None = None
@@ -322,7 +338,7 @@ class SharedApp(BaseModel):
     provider: OAuthProvider
     client_id: str
     tenant: str | None = None  # absent attributes are None
-    secret_name: str
+    secret: SecretRef
     secret_updated_at: datetime
     version: int
     updated_at: datetime

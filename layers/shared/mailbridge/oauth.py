@@ -7,6 +7,7 @@ keyed by the hash of its random state, taken (deleted) atomically by the callbac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets as random
@@ -31,8 +32,10 @@ from .models import (
     Problem,
     Status,
     StoredConfig,
+    TokenRef,
 )
 from .oauth_providers import (
+    REFRESH_MARGIN_SECONDS,
     OAuthApp,
     ProviderProblem,
     TokenGrant,
@@ -43,7 +46,7 @@ from .oauth_providers import (
 )
 from .sending_policy import require_email_domain
 from .settings import settings
-from .shared_apps import ResolvedApp, load_app, resolve_app
+from .shared_apps import ResolvedApp, find_app, load_app, resolve_app
 
 if TYPE_CHECKING:
     from .storage import AgentStore, AuthorizationStore, OrgStore, SecretStore
@@ -76,8 +79,9 @@ def oauth_connection(config: StoredConfig | None) -> OAuthConnection:
     return config.connection
 
 
-def oauth_app(secrets: SecretStore, app: ResolvedApp, *, with_secret: bool) -> OAuthApp:
-    client_secret = secrets.read(app.secret_name)["client_secret"] if with_secret else ""
+def oauth_app(app: ResolvedApp, secret: dict[str, Any] | None = None) -> OAuthApp:
+    """The app as an adapter needs it; without its secret for what needs none."""
+    client_secret = secret["client_secret"] if secret else ""
     return OAuthApp(app.provider, app.client_id, client_secret, app.tenant)
 
 
@@ -87,7 +91,6 @@ def oauth_app(secrets: SecretStore, app: ResolvedApp, *, with_secret: bool) -> O
 def authorize(
     agents: AgentStore,
     states: AuthorizationStore,
-    secrets: SecretStore,
     orgs: OrgStore,
     caller: Caller,
     agent_id: str,
@@ -121,19 +124,22 @@ def authorize(
             "This origin may not receive OAuth results.",
             hint="The operator lists UI origins in the stack's AllowedUiOrigins parameter.",
         )
-    try:
-        app = load_app(orgs, agent, config)
-    except ProviderProblem as missing:
-        raise Conflict(missing.code, missing.problem.message, hint=missing.problem.hint) from None
+    # Tokens granted to another app are no obstacle: authorizing replaces them.
+    app = find_app(orgs, agent, config)
+    if app is None:
+        missing = ProviderProblem("oauth_app_missing", connection.provider).problem
+        raise Conflict(missing.code, missing.message, hint=missing.hint)
     state = random.token_urlsafe(32)
     try:
+        # Microsoft's sign-in starts with its authority's metadata, fetched here.
         url, flow = provider_client(connection.provider).start(
-            oauth_app(secrets, app, with_secret=False), state, consent=consent
+            oauth_app(app), state, consent=consent
         )
     except ProviderProblem as failure:
-        # Microsoft's sign-in starts with its authority's metadata: the provider failed,
-        # not the request (502, with the classified code: timeout, connection_failed...).
         problem = failure.problem
+        if failure.code == "tenant_unknown":
+            raise InvalidField("tenant", problem.message, hint=problem.hint) from None
+        # The provider failed, not the request: 502 with the classified code.
         raise AppError(problem.code, problem.message, hint=problem.hint, status=502) from None
     expires_at = int(time.time()) + STATE_TTL_SECONDS
     states.put(
@@ -221,11 +227,31 @@ def complete_authorization(
     orgs: OrgStore,
     response: dict[str, str],
 ) -> CallbackOutcome:
-    """Handle the provider's redirect (`response` is its query string)."""
+    """Handle the provider's redirect (`response` is its query string). Always a page for
+    the popup, storage failures included."""
     state = response.get("state", "")
-    pending = states.take(state_hash(state)) if _STATE_FORMAT.fullmatch(state) else None
+    try:
+        pending = states.take(state_hash(state)) if _STATE_FORMAT.fullmatch(state) else None
+    except ServiceUnavailable as down:
+        # Nothing was taken: the same link works once storage answers again.
+        problem = Problem(code=down.code, message=down.message, hint="Reload this window.")
+        return _failed(problem, None, http_status=503)
     if pending is None:
         return _failed(_UNKNOWN_STATE, None, http_status=400)
+    try:
+        return _finish_authorization(agents, secrets, orgs, pending, response)
+    except ServiceUnavailable as down:
+        problem = Problem(code=down.code, message=down.message, hint=_OUTDATED.hint)
+        return _failed(problem, pending, http_status=503)
+
+
+def _finish_authorization(
+    agents: AgentStore,
+    secrets: SecretStore,
+    orgs: OrgStore,
+    pending: PendingAuthorization,
+    response: dict[str, str],
+) -> CallbackOutcome:
     if pending.expires_at < time.time():
         return _failed(_EXPIRED_STATE, pending, http_status=400)
     agent, config = agents.load(pending.agent_id)
@@ -251,7 +277,8 @@ def complete_authorization(
         if app is None:
             raise ProviderProblem("oauth_app_missing", pending.provider)
         client = provider_client(pending.provider)
-        account = client.finish(oauth_app(secrets, app, with_secret=True), pending.flow, response)
+        (app_secret,) = secrets.read(app.secret)
+        account = client.finish(oauth_app(app, app_secret), pending.flow, response)
         mailbox = client.mailbox(account.grant.access_token)
         try:
             require_email_domain(client_org, mailbox.email, "email")
@@ -264,20 +291,22 @@ def complete_authorization(
         _record_failure(agents, config, failure.problem)
         return _failed(failure.problem, pending)
 
-    assert account.grant.tokens is not None
-    token_secret = config.token_secret_name or secrets.token_name_for(pending.agent_id)
-    secrets.write(
-        token_secret,
-        account.grant.tokens,
-        exists=config.token_secret_name is not None,
+    grant = account.grant
+    assert grant.tokens is not None
+    # Pinned by version: should the record write below fail, the record keeps the tokens
+    # it had, and this version is simply never read.
+    written = secrets.write(
+        secrets.token_name_for(pending.agent_id),
+        grant.tokens,
+        exists=config.tokens is not None,
         org_id=agent.org_id,
     )
-    missing = missing_permissions(pending.provider, account.grant.granted_scopes)
+    missing = missing_permissions(pending.provider, grant.granted_scopes)
     problem = permission_problem(pending.provider, missing).problem if missing else None
     now = datetime.now(UTC)
     authorization = OAuthAuthorization(
         email=mailbox.email,
-        granted_scopes=account.grant.granted_scopes,
+        granted_scopes=grant.granted_scopes,
         authorized_at=now,
         client_id=app.client_id,
         tenant_id=account.tenant_id,
@@ -287,7 +316,7 @@ def complete_authorization(
             "connection": config.connection.model_copy(
                 update={"authorization": authorization, "scopes": pending.scopes}
             ),
-            "token_secret_name": token_secret,
+            "tokens": TokenRef(**written.model_dump(), expires_at=grant.expires_at),
             "status": Status.ERROR if problem else Status.CONNECTED,
             "last_error": LastError(**problem.model_dump(), at=now) if problem else None,
             "version": config.version + 1,
@@ -314,30 +343,33 @@ def complete_authorization(
 # ---- using ----------------------------------------------------------------------------
 
 
+def _due(tokens: TokenRef) -> bool:
+    return tokens.expires_at - time.time() <= REFRESH_MARGIN_SECONDS
+
+
 def fresh_access_token(
     agents: AgentStore, secrets: SecretStore, orgs: OrgStore, agent: Agent, config: StoredConfig
 ) -> TokenGrant:
-    """An access token valid for at least five more minutes: the only refresh path.
+    """An access token valid for at least REFRESH_MARGIN_SECONDS more: the only refresh path.
 
-    Refreshes hold the agent's lock in DynamoDB and re-read the tokens under it, so two
-    invocations never spend the same (rotating) refresh token and none is lost.
+    The record says when the access token expires, so a refresh is known to be due before
+    anything is read. A refresh holds the agent's lock in DynamoDB and re-reads the record
+    under it: concurrent invocations never spend one refresh token twice, and each refreshed
+    token document is recorded, pinned by version, before the lock is released.
     """
     connection = oauth_connection(config)
-    name = config.token_secret_name
-    if name is None or connection.authorization is None:
+    if config.tokens is None or connection.authorization is None:
         raise Conflict(
             "not_authorized",
             "This agent's account has not been authorized yet.",
             hint="Click Authorize in the Email tab.",
         )
     app = load_app(orgs, agent, config)
-    if app.client_id != connection.authorization.client_id:
-        # Tokens belong to the app that granted them; another app cannot refresh them.
-        raise ProviderProblem("reauthorization_required", connection.provider)
     client = provider_client(connection.provider)
-    grant = client.cached_token(secrets.read(name))
-    if grant is not None:
-        return grant
+    if not _due(config.tokens):
+        grant = client.cached_token(secrets.read(config.tokens)[0])
+        if grant is not None:
+            return grant
     holder = str(uuid.uuid4())
     deadline = time.monotonic() + _LOCK_WAIT_SECONDS
     while not agents.try_lock(config.agent_id, holder, _LOCK_LEASE_SECONDS):
@@ -349,14 +381,28 @@ def fresh_access_token(
             )
         time.sleep(0.2)
     try:
-        # Read again under the lock: the previous holder may have rotated the tokens.
-        tokens: dict[str, Any] = secrets.read(name)
-        grant = client.cached_token(tokens)
-        if grant is not None:
-            return grant
-        grant = client.refresh(oauth_app(secrets, app, with_secret=True), tokens)
-        if grant.tokens is not None:
-            secrets.write(name, grant.tokens, exists=True, org_id=agent.org_id)
+        # The previous holder may have refreshed: its tokens are the ones to use.
+        _, latest = agents.load(config.agent_id)
+        if latest is None or latest.version != config.version or latest.tokens is None:
+            raise Conflict(
+                "concurrent_update",
+                "The email settings of this agent changed meanwhile.",
+                hint="Test the connection again.",
+            )
+        if not _due(latest.tokens):
+            grant = client.cached_token(secrets.read(latest.tokens)[0])
+            if grant is not None:
+                return grant
+        tokens, app_secret = secrets.read(latest.tokens, app.secret)
+        grant = client.refresh(oauth_app(app, app_secret), tokens)
+        assert grant.tokens is not None
+        written = secrets.write(latest.tokens.name, grant.tokens, exists=True, org_id=agent.org_id)
+        # Until this is recorded, the record keeps the previous tokens: a failure leaves it
+        # on a refresh token the provider still honours (Microsoft keeps a used one valid;
+        # Google does not rotate them).
+        agents.update_tokens(latest, TokenRef(**written.model_dump(), expires_at=grant.expires_at))
         return grant
     finally:
-        agents.unlock(config.agent_id, holder)
+        # Best effort: the lease ends an unreleased lock in _LOCK_LEASE_SECONDS anyway.
+        with contextlib.suppress(ServiceUnavailable):
+            agents.unlock(config.agent_id, holder)

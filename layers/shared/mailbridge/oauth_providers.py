@@ -97,6 +97,11 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
         "{provider} could not complete the sign-in{detail}.",
         "Check that the app's redirect URI is exactly {redirect_uri}, then Authorize again.",
     ),
+    "tenant_unknown": (
+        "{provider} does not know the directory (tenant) {detail}.",
+        "Check the tenant: the directory (tenant) ID or a verified domain of the app's "
+        "directory, or organizations or common for a multi-tenant app.",
+    ),
     "oauth_app_missing": (
         "No {provider} OAuth app is available for this agent.",
         "Enter the app's client ID and secret, or ask an organization admin to register the "
@@ -166,12 +171,17 @@ class OAuthApp:
     tenant: str | None  # Microsoft only
 
 
+# An access token this close to expiry is refreshed before use (MSAL applies the same).
+REFRESH_MARGIN_SECONDS = 300
+
+
 @dataclass(frozen=True)
 class TokenGrant:
     """A usable access token, and the token document to store when it changed."""
 
     access_token: str
     granted_scopes: list[str]
+    expires_at: int  # the access token's, epoch seconds
     tokens: dict[str, Any] | None  # None: the stored document is still current
 
 
@@ -200,7 +210,7 @@ class OAuthProviderClient(Protocol):
         ...
 
     def cached_token(self, tokens: dict[str, Any]) -> TokenGrant | None:
-        """The stored access token if it is valid for more than five minutes."""
+        """The stored access token if it is valid for more than REFRESH_MARGIN_SECONDS."""
         ...
 
     def refresh(self, app: OAuthApp, tokens: dict[str, Any]) -> TokenGrant:

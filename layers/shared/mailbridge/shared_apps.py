@@ -1,7 +1,8 @@
 """OAuth apps an organization (or one of its client organizations) registers once for all
 its agents, and how an agent's app is resolved: its own, else its client organization's,
-else its organization's. Agents inherit by reference: rotating a shared secret reaches them
-all at their next token refresh, and deleting a shared app marks them at once.
+else its organization's. Agents inherit by reference, resolved at each use: rotating a
+shared secret reaches them all at their next token refresh, and an agent whose app was
+deleted (or replaced by another) is shown in error at once, with nothing to update.
 """
 
 from __future__ import annotations
@@ -17,21 +18,20 @@ from .models import (
     AppReference,
     AppSource,
     Caller,
-    LastError,
     OAuthConnection,
     OAuthProvider,
+    SecretRef,
     SecretState,
     SharedApp,
     SharedAppRequest,
     SharedAppView,
-    Status,
     StoredConfig,
 )
 from .oauth_providers import ProviderProblem
 from .settings import settings
 
 if TYPE_CHECKING:
-    from .storage import AgentStore, OrgStore, SecretStore
+    from .storage import OrgStore, SecretStore
 
 SharedApps = dict[tuple[AppOwner, str], SharedApp]
 _INHERITANCE: tuple[AppOwner, ...] = ("client_org", "org")
@@ -43,7 +43,7 @@ class ResolvedApp:
     source: AppSource
     client_id: str
     tenant: str | None
-    secret_name: str
+    secret: SecretRef
 
     @property
     def reference(self) -> AppReference:
@@ -60,13 +60,28 @@ def resolve_app(config: StoredConfig, apps: SharedApps) -> ResolvedApp | None:
     connection = config.connection
     assert isinstance(connection, OAuthConnection)
     if connection.client_id is not None:
+        assert config.secret is not None  # an own app is saved with its secret
         return ResolvedApp(
-            connection.provider, "own", connection.client_id, connection.tenant, config.secret_name
+            connection.provider, "own", connection.client_id, connection.tenant, config.secret
         )
     app = _inherited(connection.provider, apps)
     if app is None:
         return None
-    return ResolvedApp(app.provider, app.owner, app.client_id, app.tenant, app.secret_name)
+    return ResolvedApp(app.provider, app.owner, app.client_id, app.tenant, app.secret)
+
+
+def unusable_app(config: StoredConfig, app: ResolvedApp | None) -> ProviderProblem | None:
+    """Why the agent cannot use its app now, if it cannot: none is available, or its tokens
+    were granted to another app (a shared app deleted or replaced since)."""
+    connection = config.connection
+    assert isinstance(connection, OAuthConnection)
+    authorization = connection.authorization
+    if app is None:
+        code = "oauth_app_removed" if authorization else "oauth_app_missing"
+        return ProviderProblem(code, connection.provider)
+    if authorization is not None and app.client_id != authorization.client_id:
+        return ProviderProblem("reauthorization_required", connection.provider)
+    return None
 
 
 def available_apps(apps: SharedApps) -> list[AppReference]:
@@ -79,30 +94,25 @@ def available_apps(apps: SharedApps) -> list[AppReference]:
     ]
 
 
-def load_app(orgs: OrgStore, agent: Agent, config: StoredConfig) -> ResolvedApp:
-    """The agent's app, or the problem that there is none (a shared app was deleted)."""
+def find_app(orgs: OrgStore, agent: Agent, config: StoredConfig) -> ResolvedApp | None:
+    """The agent's app as things stand: its own, or the shared one it inherits now."""
     connection = config.connection
     assert isinstance(connection, OAuthConnection)
     apps: SharedApps = {}
     if connection.client_id is None:
         apps, _ = orgs.agent_context(agent.org_id, agent.client_org_id)
-    resolved = resolve_app(config, apps)
-    if resolved is None:
-        raise ProviderProblem("oauth_app_missing", connection.provider)
-    return resolved
+    return resolve_app(config, apps)
 
 
-def record_inheritance(
-    orgs: OrgStore, agent: Agent, provider: str | None, *, inherits: bool
-) -> None:
-    """Keep the back-references from every owner the agent could inherit from."""
-    if provider is None:
-        return
-    orgs.set_inheritor("org", agent.org_id, provider, agent.agent_id, inherits=inherits)
-    if agent.client_org_id:
-        orgs.set_inheritor(
-            "client_org", agent.client_org_id, provider, agent.agent_id, inherits=inherits
-        )
+def load_app(orgs: OrgStore, agent: Agent, config: StoredConfig) -> ResolvedApp:
+    """The app the agent's tokens work with, or the problem that it has none (see
+    unusable_app)."""
+    app = find_app(orgs, agent, config)
+    problem = unusable_app(config, app)
+    if problem is not None:
+        raise problem
+    assert app is not None
+    return app
 
 
 # ---- the routes' domain ------------------------------------------------------------------
@@ -175,19 +185,24 @@ def save_shared_app(
         if tenant is None:
             raise InvalidField("tenant", "tenant is required for a Microsoft app.")
     now = datetime.now(UTC)
-    name = current.secret_name if current else secrets.shared_name_for(owner, owner_id, provider)
     if secret:
-        secrets.write(
-            name, {"client_secret": secret}, exists=current is not None, org_id=caller.org_id
+        stored = secrets.write(
+            secrets.shared_name_for(owner, owner_id, provider),
+            {"client_secret": secret},
+            exists=current is not None,
+            org_id=caller.org_id,
         )
+    else:
+        assert current is not None
+        stored = current.secret
     app = SharedApp(
         owner=owner,
         owner_id=owner_id,
         provider=provider,
         client_id=request.client_id,
         tenant=tenant,
-        secret_name=name,
-        secret_updated_at=now if secret or current is None else current.secret_updated_at,
+        secret=stored,
+        secret_updated_at=now if secret else current.secret_updated_at if current else now,
         version=current.version + 1 if current else 1,
         updated_at=now,
     )
@@ -204,47 +219,17 @@ def save_shared_app(
 
 def delete_shared_app(
     orgs: OrgStore,
-    agents: AgentStore,
     secrets: SecretStore,
     caller: Caller,
     owner: AppOwner,
     owner_id: str,
     provider: OAuthProvider,
 ) -> None:
+    """Remove the app and its secret. Agents that used it show the error at their next
+    read (see unusable_app). Deleting what is already gone succeeds, so a retry after a
+    failure half-way finishes the job."""
     _check_owner(orgs, caller, owner, owner_id, write=True)
-    app = orgs.get_app(owner, owner_id, provider)
-    if app is None:
-        raise _app_not_found(provider)
+    # The record first: a failure after it leaves a secret nothing reads, at a fixed name
+    # the retry deletes, never a record pointing at a missing secret.
     orgs.delete_app(owner, owner_id, provider)
-    secrets.delete(app.secret_name)
-    for agent_id in orgs.inheritors(owner, owner_id, provider):
-        _mark_if_orphaned(orgs, agents, agent_id, app)
-
-
-def _mark_if_orphaned(
-    orgs: OrgStore, agents: AgentStore, agent_id: str, removed: SharedApp
-) -> None:
-    """An agent authorized through the removed app cannot refresh its tokens any more: say
-    so now, rather than at its next use."""
-    agent, config = agents.load(agent_id)
-    if agent is None or config is None or not isinstance(config.connection, OAuthConnection):
-        return
-    authorization = config.connection.authorization
-    if config.connection.client_id is not None or config.connection.provider != removed.provider:
-        return
-    apps, _ = orgs.agent_context(agent.org_id, agent.client_org_id)
-    now_resolved = resolve_app(config, apps)
-    still_works = now_resolved is not None and (
-        authorization is None or now_resolved.client_id == authorization.client_id
-    )
-    if still_works:
-        return
-    problem = ProviderProblem("oauth_app_removed", removed.provider).problem
-    agents.update_status(
-        config.model_copy(
-            update={
-                "status": Status.ERROR,
-                "last_error": LastError(**problem.model_dump(), at=datetime.now(UTC)),
-            }
-        )
-    )
+    secrets.delete(secrets.shared_name_for(owner, owner_id, provider))

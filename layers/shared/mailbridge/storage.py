@@ -9,15 +9,19 @@ Table layout (one table, see template.yaml):
     pk = "CLIENT_ORG#<id>", sk = "SENT#<window>#<key>"  messages sent in an hour or day (TTL)
     pk = "AGENT#<id>" or "ORG#<id>", sk = "TESTS#<window>#<key>"  connection tests run (TTL)
     pk = "ORG#<id>" or "CLIENT_ORG#<id>", sk = "OAUTH_APP#<provider>"  a shared OAuth app
-    pk = "ORG#<id>" or "CLIENT_ORG#<id>", sk = "INHERITOR#<provider>#<agent_id>"  who uses it
 An agent and its config share a partition, so both come back in one Query.
+
+Secrets live at fixed names per agent (and per shared app), and records pin the version
+they were written with; see SecretStore.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
+from collections import OrderedDict
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +32,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ConfigConflict, ServiceUnavailable
 from .limits import LimitReached, Window
-from .models import Agent, AppOwner, ClientOrg, PendingAuthorization, SharedApp, StoredConfig
+from .models import (
+    Agent,
+    AppOwner,
+    ClientOrg,
+    PendingAuthorization,
+    SecretRef,
+    SharedApp,
+    StoredConfig,
+    TokenRef,
+)
 from .settings import settings
 
 if TYPE_CHECKING:
@@ -45,7 +58,6 @@ _LOCK_SK = "TOKEN_REFRESH_LOCK"
 _STATE_SK = "OAUTH_STATE"
 _CLIENT_ORG_SK = "CLIENT_ORG"
 _APP_SK = "OAUTH_APP#"
-_INHERITOR_SK = "INHERITOR#"
 _PROVIDERS = ("microsoft", "google")
 _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
@@ -169,6 +181,24 @@ class AgentStore:
             return False
         return True
 
+    def update_tokens(self, config: StoredConfig, tokens: TokenRef) -> bool:
+        """Point the record at refreshed tokens, only if its settings are still that
+        version (a save since then replaced the app, and with it these tokens)."""
+        try:
+            self._conditional(
+                "update_item",
+                Key={"pk": self._pk(config.agent_id), "sk": {"S": _CONFIG_SK}},
+                UpdateExpression="SET tokens = :tokens",
+                ConditionExpression="version = :v",
+                ExpressionAttributeValues={
+                    ":v": {"N": str(config.version)},
+                    ":tokens": _serialize(tokens.model_dump()),
+                },
+            )
+        except ConfigConflict:
+            return False
+        return True
+
     def delete_config(self, agent_id: str) -> None:
         try:
             _dynamodb().delete_item(
@@ -259,7 +289,7 @@ def _owner_pk(owner: AppOwner, owner_id: str) -> str:
 
 class OrgStore:
     """What organizations share with their agents: client organizations (their email
-    policy and sending counters) and shared OAuth apps, with the agents inheriting each."""
+    policy) and shared OAuth apps."""
 
     def __init__(self, table_name: str | None = None) -> None:
         self.table = table_name or settings().table_name
@@ -338,41 +368,6 @@ class OrgStore:
             _dynamodb().delete_item(TableName=self.table, Key=key)
         except (ClientError, BotoCoreError) as error:
             raise _unavailable("DynamoDB") from error
-
-    def set_inheritor(
-        self, owner: AppOwner, owner_id: str, provider: str, agent_id: str, *, inherits: bool
-    ) -> None:
-        """Record (or forget) that an agent inherits this owner's app, so that deleting
-        the app can reach the agents that used it."""
-        key = {
-            "pk": {"S": _owner_pk(owner, owner_id)},
-            "sk": {"S": f"{_INHERITOR_SK}{provider}#{agent_id}"},
-        }
-        try:
-            if inherits:
-                _dynamodb().put_item(TableName=self.table, Item=key)
-            else:
-                _dynamodb().delete_item(TableName=self.table, Key=key)
-        except (ClientError, BotoCoreError) as error:
-            raise _unavailable("DynamoDB") from error
-
-    def inheritors(self, owner: AppOwner, owner_id: str, provider: str) -> list[str]:
-        prefix = f"{_INHERITOR_SK}{provider}#"
-        agent_ids: list[str] = []
-        try:
-            paginator = _dynamodb().get_paginator("query")
-            for page in paginator.paginate(
-                TableName=self.table,
-                KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-                ExpressionAttributeValues={
-                    ":pk": {"S": _owner_pk(owner, owner_id)},
-                    ":prefix": {"S": prefix},
-                },
-            ):
-                agent_ids += [item["sk"]["S"].removeprefix(prefix) for item in page["Items"]]
-        except (ClientError, BotoCoreError) as error:
-            raise _unavailable("DynamoDB") from error
-        return agent_ids
 
     def get(self, client_org_id: str) -> ClientOrg | None:
         try:
@@ -455,10 +450,28 @@ class CounterStore:
         )
 
 
+# Secret versions never change, so a value read once serves every later read of the same
+# version in this instance: a rotated secret is a new version, read at its first use.
+_VALUES_KEPT = 256
+_values: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+_values_lock = threading.Lock()
+
+
+def _keep(name: str, version: str, value: dict[str, Any]) -> None:
+    with _values_lock:
+        _values[(name, version)] = value
+        while len(_values) > _VALUES_KEPT:
+            _values.popitem(last=False)
+
+
 class SecretStore:
     """Secrets Manager: per agent, one secret for the password or client secret and, for
     OAuth, one for the tokens (written by callbacks and refreshes, never by saves, so the
-    two writers cannot overwrite each other's values)."""
+    two writers cannot overwrite each other's values); per shared app, its client secret.
+
+    Names are fixed, so whatever a failed request leaves behind is taken over by the next
+    write to that name or removed by the next delete; records pin versions, so it is never
+    read in their place."""
 
     def name_for(self, agent_id: str) -> str:
         return f"{settings().secret_name_prefix}/agents/{agent_id}/email"
@@ -470,38 +483,58 @@ class SecretStore:
         kind = "orgs" if owner == "org" else "client-orgs"
         return f"{settings().secret_name_prefix}/{kind}/{owner_id}/oauth-apps/{provider}"
 
-    def read(self, name: str) -> dict[str, Any]:
+    def read(self, *refs: SecretRef) -> list[dict[str, Any]]:
+        """The values of these secret versions, in order, in at most one round trip when
+        they are current (the usual case): BatchGetSecretValue returns current versions, and
+        only a version that is not current any more is then fetched by its id."""
+        with _values_lock:
+            wanted = {(ref.name, ref.version) for ref in refs} - _values.keys()
         try:
-            response = _secretsmanager().get_secret_value(SecretId=name)
+            if len(wanted) > 1:
+                answer = _secretsmanager().batch_get_secret_value(
+                    SecretIdList=[name for name, _ in wanted]
+                )
+                for found in answer["SecretValues"]:
+                    key = (found["Name"], found["VersionId"])
+                    if key in wanted:
+                        _keep(*key, json.loads(found["SecretString"]))
+                        wanted.discard(key)
+            for name, version in wanted:
+                value = _secretsmanager().get_secret_value(SecretId=name, VersionId=version)
+                _keep(name, version, json.loads(value["SecretString"]))
         except (ClientError, BotoCoreError) as error:
             raise _unavailable("Secrets Manager") from error
-        value: dict[str, Any] = json.loads(response["SecretString"])
-        return value
+        with _values_lock:
+            return [_values[(ref.name, ref.version)] for ref in refs]
 
-    def write(self, name: str, value: dict[str, Any], *, exists: bool, org_id: str) -> None:
-        """Create or replace the secret; `exists` saves a round trip when we know it does."""
+    def write(self, name: str, value: dict[str, Any], *, exists: bool, org_id: str) -> SecretRef:
+        """Create or replace the secret: the reference to the version written. `exists`
+        saves a round trip when we know the secret does."""
         document = json.dumps(value)
         client = _secretsmanager()
         try:
             if exists:
                 try:
-                    client.put_secret_value(SecretId=name, SecretString=document)
-                    return
+                    written = client.put_secret_value(SecretId=name, SecretString=document)
+                    return SecretRef(name=name, version=written["VersionId"])
                 except client.exceptions.ResourceNotFoundException:
                     pass  # e.g. an agent that used a shared app until now: create it
             try:
-                client.create_secret(
+                created = client.create_secret(
                     Name=name,
                     SecretString=document,
                     Tags=[{"Key": "mailbridge:org", "Value": org_id}],
                 )
+                version = created["VersionId"]
             except client.exceptions.ResourceExistsException:
-                # Left behind by a save whose DynamoDB write failed: take it over.
-                client.put_secret_value(SecretId=name, SecretString=document)
+                # Left behind by a request that failed half-way: take it over.
+                version = client.put_secret_value(SecretId=name, SecretString=document)["VersionId"]
         except (ClientError, BotoCoreError) as error:
             raise _unavailable("Secrets Manager") from error
+        return SecretRef(name=name, version=version)
 
     def delete(self, name: str) -> None:
+        """Delete the secret, if there is one."""
         try:
             # No recovery window: the name must be reusable at once if the agent reconnects.
             _secretsmanager().delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
@@ -509,3 +542,6 @@ class SecretStore:
             pass
         except (ClientError, BotoCoreError) as error:
             raise _unavailable("Secrets Manager") from error
+        with _values_lock:
+            for key in [key for key in _values if key[0] == name]:
+                del _values[key]

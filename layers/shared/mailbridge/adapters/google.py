@@ -19,6 +19,7 @@ from google.oauth2.credentials import Credentials
 from ..models import InboxCounts
 from ..oauth_providers import (
     GOOGLE_SCOPES,
+    REFRESH_MARGIN_SECONDS,
     REQUIRED_PERMISSIONS,
     AuthorizedAccount,
     Mailbox,
@@ -27,11 +28,10 @@ from ..oauth_providers import (
     TokenGrant,
 )
 from ..settings import settings
-from .http import get_json, network_problem, session, timeout
+from .http import get_json, network_problem, reading_answer, session, timeout
 
 _PROVIDER = "google"
 _READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
-_MARGIN_SECONDS = 300
 
 
 class _TimedRequest(Request):
@@ -99,23 +99,26 @@ class GoogleClient:
         except requests.RequestException as error:
             raise network_problem(error, _PROVIDER) from error
         if not answer.ok:
-            if _error_code(answer) in {"invalid_client", "unauthorized_client"}:
+            if _error_code(answer) in {"invalid_client", "unauthorized_client", "deleted_client"}:
                 raise ProviderProblem("oauth_client_invalid", _PROVIDER)
             raise ProviderProblem("authorization_failed", _PROVIDER)
-        body = answer.json()
-        if "refresh_token" not in body:
-            raise ProviderProblem(
-                "authorization_failed", _PROVIDER, detail=": no offline access was granted"
+        with reading_answer(_PROVIDER):
+            body = answer.json()
+            if "refresh_token" not in body:
+                raise ProviderProblem(
+                    "authorization_failed", _PROVIDER, detail=": no offline access was granted"
+                )
+            scopes = str(body.get("scope", "")).split()
+            tokens = _tokens(
+                body["access_token"], body["expires_in"], body["refresh_token"], scopes
             )
-        scopes = str(body.get("scope", "")).split()
-        tokens = _tokens(body["access_token"], body["expires_in"], body["refresh_token"], scopes)
-        grant = TokenGrant(body["access_token"], scopes, tokens)
+        grant = TokenGrant(body["access_token"], scopes, tokens["expires_at"], tokens)
         return AuthorizedAccount(grant=grant, tenant_id=None)
 
     def cached_token(self, tokens: dict[str, Any]) -> TokenGrant | None:
-        if tokens["expires_at"] - time.time() <= _MARGIN_SECONDS:
+        if tokens["expires_at"] - time.time() <= REFRESH_MARGIN_SECONDS:
             return None
-        return TokenGrant(tokens["access_token"], tokens["scopes"], None)
+        return TokenGrant(tokens["access_token"], tokens["scopes"], tokens["expires_at"], None)
 
     def refresh(self, app: OAuthApp, tokens: dict[str, Any]) -> TokenGrant:
         credentials = Credentials(
@@ -130,7 +133,7 @@ class GoogleClient:
         except RefreshError as error:
             details = error.args[1] if len(error.args) > 1 else None
             code = details.get("error") if isinstance(details, dict) else None
-            if code in {"invalid_client", "unauthorized_client"}:
+            if code in {"invalid_client", "unauthorized_client", "deleted_client"}:
                 raise ProviderProblem("oauth_client_invalid", _PROVIDER) from error
             if code == "invalid_grant":
                 raise ProviderProblem("reauthorization_required", _PROVIDER) from error
@@ -152,16 +155,17 @@ class GoogleClient:
             credentials.refresh_token or tokens["refresh_token"],
             scopes,
         )
-        return TokenGrant(access_token, scopes, refreshed)
+        return TokenGrant(access_token, scopes, refreshed["expires_at"], refreshed)
 
     def mailbox(self, access_token: str) -> Mailbox:
         gmail = settings().gmail_base_url
         profile = get_json(_PROVIDER, f"{gmail}/users/me/profile", access_token, needs=_READ)
         inbox = get_json(_PROVIDER, f"{gmail}/users/me/labels/INBOX", access_token, needs=_READ)
-        return Mailbox(
-            email=profile["emailAddress"],
-            inbox=InboxCounts(total=inbox["messagesTotal"], unread=inbox["messagesUnread"]),
-        )
+        with reading_answer(_PROVIDER):
+            return Mailbox(
+                email=profile["emailAddress"],
+                inbox=InboxCounts(total=inbox["messagesTotal"], unread=inbox["messagesUnread"]),
+            )
 
     def revoke(self, app: OAuthApp, tokens: dict[str, Any]) -> None:
         try:

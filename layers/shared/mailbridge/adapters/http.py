@@ -5,6 +5,8 @@ on, failures classified into `ProviderProblem`."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -82,6 +84,16 @@ def network_problem(error: requests.RequestException, provider: str) -> Provider
     return ProviderProblem("provider_error", provider)
 
 
+@contextmanager
+def reading_answer(provider: str) -> Iterator[None]:
+    """An answer that lacks what we read (or is not JSON) is the provider's error, not a
+    crash of ours."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as error:
+        raise ProviderProblem("provider_error", provider) from error
+
+
 def get_json(provider: str, url: str, access_token: str, *, needs: Permission) -> dict[str, Any]:
     """GET a mail API resource; a 403 means the grant lacks `needs`."""
     try:
@@ -96,8 +108,6 @@ def get_json(provider: str, url: str, access_token: str, *, needs: Permission) -
         raise permission_problem(provider, [needs])
     if not response.ok:
         raise ProviderProblem("provider_error", provider)
-    try:
+    with reading_answer(provider):
         body: dict[str, Any] = response.json()
-    except ValueError as error:
-        raise ProviderProblem("provider_error", provider) from error
     return body

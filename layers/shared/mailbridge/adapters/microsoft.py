@@ -17,6 +17,7 @@ import requests
 from ..models import InboxCounts
 from ..oauth_providers import (
     MICROSOFT_SCOPES,
+    REFRESH_MARGIN_SECONDS,
     REQUIRED_PERMISSIONS,
     AuthorizedAccount,
     Mailbox,
@@ -25,14 +26,12 @@ from ..oauth_providers import (
     TokenGrant,
 )
 from ..settings import settings
-from .http import get_json, network_problem, session
+from .http import get_json, network_problem, reading_answer, session
 
 _PROVIDER = "microsoft"
 _READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
 # MSAL keeps the authority's discovery document here, so warm invocations skip that call.
 _http_cache: dict[Any, Any] = {}
-# An access token this close to expiry is refreshed first (MSAL applies the same margin).
-_MARGIN_SECONDS = 300
 
 
 def _client(app: OAuthApp, token_cache: msal.TokenCache | None = None) -> Any:
@@ -53,9 +52,7 @@ def _client(app: OAuthApp, token_cache: msal.TokenCache | None = None) -> Any:
     except requests.RequestException as error:
         raise network_problem(error, _PROVIDER) from error
     except ValueError as error:  # MSAL's "Unable to get authority configuration"
-        raise ProviderProblem(
-            "authorization_failed", _PROVIDER, detail=": unknown tenant"
-        ) from error
+        raise ProviderProblem("tenant_unknown", _PROVIDER, detail=str(app.tenant)) from error
 
 
 def _cache(tokens: dict[str, Any]) -> msal.SerializableTokenCache:
@@ -68,6 +65,7 @@ def _grant(result: dict[str, Any], token_cache: msal.SerializableTokenCache) -> 
     return TokenGrant(
         access_token=result["access_token"],
         granted_scopes=str(result.get("scope", "")).split(),
+        expires_at=int(time.time() + int(result["expires_in"])),
         tokens={"token_cache": token_cache.serialize()},
     )
 
@@ -97,28 +95,38 @@ class MicrosoftClient:
                 state=state,
                 prompt="consent" if consent else "select_account",
             )
-        return flow["auth_uri"], flow
+        # What is stored must not let a table reader finish the flow: not the state (kept
+        # only as a hash) nor the URL that carries it.
+        url = flow.pop("auth_uri")
+        del flow["state"]
+        return url, flow
 
     def finish(
         self, app: OAuthApp, flow: dict[str, Any], response: dict[str, str]
     ) -> AuthorizedAccount:
         token_cache = msal.SerializableTokenCache()
+        # The state was checked (against its stored hash) before this flow was found.
+        flow = {**flow, "state": response.get("state")}
         try:
             result = _client(app, token_cache).acquire_token_by_auth_code_flow(flow, response)
         except requests.RequestException as error:
             raise network_problem(error, _PROVIDER) from error
+        except ValueError as error:  # MSAL: the answer carries neither a code nor an error
+            raise ProviderProblem("authorization_failed", _PROVIDER) from error
         if "access_token" not in result:
             raise _failure(result, during_sign_in=True)
-        tenant_id = (result.get("id_token_claims") or {}).get("tid")
-        return AuthorizedAccount(grant=_grant(result, token_cache), tenant_id=tenant_id)
+        with reading_answer(_PROVIDER):
+            tenant_id = (result.get("id_token_claims") or {}).get("tid")
+            return AuthorizedAccount(grant=_grant(result, token_cache), tenant_id=tenant_id)
 
     def cached_token(self, tokens: dict[str, Any]) -> TokenGrant | None:
         entries = _cache(tokens).search(msal.TokenCache.CredentialType.ACCESS_TOKEN)
-        fresh = [e for e in entries if int(e["expires_on"]) - time.time() > _MARGIN_SECONDS]
+        fresh = [e for e in entries if int(e["expires_on"]) - time.time() > REFRESH_MARGIN_SECONDS]
         if not fresh:
             return None
         entry = max(fresh, key=lambda e: int(e["expires_on"]))
-        return TokenGrant(entry["secret"], str(entry.get("target", "")).split(), None)
+        scopes = str(entry.get("target", "")).split()
+        return TokenGrant(entry["secret"], scopes, int(entry["expires_on"]), None)
 
     def refresh(self, app: OAuthApp, tokens: dict[str, Any]) -> TokenGrant:
         token_cache = _cache(tokens)
@@ -134,7 +142,8 @@ class MicrosoftClient:
             raise network_problem(error, _PROVIDER) from error
         if not result or "access_token" not in result:
             raise _failure(result or {}, during_sign_in=False)
-        return _grant(result, token_cache)
+        with reading_answer(_PROVIDER):
+            return _grant(result, token_cache)
 
     def mailbox(self, access_token: str) -> Mailbox:
         graph = settings().graph_base_url
@@ -147,10 +156,11 @@ class MicrosoftClient:
             access_token,
             needs=_READ,
         )
-        return Mailbox(
-            email=me.get("mail") or me["userPrincipalName"],
-            inbox=InboxCounts(total=inbox["totalItemCount"], unread=inbox["unreadItemCount"]),
-        )
+        with reading_answer(_PROVIDER):
+            return Mailbox(
+                email=me.get("mail") or me["userPrincipalName"],
+                inbox=InboxCounts(total=inbox["totalItemCount"], unread=inbox["unreadItemCount"]),
+            )
 
     def revoke(self, app: OAuthApp, tokens: dict[str, Any]) -> None:
         """Microsoft offers no revocation of one app's refresh token (revokeSignInSessions
