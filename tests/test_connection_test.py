@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from mailbridge_tools.sandbox import (
     CertificateAuthority,
     DovecotServer,
+    SlowDripServer,
     SmtpServer,
     free_port,
 )
@@ -160,3 +162,20 @@ def test_no_starttls_means_no_password_is_sent(
         assert error["code"] == "starttls_unavailable"
         assert "TLS" in error["hint"]
     assert smtp.auth_attempts == 0
+
+
+def test_a_servers_own_words_never_reach_the_user(org: Org, imap_body: Body) -> None:
+    """The original returned the server's raw text, which made the test an oracle for
+    whatever a server (or a port that is not a mail server) says. Ours are our words."""
+    words = "raw-server-words-5e1c"
+    with (
+        SlowDripServer(f"* BYE {words}\r\n".encode(), interval=0) as imap,
+        SlowDripServer(f"554 {words}\r\n".encode(), interval=0) as smtp,
+    ):
+        body = imap_body(imap_security="starttls", smtp_security="starttls")
+        body["imap"]["port"], body["smtp"]["port"] = imap.port, smtp.port
+        result = run_test(org, body)
+    for name in ("imap", "smtp"):
+        assert check(result, name)["error"]["code"] == "server_error"
+    assert words not in json.dumps(result)
+    assert words not in org.client.get(org.config_path).text

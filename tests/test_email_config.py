@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -50,10 +53,27 @@ def test_every_bridge_route_needs_a_token(local_api: Any, org: Org) -> None:
 
 
 def test_a_token_without_an_organization_is_refused(local_api: Any, org: Org) -> None:
-    token = local_api.issuer.mint(sub="someone", org_id="", org_claim="tenant")
-    response = ApiClient(local_api.url, token).get(org.config_path)
-    assert response.status == 401
-    assert response.error["code"] == "unauthorized"
+    without = local_api.issuer.mint(sub="someone", org_id="", org_claim="tenant")
+    # Organization ids go into table keys: one shaped like a key must not reach them.
+    shaped_like_a_key = local_api.issuer.mint(sub="someone", org_id=f"{org.org_id}#CLIENT_ORG#x")
+    for token in (without, shaped_like_a_key):
+        response = ApiClient(local_api.url, token).get(org.config_path)
+        assert response.status == 401
+        assert response.error["code"] == "unauthorized"
+
+
+def test_operators_register_agents_from_the_command_line(local_api: Any, org: Org) -> None:
+    def register(agent_id: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "mailbridge_tools.register_agent"]
+        command += ["--table", local_api.table_name, "--agent-id", agent_id]
+        command += ["--org-id", org.org_id, "--name", "Registered agent"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
+
+    agent_id = f"registered-{uuid.uuid4().hex[:8]}"
+    assert register(agent_id).returncode == 0
+    response = org.client.get(f"/bridge/agents/{agent_id}/email-config")
+    assert (response.status, response.json()["status"]) == (200, "not_connected")
+    assert register("a:b").returncode != 0  # not allowed in a Secrets Manager name
 
 
 def test_new_agent_is_not_connected(org: Org) -> None:
@@ -119,6 +139,24 @@ def test_blank_password_keeps_the_stored_one(org: Org, imap_body: Body) -> None:
         assert org.client.post(org.config_path + "/test").json()["ok"] is True
 
 
+def test_a_stored_password_goes_only_where_it_was_saved_for(org: Org, imap_body: Body) -> None:
+    """Whoever may edit the settings must not be able to point them at a server of theirs,
+    leave the password blank, click Test and collect it."""
+    assert org.client.put(org.config_path, imap_body()).status == 200
+    moved_imap, moved_smtp = imap_body(password=None), imap_body(password=None)
+    moved_imap["imap"]["host"] = "collector.example"
+    moved_smtp["smtp"]["host"] = "collector.example"
+    renamed = imap_body(password=None, username="someone-else@example.com")
+    for body in (moved_imap, moved_smtp, renamed):
+        response = org.client.put(org.config_path, body)
+        assert (response.status, response.error["field"]) == (422, "password"), response.text
+    # Another port or TLS mode on the same servers keeps the password.
+    same_servers = imap_body(password=None, imap_security="starttls", smtp_security="tls")
+    resaved = org.client.put(org.config_path, same_servers).json()
+    assert resaved["status"] == "configured"
+    assert org.client.post(org.config_path + "/test").json()["ok"] is True
+
+
 def test_a_new_connection_needs_a_password(org: Org, imap_body: Body) -> None:
     response = org.client.put(org.config_path, imap_body(password=""))
     assert response.status == 422
@@ -133,8 +171,11 @@ def test_status_follows_saves_tests_and_disconnects(org: Org, imap_body: Body) -
     assert tested["status"] == "connected"
     assert org.client.get(path).json()["last_test"]["inbox"] == {"total": 12, "unread": 5}
 
-    # Re-saving the same settings keeps `connected`; changing a server drops back.
+    # Re-saving the same settings keeps `connected`; another server or password drops back.
     assert org.client.put(path, imap_body(password=None)).json()["status"] == "connected"
+    other_port = org.client.put(path, imap_body(password=None, imap_security="starttls"))
+    assert other_port.json()["status"] == "configured"
+    assert org.client.post(path + "/test").json()["status"] == "connected"
     changed = org.client.put(path, imap_body(password="a-wrong-password")).json()
     assert changed["status"] == "configured"
     assert changed["last_test"] is None
@@ -268,6 +309,8 @@ def test_custom_preset_needs_every_server_field(org: Org) -> None:
         (b"[]", 422, "invalid_field"),
         (b'{"provider": "imap"', 400, "invalid_json"),
         (b'{"password": "' + b"x" * (70 * 1024) + b'"}', 413, "payload_too_large"),
+        (b"[" * 20_000 + b"]" * 20_000, 400, "invalid_json"),  # past the recursion limit
+        (b'{"provider": "imap", "email": "\xff@example.com"}', 400, "invalid_json"),
     ],
 )
 def test_malformed_bodies_are_refused(org: Org, raw: bytes, status: int, code: str) -> None:
@@ -320,7 +363,8 @@ def test_the_logger_redacts_secrets_passed_by_name(logs: list[str]) -> None:
     from mailbridge.observability import logger
 
     logger.info("careless", extra={"password": MAILBOX_PASSWORD, "client_secret": "s3cr3t"})
-    logger.warning("careless", extra={"code": "c0d3"})
+    logger.warning("careless", extra={"code": "c0d3", "error_code": "auth_failed"})
     logged = "\n".join(logs)
     assert logged.count('"[redacted]"') == 3
     assert MAILBOX_PASSWORD not in logged and "s3cr3t" not in logged and "c0d3" not in logged
+    assert '"error_code":"auth_failed"' in logged  # what operators search for stays readable

@@ -81,6 +81,14 @@ def test_microsoft_end_to_end(microsoft_agent: OAuthAgent) -> None:
 
 
 def test_google_end_to_end_and_reauthorize(google_agent: OAuthAgent) -> None:
+    # What email needs and nothing more (the original asked for calendar, drive, contacts).
+    assert google_agent.save()["config"]["scopes"] == [
+        "openid",
+        "email",
+        "https://www.googleapis.com/auth/gmail.readonly",
+        "https://www.googleapis.com/auth/gmail.compose",
+        "https://www.googleapis.com/auth/gmail.send",
+    ]
     page = google_agent.connect()
     assert posted(page)[0]["status"] == "connected"
     tested = google_agent.test()
@@ -230,6 +238,21 @@ def test_an_expiring_token_is_refreshed_and_kept(agent: OAuthAgent) -> None:
     assert agent.fake.refresh_count == before + 1
 
 
+def test_microsoft_refreshes_again_and_again_at_its_tenant(microsoft_agent: OAuthAgent) -> None:
+    """Each refresh stores the refresh token it received and uses the app's own tenant
+    (the original refreshed at `common` and dropped rotated tokens)."""
+    microsoft_agent.connect()
+    before = microsoft_agent.fake.refresh_count
+    for _ in range(3):
+        age_tokens(microsoft_agent.org.agent_id)
+        assert microsoft_agent.test()["ok"] is True
+    assert microsoft_agent.fake.refresh_count == before + 3
+    requests_made = microsoft_agent.fake.token_requests
+    refreshes = [r for r in requests_made if r["grant_type"] == "refresh_token"]
+    assert [r["tenant"] for r in refreshes[-3:]] == [TENANT_ID] * 3
+    assert len({r["refresh_token"] for r in refreshes[-3:]}) == 3  # each time the newest
+
+
 def test_concurrent_refreshes_spend_the_refresh_token_once(microsoft_agent: OAuthAgent) -> None:
     """Twenty invocations find the access token expiring at once. Lambda runs them in
     separate instances; threads calling the one refresh path stand in for them. One of them
@@ -331,6 +354,19 @@ def test_authorize_refuses_unknown_origins_and_password_connections(
     client.put(path, imap_body())
     response = client.post(path + "/authorize", {"origin": microsoft_agent.api.url})
     assert (response.status, response.error["code"]) == (409, "not_oauth")
+
+
+def test_the_redirect_uri_never_comes_from_the_request(microsoft_agent: OAuthAgent) -> None:
+    """The original built it from the request: a forged Host sent the code elsewhere."""
+    microsoft_agent.save()
+    response = microsoft_agent.org.client.request(
+        "POST",
+        microsoft_agent.path + "/authorize",
+        {"origin": microsoft_agent.api.url},
+        headers={"Host": "attacker.example", "X-Forwarded-Host": "attacker.example"},
+    )
+    query = parse_qs(urlsplit(response.json()["authorization_url"]).query)
+    assert query["redirect_uri"] == [microsoft_agent.api.url + CALLBACK]
 
 
 def test_other_orgs_cannot_start_an_authorization(

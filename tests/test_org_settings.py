@@ -147,10 +147,15 @@ def test_without_a_shared_app_a_client_id_is_required(org: Org) -> None:
     assert (response.status, response.error["field"]) == (422, "client_id")
 
 
+@pytest.mark.parametrize("owner", ["org", "client_org"])
 def test_roles_and_tenancy_for_shared_apps(
-    org: Org, other_org: Org, local_api: Any, google: FakeGoogle
+    org: Org, other_org: Org, local_api: Any, google: FakeGoogle, owner: str
 ) -> None:
-    path = GOOGLE_APP.format(org=org.org_id)
+    if owner == "org":
+        path = GOOGLE_APP.format(org=org.org_id)
+    else:
+        client_org = client_org_with_policy(org)
+        path = f"/bridge/client-orgs/{client_org}/email-oauth-apps/google"
     body = {"client_id": google_app_id(), "client_secret": SHARED_SECRET}
     member_client = member(local_api, org)
     for response in (member_client.put(path, body), member_client.delete(path)):
@@ -240,6 +245,7 @@ def test_the_callback_refuses_an_account_outside_the_domain(
     assert result["error"]["code"] == "email_domain_not_allowed"
     current = org.client.get(f"/bridge/agents/{agent}/email-config").json()
     assert current["status"] == "error"
+    assert current["last_error"]["code"] == "email_domain_not_allowed"
     assert current["config"]["authorization"] is None
 
 
@@ -249,14 +255,43 @@ def test_roles_and_tenancy_for_policies(org: Org, other_org: Org, local_api: Any
     response = member(local_api, org).put(path, {"name": "Renamed"})
     assert (response.status, response.error["code"]) == (403, "admin_required")
     assert member(local_api, org).get(path).json()["name"] == "Acme Corp"
-    for response in (
-        other_org.client.get(path),
-        other_org.client.put(path, {"name": "Hijacked"}),
-        other_org.client.delete(path),
-    ):
+    for response in (other_org.client.get(path), other_org.client.delete(path)):
         assert (response.status, response.error["code"]) == (404, "client_org_not_found")
+    # Client organizations live within their organization: another one's "acme" is its own.
+    assert other_org.client.put(path, {"name": "Another Acme"}).status == 200
+    assert org.client.get(path).json()["name"] == "Acme Corp"
     assert org.client.delete(path).status == 204
     assert org.client.get(path).status == 404
+    assert other_org.client.get(path).json()["name"] == "Another Acme"
+
+
+def test_another_orgs_client_org_of_the_same_id_reaches_nobody_here(
+    org: Org, other_org: Org, local_api: Any, google: FakeGoogle
+) -> None:
+    """The original kept client organizations in one namespace: any admin could claim an id
+    and push a banner, a domain rule and an OAuth app onto another organization's agents."""
+    client_org = client_org_with_policy(org, email_domain="acme.example")
+    agent = register_agent(org.org_id, client_org_id=client_org)
+    agent_path = f"/bridge/agents/{agent}/email-config"
+    path = POLICY.format(client_org=client_org)
+    evil = {"name": "Evil", "email_domain": "evil.example"}
+    assert other_org.client.put(path, evil).status == 200
+    app_path = f"/bridge/client-orgs/{client_org}/email-oauth-apps/google"
+    app = {"client_id": google_app_id(), "client_secret": "evil-secret"}
+    assert other_org.client.put(app_path, app).status == 200
+    assert org.client.get(app_path).status == 404
+
+    seen = org.client.get(agent_path).json()
+    assert seen["client_org"]["name"] == "Acme Corp"
+    assert seen["shared_apps"] == []
+    inside = {"provider": "imap", "preset": "gmail", "email": "agent@acme.example", "password": "p"}
+    assert org.client.put(agent_path, inside).status == 200
+
+    # Deleting the policy removes the client organization's apps with it.
+    assert other_org.client.delete(path).status == 204
+    assert other_org.client.put(path, evil).status == 200
+    gone = other_org.client.get(app_path)
+    assert (gone.status, gone.error["code"]) == (404, "oauth_app_not_found")
 
 
 @pytest.mark.parametrize(

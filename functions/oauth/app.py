@@ -47,7 +47,7 @@ def oauth_callback() -> Response[str]:
         extra={
             "agent_id": outcome.message.agentId,
             "status": outcome.message.status,
-            "code": error.code if error else None,
+            "error_code": error.code if error else None,
         },
     )
     page, headers = render_callback_page(outcome)

@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from mailbridge.api import create_app, current_caller, lambda_handler, logger, tracer
 from mailbridge.client_orgs import delete_email_policy, get_email_policy, save_email_policy
 from mailbridge.models import (
-    AGENT_ID_PATTERN,
+    ID_PATTERN,
     ClientOrg,
     EmailPolicyRequest,
     OAuthProvider,
@@ -22,7 +22,7 @@ app = create_app()
 secrets, orgs = SecretStore(), OrgStore()
 
 # Organization ids come from the platform, like agent ids, and follow the same rule.
-OwnerId = Annotated[str, Path(pattern=AGENT_ID_PATTERN)]
+OwnerId = Annotated[str, Path(pattern=ID_PATTERN)]
 Provider = Annotated[OAuthProvider, Path()]
 ORG_APP = "/bridge/orgs/<orgId>/email-oauth-apps/<provider>"
 CLIENT_ORG_APP = "/bridge/client-orgs/<clientOrgId>/email-oauth-apps/<provider>"
@@ -94,7 +94,7 @@ def put_policy(clientOrgId: OwnerId, request: Annotated[EmailPolicyRequest, Body
 @app.delete(POLICY)
 @tracer.capture_method
 def delete_policy(clientOrgId: OwnerId) -> Response[str]:
-    delete_email_policy(orgs, current_caller(app), clientOrgId)
+    delete_email_policy(orgs, secrets, current_caller(app), clientOrgId)
     return _deleted("email policy")
 
 

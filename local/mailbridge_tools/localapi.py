@@ -518,6 +518,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HttpServer
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # The path without its query: the OAuth callback's carries a code and a state.
+        self.log_message('"%s %s" %s', self.command, urlsplit(self.path).path, code)
+
     def _handle(self) -> None:
         response = self._read_and_handle()
         self.send_response(response.status)

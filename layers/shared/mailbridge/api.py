@@ -8,7 +8,9 @@ nothing from the exception (its text could hold anything).
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -21,7 +23,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .adapters.deadline import Deadline
 from .errors import AppError, BadRequest, InvalidField, NotFound, PayloadTooLarge, Unauthorized
-from .models import AGENT_ID_PATTERN, PROVIDERS, Caller
+from .models import ID_PATTERN, PROVIDERS, Caller
 from .observability import logger, metrics, tracer
 from .settings import settings
 
@@ -39,7 +41,7 @@ __all__ = [
 # What an invocation keeps, after its network exchanges, to record their outcome and answer.
 _ANSWER_SECONDS = 3.0
 # The path parameter of every agent route, checked before anything is looked up.
-AgentId = Annotated[str, Path(pattern=AGENT_ID_PATTERN)]
+AgentId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 def _error_body(error: AppError) -> str:
@@ -53,13 +55,14 @@ def _error_body(error: AppError) -> str:
 
 def _error_response(error: AppError) -> Response[str]:
     if error.status < 500:
-        logger.info("request refused", extra={"code": error.code, "status": error.status})
+        logger.info("request refused", extra={"error_code": error.code, "status": error.status})
     else:
         # The cause's type says which dependency failed; its text is not logged (it could
         # quote a request).
         cause = type(error.__cause__).__name__ if error.__cause__ else None
         logger.warning(
-            "request failed", extra={"code": error.code, "status": error.status, "cause": cause}
+            "request failed",
+            extra={"error_code": error.code, "status": error.status, "cause": cause},
         )
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
     return Response(
@@ -132,7 +135,7 @@ def current_caller(app: APIGatewayHttpResolver) -> Caller:
     authorizer = app.current_event.request_context.authorizer
     claims: dict[str, Any] = (authorizer.jwt_claim if authorizer else None) or {}
     org_id = claims.get(settings().org_claim)
-    if not org_id or not claims.get("sub"):
+    if not org_id or not claims.get("sub") or not re.fullmatch(ID_PATTERN, str(org_id)):
         raise Unauthorized("unauthorized", "The token does not name a user and an organization.")
     # Every later log line of this request says who asked.
     logger.append_keys(org_id=str(org_id), caller=str(claims["sub"]))
@@ -140,6 +143,28 @@ def current_caller(app: APIGatewayHttpResolver) -> Caller:
     return Caller(
         subject=str(claims["sub"]), org_id=str(org_id), is_admin=role == settings().admin_role
     )
+
+
+def _unreadable_body(event: dict[str, Any]) -> AppError | None:
+    """What the resolver would choke on rather than refuse: a body over the limit (refused
+    before any parsing), not UTF-8, or JSON nested past Python's recursion limit."""
+    body = event.get("body") or ""
+    limit = settings().max_body_bytes
+    if len(body) > limit:
+        return PayloadTooLarge(
+            "payload_too_large", f"The request body is larger than {limit} bytes."
+        )
+    try:
+        text = base64.b64decode(body).decode() if event.get("isBase64Encoded") else body
+        if text:
+            json.loads(text)
+    except UnicodeDecodeError:
+        return BadRequest("invalid_json", "The request body is not UTF-8 text.")
+    except RecursionError:
+        return BadRequest("invalid_json", "The request body is JSON nested too deeply.")
+    except ValueError:
+        pass  # not JSON (or not base64): the resolver's validation says so, naming it
+    return None
 
 
 def lambda_handler(
@@ -155,17 +180,12 @@ def lambda_handler(
     @metrics.log_metrics
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.append_keys(path_parameters=event.get("pathParameters"))
-        body = event.get("body") or ""
-        limit = settings().max_body_bytes
-        if len(body) > limit:
-            # Refused before any parsing.
-            error = PayloadTooLarge(
-                "payload_too_large", f"The request body is larger than {limit} bytes."
-            )
+        refused = _unreadable_body(event)
+        if refused is not None:
             return {
-                "statusCode": error.status,
+                "statusCode": refused.status,
                 "headers": {"Content-Type": content_types.APPLICATION_JSON},
-                "body": _error_body(error),
+                "body": _error_body(refused),
             }
         # Every network exchange of this invocation ends in time to record its outcome and
         # answer: a slow server becomes a `timeout` result, never a Lambda timeout.

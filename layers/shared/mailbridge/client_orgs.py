@@ -1,29 +1,24 @@
 """Client organizations' email policies: read by members (the Email tab's banner), written
-by the owning organization's admins."""
+by the organization's admins. A client organization exists within its organization only
+(another organization's "acme" is another client organization)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from .errors import ConfigConflict, Conflict, Forbidden, NotFound
-from .models import Caller, ClientOrg, EmailPolicyRequest
+from .models import Caller, ClientOrg, EmailPolicyRequest, OAuthProvider
+from .shared_apps import remove_shared_app
 
 if TYPE_CHECKING:
-    from .storage import OrgStore
+    from .storage import OrgStore, SecretStore
 
 
 def _not_found(client_org_id: str) -> NotFound:
     return NotFound(
         "client_org_not_found", f"No client organization {client_org_id!r} in your account."
     )
-
-
-def _owned(orgs: OrgStore, caller: Caller, client_org_id: str) -> ClientOrg | None:
-    client_org = orgs.get(client_org_id)
-    if client_org is not None and client_org.org_id != caller.org_id:
-        raise _not_found(client_org_id)  # another organization's: not disclosed
-    return client_org
 
 
 def _require_admin(caller: Caller) -> None:
@@ -36,7 +31,7 @@ def _require_admin(caller: Caller) -> None:
 
 
 def get_email_policy(orgs: OrgStore, caller: Caller, client_org_id: str) -> ClientOrg:
-    client_org = _owned(orgs, caller, client_org_id)
+    client_org = orgs.get(caller.org_id, client_org_id)
     if client_org is None:
         raise _not_found(client_org_id)
     return client_org
@@ -45,10 +40,9 @@ def get_email_policy(orgs: OrgStore, caller: Caller, client_org_id: str) -> Clie
 def save_email_policy(
     orgs: OrgStore, caller: Caller, client_org_id: str, request: EmailPolicyRequest
 ) -> ClientOrg:
-    """Create or replace the policy; the first save makes the client organization the
-    caller's organization's."""
+    """Create or replace the policy; the first save creates the client organization."""
     _require_admin(caller)
-    current = _owned(orgs, caller, client_org_id)
+    current = orgs.get(caller.org_id, client_org_id)
     client_org = ClientOrg(
         client_org_id=client_org_id,
         org_id=caller.org_id,
@@ -62,15 +56,20 @@ def save_email_policy(
     try:
         orgs.put(client_org, replaces_version=current.version if current else None)
     except ConfigConflict:
-        # Changed concurrently, or claimed by another organization in the meantime.
         raise Conflict(
             "concurrent_update", "The policy changed while saving it.", hint="Reload and save."
         ) from None
     return client_org
 
 
-def delete_email_policy(orgs: OrgStore, caller: Caller, client_org_id: str) -> None:
+def delete_email_policy(
+    orgs: OrgStore, secrets: SecretStore, caller: Caller, client_org_id: str
+) -> None:
+    """Remove the client organization: its shared apps first, so that a failure half-way
+    leaves it in place for the retry, never apps nobody can manage any more."""
     _require_admin(caller)
-    if _owned(orgs, caller, client_org_id) is None:
+    if orgs.get(caller.org_id, client_org_id) is None:
         raise _not_found(client_org_id)
-    orgs.delete(client_org_id)
+    for provider in get_args(OAuthProvider):
+        remove_shared_app(orgs, secrets, caller.org_id, client_org_id, provider)
+    orgs.delete(caller.org_id, client_org_id)

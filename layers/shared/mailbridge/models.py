@@ -182,15 +182,18 @@ class AuthorizeResponse(BaseModel):
 # ---- what is stored ---------------------------------------------------------------------
 
 
-# Agent ids are the platform's; this is what we accept in a path and store.
-AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+# Agent, organization and client-organization ids are the platform's; this is what we
+# accept in a path, a token or a registration, and store. Every character is allowed in a
+# Secrets Manager name, and none is the '#' our table keys use as a separator.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+PlatformId = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
 class Agent(BaseModel):
-    agent_id: Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
-    org_id: str
+    agent_id: PlatformId
+    org_id: PlatformId
     name: str
-    client_org_id: str | None = None
+    client_org_id: PlatformId | None = None
 
 
 class ImapConnection(BaseModel):
@@ -335,6 +338,7 @@ class SharedApp(BaseModel):
 
     owner: AppOwner
     owner_id: str
+    org_id: str  # the organization: the owner itself, or the client organization's
     provider: OAuthProvider
     client_id: str
     tenant: str | None = None  # absent attributes are None
@@ -342,6 +346,10 @@ class SharedApp(BaseModel):
     secret_updated_at: datetime
     version: int
     updated_at: datetime
+
+    @property
+    def client_org_id(self) -> str | None:
+        return self.owner_id if self.owner == "client_org" else None
 
 
 class SharedAppView(BaseModel):

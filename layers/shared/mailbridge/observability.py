@@ -13,7 +13,8 @@ tracer = Tracer()
 
 class _RedactSecrets(logging.Filter):
     """The second line of defence: a log call that passes a secret by a known name (by
-    mistake: nothing here does) has it replaced before any handler writes it."""
+    mistake: nothing here does) has it replaced before any handler writes it. (`code` is an
+    OAuth authorization code; error codes are logged as `error_code`.)"""
 
     FIELDS = frozenset(
         {

@@ -83,7 +83,8 @@ class SendingPolicy:
         agent, _ = self._agents.load(agent_id)
         if agent is None:
             raise agent_not_found(agent_id)
-        client_org = self._client_orgs.get(agent.client_org_id) if agent.client_org_id else None
+        client_org_id = agent.client_org_id
+        client_org = self._client_orgs.get(agent.org_id, client_org_id) if client_org_id else None
         if client_org is None:
             return
         refused = [address for address in recipients if not address_allowed(client_org, address)]
@@ -95,7 +96,7 @@ class SendingPolicy:
                 status=422,
             )
         now = now or datetime.now(UTC)
-        scope = f"CLIENT_ORG#{client_org.client_org_id}"
+        scope = f"SENDING#{client_org.org_id}#{client_org.client_org_id}"
         try:
             self._counters.count(scope, "SENT", windows(client_org, now))
         except LimitReached as reached:

@@ -120,12 +120,14 @@ def load_app(orgs: OrgStore, agent: Agent, config: StoredConfig) -> ResolvedApp:
 
 def _check_owner(
     orgs: OrgStore, caller: Caller, owner: AppOwner, owner_id: str, *, write: bool
-) -> None:
+) -> str | None:
+    """The client organization the app belongs to (None: the organization's own), once
+    the caller may read it (or write it)."""
+    client_org_id = owner_id if owner == "client_org" else None
     if owner == "org":
         owned = owner_id == caller.org_id
     else:
-        client_org = orgs.get(owner_id)
-        owned = client_org is not None and client_org.org_id == caller.org_id
+        owned = orgs.get(caller.org_id, owner_id) is not None
     if not owned:
         # Other organizations' settings are not disclosed, not even their existence.
         raise NotFound("not_found", "No such organization in your account.")
@@ -135,6 +137,7 @@ def _check_owner(
             "Only organization admins may change shared email settings.",
             hint="Ask an admin of your organization.",
         )
+    return client_org_id
 
 
 def _view(app: SharedApp) -> SharedAppView:
@@ -158,8 +161,8 @@ def _app_not_found(provider: str) -> NotFound:
 def get_shared_app(
     orgs: OrgStore, caller: Caller, owner: AppOwner, owner_id: str, provider: OAuthProvider
 ) -> SharedAppView:
-    _check_owner(orgs, caller, owner, owner_id, write=False)
-    app = orgs.get_app(owner, owner_id, provider)
+    client_org_id = _check_owner(orgs, caller, owner, owner_id, write=False)
+    app = orgs.get_app(caller.org_id, client_org_id, provider)
     if app is None:
         raise _app_not_found(provider)
     return _view(app)
@@ -174,8 +177,8 @@ def save_shared_app(
     provider: OAuthProvider,
     request: SharedAppRequest,
 ) -> SharedAppView:
-    _check_owner(orgs, caller, owner, owner_id, write=True)
-    current = orgs.get_app(owner, owner_id, provider)
+    client_org_id = _check_owner(orgs, caller, owner, owner_id, write=True)
+    current = orgs.get_app(caller.org_id, client_org_id, provider)
     secret = request.client_secret.get_secret_value() if request.client_secret else ""
     if not secret and (current is None or current.client_id != request.client_id):
         raise InvalidField("client_secret", "client_secret is required for a new app.")
@@ -187,7 +190,7 @@ def save_shared_app(
     now = datetime.now(UTC)
     if secret:
         stored = secrets.write(
-            secrets.shared_name_for(owner, owner_id, provider),
+            secrets.shared_name_for(caller.org_id, client_org_id, provider),
             {"client_secret": secret},
             exists=current is not None,
             org_id=caller.org_id,
@@ -198,6 +201,7 @@ def save_shared_app(
     app = SharedApp(
         owner=owner,
         owner_id=owner_id,
+        org_id=caller.org_id,
         provider=provider,
         client_id=request.client_id,
         tenant=tenant,
@@ -228,8 +232,14 @@ def delete_shared_app(
     """Remove the app and its secret. Agents that used it show the error at their next
     read (see unusable_app). Deleting what is already gone succeeds, so a retry after a
     failure half-way finishes the job."""
-    _check_owner(orgs, caller, owner, owner_id, write=True)
+    client_org_id = _check_owner(orgs, caller, owner, owner_id, write=True)
+    remove_shared_app(orgs, secrets, caller.org_id, client_org_id, provider)
+
+
+def remove_shared_app(
+    orgs: OrgStore, secrets: SecretStore, org_id: str, client_org_id: str | None, provider: str
+) -> None:
     # The record first: a failure after it leaves a secret nothing reads, at a fixed name
     # the retry deletes, never a record pointing at a missing secret.
-    orgs.delete_app(owner, owner_id, provider)
-    secrets.delete(secrets.shared_name_for(owner, owner_id, provider))
+    orgs.delete_app(org_id, client_org_id, provider)
+    secrets.delete(secrets.shared_name_for(org_id, client_org_id, provider))

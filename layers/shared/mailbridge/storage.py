@@ -5,11 +5,13 @@ Table layout (one table, see template.yaml):
     pk = "AGENT#<agent_id>", sk = "EMAIL_CONFIG"  its email connection (no secret in it)
     pk = "AGENT#<agent_id>", sk = "TOKEN_REFRESH_LOCK"  held while its OAuth token refreshes
     pk = "OAUTH_STATE#<sha256 of state>", sk = "OAUTH_STATE"  a started authorization (TTL)
-    pk = "CLIENT_ORG#<id>", sk = "CLIENT_ORG"     a client organization and its email policy
-    pk = "CLIENT_ORG#<id>", sk = "SENT#<window>#<key>"  messages sent in an hour or day (TTL)
+    pk = "ORG#<org>#CLIENT_ORG#<id>", sk = "CLIENT_ORG"  a client organization, its policy
+    pk = "SENDING#<org>#<client org>", sk = "SENT#<window>#<key>"  messages sent (TTL)
     pk = "AGENT#<id>" or "ORG#<id>", sk = "TESTS#<window>#<key>"  connection tests run (TTL)
-    pk = "ORG#<id>" or "CLIENT_ORG#<id>", sk = "OAUTH_APP#<provider>"  a shared OAuth app
-An agent and its config share a partition, so both come back in one Query.
+    pk = "ORG#<org>" or "ORG#<org>#CLIENT_ORG#<id>", sk = "OAUTH_APP#<provider>"  a shared app
+An agent and its config share a partition, so both come back in one Query. A client
+organization lives inside its organization's keys: ids are the platform's, and two
+organizations may well both have a client called "acme".
 
 Secrets live at fixed names per agent (and per shared app), and records pin the version
 they were written with; see SecretStore.
@@ -29,6 +31,7 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel
 
 from .errors import ConfigConflict, ServiceUnavailable
 from .limits import LimitReached, Window
@@ -283,8 +286,11 @@ class AuthorizationStore:
         return PendingAuthorization(**document, expires_at=int(item["expires_at"]["N"]))
 
 
-def _owner_pk(owner: AppOwner, owner_id: str) -> str:
-    return f"{'ORG' if owner == 'org' else 'CLIENT_ORG'}#{owner_id}"
+def owner_partition(org_id: str, client_org_id: str | None = None) -> str:
+    """The partition of an organization, or of one of its client organizations (ids cannot
+    contain '#')."""
+    org = f"ORG#{org_id}"
+    return f"{org}#CLIENT_ORG#{client_org_id}" if client_org_id else org
 
 
 class OrgStore:
@@ -294,24 +300,20 @@ class OrgStore:
     def __init__(self, table_name: str | None = None) -> None:
         self.table = table_name or settings().table_name
 
-    @staticmethod
-    def _pk(client_org_id: str) -> dict[str, Any]:
-        return {"S": f"CLIENT_ORG#{client_org_id}"}
-
     def agent_context(
         self, org_id: str, client_org_id: str | None
     ) -> tuple[dict[tuple[AppOwner, str], SharedApp], ClientOrg | None]:
         """The shared apps an agent may inherit and its client organization: one round trip."""
-        owners: list[tuple[AppOwner, str]] = [("org", org_id)]
+        partitions = [owner_partition(org_id)]
+        if client_org_id:
+            partitions.append(owner_partition(org_id, client_org_id))
         keys = [
-            {"pk": {"S": _owner_pk("org", org_id)}, "sk": {"S": f"{_APP_SK}{p}"}}
-            for p in _PROVIDERS
+            {"pk": {"S": partition}, "sk": {"S": f"{_APP_SK}{provider}"}}
+            for partition in partitions
+            for provider in _PROVIDERS
         ]
         if client_org_id:
-            owners.append(("client_org", client_org_id))
-            pk = {"S": _owner_pk("client_org", client_org_id)}
-            keys += [{"pk": pk, "sk": {"S": f"{_APP_SK}{p}"}} for p in _PROVIDERS]
-            keys.append({"pk": pk, "sk": {"S": _CLIENT_ORG_SK}})
+            keys.append({"pk": {"S": partitions[1]}, "sk": {"S": _CLIENT_ORG_SK}})
         try:
             response = _dynamodb().batch_get_item(
                 RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
@@ -337,11 +339,11 @@ class OrgStore:
                 apps[(app.owner, app.provider)] = app
         return apps, client_org
 
-    def get_app(self, owner: AppOwner, owner_id: str, provider: str) -> SharedApp | None:
+    def _get(self, partition: str, sort_key: str) -> dict[str, Any] | None:
         try:
             response = _dynamodb().get_item(
                 TableName=self.table,
-                Key={"pk": {"S": _owner_pk(owner, owner_id)}, "sk": {"S": f"{_APP_SK}{provider}"}},
+                Key={"pk": {"S": partition}, "sk": {"S": sort_key}},
                 ConsistentRead=True,
             )
         except (ClientError, BotoCoreError) as error:
@@ -350,58 +352,43 @@ class OrgStore:
             return None
         values = _from_item(response["Item"])
         del values["pk"], values["sk"]
-        return SharedApp.model_validate(values)
+        return values
 
-    def put_app(self, app: SharedApp, *, replaces_version: int | None) -> None:
-        item = _to_item(
-            {
-                "pk": _owner_pk(app.owner, app.owner_id),
-                "sk": f"{_APP_SK}{app.provider}",
-                **app.model_dump(mode="json"),
-            }
-        )
+    def _put(
+        self, partition: str, sort_key: str, record: BaseModel, replaces_version: int | None
+    ) -> None:
+        item = _to_item({"pk": partition, "sk": sort_key, **record.model_dump(mode="json")})
         _conditional(self.table, "put_item", Item=item, **_version_condition(replaces_version))
 
-    def delete_app(self, owner: AppOwner, owner_id: str, provider: str) -> None:
-        key = {"pk": {"S": _owner_pk(owner, owner_id)}, "sk": {"S": f"{_APP_SK}{provider}"}}
-        try:
-            _dynamodb().delete_item(TableName=self.table, Key=key)
-        except (ClientError, BotoCoreError) as error:
-            raise _unavailable("DynamoDB") from error
-
-    def get(self, client_org_id: str) -> ClientOrg | None:
-        try:
-            response = _dynamodb().get_item(
-                TableName=self.table,
-                Key={"pk": self._pk(client_org_id), "sk": {"S": _CLIENT_ORG_SK}},
-                ConsistentRead=True,
-            )
-        except (ClientError, BotoCoreError) as error:
-            raise _unavailable("DynamoDB") from error
-        if "Item" not in response:
-            return None
-        values = _from_item(response["Item"])
-        del values["pk"], values["sk"]
-        return ClientOrg.model_validate(values)
-
-    def put(self, client_org: ClientOrg, *, replaces_version: int | None) -> None:
-        item = _to_item(
-            {
-                "pk": f"CLIENT_ORG#{client_org.client_org_id}",
-                "sk": _CLIENT_ORG_SK,
-                **client_org.model_dump(mode="json"),
-            }
-        )
-        _conditional(self.table, "put_item", Item=item, **_version_condition(replaces_version))
-
-    def delete(self, client_org_id: str) -> None:
+    def _delete(self, partition: str, sort_key: str) -> None:
         try:
             _dynamodb().delete_item(
-                TableName=self.table,
-                Key={"pk": self._pk(client_org_id), "sk": {"S": _CLIENT_ORG_SK}},
+                TableName=self.table, Key={"pk": {"S": partition}, "sk": {"S": sort_key}}
             )
         except (ClientError, BotoCoreError) as error:
             raise _unavailable("DynamoDB") from error
+
+    def get_app(self, org_id: str, client_org_id: str | None, provider: str) -> SharedApp | None:
+        values = self._get(owner_partition(org_id, client_org_id), f"{_APP_SK}{provider}")
+        return SharedApp.model_validate(values) if values else None
+
+    def put_app(self, app: SharedApp, *, replaces_version: int | None) -> None:
+        partition = owner_partition(app.org_id, app.client_org_id)
+        self._put(partition, f"{_APP_SK}{app.provider}", app, replaces_version)
+
+    def delete_app(self, org_id: str, client_org_id: str | None, provider: str) -> None:
+        self._delete(owner_partition(org_id, client_org_id), f"{_APP_SK}{provider}")
+
+    def get(self, org_id: str, client_org_id: str) -> ClientOrg | None:
+        values = self._get(owner_partition(org_id, client_org_id), _CLIENT_ORG_SK)
+        return ClientOrg.model_validate(values) if values else None
+
+    def put(self, client_org: ClientOrg, *, replaces_version: int | None) -> None:
+        partition = owner_partition(client_org.org_id, client_org.client_org_id)
+        self._put(partition, _CLIENT_ORG_SK, client_org, replaces_version)
+
+    def delete(self, org_id: str, client_org_id: str) -> None:
+        self._delete(owner_partition(org_id, client_org_id), _CLIENT_ORG_SK)
 
 
 class CounterStore:
@@ -479,9 +466,9 @@ class SecretStore:
     def token_name_for(self, agent_id: str) -> str:
         return f"{settings().secret_name_prefix}/agents/{agent_id}/email-tokens"
 
-    def shared_name_for(self, owner: AppOwner, owner_id: str, provider: str) -> str:
-        kind = "orgs" if owner == "org" else "client-orgs"
-        return f"{settings().secret_name_prefix}/{kind}/{owner_id}/oauth-apps/{provider}"
+    def shared_name_for(self, org_id: str, client_org_id: str | None, provider: str) -> str:
+        owner = f"orgs/{org_id}" + (f"/client-orgs/{client_org_id}" if client_org_id else "")
+        return f"{settings().secret_name_prefix}/{owner}/oauth-apps/{provider}"
 
     def read(self, *refs: SecretRef) -> list[dict[str, Any]]:
         """The values of these secret versions, in order, in at most one round trip when

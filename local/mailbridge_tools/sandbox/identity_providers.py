@@ -427,10 +427,11 @@ class FakeMicrosoft(_FakeProvider):
         return self._authorize(request, scopes, offline="offline_access" in scopes)
 
     def _token(self, request: Request) -> Reply:
-        if self._tenant(request) is None:
+        tenant = self._tenant(request)
+        if tenant is None:
             return self._unknown_tenant()
         form = request.form
-        self._record(form)
+        self._record({**form, "tenant": tenant})
         app = self._client(form)
         if app is None:
             return _json(
