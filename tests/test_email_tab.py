@@ -16,7 +16,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from mailbridge_tools.sandbox import DovecotServer, FakeGoogle, FakeMicrosoft, SmtpServer
-from support import CALLBACK, MAILBOX, MAILBOX_PASSWORD, Org, register_agent, require_component
+from support import (
+    CALLBACK,
+    MAILBOX,
+    MAILBOX_PASSWORD,
+    Org,
+    age_tokens,
+    register_agent,
+    require_component,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).parent.parent / "artifacts" / "screenshots"
@@ -193,6 +201,15 @@ def test_google_authorizes_and_reauthorizes(
     page.click("#test")
     expect(page.locator("#inbox-unread")).to_have_text("31")
     shoot(page, "google-connected")
+
+    # The grant dies: the error's hint names Re-authorize, and the button is there.
+    google.revoke_all_grants()
+    age_tokens(org.agent_id)
+    page.click("#test")
+    expect(badge(page)).to_have_text("Error")
+    expect(page.locator("#reauthorize")).to_be_visible()
+    authorize_in_popup(page, "#reauthorize")
+    expect(badge(page)).to_have_text("Connected")
 
 
 def test_a_result_from_another_origin_is_ignored(

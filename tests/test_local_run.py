@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -25,11 +26,11 @@ class LocalRun:
         return next(line for line in self.welcome if containing in line)
 
 
-@pytest.fixture(scope="module")
-def local_run() -> Iterator[LocalRun]:
-    require_component(dovecot_binary() is not None, "Dovecot (Debian package dovecot-imapd)")
+@contextmanager
+def launched(*arguments: str) -> Iterator[LocalRun]:
+    """The run command with these arguments, until its welcome has been printed."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailbridge_tools.localapi", "--sandbox", "--port", "0"],
+        [sys.executable, "-m", "mailbridge_tools.localapi", "--port", "0", *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -46,6 +47,27 @@ def local_run() -> Iterator[LocalRun]:
         process.terminate()
         process.wait(timeout=10)
         process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def local_run() -> Iterator[LocalRun]:
+    require_component(dovecot_binary() is not None, "Dovecot (Debian package dovecot-imapd)")
+    with launched("--sandbox") as run:
+        yield run
+
+
+def test_parameter_overrides_reach_the_functions() -> None:
+    """The README's way to try a self-hosted server: private addresses and its ports."""
+    body = {"provider": "imap", "email": "me@example.com", "password": "p"}
+    body |= {"imap": {"host": "127.0.0.1", "port": 1143, "security": "starttls"}}
+    body |= {"smtp": {"host": "127.0.0.1", "port": 1587, "security": "starttls"}}
+    overrides = ("AllowPrivateMailServers=true", "ExtraMailPorts=1143,1587")
+    for arguments, status in (((), 422), (("--parameter-overrides", *overrides), 200)):
+        with launched(*arguments) as run:
+            url = run.line("mailbridge local API: ").removeprefix("mailbridge local API: ")
+            token = run.line("export MAILBRIDGE_TOKEN=").split("=", 1)[1]
+            saved = ApiClient(url, token).put("/bridge/agents/demo-agent/email-config", body)
+            assert saved.status == status, saved.text
 
 
 def test_the_printed_commands_connect_the_demo_agent(local_run: LocalRun) -> None:

@@ -155,7 +155,9 @@ function renderOAuth() {
   $("redirect-uri").value = (config && config.redirect_uri) || `${API_ORIGIN}/api/engine/oauth/callback`;
   $("scopes").textContent = config ? `Asks for: ${config.scopes.join(", ")}.` : "";
   $("authorize").disabled = !config;
-  $("reauthorize").hidden = !(config && config.authorization && view.status === "connected");
+  // Offered once an account was authorized, so also when its grant died (the error's
+  // hint names this button).
+  $("reauthorize").hidden = !(config && config.authorization);
 }
 
 function renderTest(result) {

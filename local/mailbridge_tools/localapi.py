@@ -621,12 +621,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="template parameters, as `sam deploy` takes them, e.g. "
+        "AllowPrivateMailServers=true ExtraMailPorts=1143,1587",
+    )
+    parser.add_argument(
         "--sandbox",
         action="store_true",
         help="also serve, on loopback, a demo mailbox (Dovecot, SMTP) and fake Microsoft and "
         "Google identity providers, and point the API at them",
     )
     args = parser.parse_args(argv)
+    overrides = dict(override.partition("=")[::2] for override in args.parameter_overrides)
     with ExitStack() as stack:
         sandbox = None
         if args.sandbox:
@@ -636,7 +645,7 @@ def main(argv: list[str] | None = None) -> None:
             # Read once per process by the functions, so set before the API starts.
             for name, value in sandbox.environment().items():
                 _set_env(stack, name, value)
-        parameters = sandbox.parameters() if sandbox else {}
+        parameters = (sandbox.parameters() if sandbox else {}) | overrides
         api = stack.enter_context(
             LocalApi(args.host, args.port, seed=seed_demo_agent, parameters=parameters)
         )
