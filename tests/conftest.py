@@ -27,6 +27,7 @@ from support import (
     MAILBOX,
     MAILBOX_PASSWORD,
     MS_ACCOUNT,
+    REPORTS,
     OAuthAgent,
     Org,
     make_org,
@@ -180,3 +181,11 @@ def google_agent(org: Org, local_api: Any, google: FakeGoogle) -> OAuthAgent:
 def agent(request: pytest.FixtureRequest) -> OAuthAgent:
     oauth_agent: OAuthAgent = request.getfixturevalue(f"{request.param}_agent")
     return oauth_agent
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures tests measured, where CI output shows them."""
+    for title, lines in REPORTS.items():
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(line)

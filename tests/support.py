@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
 import pytest
 import requests
 from mailbridge_tools.sandbox import FakeGoogle, FakeMicrosoft
@@ -22,6 +23,8 @@ MAILBOX_PASSWORD = "app-pass-7f3a9c"  # the canary: must never be seen outside t
 BULK_MAILBOX = "bulk@example.com"
 MAIL_TIMEOUT_SECONDS = 2.0
 CALLBACK = "/api/engine/oauth/callback"
+# Tables the tests measured, by title: printed at the end of the run (conftest.py).
+REPORTS: dict[str, list[str]] = {}
 
 
 def require_component(available: bool, what: str) -> None:
@@ -136,16 +139,26 @@ def posted(page: ApiResponse) -> tuple[dict[str, Any], str | None]:
     return block("result"), block("origin")
 
 
+def secret_value(ref: Any) -> dict[str, Any]:
+    """A secret version's value, read around the functions' clients and their cache (so
+    what a test looks at never changes what the functions do next)."""
+    answer = boto3.client("secretsmanager").get_secret_value(
+        SecretId=ref.name, VersionId=ref.version
+    )
+    value: dict[str, Any] = json.loads(answer["SecretString"])
+    return value
+
+
 def age_tokens(agent_id: str) -> None:
     """Make the stored access token expire in a minute (time cannot be sped up): a new
     version of the token document, and the record pointing at it, as a refresh would."""
     from mailbridge.models import TokenRef
     from mailbridge.storage import AgentStore, SecretStore
 
-    agents, secrets = AgentStore(), SecretStore()
+    agents = AgentStore()
     _, config = agents.load(agent_id)
     assert config is not None and config.tokens is not None
-    tokens = dict(secrets.read(config.tokens)[0])
+    tokens = secret_value(config.tokens)
     soon = int(time.time()) + 60
     if "token_cache" in tokens:
         cache = json.loads(tokens["token_cache"])
@@ -154,7 +167,7 @@ def age_tokens(agent_id: str) -> None:
         tokens["token_cache"] = json.dumps(cache)
     else:
         tokens["expires_at"] = soon
-    written = secrets.write(config.tokens.name, tokens, exists=True, org_id="")
+    written = SecretStore().write(config.tokens.name, tokens, exists=True, org_id="")
     assert agents.update_tokens(config, TokenRef(**written.model_dump(), expires_at=soon))
 
 

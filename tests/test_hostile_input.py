@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from mailbridge.adapters.mailnet import AddressNotAllowed, address_allowed, open_connection
-from support import MAILBOX, Org
+from support import MAILBOX, Org, secret_value
 
 Body = Callable[..., dict[str, Any]]
 
@@ -95,7 +95,7 @@ def test_if_match_refuses_a_stale_version(org: Org, imap_body: Body) -> None:
 def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body) -> None:
     """Without If-Match, the last writer wins; no save is lost half-way, no record is torn,
     and the password the record uses is the one saved with its settings."""
-    from mailbridge.storage import AgentStore, SecretStore
+    from mailbridge.storage import AgentStore
 
     org.client.put(org.config_path, imap_body())
 
@@ -114,7 +114,7 @@ def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body
     assert final["version"] == 1 + statuses.count(200)
     _, record = AgentStore().load(org.agent_id)
     assert record is not None and record.secret is not None
-    assert SecretStore().read(record.secret)[0]["password"] == f"password-{winner}"
+    assert secret_value(record.secret)["password"] == f"password-{winner}"
 
 
 def test_connection_tests_are_rate_limited_per_agent(org: Org, imap_body: Body) -> None:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, get_args
 
 from .errors import ConfigConflict, Conflict, Forbidden, NotFound
 from .models import Caller, ClientOrg, EmailPolicyRequest, OAuthProvider
-from .shared_apps import remove_shared_app
 
 if TYPE_CHECKING:
     from .storage import OrgStore, SecretStore
@@ -65,11 +64,11 @@ def save_email_policy(
 def delete_email_policy(
     orgs: OrgStore, secrets: SecretStore, caller: Caller, client_org_id: str
 ) -> None:
-    """Remove the client organization: its shared apps first, so that a failure half-way
-    leaves it in place for the retry, never apps nobody can manage any more."""
+    """Remove the client organization and its shared apps. Deleting what is already gone
+    succeeds, so a retry after a failure half-way finishes the job."""
     _require_admin(caller)
-    if orgs.get(caller.org_id, client_org_id) is None:
-        raise _not_found(client_org_id)
-    for provider in get_args(OAuthProvider):
-        remove_shared_app(orgs, secrets, caller.org_id, client_org_id, provider)
+    # The records first, all at once: a failure after them leaves secrets nothing reads,
+    # at fixed names the retry deletes.
     orgs.delete(caller.org_id, client_org_id)
+    for provider in get_args(OAuthProvider):
+        secrets.delete(secrets.shared_name_for(caller.org_id, client_org_id, provider))

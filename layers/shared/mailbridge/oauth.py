@@ -172,6 +172,7 @@ class CallbackOutcome:
     message: OAuthResultMessage
     ui_origin: str | None
     http_status: int = 200
+    hint: str | None = None  # shown on the page, for whoever reads it
 
 
 def _failed(
@@ -186,6 +187,7 @@ def _failed(
         ),
         ui_origin=pending.ui_origin if pending else None,
         http_status=http_status,
+        hint=problem.hint,
     )
 
 
@@ -372,15 +374,16 @@ def fresh_access_token(
             return grant
     holder = str(uuid.uuid4())
     deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-    while not agents.try_lock(config.agent_id, holder, _LOCK_LEASE_SECONDS):
-        if time.monotonic() > deadline:
-            raise ServiceUnavailable(
-                "token_refresh_busy",
-                "Another request is refreshing this agent's access token.",
-                hint="Retry in a few seconds.",
-            )
-        time.sleep(0.2)
     try:
+        while not agents.try_lock(config.agent_id, holder, _LOCK_LEASE_SECONDS):
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    "token_refresh_busy",
+                    "Another request is refreshing this agent's access token.",
+                    hint="Retry in a few seconds.",
+                    retry_after=2,
+                )
+            time.sleep(0.2)
         # The previous holder may have refreshed: its tokens are the ones to use.
         _, latest = agents.load(config.agent_id)
         if latest is None or latest.version != config.version or latest.tokens is None:
@@ -403,6 +406,7 @@ def fresh_access_token(
         agents.update_tokens(latest, TokenRef(**written.model_dump(), expires_at=grant.expires_at))
         return grant
     finally:
-        # Best effort: the lease ends an unreleased lock in _LOCK_LEASE_SECONDS anyway.
+        # Also when taking the lock failed: it may have been taken with only the answer
+        # lost. Best effort: the lease ends an unreleased lock anyway.
         with contextlib.suppress(ServiceUnavailable):
             agents.unlock(config.agent_id, holder)

@@ -64,6 +64,7 @@ def render_callback_page(outcome: CallbackOutcome) -> tuple[str, dict[str, str]]
 <body class="{message.status}">
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(detail)}</p>
+{f'<p class="hint">{html.escape(outcome.hint)}</p>' if outcome.hint else ""}
 <p>You can close this window and return to the Email tab.</p>
 <script type="application/json" id="result">{_json_for_script(message.model_dump())}</script>
 <script type="application/json" id="origin">{_json_for_script(outcome.ui_origin)}</script>

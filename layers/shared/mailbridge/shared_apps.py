@@ -233,13 +233,7 @@ def delete_shared_app(
     read (see unusable_app). Deleting what is already gone succeeds, so a retry after a
     failure half-way finishes the job."""
     client_org_id = _check_owner(orgs, caller, owner, owner_id, write=True)
-    remove_shared_app(orgs, secrets, caller.org_id, client_org_id, provider)
-
-
-def remove_shared_app(
-    orgs: OrgStore, secrets: SecretStore, org_id: str, client_org_id: str | None, provider: str
-) -> None:
     # The record first: a failure after it leaves a secret nothing reads, at a fixed name
     # the retry deletes, never a record pointing at a missing secret.
-    orgs.delete_app(org_id, client_org_id, provider)
-    secrets.delete(secrets.shared_name_for(org_id, client_org_id, provider))
+    orgs.delete_app(caller.org_id, client_org_id, provider)
+    secrets.delete(secrets.shared_name_for(caller.org_id, client_org_id, provider))

@@ -79,8 +79,9 @@ def _secretsmanager() -> SecretsManagerClient:
 def _unavailable(service: str) -> ServiceUnavailable:
     return ServiceUnavailable(
         "storage_unavailable",
-        f"{service} did not answer; nothing was changed.",
-        hint="Retry in a few seconds.",
+        f"{service} did not answer; the request did not complete.",
+        hint="Retry in a few seconds: a retry finishes whatever this one left undone.",
+        retry_after=2,
     )
 
 
@@ -388,7 +389,18 @@ class OrgStore:
         self._put(partition, _CLIENT_ORG_SK, client_org, replaces_version)
 
     def delete(self, org_id: str, client_org_id: str) -> None:
-        self._delete(owner_partition(org_id, client_org_id), _CLIENT_ORG_SK)
+        """The client organization with its shared apps, in one transaction."""
+        partition = {"S": owner_partition(org_id, client_org_id)}
+        sort_keys = [_CLIENT_ORG_SK, *(f"{_APP_SK}{provider}" for provider in _PROVIDERS)]
+        try:
+            _dynamodb().transact_write_items(
+                TransactItems=[
+                    {"Delete": {"TableName": self.table, "Key": {"pk": partition, "sk": {"S": k}}}}
+                    for k in sort_keys
+                ]
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("DynamoDB") from error
 
 
 class CounterStore:
