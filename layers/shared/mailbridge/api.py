@@ -8,6 +8,8 @@ nothing from the exception (its text could hold anything).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -56,10 +58,14 @@ def _error_response(error: AppError) -> Response[str]:
     )
 
 
+def _invalid_json() -> AppError:
+    return BadRequest("invalid_json", "The request body is not valid JSON.")
+
+
 def _validation_error(error: RequestValidationError) -> AppError:
     first = error.errors()[0]
     if first["type"] == "json_invalid":
-        return BadRequest("invalid_json", "The request body is not valid JSON.")
+        return _invalid_json()
     if first["type"] in {"union_tag_not_found", "union_tag_invalid"}:
         return InvalidField("provider", "provider must be one of imap, microsoft, google.")
     # loc is ("body", "imap", "port") or ("path", "agentId"): name the field, not the source.
@@ -128,10 +134,36 @@ def current_caller(app: APIGatewayHttpResolver) -> Caller:
     )
 
 
+def _refused_body(event: dict[str, Any]) -> AppError | None:
+    """Why the request's body is refused before any parsing, if it is: too large, not JSON
+    (Powertools would read a form, and fail on a multipart body without a boundary), or not
+    UTF-8 (API Gateway passes such a body in base64, which Powertools fails to decode)."""
+    body = event.get("body") or ""
+    limit = settings().max_body_bytes
+    if len(body) > limit:
+        return PayloadTooLarge(
+            "payload_too_large", f"The request body is larger than {limit} bytes."
+        )
+    content_type = (event.get("headers") or {}).get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if body and media_type and media_type != content_types.APPLICATION_JSON:
+        return AppError(
+            "unsupported_media_type",
+            "The request body must be JSON, sent with Content-Type: application/json.",
+            status=415,
+        )
+    if body and event.get("isBase64Encoded"):
+        try:
+            base64.b64decode(body, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return _invalid_json()
+    return None
+
+
 def lambda_handler(
     app: APIGatewayHttpResolver,
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
-    """The Lambda entry point for `app`, with logging, tracing, metrics and a body limit."""
+    """The Lambda entry point for `app`, with logging, tracing, metrics and the body checks."""
 
     # clear_state: keys appended for one request never leak into the next one's logs.
     @logger.inject_lambda_context(
@@ -141,13 +173,8 @@ def lambda_handler(
     @metrics.log_metrics
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.append_keys(path_parameters=event.get("pathParameters"))
-        body = event.get("body") or ""
-        limit = settings().max_body_bytes
-        if len(body) > limit:
-            # Refused before any parsing.
-            error = PayloadTooLarge(
-                "payload_too_large", f"The request body is larger than {limit} bytes."
-            )
+        error = _refused_body(event)
+        if error is not None:
             return {
                 "statusCode": error.status,
                 "headers": {"Content-Type": content_types.APPLICATION_JSON},
