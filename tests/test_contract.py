@@ -1,7 +1,9 @@
 """The API's contract: request bodies are JSON, and anything else is refused in the error
-shape, never with a 500."""
+shape, never with a 500; a method a path does not declare is answered 405."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import requests
@@ -40,3 +42,16 @@ def test_a_body_that_is_not_utf8_is_refused(org: Org) -> None:
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_json"
+
+
+# ---- methods --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["TRACE", "QUERY"])
+def test_the_local_gateway_answers_any_undeclared_method_with_405(
+    local_api: Any, method: str
+) -> None:
+    # http.server answered 501 for methods it has no handler for.
+    response = requests.request(method, f"{local_api.url}/bridge/email-presets", timeout=10)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET"

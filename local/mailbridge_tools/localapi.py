@@ -551,7 +551,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         )
         return self.server.gateway.handle(request)
 
+    # Every method reaches the gateway, which answers 405 where a path does not allow it
+    # (http.server would answer 501 for methods without a do_ method).
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle
+    do_TRACE = do_QUERY = _handle
 
 
 DEMO_ORG_ID, DEMO_AGENT_ID = "demo-org", "demo-agent"
