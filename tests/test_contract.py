@@ -1,15 +1,74 @@
-"""The API's contract: request bodies are JSON, and anything else is refused in the error
-shape, never with a 500; a method a path does not declare is answered 405."""
+"""The API's contract: openapi.json is generated from the code and kept current, and the local
+run serves it; request bodies that are not JSON and undeclared methods are refused."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 from typing import Any
 
 import pytest
 import requests
-from support import Org
+from mailbridge_tools.openapi import (
+    OPENAPI_PATH,
+    REGENERATE,
+    ContractError,
+    build_document,
+    render,
+)
+from support import ApiClient, Org
 
-# ---- request bodies -----------------------------------------------------------------------
+# ---- the document ------------------------------------------------------------------------
+
+
+def test_the_checked_in_document_is_current(local_api: Any) -> None:
+    if OPENAPI_PATH.read_text(encoding="utf-8") != render(build_document(local_api.routes)):
+        pytest.fail(f"{OPENAPI_PATH.name} is stale: run `{REGENERATE}` and commit it.")
+
+
+def test_the_document_covers_exactly_the_templates_routes(local_api: Any) -> None:
+    document = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
+    declared = {
+        (method.upper(), path, "security" in operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    }
+    assert declared == {(route.method, route.path, route.authorized) for route in local_api.routes}
+
+
+def test_the_local_run_serves_it_without_a_token(local_api: Any) -> None:
+    response = ApiClient(local_api.url, None).get("/openapi.json")
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.text == render(build_document(local_api.routes))
+
+
+def test_a_route_the_template_does_not_route_is_refused(local_api: Any) -> None:
+    unrouted = "DELETE /bridge/agents/{agentId}/email-config"
+    routes = [route for route in local_api.routes if route.route_key != unrouted]
+    with pytest.raises(ContractError, match=re.escape(f"no template event: {unrouted} ")):
+        build_document(routes)
+
+
+def test_a_route_no_function_declares_is_refused(local_api: Any) -> None:
+    route = dataclasses.replace(local_api.routes[0], path="/bridge/nowhere")
+    with pytest.raises(ContractError, match=re.escape(f"{route.route_key}: ")):
+        build_document([*local_api.routes, route])
+
+
+def test_security_must_match_the_templates_authorizer(local_api: Any) -> None:
+    routes = [
+        dataclasses.replace(route, authorized=not route.authorized)
+        if route.path == "/api/engine/oauth/callback"
+        else route
+        for route in local_api.routes
+    ]
+    with pytest.raises(ContractError, match="callback: the template's authorizer"):
+        build_document(routes)
+
+
+# ---- what contract fuzzing found -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -42,9 +101,6 @@ def test_a_body_that_is_not_utf8_is_refused(org: Org) -> None:
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_json"
-
-
-# ---- methods --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", ["TRACE", "QUERY"])
