@@ -22,6 +22,7 @@ from mailbridge_tools.sandbox import (
 )
 from support import (
     BULK_MAILBOX,
+    FUZZ_FIGURES,
     MAIL_TIMEOUT_SECONDS,
     MAILBOX,
     MAILBOX_PASSWORD,
@@ -159,3 +160,13 @@ def imap_body(dovecot: DovecotServer, smtp: SmtpServer) -> Callable[..., dict[st
         return body
 
     return build
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The contract fuzzing's figures, at the end of the run where CI logs show them."""
+    figures = config.stash.get(FUZZ_FIGURES, None)
+    if figures is None:
+        return
+    terminalreporter.section("contract fuzzing (schemathesis)")
+    for line in figures.summary():
+        terminalreporter.write_line(line)
