@@ -164,11 +164,20 @@ contract = schemathesis.openapi.from_path(
                 "max-examples": EXAMPLES,
                 "deterministic": True,
                 "database": "none",
-                # Every request carries the fuzzing session's token, never a generated one.
+                # Requests carry the fuzzing session's token, not a generated one (but see
+                # `operations`).
                 "with-security-parameters": False,
             },
             "phases": {"stateful": {"enabled": False}},
             "checks": {"enabled": False, **{check: {"enabled": True} for check in CHECKS}},
+            "operations": [
+                # Its only input is the token: fuzzing it there reaches EXAMPLES requests,
+                # and API Gateway's own 401s are checked against the document.
+                {
+                    "include-path": "/bridge/email-presets",
+                    "generation": {"with-security-parameters": True},
+                }
+            ],
         }
     ),
 )
