@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run sandbox test lint pytest install system-deps clean
+.PHONY: run sandbox test lint pytest openapi install system-deps clean
 
 run: install
 	$(BIN)/python -m mailbridge_tools.localapi
@@ -22,6 +22,10 @@ lint: install
 
 pytest: install
 	$(BIN)/pytest
+
+# openapi.json, generated from the functions' routes and models (tests fail while it is stale).
+openapi: install
+	$(BIN)/python -m mailbridge_tools.openapi
 
 install: $(VENV)/.installed
 

@@ -10,7 +10,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -240,3 +241,29 @@ class OAuthAgent:
     def get(self) -> dict[str, Any]:
         config: dict[str, Any] = self.org.client.get(self.path).json()
         return config
+
+
+@dataclass
+class FuzzFigures:
+    """What the contract fuzzing did, by operation ("PUT /bridge/..."), for the run's summary."""
+
+    statuses: dict[str, Counter[int]] = field(default_factory=dict)  # responses by status
+    failures: Counter[str] = field(default_factory=Counter)  # responses that failed a check
+    seconds: float = 0.0
+
+    def answered(self, operation: str, status: int) -> None:
+        self.statuses.setdefault(operation, Counter())[status] += 1
+
+    def summary(self) -> list[str]:
+        requests = sum(counts.total() for counts in self.statuses.values())
+        lines = [
+            f"{len(self.statuses)} operations, {requests} requests, "
+            f"{self.failures.total()} failures, {self.seconds:.0f} s"
+        ]
+        for operation, counts in sorted(self.statuses.items()):
+            by_status = ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
+            lines.append(
+                f"  {operation}: {counts.total()} requests ({by_status}), "
+                f"{self.failures[operation]} failures"
+            )
+        return lines

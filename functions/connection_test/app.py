@@ -7,12 +7,15 @@ kept for requests that could not run a test at all.
 
 from aws_lambda_powertools.metrics import MetricUnit
 from mailbridge.api import (
+    JWT,
     AgentId,
     create_app,
     current_caller,
+    errors,
     lambda_handler,
     logger,
     metrics,
+    success,
     tracer,
 )
 from mailbridge.connection_test import test_email_config
@@ -23,7 +26,14 @@ app = create_app()
 agents, secrets, orgs, counters = AgentStore(), SecretStore(), OrgStore(), CounterStore()
 
 
-@app.post("/bridge/agents/<agentId>/email-config/test")
+@app.post(
+    "/bridge/agents/<agentId>/email-config/test",
+    summary="Test the saved connection and record the outcome as the agent's status",
+    tags=["Email connection"],
+    security=JWT,
+    responses=success("The test ran: `ok` says whether the mailbox passed.")
+    | errors(401, 404, 409, 422, 429, 503),
+)
 @tracer.capture_method
 def test_config(
     agentId: AgentId,

@@ -4,21 +4,34 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseHeader
 from mailbridge.api import (
+    JWT,
     AgentId,
     create_app,
     current_caller,
+    errors,
     lambda_handler,
     logger,
     parse_if_match,
+    success,
     tracer,
 )
 from mailbridge.email_config import delete_email_config, get_email_config, save_email_config
 from mailbridge.models import EmailConfigRequest, EmailConfigView
 from mailbridge.storage import AgentStore, OrgStore, SecretStore
+from pydantic.json_schema import SkipJsonSchema
 
 app = create_app()
 agents, secrets, orgs = AgentStore(), SecretStore(), OrgStore()
+PATH = "/bridge/agents/<agentId>/email-config"
+TAGS = ["Email connection"]
+ETAG: dict[str, OpenAPIResponseHeader] = {
+    "ETag": {
+        "description": "The configuration's version, for `If-Match`; absent while there is none.",
+        "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+    }
+}
 
 
 def _with_etag(view: EmailConfigView) -> Response[EmailConfigView]:
@@ -27,18 +40,32 @@ def _with_etag(view: EmailConfigView) -> Response[EmailConfigView]:
     return Response(200, content_types.APPLICATION_JSON, view, headers)
 
 
-@app.get("/bridge/agents/<agentId>/email-config")
+@app.get(
+    PATH,
+    summary="The agent's connection without secrets: status, last error, last test, banners",
+    tags=TAGS,
+    security=JWT,
+    responses=success("The connection; `config` is null when there is none.", headers=ETAG)
+    | errors(401, 404, 422, 503),
+)
 @tracer.capture_method
 def get_config(agentId: AgentId) -> Response[EmailConfigView]:
     return _with_etag(get_email_config(agents, orgs, current_caller(app), agentId))
 
 
-@app.put("/bridge/agents/<agentId>/email-config")
+@app.put(
+    PATH,
+    summary="Save the connection: validate, resolve the preset, keep the secret in Secrets Manager",
+    tags=TAGS,
+    security=JWT,
+    responses=success("The saved connection, as GET returns it.", headers=ETAG)
+    | errors(401, 404, 409, 412, 422, 503),
+)
 @tracer.capture_method
 def put_config(
     agentId: AgentId,
     request: Annotated[EmailConfigRequest, Body()],
-    if_match: Annotated[str | None, Header(alias="if-match")] = None,
+    if_match: Annotated[str | SkipJsonSchema[None], Header(alias="if-match")] = None,
 ) -> Response[EmailConfigView]:
     caller = current_caller(app)
     expected = parse_if_match(if_match)
@@ -47,7 +74,13 @@ def put_config(
     return _with_etag(saved)
 
 
-@app.delete("/bridge/agents/<agentId>/email-config")
+@app.delete(
+    PATH,
+    summary="Disconnect: revoke where the provider can, remove the configuration and secrets",
+    tags=TAGS,
+    security=JWT,
+    responses=success("The agent, now without a connection.") | errors(401, 404, 422, 503),
+)
 @tracer.capture_method
 def delete_config(agentId: AgentId) -> EmailConfigView:
     deleted = delete_email_config(agents, secrets, orgs, current_caller(app), agentId)

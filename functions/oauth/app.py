@@ -3,15 +3,38 @@
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body
-from mailbridge.api import AgentId, create_app, current_caller, lambda_handler, logger, tracer
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from mailbridge.api import (
+    JWT,
+    AgentId,
+    create_app,
+    current_caller,
+    errors,
+    html_pages,
+    lambda_handler,
+    logger,
+    success,
+    tracer,
+)
 from mailbridge.models import AuthorizeRequest, AuthorizeResponse
 from mailbridge.oauth import authorize, complete_authorization
 from mailbridge.oauth_page import render_callback_page
 from mailbridge.storage import AgentStore, AuthorizationStore, OrgStore, SecretStore
+from pydantic.json_schema import SkipJsonSchema
 
 app = create_app()
 agents, secrets, states, orgs = AgentStore(), SecretStore(), AuthorizationStore(), OrgStore()
+TAGS = ["OAuth"]
+STARTED_SIGN_IN = success("The provider's sign-in URL, to open in the popup.") | errors(
+    401, 404, 409, 422, 502, 503
+)
+
+# What providers send back. Declared for the contract only: the domain takes the whole query,
+# because MSAL reads more of it than these.
+State = Annotated[str | SkipJsonSchema[None], Query(description="The sign-in URL's `state`.")]
+Code = Annotated[str | SkipJsonSchema[None], Query(description="The code, on success.")]
+ErrorCode = Annotated[str | SkipJsonSchema[None], Query(description="The error, on failure.")]
+ErrorText = Annotated[str | SkipJsonSchema[None], Query(description="The provider's words.")]
 
 
 def _start(agent_id: str, request: AuthorizeRequest | None, *, consent: bool) -> AuthorizeResponse:
@@ -20,7 +43,13 @@ def _start(agent_id: str, request: AuthorizeRequest | None, *, consent: bool) ->
     return authorize(agents, states, orgs, caller, agent_id, origin, consent=consent)
 
 
-@app.post("/bridge/agents/<agentId>/email-config/authorize")
+@app.post(
+    "/bridge/agents/<agentId>/email-config/authorize",
+    summary="Start the OAuth sign-in of the agent's account",
+    tags=TAGS,
+    security=JWT,
+    responses=STARTED_SIGN_IN,
+)
 @tracer.capture_method
 def authorize_account(
     agentId: AgentId, request: Annotated[AuthorizeRequest | None, Body()] = None
@@ -28,7 +57,13 @@ def authorize_account(
     return _start(agentId, request, consent=False)
 
 
-@app.post("/bridge/agents/<agentId>/email-config/reauthorize")
+@app.post(
+    "/bridge/agents/<agentId>/email-config/reauthorize",
+    summary="Sign in again, asking consent for the current scopes (Update Scopes)",
+    tags=TAGS,
+    security=JWT,
+    responses=STARTED_SIGN_IN,
+)
 @tracer.capture_method
 def reauthorize_account(
     agentId: AgentId, request: Annotated[AuthorizeRequest | None, Body()] = None
@@ -36,18 +71,38 @@ def reauthorize_account(
     return _start(agentId, request, consent=True)
 
 
-@app.get("/api/engine/oauth/callback")
+@app.get(
+    "/api/engine/oauth/callback",
+    summary="The providers' redirect target: finishes the sign-in, answers the popup's page",
+    description="Public: the single-use `state` is what authenticates the request.",
+    tags=TAGS,
+    responses=html_pages(
+        {
+            200: "Signed in, or refused by the provider or the policy: the page says which.",
+            400: "The state is unknown, used or expired (`state_invalid`, `state_expired`).",
+            409: "The agent's settings changed during the sign-in (`authorization_outdated`).",
+            503: "Storage failed (`storage_unavailable`): the page says whether to reload it "
+            "or to authorize again.",
+        },
+        503,
+    ),
+)
 @tracer.capture_method
-def oauth_callback() -> Response[str]:
+def oauth_callback(
+    state: State = None,
+    code: Code = None,
+    error: ErrorCode = None,
+    error_description: ErrorText = None,
+) -> Response[str]:
     query = dict(app.current_event.query_string_parameters or {})
     outcome = complete_authorization(agents, states, secrets, orgs, query)
-    error = outcome.message.error
+    problem = outcome.message.error
     logger.info(
         "oauth callback",
         extra={
             "agent_id": outcome.message.agentId,
             "status": outcome.message.status,
-            "error_code": error.code if error else None,
+            "error_code": problem.code if problem else None,
         },
     )
     page, headers = render_callback_page(outcome)

@@ -5,7 +5,16 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
-from mailbridge.api import create_app, current_caller, lambda_handler, logger, tracer
+from mailbridge.api import (
+    JWT,
+    create_app,
+    current_caller,
+    errors,
+    lambda_handler,
+    logger,
+    success,
+    tracer,
+)
 from mailbridge.client_orgs import delete_email_policy, get_email_policy, save_email_policy
 from mailbridge.models import (
     ID_PATTERN,
@@ -27,6 +36,12 @@ Provider = Annotated[OAuthProvider, Path()]
 ORG_APP = "/bridge/orgs/<orgId>/email-oauth-apps/<provider>"
 CLIENT_ORG_APP = "/bridge/client-orgs/<clientOrgId>/email-oauth-apps/<provider>"
 POLICY = "/bridge/client-orgs/<clientOrgId>/email-policy"
+APPS, POLICIES = ["Shared OAuth apps"], ["Client organizations"]
+# Members read; writes need an admin (403).
+READ_ERRORS = errors(401, 404, 422, 503)
+WRITE_ERRORS = errors(401, 403, 404, 409, 422, 503)
+DELETE_ERRORS = errors(401, 403, 404, 422, 503)
+DELETED = success("Deleted.", status=204)
 
 
 def _deleted(what: str) -> Response[str]:
@@ -34,13 +49,25 @@ def _deleted(what: str) -> Response[str]:
     return Response(status_code=204, body="")
 
 
-@app.get(ORG_APP)
+@app.get(
+    ORG_APP,
+    summary="The organization's shared app for the provider, without its secret",
+    tags=APPS,
+    security=JWT,
+    responses=success("The app.") | READ_ERRORS,
+)
 @tracer.capture_method
 def get_org_app(orgId: OwnerId, provider: Provider) -> SharedAppView:
     return get_shared_app(orgs, current_caller(app), "org", orgId, provider)
 
 
-@app.put(ORG_APP)
+@app.put(
+    ORG_APP,
+    summary="Register or replace the organization's shared app",
+    tags=APPS,
+    security=JWT,
+    responses=success("The saved app.") | WRITE_ERRORS,
+)
 @tracer.capture_method
 def put_org_app(
     orgId: OwnerId, provider: Provider, request: Annotated[SharedAppRequest, Body()]
@@ -49,20 +76,38 @@ def put_org_app(
     return save_shared_app(orgs, secrets, caller, "org", orgId, provider, request)
 
 
-@app.delete(ORG_APP)
+@app.delete(
+    ORG_APP,
+    summary="Remove it; agents that used it go to `error`",
+    tags=APPS,
+    security=JWT,
+    responses=DELETED | DELETE_ERRORS,
+)
 @tracer.capture_method
 def delete_org_app(orgId: OwnerId, provider: Provider) -> Response[str]:
     delete_shared_app(orgs, secrets, current_caller(app), "org", orgId, provider)
     return _deleted("shared oauth app")
 
 
-@app.get(CLIENT_ORG_APP)
+@app.get(
+    CLIENT_ORG_APP,
+    summary="A client organization's shared app, without its secret",
+    tags=APPS,
+    security=JWT,
+    responses=success("The app.") | READ_ERRORS,
+)
 @tracer.capture_method
 def get_client_org_app(clientOrgId: OwnerId, provider: Provider) -> SharedAppView:
     return get_shared_app(orgs, current_caller(app), "client_org", clientOrgId, provider)
 
 
-@app.put(CLIENT_ORG_APP)
+@app.put(
+    CLIENT_ORG_APP,
+    summary="Register or replace a client organization's shared app",
+    tags=APPS,
+    security=JWT,
+    responses=success("The saved app.") | WRITE_ERRORS,
+)
 @tracer.capture_method
 def put_client_org_app(
     clientOrgId: OwnerId, provider: Provider, request: Annotated[SharedAppRequest, Body()]
@@ -71,7 +116,13 @@ def put_client_org_app(
     return save_shared_app(orgs, secrets, caller, "client_org", clientOrgId, provider, request)
 
 
-@app.delete(CLIENT_ORG_APP)
+@app.delete(
+    CLIENT_ORG_APP,
+    summary="Remove it; agents that used it go to `error`",
+    tags=APPS,
+    security=JWT,
+    responses=DELETED | DELETE_ERRORS,
+)
 @tracer.capture_method
 def delete_client_org_app(clientOrgId: OwnerId, provider: Provider) -> Response[str]:
     caller = current_caller(app)
@@ -79,19 +130,37 @@ def delete_client_org_app(clientOrgId: OwnerId, provider: Provider) -> Response[
     return _deleted("shared oauth app")
 
 
-@app.get(POLICY)
+@app.get(
+    POLICY,
+    summary="A client organization and its email policy",
+    tags=POLICIES,
+    security=JWT,
+    responses=success("The policy.") | READ_ERRORS,
+)
 @tracer.capture_method
 def get_policy(clientOrgId: OwnerId) -> ClientOrg:
     return get_email_policy(orgs, current_caller(app), clientOrgId)
 
 
-@app.put(POLICY)
+@app.put(
+    POLICY,
+    summary="Create or replace it; the first save makes the client organization yours",
+    tags=POLICIES,
+    security=JWT,
+    responses=success("The saved policy.") | WRITE_ERRORS,
+)
 @tracer.capture_method
 def put_policy(clientOrgId: OwnerId, request: Annotated[EmailPolicyRequest, Body()]) -> ClientOrg:
     return save_email_policy(orgs, current_caller(app), clientOrgId, request)
 
 
-@app.delete(POLICY)
+@app.delete(
+    POLICY,
+    summary="Remove the client organization's policy",
+    tags=POLICIES,
+    security=JWT,
+    responses=DELETED | DELETE_ERRORS,
+)
 @tracer.capture_method
 def delete_policy(clientOrgId: OwnerId) -> Response[str]:
     delete_email_policy(orgs, secrets, current_caller(app), clientOrgId)

@@ -259,26 +259,31 @@ class _Function:
         return handler
 
 
+_LOADING = threading.Lock()
+
+
 def load_function_module(function: str, code_uri: Path, handler: str) -> ModuleType:
     """A function's handler module, imported as Lambda would import it."""
     module_path = handler.rpartition(".")[0]
     source = code_uri / f"{module_path.replace('.', '/')}.py"
     # Every function's module is app.py: a name per function keeps them apart.
     module_name = f"mailbridge_fn_{function}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, source)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {source}")
-    module = importlib.util.module_from_spec(spec)
-    # Registered so that the module's own types resolve (pydantic, dataclasses).
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    return module
+    # One import per function, even when a request and the OpenAPI document ask at once.
+    with _LOADING:
+        if module_name in sys.modules:
+            return sys.modules[module_name]
+        spec = importlib.util.spec_from_file_location(module_name, source)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {source}")
+        module = importlib.util.module_from_spec(spec)
+        # Registered so that the module's own types resolve (pydantic, dataclasses).
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+        return module
 
 
 class LocalApi:
@@ -399,7 +404,7 @@ class LocalApi:
                     timeout_seconds=float(properties.get("Timeout", 3)),
                 )
         self._functions = functions
-        gateway = _Gateway(_Router(self.routes), functions, self.issuer)
+        gateway = _Gateway(self.routes, functions, self.issuer)
         server = _HttpServer((self.host, self.port), gateway)
         stack.callback(server.server_close)
         self.port = server.server_address[1]
@@ -447,10 +452,15 @@ def _set_env(stack: ExitStack, name: str, value: str, *, overwrite: bool = True)
 class _Gateway:
     """What API Gateway does between the client and the functions."""
 
-    def __init__(self, router: _Router, functions: dict[str, _Function], issuer: DevIssuer) -> None:
-        self._router = router
+    def __init__(
+        self, api_routes: list[Route], functions: dict[str, _Function], issuer: DevIssuer
+    ) -> None:
+        self._routes = api_routes
+        self._router = _Router(api_routes)
         self._functions = functions
         self._issuer = issuer
+        self._openapi = b""
+        self._openapi_lock = threading.Lock()
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         path = unquote(urlsplit(request.target).path)
@@ -458,6 +468,8 @@ class _Gateway:
         if isinstance(match, list):
             if not match and request.method == "GET" and path in _WEB_FILES:
                 return _web_file(path)
+            if not match and request.method == "GET" and path == OPENAPI_ROUTE:
+                return self._openapi_document()
             if not match:
                 return _gateway_error(404, "Not Found")
             # API Gateway itself answers 404 here; 405 is what HTTP (and schemathesis) expect.
@@ -478,7 +490,21 @@ class _Gateway:
             traceback.print_exc(file=sys.stderr)
             return _gateway_error(500, "Internal Server Error")
 
+    def _openapi_document(self) -> HttpResponse:
+        """The API's contract, generated from the functions this run serves (once: they do not
+        change while it runs)."""
+        # Imported here: the generator imports this module.
+        from .openapi import build_document, render
 
+        with self._openapi_lock:
+            if not self._openapi:
+                self._openapi = render(build_document(self._routes)).encode()
+        headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+        return HttpResponse(200, headers, self._openapi)
+
+
+# The API's OpenAPI document, public like the web files.
+OPENAPI_ROUTE = "/openapi.json"
 # The reference Email tab (web/), served beside the API as the platform's UI would be.
 WEB_DIR = TEMPLATE_PATH.parent / "web"
 _WEB_FILES = {
@@ -555,7 +581,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         )
         return self.server.gateway.handle(request)
 
+    # Every method reaches the gateway, which answers 405 where a path does not allow it
+    # (http.server would answer 501 for methods without a do_ method).
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle
+    do_TRACE = do_QUERY = _handle
 
 
 DEMO_ORG_ID, DEMO_AGENT_ID = "demo-org", "demo-agent"
@@ -607,6 +636,7 @@ def welcome_text(api: LocalApi, token: str) -> str:
             "",
             f"Demo agent: {DEMO_AGENT_ID}, in organization {DEMO_ORG_ID}.",
             f"Email tab: {email_tab_url(api, token, DEMO_AGENT_ID)}",
+            f"OpenAPI document: {api.url}{OPENAPI_ROUTE}",
             f"Development token (sub dev-user, organization {DEMO_ORG_ID}, valid 12 hours):",
             f"  export MAILBRIDGE_TOKEN={token}",
             "",

@@ -4,26 +4,42 @@ mapping from errors to HTTP responses.
 Every error leaves as `{"error": {"code", "message", "field"?, "hint"?}}`. Unexpected
 exceptions are logged with their stack trace and answered with a generic 500 that carries
 nothing from the exception (its text could hold anything).
+
+Routes declare their responses for the OpenAPI document with `success`, `errors` and
+`html_pages` below, and `security=JWT` when API Gateway's authorizer guards them.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.openapi.types import (
+    OpenAPIResponse,
+    OpenAPIResponseHeader,
+)
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .adapters.deadline import Deadline
 from .errors import AppError, BadRequest, InvalidField, NotFound, PayloadTooLarge, Unauthorized
-from .models import ID_PATTERN, PROVIDERS, Caller
+from .models import (
+    ID_PATTERN,
+    PROVIDERS,
+    Caller,
+    ErrorDetail,
+    ErrorResponse,
+    GatewayError,
+)
 from .observability import logger, metrics, tracer
 from .settings import settings
 
@@ -45,12 +61,8 @@ AgentId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 def _error_body(error: AppError) -> str:
-    detail = {"code": error.code, "message": error.message}
-    if error.field:
-        detail["field"] = error.field
-    if error.hint:
-        detail["hint"] = error.hint
-    return json.dumps({"error": detail})
+    detail = ErrorDetail(code=error.code, message=error.message, field=error.field, hint=error.hint)
+    return ErrorResponse(error=detail).model_dump_json(exclude_none=True)
 
 
 def _error_response(error: AppError) -> Response[str]:
@@ -73,10 +85,14 @@ def _error_response(error: AppError) -> Response[str]:
     )
 
 
+def _invalid_json() -> AppError:
+    return BadRequest("invalid_json", "The request body is not valid JSON.")
+
+
 def _validation_error(error: RequestValidationError) -> AppError:
     first = error.errors()[0]
     if first["type"] == "json_invalid":
-        return BadRequest("invalid_json", "The request body is not valid JSON.")
+        return _invalid_json()
     if first["type"] in {"union_tag_not_found", "union_tag_invalid"}:
         return InvalidField("provider", "provider must be one of imap, microsoft, google.")
     # loc is ("body", "imap", "port") or ("path", "agentId"): name the field, not the source.
@@ -97,6 +113,7 @@ def _validation_error(error: RequestValidationError) -> AppError:
 
 def create_app() -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver(enable_validation=True)
+    app.configure_openapi(security_schemes={BEARER_SCHEME: _PLATFORM_JWT})
 
     @app.exception_handler(AppError)
     def handle_app_error(error: AppError) -> Response[str]:
@@ -145,32 +162,47 @@ def current_caller(app: APIGatewayHttpResolver) -> Caller:
     )
 
 
-def _unreadable_body(event: dict[str, Any]) -> AppError | None:
-    """What the resolver would choke on rather than refuse: a body over the limit (refused
-    before any parsing), not UTF-8, or JSON nested past Python's recursion limit."""
+def _refused_body(event: dict[str, Any]) -> AppError | None:
+    """Why the request's body is refused before any parsing, if it is: too large, not JSON
+    (Powertools would read a form, and fail on a multipart body without a boundary), not
+    UTF-8 (API Gateway passes such a body in base64, which Powertools fails to decode), or
+    JSON nested past Python's recursion limit (on which Powertools' parser crashes)."""
     body = event.get("body") or ""
     limit = settings().max_body_bytes
     if len(body) > limit:
         return PayloadTooLarge(
             "payload_too_large", f"The request body is larger than {limit} bytes."
         )
+    if not body:
+        return None
+    content_type = (event.get("headers") or {}).get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type and media_type != content_types.APPLICATION_JSON:
+        return AppError(
+            "unsupported_media_type",
+            "The request body must be JSON, sent with Content-Type: application/json.",
+            status=415,
+        )
     try:
-        text = base64.b64decode(body).decode() if event.get("isBase64Encoded") else body
-        if text:
-            json.loads(text)
-    except UnicodeDecodeError:
-        return BadRequest("invalid_json", "The request body is not UTF-8 text.")
+        text = (
+            base64.b64decode(body, validate=True).decode("utf-8")
+            if event.get("isBase64Encoded")
+            else body
+        )
+        json.loads(text)
+    except (binascii.Error, UnicodeDecodeError):
+        return _invalid_json()
     except RecursionError:
         return BadRequest("invalid_json", "The request body is JSON nested too deeply.")
     except ValueError:
-        pass  # not JSON (or not base64): the resolver's validation says so, naming it
+        pass  # not JSON: the resolver's validation says so
     return None
 
 
 def lambda_handler(
     app: APIGatewayHttpResolver,
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
-    """The Lambda entry point for `app`, with logging, tracing, metrics and a body limit."""
+    """The Lambda entry point for `app`, with logging, tracing, metrics and the body checks."""
 
     # clear_state: keys appended for one request never leak into the next one's logs.
     @logger.inject_lambda_context(
@@ -180,7 +212,7 @@ def lambda_handler(
     @metrics.log_metrics
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.append_keys(path_parameters=event.get("pathParameters"))
-        refused = _unreadable_body(event)
+        refused = _refused_body(event)
         if refused is not None:
             return {
                 "statusCode": refused.status,
@@ -194,3 +226,104 @@ def lambda_handler(
             return app.resolve(event, context)
 
     return handler
+
+
+# ---- the contract: what routes declare for the OpenAPI document --------------------------
+
+BEARER_SCHEME = "platformJwt"
+_PLATFORM_JWT = HTTPBearer(
+    bearerFormat="JWT",
+    description="The platform's JWT, verified by API Gateway's authorizer (issuer, audience, "
+    "expiry, signature); its `sub` and organization claim name the caller.",
+)
+# The `security` of every route behind the authorizer.
+JWT: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
+
+_ERRORS = {
+    400: "The body is not valid JSON (`invalid_json`).",
+    401: "No valid bearer token (API Gateway's own answer), or a token that names no user or "
+    "organization (`unauthorized`).",
+    403: "Only the organization's admins may do this (`admin_required`).",
+    404: "Nothing by that id in the caller's organization; another organization's resource "
+    "answers the same.",
+    409: "The current state does not allow it; the code says why.",
+    412: "`If-Match` names a version that is no longer current (`version_mismatch`).",
+    413: "The body is larger than 64 KiB (`payload_too_large`), or than API Gateway's 10 MB.",
+    415: "The body's Content-Type is not application/json (`unsupported_media_type`).",
+    422: "A parameter or body field breaks a rule; `field` names it.",
+    429: "Too many requests (`rate_limited`): retry after `Retry-After` seconds.",
+    500: "A bug (`internal_error`); nothing about it is returned.",
+    502: "The OAuth provider failed (`timeout`, `connection_failed`, `tls_certificate_invalid`, "
+    "`provider_error`).",
+    503: "A dependency failed (`storage_unavailable`, `token_refresh_busy`: retry after "
+    "`Retry-After` seconds; what is stored is wholly the old or the new state) or is not set "
+    "up (`oauth_not_configured`).",
+}
+# Every request passes the body checks and the handler of unexpected exceptions.
+_ALWAYS = (400, 413, 415, 500)
+# API Gateway answers these itself too, in its own shape.
+_GATEWAY_STATUSES = frozenset({401, 413})
+
+
+def _retry_after(description: str, *, required: bool) -> dict[str, OpenAPIResponseHeader]:
+    # `required` is OpenAPI's; Powertools' type for a header lacks it.
+    header = {"description": description, "required": required}
+    return {
+        "Retry-After": cast(
+            OpenAPIResponseHeader, header | {"schema": {"type": "integer", "minimum": 1}}
+        )
+    }
+
+
+_HEADERS = {
+    429: _retry_after("Seconds until the limit allows another request.", required=True),
+    503: _retry_after("Seconds after which a retry may succeed.", required=False),
+}
+
+
+def errors(*statuses: int) -> dict[int, OpenAPIResponse]:
+    """The error responses of a route: `statuses`, plus the body checks' 400, 413 and 415 and
+    the 500 of a bug, which every route can answer; all in the one error shape."""
+    responses: dict[int, OpenAPIResponse] = {}
+    for status in sorted({*statuses, *_ALWAYS}):
+        model = ErrorResponse | GatewayError if status in _GATEWAY_STATUSES else ErrorResponse
+        response: OpenAPIResponse = {
+            "description": _ERRORS[status],
+            "content": {content_types.APPLICATION_JSON: {"model": model}},
+        }
+        if status in _HEADERS:
+            response["headers"] = _HEADERS[status]
+        responses[status] = response
+    return responses
+
+
+def success(
+    description: str,
+    *,
+    status: int = 200,
+    headers: dict[str, OpenAPIResponseHeader] | None = None,
+) -> dict[int, OpenAPIResponse]:
+    """A route's success: its body is the handler's return annotation, and a 204 has none."""
+    response: OpenAPIResponse = {"description": description}
+    if status == 204:
+        response["content"] = {}
+    if headers:
+        response["headers"] = headers
+    return {status: response}
+
+
+def html_pages(pages: dict[int, str], *statuses: int) -> dict[int, OpenAPIResponse]:
+    """The responses of a route that answers HTML pages (descriptions by status) besides
+    `errors(*statuses)`; a status that is both has both media types."""
+    responses = errors(*statuses)
+    for status, description in pages.items():
+        page: OpenAPIResponse = {
+            "description": description,
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        }
+        if status in responses:
+            error = responses[status]
+            page["description"] += f" Or: {error['description']}"
+            page["content"] = {**page["content"], **error.get("content", {})}
+        responses[status] = page
+    return responses

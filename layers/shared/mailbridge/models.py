@@ -13,10 +13,17 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, SecretStr
+from pydantic.json_schema import SkipJsonSchema
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def example(value: dict[str, Any]) -> ConfigDict:
+    """A request model's example, for the API's contract: documentation, and a valid start
+    for contract fuzzing."""
+    return ConfigDict(json_schema_extra={"examples": [value]})
 
 
 class Status(StrEnum):
@@ -116,6 +123,16 @@ class PresetList(BaseModel):
 class ImapConfigRequest(StrictModel):
     """PUT body for an IMAP/SMTP connection with an app password."""
 
+    model_config = example(
+        {
+            "provider": "imap",
+            "preset": "yahoo",
+            "email": "support-agent@yahoo.com",
+            "password": "app password",
+            "smtp": {"port": 587, "security": "starttls"},
+        }
+    )
+
     provider: Literal["imap"]
     preset: PresetId = "custom"
     email: EmailStr
@@ -132,6 +149,15 @@ class ImapConfigRequest(StrictModel):
 
 class MicrosoftConfigRequest(StrictModel):
     """PUT body for Microsoft OAuth (an Azure AD / Entra ID app registration)."""
+
+    model_config = example(
+        {
+            "provider": "microsoft",
+            "client_id": "6f1d8b1e-5c1a-4d3e-9a52-3f0b8c6f9d21",
+            "client_secret": "client secret",
+            "tenant": "contoso.onmicrosoft.com",
+        }
+    )
 
     provider: Literal["microsoft"]
     client_id: ClientId | None = Field(
@@ -150,6 +176,14 @@ class MicrosoftConfigRequest(StrictModel):
 
 class GoogleConfigRequest(StrictModel):
     """PUT body for Google OAuth (a Google Cloud OAuth client, Gmail API)."""
+
+    model_config = example(
+        {
+            "provider": "google",
+            "client_id": "1234-abc.apps.googleusercontent.com",
+            "client_secret": "client secret",
+        }
+    )
 
     provider: Literal["google"]
     client_id: ClientId | None = Field(
@@ -326,6 +360,10 @@ AppSource = Literal["own", "client_org", "org"]
 class SharedAppRequest(StrictModel):
     """PUT body of an organization's (or client organization's) shared OAuth app."""
 
+    model_config = example(
+        {"client_id": "1234-abc.apps.googleusercontent.com", "client_secret": "client secret"}
+    )
+
     client_id: ClientId
     client_secret: ClientSecret | None = Field(
         default=None, description="Leave out or send an empty string to keep the stored one."
@@ -400,6 +438,15 @@ class SendingLimits(StrictModel):
 
 class EmailPolicyRequest(StrictModel):
     """PUT body of a client organization's email policy."""
+
+    model_config = example(
+        {
+            "name": "Acme Corp",
+            "email_domain": "acme.example",
+            "allowed_recipients": ["acme.example", "partner@supplier.example"],
+            "limits": {"per_hour": 50, "per_day": 500},
+        }
+    )
 
     name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
     email_domain: EmailDomain | None = Field(
@@ -488,6 +535,29 @@ class EmailConfigView(BaseModel):
 
 class ConnectionTestResponse(ConnectionTestResult):
     status: Status = Field(description="The agent's status after this test was recorded.")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable and machine-readable: see the README's Errors table.")
+    message: str = Field(description="A sentence for the person in the Email tab.")
+    # Left out of the body when there is none, so the contract never offers null.
+    field: str | SkipJsonSchema[None] = Field(
+        default=None, description="The request field at fault, dotted (`imap.port`)."
+    )
+    hint: str | SkipJsonSchema[None] = Field(default=None, description="How to fix it.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error the functions answer."""
+
+    error: ErrorDetail
+
+
+class GatewayError(BaseModel):
+    """What API Gateway answers by itself, before any function runs (a missing or invalid
+    token, a body over its 10 MB limit)."""
+
+    message: str
 
 
 class Caller(BaseModel):

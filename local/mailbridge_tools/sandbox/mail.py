@@ -153,15 +153,15 @@ class Sandbox:
                 "Sandbox: a mailbox, and fake Microsoft and Google sign-in, on loopback.",
                 f"  Its CA certificate (for curl --cacert): {self.ca.ca_path}",
                 f"  IMAP/SMTP: {DEMO_MAILBOX}, 12 messages, 5 unread:",
-                f"    curl -s -X PUT {auth} {path} -d '{json.dumps(bodies['imap'])}'",
+                f"    curl -s -X PUT {auth} {path} --json '{json.dumps(bodies['imap'])}'",
                 f"    curl -s -X POST {auth} {path}/test",
                 f"  Microsoft OAuth ({DEMO_MICROSOFT_ACCOUNT}) or Google OAuth"
                 f" ({DEMO_GOOGLE_ACCOUNT}): save one of",
-                f"    curl -s -X PUT {auth} {path} -d '{json.dumps(bodies['microsoft'])}'",
-                f"    curl -s -X PUT {auth} {path} -d '{json.dumps(bodies['google'])}'",
+                f"    curl -s -X PUT {auth} {path} --json '{json.dumps(bodies['microsoft'])}'",
+                f"    curl -s -X PUT {auth} {path} --json '{json.dumps(bodies['google'])}'",
                 "  then get the sign-in URL, open it (the fake provider signs in at once and"
                 " redirects to the callback page), and test:",
-                f'    curl -s -X POST {auth} {path}/authorize -d \'{{"origin": "{api_url}"}}\'',
+                f'    curl -s -X POST {auth} {path}/authorize --json \'{{"origin": "{api_url}"}}\'',
                 f"    curl -s -X POST {auth} {path}/test",
             ]
         )

@@ -1,0 +1,125 @@
+"""The API's OpenAPI 3.1 document, generated from the code: `python -m mailbridge_tools.openapi`
+(`make openapi`) writes openapi.json.
+
+Each function of template.yaml is imported as Lambda would import it, and its Powertools
+resolver describes its routes from the models it validates with and the responses its route
+decorators declare. The five documents are merged into one and held against the template,
+which decides what API Gateway routes to each function and which routes need the JWT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib.metadata import version
+from typing import Any
+
+from .localapi import load_function_module
+from .template import TEMPLATE_PATH, Route, load_template, routes
+
+OPENAPI_PATH = TEMPLATE_PATH.parent / "openapi.json"
+REGENERATE = "make openapi"
+_DESCRIPTION = (
+    "Connects each agent of an AI-agent platform to a real mailbox: IMAP/SMTP with an app "
+    "password, Microsoft OAuth or Google OAuth. Generated from the functions' routes and "
+    f"models by `{REGENERATE}`; README.md explains the API."
+)
+_SCHEMA_REF = "#/components/schemas/"
+
+
+class ContractError(ValueError):
+    """The functions' routes and the template's disagree."""
+
+
+def build_document(api_routes: list[Route]) -> dict[str, Any]:
+    """The document of every route in `api_routes`, in their order."""
+    operations: dict[tuple[str, str, str], dict[str, Any]] = {}
+    components: dict[str, dict[str, Any]] = {}
+    for function, route in {route.function: route for route in api_routes}.items():
+        resolver = load_function_module(function, route.code_uri, route.handler).app
+        part = resolver.get_openapi_schema().model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+        for path, item in part["paths"].items():
+            for method, operation in item.items():
+                operations[(function, method.upper(), path)] = operation
+        for kind, entries in part.get("components", {}).items():
+            merged = components.setdefault(kind, {})
+            for name, entry in entries.items():
+                if merged.setdefault(name, entry) != entry:
+                    raise ContractError(f"two functions define {kind} {name} differently")
+
+    paths: dict[str, dict[str, Any]] = {}
+    for route in api_routes:
+        operation = operations.pop((route.function, route.method, route.path), None)
+        if operation is None:
+            raise ContractError(f"{route.route_key}: {route.function} declares no such route")
+        if bool(operation.get("security")) != route.authorized:
+            raise ContractError(
+                f"{route.route_key}: the template's authorizer and the route's `security` disagree"
+            )
+        _drop_powertools_422(operation["responses"])
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    if operations:
+        unrouted = ", ".join(
+            f"{method} {path} ({function})" for function, method, path in operations
+        )
+        raise ContractError(f"declared by a function but routed by no template event: {unrouted}")
+
+    components["schemas"] = _referenced(components.get("schemas", {}), paths)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "mailbridge",
+            "version": version("mailbridge"),
+            "description": _DESCRIPTION,
+        },
+        "paths": paths,
+        "components": components,
+    }
+
+
+def _drop_powertools_422(responses: dict[str, Any]) -> None:
+    """Powertools declares a 422 in its own shape on every route of a validating resolver;
+    ours answer 422 in the error shape, and only the routes that validate input declare it."""
+    if _refs(responses.get("422")) == {"HTTPValidationError"}:
+        del responses["422"]
+
+
+def _referenced(schemas: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
+    """The schemas that `paths` use, directly or through other schemas."""
+    used: set[str] = set()
+    pending = _refs(paths)
+    while pending:
+        name = pending.pop()
+        if name not in used:
+            used.add(name)
+            pending |= _refs(schemas[name])
+    return {name: schema for name, schema in schemas.items() if name in used}
+
+
+def _refs(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        own = {ref.removeprefix(_SCHEMA_REF)} if isinstance(ref, str) else set()
+        return own.union(*(_refs(item) for item in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_refs(item) for item in value))
+    return set()
+
+
+def render(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> None:
+    # Importing a function builds its stores, which read the table's name; nothing reaches
+    # AWS, and the document does not depend on the value.
+    os.environ.setdefault("TABLE_NAME", "openapi")
+    document = build_document(routes(load_template()))
+    OPENAPI_PATH.write_text(render(document), encoding="utf-8")
+    print(f"wrote {OPENAPI_PATH.name}")
+
+
+if __name__ == "__main__":
+    main()
