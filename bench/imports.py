@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mailbridge_tools.template import (
@@ -35,19 +36,39 @@ CONNECTION_TEST_ROUTE = "POST /bridge/agents/{agentId}/email-config/test"
 
 
 @dataclass(frozen=True)
+class Handler:
+    """A function's handler, as the template names it."""
+
+    function: str  # the logical id
+    code_uri: Path
+    name: str  # "app.handler"
+
+    def arguments(self) -> list[str]:
+        return [self.function, str(self.code_uri), self.name]
+
+
+@dataclass(frozen=True)
 class ImportTarget:
+    """One row: a module to import, or a function's handler to load."""
+
     label: str
-    probe_arguments: tuple[str, ...]  # for `python -m mailbridge_bench.probe`
     environment: dict[str, str]
+    module: str | None = None
+    handler: Handler | None = None
     budget: float | None = None  # the most it may cost, in multiples of the boto3 floor
-    function: str | None = None  # the template's logical id, for a handler
+
+    @property
+    def probe_arguments(self) -> list[str]:
+        """For `python -m mailbridge_bench.probe`."""
+        if self.handler:
+            return ["handler", *self.handler.arguments()]
+        return ["module", str(self.module)]
 
 
 @dataclass(frozen=True)
 class ProbeResult:
     seconds: float
     peak_rss: int  # bytes
-    modules: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -104,10 +125,9 @@ def handler_targets(template: dict[str, Any]) -> list[ImportTarget]:
         source = route.code_uri / f"{route.handler.rpartition('.')[0]}.py"
         seen[route.function] = ImportTarget(
             label=f"{route.function} ({source.relative_to(TEMPLATE_PATH.parent)})",
-            probe_arguments=("handler", route.function, str(route.code_uri), route.handler),
             environment=lambda_environment(template, route.function),
+            handler=Handler(route.function, route.code_uri, route.handler),
             budget=GET_CONFIG_BUDGET if route.function == get_config else HANDLER_BUDGET,
-            function=route.function,
         )
     return list(seen.values())
 
@@ -119,7 +139,7 @@ def import_targets(template: dict[str, Any]) -> list[ImportTarget]:
     environment = handlers[0].environment
 
     def module(label: str, name: str) -> ImportTarget:
-        return ImportTarget(label, ("module", name), environment)
+        return ImportTarget(label, environment, module=name)
 
     return [
         module(BOTO3_FLOOR, "boto3"),
@@ -142,7 +162,7 @@ def probe(target: ImportTarget) -> ProbeResult:
     if completed.returncode != 0:
         raise RuntimeError(f"{target.label}: the probe failed\n{completed.stderr}")
     result = json.loads(completed.stdout.splitlines()[-1])
-    return ProbeResult(result["seconds"], result["peak_rss"], frozenset(result["modules"]))
+    return ProbeResult(result["seconds"], result["peak_rss"])
 
 
 def measure_imports(targets: list[ImportTarget], runs: int) -> list[ImportResult]:

@@ -1,8 +1,8 @@
 """One cold-start measurement, run in a fresh interpreter by `imports.measure_imports`:
 `python -m mailbridge_bench.probe module NAME` or `... handler FUNCTION CODE_URI HANDLER`.
 
-Prints one JSON line: the import's wall time, the process's peak RSS and every module
-loaded. Standard library only, so that nothing but the measured import is counted.
+Prints one JSON line: the import's wall time and the process's peak RSS. Standard library
+only, so that nothing but the measured import is counted.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
     seconds = time.perf_counter() - started
     # ru_maxrss is in kibibytes on Linux.
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": seconds, "peak_rss": peak_rss, "modules": sorted(sys.modules)}))
+    print(json.dumps({"seconds": seconds, "peak_rss": peak_rss}))
 
 
 if __name__ == "__main__":

@@ -23,13 +23,23 @@ from mailbridge_tools.sandbox import Sandbox
 from mailbridge_tools.template import load_template
 
 TEMPLATE = load_template()
-HANDLERS = {target.function: target for target in handler_targets(TEMPLATE)}
+HANDLERS = {
+    target.handler.function: target.handler
+    for target in handler_targets(TEMPLATE)
+    if target.handler
+}
 CONNECTION_TEST = function_serving(TEMPLATE, CONNECTION_TEST_ROUTE)
 CHILD = Path(__file__).with_name("handler_imports.py")
 
 # What each kind of connection needs, and only it: heavy libraries and our adapters for them.
 PROVIDER_MODULES = {
-    "imap": ("imapclient", "imaplib", "smtplib", "mailbridge.adapters.imap"),
+    "imap": (
+        "imapclient",
+        "imaplib",
+        "smtplib",
+        "mailbridge.adapters.imap",
+        "mailbridge.adapters.smtp",
+    ),
     "microsoft": ("msal", "mailbridge.adapters.microsoft"),
     "google": ("google.auth", "google.oauth2", "mailbridge.adapters.google"),
 }
@@ -43,12 +53,15 @@ def loaded(modules: list[str], names: tuple[str, ...]) -> set[str]:
 
 
 def load_in_fresh_interpreter(function: str, provider: str | None = None) -> dict[str, list[str]]:
-    target = HANDLERS[function]
-    arguments = list(target.probe_arguments[1:])  # function, code URI, handler
     # The IMAP step connects to a closed loopback port: allowed as the sandbox allows it.
     environment = lambda_environment(TEMPLATE, function, Sandbox.parameters())
     completed = subprocess.run(  # noqa: S603 - this interpreter, our own script
-        [sys.executable, str(CHILD), *arguments, *([provider] if provider else [])],
+        [
+            sys.executable,
+            str(CHILD),
+            *HANDLERS[function].arguments(),
+            *([provider] if provider else []),
+        ],
         env=environment,
         capture_output=True,
         text=True,
