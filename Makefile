@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run sandbox test lint pytest install system-deps clean
+.PHONY: run sandbox test lint pytest bench install system-deps clean
 
 run: install
 	$(BIN)/python -m mailbridge_tools.localapi
@@ -23,6 +23,11 @@ lint: install
 pytest: install
 	$(BIN)/pytest
 
+# Cold starts, the layer's size and connection-test latency in one table (BENCHMARKS.md);
+# exits 1 when a budget fails. The layer's dependencies are cached under build/.
+bench: install system-deps
+	$(BIN)/python -m mailbridge_bench
+
 install: $(VENV)/.installed
 
 # Reinstalled whenever pyproject.toml changes.
@@ -37,4 +42,4 @@ system-deps:
 	scripts/install-system-deps
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache *.egg-info
