@@ -52,11 +52,13 @@ def import_rows(results: list[ImportResult], runs: int) -> list[Row]:
 
 def layer_rows(layer: LayerReport) -> list[Row]:
     largest = ", ".join(f"{name} {size / MB:.1f}" for name, size in layer.largest[:3])
-    size_notes = [f"largest (MB): {largest}"]
-    if layer.runtime_provided:
-        without = layer.size_without_runtime_provided / MB
-        size_notes.insert(0, f"{without:.1f} MB without them and what only they need")
     packaged = layer.runtime_provided
+    size_notes = [f"largest (MB): {largest}"]
+    if packaged:
+        without = layer.size_without_runtime_provided / MB
+        names = ", ".join(packaged)
+        only = "it needs" if len(packaged) == 1 else "they need"
+        size_notes.insert(0, f"{without:.1f} MB without {names} and what only {only}")
     return [
         Row("**Layer**: as `sam build` makes it for the template's runtime, unzipped"),
         Row(
