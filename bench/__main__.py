@@ -50,7 +50,7 @@ def main() -> None:
     latency = _measure_latency(template, options.latency_runs)
     rows += latency_rows(latency, options.latency_runs, DIRECT_RUNS, ONE_WAY_DELAY)
 
-    print(f"Machine: {machine()}")
+    print(f"Machine: {machine()}\n")
     print(
         f"Lambda target: Python {spec.python_version} on {spec.machine}, which the layer is"
         " built for; the imports run on this machine's Python.\n"
