@@ -1,5 +1,6 @@
-"""The framework floor plus Powertools' Tracer (the AWS X-Ray SDK, and with tracing on,
-its patching of boto3, requests and http.client). Imported by the benchmark's probe."""
+"""The framework floor plus Powertools' Tracer: the AWS X-Ray SDK and, with tracing on (on
+Lambda, unless turned off), its patching of botocore, requests and sqlite3, which imports
+them. Imported by the benchmark's probe."""
 
 from aws_lambda_powertools import Tracer
 

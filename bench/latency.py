@@ -15,14 +15,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
+from mailbridge.adapters.imap import check_imap
+from mailbridge.adapters.smtp import check_smtp
+from mailbridge.connection_test import run_checks
+from mailbridge.models import ImapConnection, Security, ServerSettings
 from mailbridge_tools.sandbox import DovecotServer, SmtpServer
 
 from .latency_proxy import LatencyProxy
-
-if TYPE_CHECKING:
-    from mailbridge.models import ImapConnection
 
 ONE_WAY_DELAY = 0.1  # seconds, each direction
 # The issue's budgets: both checks over the slower one alone, the large mailbox over the small.
@@ -108,8 +108,6 @@ class MailLab:
         self._stack.close()
 
     def connection(self, mailbox: Mailbox, *, proxied: bool = True) -> ImapConnection:
-        from mailbridge.models import ImapConnection, Security, ServerSettings
-
         imap_port = self.imap_proxy.port if proxied else self.imap_port
         smtp_port = self.smtp_proxy.port if proxied else self.smtp_port
         return ImapConnection(
@@ -122,9 +120,6 @@ class MailLab:
 
     def measure(self, runs: int, direct_runs: int) -> LatencyReport:
         """Medians of `runs` checks through the proxies and of `direct_runs` without."""
-        from mailbridge.adapters.imap import check_imap
-        from mailbridge.adapters.smtp import check_smtp
-        from mailbridge.connection_test import run_checks
 
         def imap_check(mailbox: Mailbox, *, proxied: bool = True) -> Callable[[], None]:
             connection = self.connection(mailbox, proxied=proxied)
