@@ -8,7 +8,6 @@ a handler or a variable (tracing turned off, say) that changes there changes her
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -89,7 +88,6 @@ def lambda_environment(
     resolved = {table_logical_id(template): "mailbridge-bench", **(parameters or {})}
     return {
         # Nothing from the shell that runs the benchmark: Lambda gives none of it.
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "en_US.UTF-8",
         "TZ": ":UTC",
         # Where Lambda unpacks the code; Powertools and the X-Ray SDK read it to know they
