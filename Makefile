@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run sandbox test lint pytest openapi install system-deps clean
+.PHONY: run sandbox test lint pytest openapi bench install system-deps clean
 
 run: install
 	$(BIN)/python -m mailbridge_tools.localapi
@@ -27,6 +27,11 @@ pytest: install
 openapi: install
 	$(BIN)/python -m mailbridge_tools.openapi
 
+# Cold starts, the layer's size and connection-test latency in one table (BENCHMARKS.md);
+# exits 1 when a budget fails. The layer's dependencies are cached under build/.
+bench: install system-deps
+	$(BIN)/python -m mailbridge_bench
+
 install: $(VENV)/.installed
 
 # Reinstalled whenever pyproject.toml changes.
@@ -41,4 +46,4 @@ system-deps:
 	scripts/install-system-deps
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache *.egg-info

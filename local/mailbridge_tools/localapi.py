@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib.util
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -41,6 +40,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from .devauth import DevIssuer
+from .functions import load_function_module
 from .template import (
     TEMPLATE_PATH,
     Route,
@@ -257,33 +257,6 @@ class _Function:
         module = load_function_module(self.name, self._code_uri, self._handler_name)
         handler: Handler = getattr(module, self._handler_name.rpartition(".")[2])
         return handler
-
-
-_LOADING = threading.Lock()
-
-
-def load_function_module(function: str, code_uri: Path, handler: str) -> ModuleType:
-    """A function's handler module, imported as Lambda would import it."""
-    module_path = handler.rpartition(".")[0]
-    source = code_uri / f"{module_path.replace('.', '/')}.py"
-    # Every function's module is app.py: a name per function keeps them apart.
-    module_name = f"mailbridge_fn_{function}"
-    # One import per function, even when a request and the OpenAPI document ask at once.
-    with _LOADING:
-        if module_name in sys.modules:
-            return sys.modules[module_name]
-        spec = importlib.util.spec_from_file_location(module_name, source)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {source}")
-        module = importlib.util.module_from_spec(spec)
-        # Registered so that the module's own types resolve (pydantic, dataclasses).
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[module_name]
-            raise
-        return module
 
 
 class LocalApi:

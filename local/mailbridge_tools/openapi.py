@@ -14,7 +14,7 @@ import os
 from importlib.metadata import version
 from typing import Any
 
-from .localapi import load_function_module
+from .functions import load_function_module
 from .template import TEMPLATE_PATH, Route, load_template, routes
 
 OPENAPI_PATH = TEMPLATE_PATH.parent / "openapi.json"

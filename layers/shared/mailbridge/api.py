@@ -30,7 +30,7 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from .adapters.deadline import Deadline
+from .deadline import Deadline
 from .errors import AppError, BadRequest, InvalidField, NotFound, PayloadTooLarge, Unauthorized
 from .models import (
     ID_PATTERN,

@@ -11,9 +11,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .access import load_owned_agent
-from .adapters.imap import check_imap
-from .adapters.mailnet import ConnectionProblem
-from .adapters.smtp import check_smtp
 from .errors import AppError, Conflict
 from .limits import LimitReached, window
 from .models import (
@@ -111,6 +108,11 @@ def _count_test(counters: CounterStore, org_id: str, agent_id: str) -> None:
 
 
 def run_checks(connection: ImapConnection, password: str, timeout: float) -> ConnectionTestResult:
+    # Imported here, not with the module: imapclient and smtplib are loaded by the first test
+    # of an IMAP connection, so the handler's cold start and OAuth tests never pay for them.
+    from .adapters.imap import check_imap
+    from .adapters.smtp import check_smtp
+
     # Each check runs in the caller's context, so the invocation's deadline bounds it too.
     imap = _executor.submit(
         contextvars.copy_context().run, _timed, "imap", check_imap, connection, password, timeout
@@ -187,6 +189,8 @@ def _timed(
     password: str,
     timeout: float,
 ) -> tuple[CheckResult, T | None]:
+    from .adapters.mailnet import ConnectionProblem  # already loaded by the check's adapter
+
     started = time.monotonic()
     try:
         value: T | None = check(connection, password, timeout)

@@ -13,9 +13,9 @@ from typing import Any
 import requests
 import urllib3
 
+from ..deadline import Deadline, watch
 from ..oauth_providers import Permission, ProviderProblem, permission_problem
 from ..settings import settings
-from .deadline import Deadline, watch
 
 
 class _WatchedConnection(urllib3.connection.HTTPSConnection):

@@ -12,8 +12,8 @@ from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import LoginError
 from imapclient.tls import IMAP4_TLS, wrap_socket
 
+from ..deadline import Deadline
 from ..models import ImapConnection, InboxCounts, Security
-from .deadline import Deadline
 from .mailnet import (
     ConnectionProblem,
     classify_network_error,

@@ -12,9 +12,9 @@ import socket
 import ssl
 from functools import cache
 
+from ..deadline import watch
 from ..models import Problem, ServerSettings
 from ..settings import settings
-from .deadline import watch
 
 _CATALOGUE: dict[str, tuple[str, str]] = {
     "auth_failed": (

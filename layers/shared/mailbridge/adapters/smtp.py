@@ -5,8 +5,8 @@ from __future__ import annotations
 import smtplib
 import socket
 
+from ..deadline import Deadline
 from ..models import ImapConnection, Security
-from .deadline import Deadline
 from .mailnet import (
     ConnectionProblem,
     classify_network_error,

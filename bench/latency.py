@@ -1,0 +1,186 @@
+"""Connection-test latency over a slow network: the IMAP and SMTP checks through latency
+proxies, alone and together, and a small mailbox against a large one.
+
+The checks are the service's own (`mailbridge.connection_test.run_checks` and the adapters'
+check functions), so the process's mail settings must let them reach loopback, high ports
+and the servers' CA: MAIL_ALLOW_PRIVATE_NETWORKS, MAIL_EXTRA_PORTS, MAIL_EXTRA_CA_FILE.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from mailbridge.adapters.imap import check_imap
+from mailbridge.adapters.smtp import check_smtp
+from mailbridge.connection_test import run_checks
+from mailbridge.models import ImapConnection, Security, ServerSettings
+from mailbridge_tools.sandbox import DovecotServer, SmtpServer
+
+from .latency_proxy import LatencyProxy
+
+ONE_WAY_DELAY = 0.1  # seconds, each direction
+# The issue's budgets: both checks over the slower one alone, the large mailbox over the small.
+CONCURRENCY_BUDGET = 1.2
+MAILBOX_SIZE_BUDGET = 1.1
+CHECK_TIMEOUT = 10.0
+PASSWORD = "bench-app-password"  # noqa: S105 - the lab's own throwaway accounts
+
+# What a client must wait for, in order, with TLS 1.3 and without pipelining; LOGOUT and QUIT
+# are not in them: nothing needs their answer (BENCHMARKS.md has the reasoning).
+IMAP_TLS_MINIMUM = ("TCP", "TLS 1.3", "greeting", "LOGIN", "STATUS")
+SMTP_STARTTLS_MINIMUM = ("TCP", "greeting", "EHLO", "STARTTLS", "TLS 1.3", "EHLO", "AUTH")
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    address: str
+    messages: int
+
+
+@dataclass(frozen=True)
+class CheckTiming:
+    seconds: float  # median
+    round_trips: int  # the most any run needed
+    minimum: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    imap: CheckTiming
+    smtp: CheckTiming
+    both: float  # run_checks, both checks concurrently, small mailbox
+    both_large: float  # the same on the large mailbox
+    # Without the proxies: what the mailbox's size costs the server, not hidden by latency.
+    direct_imap: float
+    direct_imap_large: float
+    small: Mailbox
+    large: Mailbox
+
+    @property
+    def concurrency_ratio(self) -> float:
+        """The whole test over its slower check: 1.0 when they overlap perfectly."""
+        return self.both / max(self.imap.seconds, self.smtp.seconds)
+
+    @property
+    def mailbox_size_ratio(self) -> float:
+        return self.both_large / self.both
+
+    @property
+    def direct_mailbox_size_ratio(self) -> float:
+        return self.direct_imap_large / self.direct_imap
+
+
+class MailLab:
+    """Dovecot (IMAPS) and aiosmtpd (STARTTLS) on loopback with `small` and `large`
+    mailboxes, each server also behind a LatencyProxy. `cert` must be for "localhost" and
+    chain to the CA in MAIL_EXTRA_CA_FILE."""
+
+    def __init__(self, cert: Path, key: Path, small: Mailbox, large: Mailbox) -> None:
+        self._cert, self._key = cert, key
+        self.small, self.large = small, large
+        self._stack = ExitStack()
+
+    def __enter__(self) -> MailLab:
+        users = {self.small.address: PASSWORD, self.large.address: PASSWORD}
+        with ExitStack() as stack:
+            dovecot = stack.enter_context(DovecotServer(self._cert, self._key, users))
+            for mailbox in (self.small, self.large):
+                dovecot.add_messages(mailbox.address, mailbox.messages, unseen=1)
+            smtp = stack.enter_context(SmtpServer(self._cert, self._key, users))
+            self.imap_port, self.smtp_port = dovecot.imaps_port, smtp.starttls_port
+            self.imap_proxy = stack.enter_context(LatencyProxy(self.imap_port, ONE_WAY_DELAY))
+            self.smtp_proxy = stack.enter_context(LatencyProxy(self.smtp_port, ONE_WAY_DELAY))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+    def connection(self, mailbox: Mailbox, *, proxied: bool = True) -> ImapConnection:
+        imap_port = self.imap_proxy.port if proxied else self.imap_port
+        smtp_port = self.smtp_proxy.port if proxied else self.smtp_port
+        return ImapConnection(
+            preset="custom",
+            email=mailbox.address,
+            username=mailbox.address,
+            imap=ServerSettings(host="localhost", port=imap_port, security=Security.TLS),
+            smtp=ServerSettings(host="localhost", port=smtp_port, security=Security.STARTTLS),
+        )
+
+    def measure(self, runs: int, direct_runs: int) -> LatencyReport:
+        """Medians of `runs` checks through the proxies and of `direct_runs` without."""
+
+        def imap_check(mailbox: Mailbox, *, proxied: bool = True) -> Callable[[], None]:
+            connection = self.connection(mailbox, proxied=proxied)
+
+            def run() -> None:
+                inbox = check_imap(connection, PASSWORD, CHECK_TIMEOUT)
+                _expect(inbox.total == mailbox.messages, f"{mailbox}: {inbox}")
+
+            return run
+
+        def both_checks(mailbox: Mailbox) -> Callable[[], None]:
+            connection = self.connection(mailbox)
+
+            def run() -> None:
+                result = run_checks(connection, PASSWORD, CHECK_TIMEOUT)
+                counted = result.inbox.total if result.inbox else None
+                _expect(result.ok and counted == mailbox.messages, f"{mailbox}: {result}")
+
+            return run
+
+        smtp_connection = self.connection(self.small)
+        return LatencyReport(
+            imap=self._check_timing(
+                imap_check(self.small), self.imap_proxy, runs, IMAP_TLS_MINIMUM
+            ),
+            smtp=self._check_timing(
+                lambda: check_smtp(smtp_connection, PASSWORD, CHECK_TIMEOUT),
+                self.smtp_proxy,
+                runs,
+                SMTP_STARTTLS_MINIMUM,
+            ),
+            both=_median_seconds(both_checks(self.small), runs),
+            both_large=_median_seconds(both_checks(self.large), runs),
+            direct_imap=_median_seconds(imap_check(self.small, proxied=False), direct_runs),
+            direct_imap_large=_median_seconds(imap_check(self.large, proxied=False), direct_runs),
+            small=self.small,
+            large=self.large,
+        )
+
+    @staticmethod
+    def _check_timing(
+        check: Callable[[], object], proxy: LatencyProxy, runs: int, minimum: tuple[str, ...]
+    ) -> CheckTiming:
+        proxy.take_traces()
+        seconds = _median_seconds(check, runs)
+        traces = proxy.take_traces()
+        # One connection per run: a check that opened more would show here.
+        _expect(len(traces) == runs, f"{len(traces)} connections for {runs} checks")
+        return CheckTiming(seconds, max(trace.round_trips for trace in traces), minimum)
+
+
+def _median_seconds(action: Callable[[], object], runs: int) -> float:
+    durations = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        durations.append(time.perf_counter() - started)
+    return statistics.median(durations)
+
+
+def _expect(condition: bool, failure: str) -> None:
+    """A measurement of a failed check would be meaningless: stop instead."""
+    if not condition:
+        raise RuntimeError(f"connection check went wrong: {failure}")

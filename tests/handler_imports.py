@@ -1,0 +1,56 @@
+"""Run by test_cold_start.py in a fresh interpreter, with a function's Lambda environment:
+loads the function's handler as Lambda does, then, given a provider, does what the
+connection test does for a connection of that provider. Prints, as JSON, the modules
+loaded after each step and the checks the IMAP step ran.
+
+    python tests/handler_imports.py FUNCTION CODE_URI HANDLER [imap|microsoft|google]
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+from mailbridge_tools.functions import load_function_module
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def use_provider(provider: str) -> list[str]:
+    if provider == "imap":
+        from mailbridge.connection_test import run_checks
+        from mailbridge.models import ImapConnection, Security, ServerSettings
+
+        # Nothing listens there: the checks fail at once, after loading what they need.
+        port = _closed_port()
+        connection = ImapConnection(
+            preset="custom",
+            email="agent@example.com",
+            username="agent@example.com",
+            imap=ServerSettings(host="127.0.0.1", port=port, security=Security.TLS),
+            smtp=ServerSettings(host="127.0.0.1", port=port, security=Security.STARTTLS),
+        )
+        return [check.name for check in run_checks(connection, "password", 2.0).checks]
+    from mailbridge.oauth_providers import provider_client
+
+    provider_client(provider)
+    return []
+
+
+def main(function: str, code_uri: str, handler: str, provider: str | None = None) -> None:
+    load_function_module(function, Path(code_uri), handler)
+    steps = {"at_import": sorted(sys.modules)}
+    if provider:
+        checks = use_provider(provider)
+        steps |= {"after_provider": sorted(sys.modules), "checks": checks}
+    print(json.dumps(steps))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,93 @@
+"""Each handler imports only what its routes need (issue 7, cold start per handler).
+
+Checked by the modules a fresh interpreter has loaded, not by time, so the test is not
+noisy; `make bench` measures the time. Each function runs with the environment Lambda gives
+it, from template.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mailbridge_bench.imports import (
+    CONNECTION_TEST_ROUTE,
+    function_serving,
+    handler_targets,
+    lambda_environment,
+)
+from mailbridge_tools.sandbox import Sandbox
+from mailbridge_tools.template import load_template
+
+TEMPLATE = load_template()
+HANDLERS = {
+    target.handler.function: target.handler
+    for target in handler_targets(TEMPLATE)
+    if target.handler
+}
+CONNECTION_TEST = function_serving(TEMPLATE, CONNECTION_TEST_ROUTE)
+CHILD = Path(__file__).with_name("handler_imports.py")
+
+# What each kind of connection needs, and only it: heavy libraries and our adapters for them.
+PROVIDER_MODULES = {
+    "imap": (
+        "imapclient",
+        "imaplib",
+        "smtplib",
+        "mailbridge.adapters.imap",
+        "mailbridge.adapters.smtp",
+    ),
+    "microsoft": ("msal", "mailbridge.adapters.microsoft"),
+    "google": ("google.auth", "google.oauth2", "mailbridge.adapters.google"),
+}
+# No handler needs an adapter, or a provider's library, to start.
+NEVER_AT_IMPORT = ("mailbridge.adapters", *(m for ms in PROVIDER_MODULES.values() for m in ms))
+
+
+def loaded(modules: list[str], names: tuple[str, ...]) -> set[str]:
+    """The modules among `modules` that are one of `names` or inside one of them."""
+    return {m for m in modules if any(m == name or m.startswith(name + ".") for name in names)}
+
+
+def load_in_fresh_interpreter(function: str, provider: str | None = None) -> dict[str, list[str]]:
+    # The IMAP step connects to a closed loopback port: allowed as the sandbox allows it.
+    environment = lambda_environment(TEMPLATE, function, Sandbox.parameters())
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(CHILD),
+            *HANDLERS[function].arguments(),
+            *([provider] if provider else []),
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    steps: dict[str, list[str]] = json.loads(completed.stdout.splitlines()[-1])
+    return steps
+
+
+@pytest.mark.parametrize("function", sorted(HANDLERS))
+def test_no_handler_loads_an_adapter_or_a_provider_library_to_start(function: str) -> None:
+    modules = load_in_fresh_interpreter(function)["at_import"]
+    assert "mailbridge" in modules, "the handler did not load the layer: nothing was checked"
+    assert loaded(modules, NEVER_AT_IMPORT) == set()
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDER_MODULES))
+def test_a_connection_test_loads_its_provider_and_no_other(provider: str) -> None:
+    steps = load_in_fresh_interpreter(CONNECTION_TEST, provider)
+    assert loaded(steps["at_import"], NEVER_AT_IMPORT) == set()
+
+    after = steps["after_provider"]
+    assert set(PROVIDER_MODULES[provider]) <= set(after)
+    others = [m for p, ms in PROVIDER_MODULES.items() if p != provider for m in ms]
+    assert loaded(after, tuple(others)) == set()
+    if provider == "imap":
+        assert steps["checks"] == ["imap", "smtp"]
