@@ -1,8 +1,7 @@
 """What any handler of the mandated stack pays before a line of our own: boto3, an HTTP API
 resolver with validation, a pydantic model, and Powertools' Logger and Metrics.
 
-No Tracer: `framework_tracer` adds it, since whether tracing stays on is a choice. Imported
-by the benchmark's probe; the import is the measurement.
+Imported by the benchmark's probe; the import is the measurement.
 """
 
 import boto3  # noqa: F401 - the runtime's boto3, which every handler imports through storage

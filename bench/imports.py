@@ -142,7 +142,6 @@ def import_targets(template: dict[str, Any]) -> list[ImportTarget]:
     return [
         module(BOTO3_FLOOR, "boto3"),
         module(FRAMEWORK_FLOOR, "mailbridge_bench.framework_floor"),
-        module("framework floor + Powertools Tracer", "mailbridge_bench.framework_tracer"),
         *handlers,
         module("whole layer: every mailbridge module", "mailbridge_bench.whole_layer"),
     ]

@@ -16,7 +16,6 @@ from mailbridge.api import (
     logger,
     metrics,
     success,
-    tracer,
 )
 from mailbridge.connection_test import test_email_config
 from mailbridge.models import ConnectionTestResponse
@@ -34,7 +33,6 @@ agents, secrets, orgs, counters = AgentStore(), SecretStore(), OrgStore(), Count
     responses=success("The test ran: `ok` says whether the mailbox passed.")
     | errors(401, 404, 409, 422, 429, 503),
 )
-@tracer.capture_method
 def test_config(
     agentId: AgentId,
 ) -> ConnectionTestResponse:

@@ -15,7 +15,6 @@ from mailbridge.api import (
     logger,
     parse_if_match,
     success,
-    tracer,
 )
 from mailbridge.email_config import delete_email_config, get_email_config, save_email_config
 from mailbridge.models import EmailConfigRequest, EmailConfigView
@@ -48,7 +47,6 @@ def _with_etag(view: EmailConfigView) -> Response[EmailConfigView]:
     responses=success("The connection; `config` is null when there is none.", headers=ETAG)
     | errors(401, 404, 422, 503),
 )
-@tracer.capture_method
 def get_config(agentId: AgentId) -> Response[EmailConfigView]:
     return _with_etag(get_email_config(agents, orgs, current_caller(app), agentId))
 
@@ -61,7 +59,6 @@ def get_config(agentId: AgentId) -> Response[EmailConfigView]:
     responses=success("The saved connection, as GET returns it.", headers=ETAG)
     | errors(401, 404, 409, 412, 422, 503),
 )
-@tracer.capture_method
 def put_config(
     agentId: AgentId,
     request: Annotated[EmailConfigRequest, Body()],
@@ -81,7 +78,6 @@ def put_config(
     security=JWT,
     responses=success("The agent, now without a connection.") | errors(401, 404, 422, 503),
 )
-@tracer.capture_method
 def delete_config(agentId: AgentId) -> EmailConfigView:
     deleted = delete_email_config(agents, secrets, orgs, current_caller(app), agentId)
     logger.info("email config deleted")

@@ -14,7 +14,6 @@ from mailbridge.api import (
     lambda_handler,
     logger,
     success,
-    tracer,
 )
 from mailbridge.models import AuthorizeRequest, AuthorizeResponse
 from mailbridge.oauth import authorize, complete_authorization
@@ -50,7 +49,6 @@ def _start(agent_id: str, request: AuthorizeRequest | None, *, consent: bool) ->
     security=JWT,
     responses=STARTED_SIGN_IN,
 )
-@tracer.capture_method
 def authorize_account(
     agentId: AgentId, request: Annotated[AuthorizeRequest | None, Body()] = None
 ) -> AuthorizeResponse:
@@ -64,7 +62,6 @@ def authorize_account(
     security=JWT,
     responses=STARTED_SIGN_IN,
 )
-@tracer.capture_method
 def reauthorize_account(
     agentId: AgentId, request: Annotated[AuthorizeRequest | None, Body()] = None
 ) -> AuthorizeResponse:
@@ -87,7 +84,6 @@ def reauthorize_account(
         503,
     ),
 )
-@tracer.capture_method
 def oauth_callback(
     state: State = None,
     code: Code = None,

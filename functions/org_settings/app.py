@@ -13,7 +13,6 @@ from mailbridge.api import (
     lambda_handler,
     logger,
     success,
-    tracer,
 )
 from mailbridge.client_orgs import delete_email_policy, get_email_policy, save_email_policy
 from mailbridge.models import (
@@ -56,7 +55,6 @@ def _deleted(what: str) -> Response[str]:
     security=JWT,
     responses=success("The app.") | READ_ERRORS,
 )
-@tracer.capture_method
 def get_org_app(orgId: OwnerId, provider: Provider) -> SharedAppView:
     return get_shared_app(orgs, current_caller(app), "org", orgId, provider)
 
@@ -68,7 +66,6 @@ def get_org_app(orgId: OwnerId, provider: Provider) -> SharedAppView:
     security=JWT,
     responses=success("The saved app.") | WRITE_ERRORS,
 )
-@tracer.capture_method
 def put_org_app(
     orgId: OwnerId, provider: Provider, request: Annotated[SharedAppRequest, Body()]
 ) -> SharedAppView:
@@ -83,7 +80,6 @@ def put_org_app(
     security=JWT,
     responses=DELETED | DELETE_ERRORS,
 )
-@tracer.capture_method
 def delete_org_app(orgId: OwnerId, provider: Provider) -> Response[str]:
     delete_shared_app(orgs, secrets, current_caller(app), "org", orgId, provider)
     return _deleted("shared oauth app")
@@ -96,7 +92,6 @@ def delete_org_app(orgId: OwnerId, provider: Provider) -> Response[str]:
     security=JWT,
     responses=success("The app.") | READ_ERRORS,
 )
-@tracer.capture_method
 def get_client_org_app(clientOrgId: OwnerId, provider: Provider) -> SharedAppView:
     return get_shared_app(orgs, current_caller(app), "client_org", clientOrgId, provider)
 
@@ -108,7 +103,6 @@ def get_client_org_app(clientOrgId: OwnerId, provider: Provider) -> SharedAppVie
     security=JWT,
     responses=success("The saved app.") | WRITE_ERRORS,
 )
-@tracer.capture_method
 def put_client_org_app(
     clientOrgId: OwnerId, provider: Provider, request: Annotated[SharedAppRequest, Body()]
 ) -> SharedAppView:
@@ -123,7 +117,6 @@ def put_client_org_app(
     security=JWT,
     responses=DELETED | DELETE_ERRORS,
 )
-@tracer.capture_method
 def delete_client_org_app(clientOrgId: OwnerId, provider: Provider) -> Response[str]:
     caller = current_caller(app)
     delete_shared_app(orgs, secrets, caller, "client_org", clientOrgId, provider)
@@ -137,7 +130,6 @@ def delete_client_org_app(clientOrgId: OwnerId, provider: Provider) -> Response[
     security=JWT,
     responses=success("The policy.") | READ_ERRORS,
 )
-@tracer.capture_method
 def get_policy(clientOrgId: OwnerId) -> ClientOrg:
     return get_email_policy(orgs, current_caller(app), clientOrgId)
 
@@ -149,7 +141,6 @@ def get_policy(clientOrgId: OwnerId) -> ClientOrg:
     security=JWT,
     responses=success("The saved policy.") | WRITE_ERRORS,
 )
-@tracer.capture_method
 def put_policy(clientOrgId: OwnerId, request: Annotated[EmailPolicyRequest, Body()]) -> ClientOrg:
     return save_email_policy(orgs, current_caller(app), clientOrgId, request)
 
@@ -161,7 +152,6 @@ def put_policy(clientOrgId: OwnerId, request: Annotated[EmailPolicyRequest, Body
     security=JWT,
     responses=DELETED | DELETE_ERRORS,
 )
-@tracer.capture_method
 def delete_policy(clientOrgId: OwnerId) -> Response[str]:
     delete_email_policy(orgs, secrets, current_caller(app), clientOrgId)
     return _deleted("email policy")

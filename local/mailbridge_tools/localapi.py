@@ -314,8 +314,7 @@ class LocalApi:
             }
             for name, value in _shared_environment(template, self.routes, resolved).items():
                 _set_env(stack, name, value)
-            # No X-Ray daemon or CloudWatch here to receive traces and metrics.
-            _set_env(stack, "POWERTOOLS_TRACE_DISABLED", "true", overwrite=False)
+            # No CloudWatch here to receive metrics.
             _set_env(stack, "POWERTOOLS_METRICS_DISABLED", "true", overwrite=False)
             self._serve_http(stack, server)
             if self.seed is not None:

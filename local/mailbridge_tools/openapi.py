@@ -14,6 +14,9 @@ import os
 from importlib.metadata import version
 from typing import Any
 
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, SecurityScheme
+from mailbridge.api import BEARER_SCHEME
+
 from .functions import load_function_module
 from .template import TEMPLATE_PATH, Route, load_template, routes
 
@@ -25,6 +28,13 @@ _DESCRIPTION = (
     f"models by `{REGENERATE}`; README.md explains the API."
 )
 _SCHEMA_REF = "#/components/schemas/"
+_SECURITY_SCHEMES: dict[str, SecurityScheme] = {
+    BEARER_SCHEME: HTTPBearer(
+        bearerFormat="JWT",
+        description="The platform's JWT, verified by API Gateway's authorizer (issuer, "
+        "audience, expiry, signature); its `sub` and organization claim name the caller.",
+    )
+}
 
 
 class ContractError(ValueError):
@@ -37,7 +47,7 @@ def build_document(api_routes: list[Route]) -> dict[str, Any]:
     components: dict[str, dict[str, Any]] = {}
     for function, route in {route.function: route for route in api_routes}.items():
         resolver = load_function_module(function, route.code_uri, route.handler).app
-        part = resolver.get_openapi_schema().model_dump(
+        part = resolver.get_openapi_schema(security_schemes=_SECURITY_SCHEMES).model_dump(
             mode="json", by_alias=True, exclude_none=True
         )
         for path, item in part["paths"].items():

@@ -21,7 +21,6 @@ from typing import Annotated, Any, cast
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.openapi.types import (
     OpenAPIResponse,
@@ -40,7 +39,7 @@ from .models import (
     ErrorResponse,
     GatewayError,
 )
-from .observability import logger, metrics, tracer
+from .observability import logger, metrics
 from .settings import settings
 
 __all__ = [
@@ -51,7 +50,6 @@ __all__ = [
     "logger",
     "metrics",
     "parse_if_match",
-    "tracer",
 ]
 
 # What an invocation keeps, after its network exchanges, to record their outcome and answer.
@@ -113,7 +111,6 @@ def _validation_error(error: RequestValidationError) -> AppError:
 
 def create_app() -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver(enable_validation=True)
-    app.configure_openapi(security_schemes={BEARER_SCHEME: _PLATFORM_JWT})
 
     @app.exception_handler(AppError)
     def handle_app_error(error: AppError) -> Response[str]:
@@ -208,7 +205,6 @@ def lambda_handler(
     @logger.inject_lambda_context(
         correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
     )
-    @tracer.capture_lambda_handler
     @metrics.log_metrics
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.append_keys(path_parameters=event.get("pathParameters"))
@@ -230,12 +226,9 @@ def lambda_handler(
 
 # ---- the contract: what routes declare for the OpenAPI document --------------------------
 
+# The scheme itself is described where the document is generated (mailbridge_tools.openapi):
+# its model would cost every cold start 30 ms, for a document no function serves.
 BEARER_SCHEME = "platformJwt"
-_PLATFORM_JWT = HTTPBearer(
-    bearerFormat="JWT",
-    description="The platform's JWT, verified by API Gateway's authorizer (issuer, audience, "
-    "expiry, signature); its `sub` and organization claim name the caller.",
-)
 # The `security` of every route behind the authorizer.
 JWT: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
 

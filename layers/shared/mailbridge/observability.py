@@ -1,14 +1,17 @@
-"""Logging, tracing and metrics (Powertools), shared by the handlers and the domain."""
+"""Logging and metrics (Powertools), shared by the handlers and the domain.
+
+No Powertools Tracer: Lambda's active tracing (template.yaml) records every invocation, its
+cold start included, without the X-Ray SDK, which would cost each cold start about 30 ms and
+bring a botocore of its own into the layer, shadowing the runtime's (BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 
 logger = Logger()
-tracer = Tracer()
 
 
 class _RedactSecrets(logging.Filter):
