@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from mailbridge_tools.sandbox import (
     SmtpServer,
     dovecot_binary,
 )
+from secret_hygiene import KeptLogLines, SecretHygiene
 from support import (
     BULK_MAILBOX,
     GOOGLE_ACCOUNT,
@@ -33,6 +35,9 @@ from support import (
     make_org,
     require_component,
 )
+
+# What the service lets out, over the whole run (secret_hygiene.py).
+HYGIENE = SecretHygiene()
 
 
 @pytest.fixture(scope="session")
@@ -103,8 +108,49 @@ def local_api(
 
     # The test servers listen on loopback, on high ports: allowed explicitly, as a
     # deployment with self-hosted servers would.
-    with LocalApi(parameters=Sandbox.parameters()) as api:
+    with LocalApi(parameters=Sandbox.parameters()) as api, secrets_kept_from(api):
         yield api
+    # The whole suite has run through this API: did any secret ever leave?
+    canaries = {MAILBOX_PASSWORD} | microsoft.secrets | google.secrets
+    leaks = HYGIENE.leaks(canaries)
+    kept = ", ".join(f"{count} {kind}s" for kind, count in sorted(HYGIENE.kept.items()))
+    report = [
+        f"{len(canaries)} canaries (mailbox password; client secrets, authorization codes, "
+        f"access and refresh tokens and PKCE verifiers of the fake providers)",
+        f"searched in {kept}: {len(leaks)} found",
+    ]
+    for canary, where in leaks.items():
+        report.append(f"LEAKED: a {len(canary)}-character canary, in a {where}")
+    REPORTS["Secret hygiene"] = report
+    assert not leaks, "secrets left the service; see the Secret hygiene report"
+
+
+@contextmanager
+def secrets_kept_from(api: Any) -> Iterator[None]:
+    """Keep every response of `api` and every log line, for the search at the end."""
+    from mailbridge.observability import logger
+
+    def response(answer: Any) -> None:
+        headers = "\n".join(f"{name}: {value}" for name, value in answer.headers)
+        HYGIENE.keep("response", f"{headers}\n{answer.body.decode(errors='replace')}")
+
+    api.response_observers.append(response)
+    handlers = [
+        (logging.getLogger(logger.name), KeptLogLines(HYGIENE, logger.registered_formatter)),
+        (logging.getLogger(), KeptLogLines(HYGIENE, logging.Formatter())),
+    ]
+    for target, handler in handlers:
+        target.addHandler(handler)
+    try:
+        yield
+    finally:
+        for target, handler in handlers:
+            target.removeHandler(handler)
+
+
+@pytest.fixture(autouse=True)
+def test_name_for_the_hygiene_report(request: pytest.FixtureRequest) -> None:
+    HYGIENE.test = request.node.nodeid
 
 
 @pytest.fixture

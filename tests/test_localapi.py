@@ -346,12 +346,12 @@ def test_oversized_body_is_413_unread(api: LocalApi) -> None:
 
 
 def test_handler_exception_is_500_and_logged(
-    api: LocalApi, capsys: pytest.CaptureFixture[str]
+    api: LocalApi, caplog: pytest.LogCaptureFixture
 ) -> None:
     status, _, body = call(api, "GET", "/things/boom", token=api.issuer.mint("user-1", "org-1"))
 
     assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
-    assert "RuntimeError: boom" in capsys.readouterr().err
+    assert "RuntimeError: boom" in caplog.text
 
 
 def test_stop_restores_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

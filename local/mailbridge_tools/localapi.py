@@ -24,7 +24,6 @@ import re
 import sys
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -53,6 +52,7 @@ from .template import (
     table_logical_id,
 )
 
+_log = logging.getLogger(__name__)
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
 API_ID = "local"
@@ -289,6 +289,8 @@ class LocalApi:
         self.routes: list[Route] = []
         self._cleanup = ExitStack()
         self._functions: dict[str, _Function] = {}
+        # Called with every response the gateway answers (tests look for secrets in them).
+        self.response_observers: list[Callable[[HttpResponse], None]] = []
 
     @property
     def url(self) -> str:
@@ -376,7 +378,7 @@ class LocalApi:
                     timeout_seconds=float(properties.get("Timeout", 3)),
                 )
         self._functions = functions
-        gateway = _Gateway(self.routes, functions, self.issuer)
+        gateway = _Gateway(self.routes, functions, self.issuer, self.response_observers)
         server = _HttpServer((self.host, self.port), gateway)
         stack.callback(server.server_close)
         self.port = server.server_address[1]
@@ -425,16 +427,27 @@ class _Gateway:
     """What API Gateway does between the client and the functions."""
 
     def __init__(
-        self, api_routes: list[Route], functions: dict[str, _Function], issuer: DevIssuer
+        self,
+        api_routes: list[Route],
+        functions: dict[str, _Function],
+        issuer: DevIssuer,
+        observers: list[Callable[[HttpResponse], None]],
     ) -> None:
         self._routes = api_routes
         self._router = _Router(api_routes)
         self._functions = functions
         self._issuer = issuer
+        self._observers = observers
         self._openapi = b""
         self._openapi_lock = threading.Lock()
 
     def handle(self, request: HttpRequest) -> HttpResponse:
+        response = self._answer(request)
+        for observe in self._observers:
+            observe(response)
+        return response
+
+    def _answer(self, request: HttpRequest) -> HttpResponse:
         path = unquote(urlsplit(request.target).path)
         match = self._router.match(request.method, path)
         if isinstance(match, list):
@@ -458,8 +471,7 @@ class _Gateway:
             return to_http_response(function.invoke(event))
         except Exception:
             # What Lambda would log; the caller learns nothing of it, as with API Gateway.
-            print(f"[ERROR] {function.name} failed on {route.route_key}", file=sys.stderr)
-            traceback.print_exc(file=sys.stderr)
+            _log.exception("%s failed on %s", function.name, route.route_key)
             return _gateway_error(500, "Internal Server Error")
 
     def _openapi_document(self) -> HttpResponse:

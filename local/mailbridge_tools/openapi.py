@@ -14,8 +14,7 @@ import os
 from importlib.metadata import version
 from typing import Any
 
-from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, SecurityScheme
-from mailbridge.api import BEARER_SCHEME
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
 from .functions import load_function_module
 from .template import TEMPLATE_PATH, Route, load_template, routes
@@ -28,13 +27,11 @@ _DESCRIPTION = (
     f"models by `{REGENERATE}`; README.md explains the API."
 )
 _SCHEMA_REF = "#/components/schemas/"
-_SECURITY_SCHEMES: dict[str, SecurityScheme] = {
-    BEARER_SCHEME: HTTPBearer(
-        bearerFormat="JWT",
-        description="The platform's JWT, verified by API Gateway's authorizer (issuer, "
-        "audience, expiry, signature); its `sub` and organization claim name the caller.",
-    )
-}
+_PLATFORM_JWT = HTTPBearer(
+    bearerFormat="JWT",
+    description="The platform's JWT, verified by API Gateway's authorizer (issuer, audience, "
+    "expiry, signature); its `sub` and organization claim name the caller.",
+)
 
 
 class ContractError(ValueError):
@@ -45,11 +42,14 @@ def build_document(api_routes: list[Route]) -> dict[str, Any]:
     """The document of every route in `api_routes`, in their order."""
     operations: dict[tuple[str, str, str], dict[str, Any]] = {}
     components: dict[str, dict[str, Any]] = {}
+    # Imported with the functions, not with this module: the layer reads its settings from
+    # the environment as it loads, which the caller sets first (as Lambda does).
+    from mailbridge.api import BEARER_SCHEME
+
     for function, route in {route.function: route for route in api_routes}.items():
         resolver = load_function_module(function, route.code_uri, route.handler).app
-        part = resolver.get_openapi_schema(security_schemes=_SECURITY_SCHEMES).model_dump(
-            mode="json", by_alias=True, exclude_none=True
-        )
+        schema = resolver.get_openapi_schema(security_schemes={BEARER_SCHEME: _PLATFORM_JWT})
+        part = schema.model_dump(mode="json", by_alias=True, exclude_none=True)
         for path, item in part["paths"].items():
             for method, operation in item.items():
                 operations[(function, method.upper(), path)] = operation

@@ -199,6 +199,8 @@ class _FakeProvider:
         self.access_tokens: dict[str, AccessToken] = {}
         self.token_requests: list[dict[str, str]] = []
         self.refresh_count = 0
+        # Every secret value handed out or received: codes, tokens, verifiers, client secrets.
+        self.secrets: set[str] = set()
         # How often each refresh token was redeemed: a client that spends one twice races.
         self.refresh_uses: Counter[str] = Counter()
         self.stopped = threading.Event()
@@ -235,6 +237,7 @@ class _FakeProvider:
     # -- what tests set up and change
     def register_app(self, client_id: str, client_secret: str, redirect_uris: list[str]) -> None:
         self.apps[client_id] = App(client_id, client_secret, redirect_uris)
+        self.secrets.add(client_secret)
 
     def add_account(self, email: str, *, inbox_total: int, inbox_unread: int) -> None:
         """Adds an account; the next sign-ins are as the account added last."""
@@ -303,7 +306,7 @@ class _FakeProvider:
             return _redirect(f"{redirect_uri}?{urlencode({**refusal, **back})}")
         if self._next_scopes is not None:
             granted, self._next_scopes = self._next_scopes, None
-        code = secrets.token_urlsafe(24)
+        code = self._secret(24)
         self.codes[code] = Code(
             app.client_id,
             redirect_uri,
@@ -343,7 +346,7 @@ class _FakeProvider:
         return code if valid else None
 
     def _issue(self, account: Account, scopes: list[str]) -> tuple[str, int]:
-        token = secrets.token_urlsafe(32)
+        token = self._secret(32)
         self.access_tokens[token] = AccessToken(account, scopes, time.time() + _TOKEN_LIFETIME)
         return token, _TOKEN_LIFETIME
 
@@ -351,7 +354,15 @@ class _FakeProvider:
         token = self.access_tokens.get(request.bearer())
         return token if token and token.expires_at > time.time() else None
 
+    def _secret(self, length: int) -> str:
+        """A new code or token, remembered: tests check none ever leaves our service."""
+        value = secrets.token_urlsafe(length)
+        self.secrets.add(value)
+        return value
+
     def _record(self, form: dict[str, str]) -> None:
+        # What the client proved itself with is secret too (the PKCE verifier above all).
+        self.secrets.update(form[key] for key in ("code_verifier", "client_secret") if key in form)
         self.token_requests.append(
             {k: ("***" if k in {"client_secret", "code_verifier"} else v) for k, v in form.items()}
         )
@@ -492,7 +503,7 @@ class FakeMicrosoft(_FakeProvider):
             "access_token": access_token,
         }
         if offline:
-            refresh_token = secrets.token_urlsafe(32)
+            refresh_token = self._secret(32)
             self.refresh_tokens[refresh_token] = Grant(app.client_id, account, scopes)
             answer["refresh_token"] = refresh_token
         now = int(time.time())
@@ -627,7 +638,7 @@ class FakeGoogle(_FakeProvider):
             self._granted[(app.client_id, code.account.email)] = set(code.scopes)
             answer = self._tokens(code.account, code.scopes, app)
             if code.offline:
-                refresh_token = secrets.token_urlsafe(32)
+                refresh_token = self._secret(32)
                 self.refresh_tokens[refresh_token] = Grant(app.client_id, code.account, code.scopes)
                 answer["refresh_token"] = refresh_token
             return _json(200, answer)
