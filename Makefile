@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run sandbox test lint pytest openapi bench install system-deps clean
+.PHONY: run sandbox test lint pytest openapi bench screenshots install system-deps clean
 
 run: install
 	$(BIN)/python -m mailbridge_tools.localapi
@@ -26,6 +26,11 @@ pytest: install
 # openapi.json, generated from the functions' routes and models (tests fail while it is stale).
 openapi: install
 	$(BIN)/python -m mailbridge_tools.openapi
+
+# The Email tab's screenshots the README embeds, fresh from the browser tests.
+screenshots: install system-deps
+	$(BIN)/pytest tests/test_email_tab.py
+	cp artifacts/screenshots/*.png docs/screenshots/
 
 # Cold starts, the layer's size and connection-test latency in one table (BENCHMARKS.md);
 # exits 1 when a budget fails. The layer's dependencies are cached under build/.
