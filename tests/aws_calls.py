@@ -2,8 +2,9 @@
 clients the layer uses (the local API runs the functions in this process, on those clients).
 
 A fault stands in for what DynamoDB and Secrets Manager do on a bad day. It is injected at
-botocore's send step, so botocore's own retries run as in production (they all fail), except
-`lost_response`: the call reaches AWS and is applied, then its answer is lost.
+botocore's send step, so botocore's own retries run as in production: every attempt fails,
+except with `lost_response`, where the first attempt reaches AWS and is applied, its answer
+is lost, and botocore retries what was already done.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
+from botocore.httpsession import URLLib3Session
 
 FAULTS = ("throttled", "server_error", "timeout", "lost_response")
 _WRITES = ("Put", "Update", "Delete", "Create", "BatchWrite", "Transact")
@@ -56,12 +58,13 @@ class AwsCalls:
         self._lock = threading.Lock()
         self._calls: list[AwsCall] | None = None
         self._target: tuple[int, str] | None = None
-        self._broken: set[int] = set()  # threads inside the call being broken
+        self._broken: dict[int, int] = {}  # threads inside the call being broken: attempts
+        self._unprocessing = False
+        self._http = URLLib3Session()
         for client in clients:
             events = client.meta.events
             events.register("before-call", self._before_call)
             events.register("before-send", self._before_send)
-            events.register("after-call", self._after_call)
 
     @contextmanager
     def recording(self) -> Iterator[list[AwsCall]]:
@@ -84,32 +87,52 @@ class AwsCalls:
                 self._target = None
                 self._broken.clear()
 
+    @contextmanager
+    def unprocessing(self) -> Iterator[None]:
+        """Every BatchGetItem answers with all its keys unprocessed (DynamoDB throttling a
+        partition): no error, and nothing read."""
+        self._unprocessing = True
+        try:
+            yield
+        finally:
+            self._unprocessing = False
+
     def _before_call(self, model: Any, **_: Any) -> None:
         with self._lock:
             if self._calls is None:
                 return
             self._calls.append(AwsCall(model.service_model.service_name, model.name))
             if self._target is not None and len(self._calls) - 1 == self._target[0]:
-                self._broken.add(threading.get_ident())
+                self._broken[threading.get_ident()] = 0
             else:
-                self._broken.discard(threading.get_ident())
+                self._broken.pop(threading.get_ident(), None)
 
-    def _fault(self) -> str | None:
-        if self._target is None or threading.get_ident() not in self._broken:
+    def _fault(self) -> tuple[str, int] | None:
+        """The fault to inject in this attempt, and how many attempts came before it."""
+        thread = threading.get_ident()
+        if self._target is None or thread not in self._broken:
             return None
-        return self._target[1]
+        attempt = self._broken[thread]
+        self._broken[thread] = attempt + 1
+        return self._target[1], attempt
 
     def _before_send(self, request: Any, **_: Any) -> AWSResponse | None:
+        target = request.headers.get("X-Amz-Target") or b""
+        target = target.decode() if isinstance(target, bytes) else target
+        if self._unprocessing and target.endswith(".BatchGetItem"):
+            asked = json.loads(request.body)["RequestItems"]
+            body = json.dumps({"Responses": {}, "UnprocessedKeys": asked}).encode()
+            return AWSResponse(request.url, 200, {}, _Body(body))
         fault = self._fault()
-        if fault == "throttled":
+        if fault is None:
+            return None
+        kind, attempt = fault
+        if kind == "throttled":
             return _error(request.url, 400, "ThrottlingException")
-        if fault == "server_error":
+        if kind == "server_error":
             return _error(request.url, 500, "InternalServerError")
-        if fault == "timeout":
+        if kind == "timeout" or attempt == 0:  # lost_response: applied, answer dropped
+            if kind == "lost_response":
+                self._http.send(request)
             raise ReadTimeoutError(endpoint_url=request.url)
-        return None
-
-    def _after_call(self, **_: Any) -> None:
-        if self._fault() == "lost_response":
-            self._broken.discard(threading.get_ident())
-            raise ReadTimeoutError(endpoint_url="(the answer was lost)")
+        return None  # lost_response's retries go through

@@ -254,6 +254,9 @@ def test_unknown_agent_is_not_found(org: Org) -> None:
         ({"username": "agent\x00"}, 422, "invalid_field", "username"),
         ({"password": "line\nbreak"}, 422, "invalid_field", "password"),
         ({"password": "x" * 1025}, 422, "invalid_field", "password"),
+        # IMAP's LOGIN and SMTP's AUTH carry ASCII: anything else would fail at the server.
+        ({"password": "pässwörd"}, 422, "invalid_field", "password"),
+        ({"username": "agënt@example.com"}, 422, "invalid_field", "username"),
         ({"preset": "hotmail"}, 422, "invalid_field", "preset"),
         ({"provider": "pop3"}, 422, "invalid_field", "provider"),
         ({"imap_host": "x"}, 422, "unknown_field", "imap_host"),

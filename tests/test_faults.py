@@ -51,11 +51,15 @@ def aws_calls(local_api: Any) -> AwsCalls:
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """botocore retries each failing call as in production, without sleeping between tries
-    (hundreds of faults would otherwise wait minutes)."""
+    """botocore retries each failing call as in production for one fault, without sleeping
+    between tries (hundreds of faults would otherwise wait minutes), and with the retry
+    quota a single fault finds (hundreds of faults in a row would otherwise exhaust it, and
+    later faults would not be retried at all)."""
+    from botocore.retries.quota import RetryQuota
     from botocore.retries.standard import ExponentialBackoff
 
     monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
+    monkeypatch.setattr(RetryQuota, "acquire", lambda self, capacity_amount: True)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -386,6 +390,10 @@ def test_a_failing_aws_call_leaves_whole_state(
             where = f"{name}, {call} failing ({fault})"
             if flow.ok(response):
                 assert state == new, f"{where}: succeeded without the new state"
+            elif answer == "400 page state_invalid":
+                # The state was taken (single use) and the answer lost: the page says to
+                # click Authorize again, which the retry does.
+                assert (call.operation, fault) == ("DeleteItem", "lost_response"), where
             else:
                 # Retryable, and says so: a hint (JSON or page) and, for JSON, Retry-After.
                 assert response.status == 503, f"{where}: answered {answer}"
@@ -408,3 +416,24 @@ def test_a_failing_aws_call_leaves_whole_state(
                 f"{name:<24} {index + 1:>4} {call!s:<36} {fault:<13} {answer:<26} "
                 f"{after}, {len(left)} left for the retry, retry ok"
             )
+
+
+def test_keys_left_unprocessed_never_read_as_absent(
+    org: Org, imap_body: Body, aws_calls: AwsCalls
+) -> None:
+    """DynamoDB may answer a batch read, under throttling, with keys it did not process.
+    Read as "no such item", a client organization's policy would be skipped: an address
+    outside its domain would be saved."""
+    from support import register_agent
+
+    policy = {"name": "Acme", "email_domain": "acme.example"}
+    assert org.client.put("/bridge/client-orgs/acme/email-policy", policy).status == 200
+    agent = register_agent(org.org_id, client_org_id="acme")
+    path = f"/bridge/agents/{agent}/email-config"
+    outside = imap_body(email="someone@elsewhere.example")
+    assert org.client.put(path, outside).error["field"] == "email"  # the policy, healthy
+
+    with aws_calls.unprocessing():
+        refused = org.client.put(path, outside)
+    assert (refused.status, refused.error["code"]) == (503, "storage_unavailable")
+    assert org.client.get(path).json()["config"] is None

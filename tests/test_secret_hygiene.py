@@ -1,5 +1,6 @@
 """The suite-wide search for secrets (conftest.py runs it over every response and log line
-of the run): it finds a canary wherever a leak would put it, and nothing else."""
+of the run): it finds a canary wherever it stands in what was kept, glued to other text
+too, and nothing else."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def test_a_leaked_canary_is_found_and_named_by_where_it_was() -> None:
     password = "app-pass-7f3a9c"
     hygiene.keep("response", json.dumps({"error": {"message": f"token {token} refused"}}))
     hygiene.keep("log line", f"GET /callback?code_verifier={verifier}&x=1")
-    hygiene.keep("response", f"Set-Cookie: session={password}; Path=/")
+    hygiene.keep("response", f"Set-Cookie: session=bad\\n{password}x; Path=/")  # glued on
     hygiene.keep("log line", "nothing secret here, only example.com and agent-123")
 
     found = hygiene.leaks({token, verifier, password, secrets.token_urlsafe(32)})

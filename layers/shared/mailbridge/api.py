@@ -2,8 +2,8 @@
 mapping from errors to HTTP responses.
 
 Every error leaves as `{"error": {"code", "message", "field"?, "hint"?}}`. Unexpected
-exceptions are logged with their stack trace and answered with a generic 500 that carries
-nothing from the exception (its text could hold anything).
+exceptions are logged with their type and where they happened, never their text (which
+could hold anything), and answered with a generic 500 that carries nothing from them.
 
 Routes declare their responses for the OpenAPI document with `success`, `errors` and
 `html_pages` below, and `security=JWT` when API Gateway's authorizer guards them.
@@ -16,6 +16,7 @@ import binascii
 import json
 import re
 from collections.abc import Callable
+from traceback import extract_tb
 from typing import Annotated, Any, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -125,8 +126,11 @@ def create_app() -> APIGatewayHttpResolver:
         return _error_response(NotFound("not_found", "No such route."))
 
     @app.exception_handler(Exception)
-    def handle_unexpected(_: Exception) -> Response[str]:
-        logger.exception("unexpected error")
+    def handle_unexpected(error: Exception) -> Response[str]:
+        # Where it failed, never what it said: an exception's text can quote a request, or a
+        # secret (an encoder naming a password's character, say).
+        stack = [f"{f.filename}:{f.lineno} in {f.name}" for f in extract_tb(error.__traceback__)]
+        logger.error("unexpected error", extra={"error_type": type(error).__name__, "stack": stack})
         return _error_response(
             AppError("internal_error", "Something went wrong on our side.", status=500)
         )
@@ -166,7 +170,9 @@ def _refused_body(event: dict[str, Any]) -> AppError | None:
     JSON nested past Python's recursion limit (on which Powertools' parser crashes)."""
     body = event.get("body") or ""
     limit = settings().max_body_bytes
-    if len(body) > limit:
+    # In bytes, as sent: base64 carries 3 bytes in 4 characters, UTF-8 up to 4 in one.
+    size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
+    if size > limit:
         return PayloadTooLarge(
             "payload_too_large", f"The request body is larger than {limit} bytes."
         )
@@ -199,7 +205,8 @@ def _refused_body(event: dict[str, Any]) -> AppError | None:
 def lambda_handler(
     app: APIGatewayHttpResolver,
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
-    """The Lambda entry point for `app`, with logging, tracing, metrics and the body checks."""
+    """The Lambda entry point for `app`, with logging, metrics, the body checks and the
+    invocation's deadline."""
 
     # clear_state: keys appended for one request never leak into the next one's logs.
     @logger.inject_lambda_context(
@@ -241,7 +248,8 @@ _ERRORS = {
     "answers the same.",
     409: "The current state does not allow it; the code says why.",
     412: "`If-Match` names a version that is no longer current (`version_mismatch`).",
-    413: "The body is larger than 64 KiB (`payload_too_large`), or than API Gateway's 10 MB.",
+    413: "The body is larger than the deployment's limit, 64 KiB by default "
+    "(`payload_too_large`), or than API Gateway's 10 MB.",
     415: "The body's Content-Type is not application/json (`unsupported_media_type`).",
     422: "A parameter or body field breaks a rule; `field` names it.",
     429: "Too many requests (`rate_limited`): retry after `Retry-After` seconds.",

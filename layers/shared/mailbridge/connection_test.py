@@ -88,23 +88,30 @@ def test_email_config(
 
 
 def _count_test(counters: CounterStore, org_id: str, agent_id: str) -> None:
+    """One test against the agent's and the organization's limits; a test refused by either
+    counts against neither. (Counters have partitions of their own: an agent's is read with
+    every request, and should hold only the agent and its config.)"""
     now = datetime.now(UTC)
     limits = settings()
-    for scope, limit, whose in (
-        (f"AGENT#{agent_id}", limits.tests_per_agent_per_minute, "this agent"),
-        (f"ORG#{org_id}", limits.tests_per_org_per_minute, "your organization"),
-    ):
-        try:
-            counters.count(scope, "TESTS", [window("minute", limit, now)])
-        except LimitReached as reached:
-            retry_after = reached.window.retry_after(now)
-            raise AppError(
-                "rate_limited",
-                f"Too many connection tests for {whose}: at most {limit} a minute.",
-                hint=f"Try again in {retry_after} seconds.",
-                status=429,
-                retry_after=retry_after,
-            ) from None
+    agent_scope, org_scope = f"RATE#AGENT#{agent_id}", f"RATE#ORG#{org_id}"
+    try:
+        counters.count(
+            "TESTS",
+            [
+                (agent_scope, window("minute", limits.tests_per_agent_per_minute, now)),
+                (org_scope, window("minute", limits.tests_per_org_per_minute, now)),
+            ],
+        )
+    except LimitReached as reached:
+        whose = "this agent" if reached.scope == agent_scope else "your organization"
+        retry_after = reached.window.retry_after(now)
+        raise AppError(
+            "rate_limited",
+            f"Too many connection tests for {whose}: at most {reached.window.limit} a minute.",
+            hint=f"Try again in {retry_after} seconds.",
+            status=429,
+            retry_after=retry_after,
+        ) from None
 
 
 def run_checks(connection: ImapConnection, password: str, timeout: float) -> ConnectionTestResult:

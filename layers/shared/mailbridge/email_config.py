@@ -220,6 +220,8 @@ def save_email_config(
         try:
             agents.put_config(record, replaces_version=current.version if current else None)
         except ConfigConflict:
+            # Whatever changed may have been a disconnect, which deleted what we wrote.
+            written = None
             continue
         if current is not None:
             _discard_unused(secrets, current, record)

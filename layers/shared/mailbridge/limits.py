@@ -35,6 +35,7 @@ def window(name: str, limit: int, now: datetime) -> Window:
 
 
 class LimitReached(Exception):
-    def __init__(self, full: Window) -> None:
+    def __init__(self, scope: str, full: Window) -> None:
         super().__init__(full.name)
+        self.scope = scope
         self.window = full

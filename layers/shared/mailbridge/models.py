@@ -89,11 +89,21 @@ EmailAddress = Annotated[
     AfterValidator(_email_address),
 ]
 Port = Annotated[int, Field(ge=1, le=65535)]
-Username = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_printable)]
+
+
+def _ascii(value: str) -> str:
+    """What IMAP's LOGIN and SMTP's AUTH can carry (both send ASCII): printable ASCII."""
+    if not all(" " <= ch <= "~" for ch in value):
+        raise ValueError("must be printable ASCII: letters, digits, punctuation and spaces")
+    return value
+
+
+Username = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_ascii)]
 
 
 def _secret_text(value: SecretStr) -> SecretStr:
-    _printable(value.get_secret_value())
+    # App passwords and client secrets are ASCII; anything else could not be sent anyway.
+    _ascii(value.get_secret_value())
     return value
 
 
@@ -314,8 +324,9 @@ class LastError(Problem):
 
 
 class InboxCounts(BaseModel):
-    total: int
-    unread: int
+    # Bounded: a server's numbers are input too (and DynamoDB stores 38 digits at most).
+    total: int = Field(ge=0, le=10**15)
+    unread: int = Field(ge=0, le=10**15)
 
 
 CheckName = Literal["imap", "smtp", "authorization", "mailbox", "permissions"]

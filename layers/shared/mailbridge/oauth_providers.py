@@ -11,6 +11,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pydantic import BaseModel, Field
+
 from .models import InboxCounts, OAuthProvider, Problem
 from .settings import settings
 
@@ -191,9 +193,10 @@ class AuthorizedAccount:
     tenant_id: str | None
 
 
-@dataclass(frozen=True)
-class Mailbox:
-    email: str
+class Mailbox(BaseModel):
+    """What the provider's mail API says of the account (validated: it is input)."""
+
+    email: str = Field(min_length=3, max_length=320, pattern=r"@")
     inbox: InboxCounts
 
 

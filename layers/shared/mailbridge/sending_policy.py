@@ -98,7 +98,7 @@ class SendingPolicy:
         now = now or datetime.now(UTC)
         scope = f"SENDING#{client_org.org_id}#{client_org.client_org_id}"
         try:
-            self._counters.count(scope, "SENT", windows(client_org, now))
+            self._counters.count("SENT", [(scope, full) for full in windows(client_org, now)])
         except LimitReached as reached:
             full = reached.window
             raise AppError(

@@ -7,7 +7,7 @@ Table layout (one table, see template.yaml):
     pk = "OAUTH_STATE#<sha256 of state>", sk = "OAUTH_STATE"  a started authorization (TTL)
     pk = "ORG#<org>#CLIENT_ORG#<id>", sk = "CLIENT_ORG"  a client organization, its policy
     pk = "SENDING#<org>#<client org>", sk = "SENT#<window>#<key>"  messages sent (TTL)
-    pk = "AGENT#<id>" or "ORG#<id>", sk = "TESTS#<window>#<key>"  connection tests run (TTL)
+    pk = "RATE#AGENT#<id>" or "RATE#ORG#<id>", sk = "TESTS#<window>#<key>"  tests run (TTL)
     pk = "ORG#<org>" or "ORG#<org>#CLIENT_ORG#<id>", sk = "OAUTH_APP#<provider>"  a shared app
 An agent and its config share a partition, so both come back in one Query. A client
 organization lives inside its organization's keys: ids are the platform's, and two
@@ -33,7 +33,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
-from .errors import ConfigConflict, ServiceUnavailable
+from .errors import ConfigConflict, Conflict, ServiceUnavailable
 from .limits import LimitReached, Window
 from .models import (
     Agent,
@@ -104,13 +104,21 @@ def _version_condition(replaces_version: int | None) -> dict[str, Any]:
 
 
 def _conditional(table: str, operation: str, **kwargs: Any) -> None:
-    """A conditional write; a failed condition is `ConfigConflict`."""
+    """A conditional write; a failed condition is `ConfigConflict`.
+
+    botocore retries a write whose answer was lost, and if the first attempt was applied the
+    retry fails its own condition: a put finding exactly the item it writes is that case,
+    and a success."""
     try:
-        getattr(_dynamodb(), operation)(TableName=table, **kwargs)
+        getattr(_dynamodb(), operation)(
+            TableName=table, ReturnValuesOnConditionCheckFailure="ALL_OLD", **kwargs
+        )
     except ClientError as error:
-        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            raise ConfigConflict from None
-        raise _unavailable("DynamoDB") from error
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise _unavailable("DynamoDB") from error
+        if operation == "put_item" and error.response.get("Item") == kwargs["Item"]:
+            return
+        raise ConfigConflict from None
     except BotoCoreError as error:
         raise _unavailable("DynamoDB") from error
 
@@ -325,8 +333,12 @@ class OrgStore:
             if unprocessed:
                 retry = _dynamodb().batch_get_item(RequestItems={self.table: unprocessed})
                 items += retry["Responses"].get(self.table, [])
+                unprocessed = retry.get("UnprocessedKeys", {}).get(self.table)
         except (ClientError, BotoCoreError) as error:
             raise _unavailable("DynamoDB") from error
+        if unprocessed:
+            # A missing policy or app would read as "none": a policy check let through.
+            raise _unavailable("DynamoDB")
         apps: dict[tuple[AppOwner, str], SharedApp] = {}
         client_org = None
         for item in items:
@@ -409,25 +421,26 @@ class CounterStore:
     def __init__(self, table_name: str | None = None) -> None:
         self.table = table_name or settings().table_name
 
-    def count(self, scope: str, kind: str, windows: list[Window]) -> None:
-        """Count one event in every window, each only while below its limit.
+    def count(self, kind: str, windows: list[tuple[str, Window]]) -> None:
+        """Count one event in every window (each of a scope: a partition key), each only
+        while below its limit.
 
         Each window is one conditional increment (atomic in DynamoDB), so concurrent callers
-        never push a window past its limit. When a later window is full, the earlier
-        increments are given back, and `LimitReached` names the full window. (Not one
-        transaction: moto restores whole tables when a transaction fails, which would lose
-        concurrent writes in the tests.)
+        never push a window past its limit. When one is full, the increments already made are
+        given back, and `LimitReached` names the full window. (Not one transaction: moto
+        restores whole tables when a transaction fails, which would lose concurrent writes
+        in the tests.)
         """
-        counted: list[Window] = []
+        counted: list[tuple[str, Window]] = []
         try:
-            for window in windows:
+            for scope, window in windows:
                 try:
                     self._add(scope, kind, window, 1)
                 except ConfigConflict:
-                    raise LimitReached(window) from None
-                counted.append(window)
+                    raise LimitReached(scope, window) from None
+                counted.append((scope, window))
         except LimitReached:
-            for window in counted:
+            for scope, window in counted:
                 self._add(scope, kind, window, -1)
             raise
 
@@ -501,7 +514,16 @@ class SecretStore:
             for name, version in wanted:
                 value = _secretsmanager().get_secret_value(SecretId=name, VersionId=version)
                 _keep(name, version, json.loads(value["SecretString"]))
-        except (ClientError, BotoCoreError) as error:
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ResourceNotFoundException":
+                # Deleted under a record (a disconnect racing a save): no retry brings it back.
+                raise Conflict(
+                    "secret_missing",
+                    "The stored password or client secret is gone.",
+                    hint="Enter it again and save.",
+                ) from None
+            raise _unavailable("Secrets Manager") from error
+        except BotoCoreError as error:
             raise _unavailable("Secrets Manager") from error
         with _values_lock:
             return [_values[(ref.name, ref.version)] for ref in refs]

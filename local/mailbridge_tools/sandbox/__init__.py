@@ -5,7 +5,7 @@ hole that never answers."""
 from .dovecot import DovecotServer, dovecot_binary
 from .identity_providers import FakeGoogle, FakeMicrosoft
 from .mail import DEMO_MAILBOX, Sandbox
-from .network import BlackholeServer, SlowDripServer, free_port
+from .network import BlackholeServer, ScriptedImapServer, SlowDripServer, free_port
 from .smtp import ReceivedMessage, SmtpServer
 from .tls import CertificateAuthority
 
@@ -18,6 +18,7 @@ __all__ = [
     "FakeMicrosoft",
     "ReceivedMessage",
     "Sandbox",
+    "ScriptedImapServer",
     "SlowDripServer",
     "SmtpServer",
     "dovecot_binary",

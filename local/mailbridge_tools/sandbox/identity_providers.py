@@ -50,6 +50,10 @@ def _json(status: int, value: Any) -> Reply:
     return Reply(status, json.dumps(value), {"Content-Type": "application/json"})
 
 
+def _json_text(status: int, text: str) -> Reply:
+    return Reply(status, text, {"Content-Type": "application/json"})
+
+
 def _redirect(location: str) -> Reply:
     return Reply(302, "", {"Location": location})
 
@@ -135,6 +139,10 @@ Route = Callable[[Request], Reply]
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # Keep-alive, as the real providers: clients reuse connections (and deadlines must
+    # cover a reused one).
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # an idle kept-alive connection is closed
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -152,16 +160,18 @@ class _Handler(BaseHTTPRequestHandler):
             {name.lower(): value for name, value in self.headers.items()},
         )
         provider = self.server.provider
-        reply = provider.dispatch(request)
+        misbehaviour = provider.take_misbehaviour(request.path)
+        reply = misbehaviour if isinstance(misbehaviour, Reply) else provider.dispatch(request)
         data = reply.body.encode()
-        head = [f"HTTP/1.0 {reply.status} {HTTPStatus(reply.status).phrase}"]
+        head = [f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}"]
         head += [f"{name}: {value}" for name, value in reply.headers.items()]
         head.append(f"Content-Length: {len(data)}")
         answer = "\r\n".join([*head, "", ""]).encode() + data
-        stall = provider.take_stall(request.path)
-        if stall is None:
+        if misbehaviour is None or isinstance(misbehaviour, Reply):
             self.wfile.write(answer)
-        elif stall == "drip":
+            return
+        self.close_connection = True
+        if misbehaviour == "drip":
             for byte in answer:
                 if provider.stopped.wait(_DRIP_INTERVAL):
                     return
@@ -204,7 +214,7 @@ class _FakeProvider:
         # How often each refresh token was redeemed: a client that spends one twice races.
         self.refresh_uses: Counter[str] = Counter()
         self.stopped = threading.Event()
-        self._stalls: dict[str, Stall] = {}
+        self._misbehaviours: dict[str, Stall | Reply] = {}
         self._denial: tuple[str, str] | None = None
         self._next_scopes: list[str] | None = None
 
@@ -256,17 +266,18 @@ class _FakeProvider:
         """The next request to a path ending with `path_suffix` is answered never
         (`silent`: the connection stays open) or one byte a second (`drip`)."""
         with self._lock:
-            self._stalls[path_suffix] = how
+            self._misbehaviours[path_suffix] = how
 
-    def take_stall(self, path: str) -> Stall | None:
+    def answer_next(self, path_suffix: str, status: int, body: str) -> None:
+        """The next request to a path ending with `path_suffix` gets this answer instead of
+        the right one, as a broken or hostile provider would send."""
         with self._lock:
-            suffix = next((suffix for suffix in self._stalls if path.endswith(suffix)), None)
-            return self._stalls.pop(suffix) if suffix is not None else None
+            self._misbehaviours[path_suffix] = _json_text(status, body)
 
-    def expire_access_tokens(self) -> None:
+    def take_misbehaviour(self, path: str) -> Stall | Reply | None:
         with self._lock:
-            for token in self.access_tokens.values():
-                token.expires_at = 0
+            suffix = next((s for s in self._misbehaviours if path.endswith(s)), None)
+            return self._misbehaviours.pop(suffix) if suffix is not None else None
 
     def revoke_all_grants(self) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""Loopback ports for sandbox servers, and a server that never answers."""
+"""Loopback ports for sandbox servers, and servers that misbehave: one that never answers,
+one that answers a byte at a time, and an IMAP server that says what it is told."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 LOOPBACK = "127.0.0.1"
 
@@ -58,26 +60,17 @@ class BlackholeServer:
         return int(self._socket.getsockname()[1])
 
 
-class SlowDripServer:
-    """Answers every connection with a greeting one byte per `interval` seconds (after a TLS
-    handshake with `tls`): each read succeeds, so only a deadline on the whole exchange ends
-    it."""
+class _ThreadPerConnection:
+    """A loopback server handing each connection (after a TLS handshake with `tls`) to
+    `_serve` on a thread of its own."""
 
-    def __init__(
-        self,
-        greeting: bytes = b"* OK IMAP4rev1 ready, eventually\r\n",
-        interval: float = 0.5,
-        *,
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        self._greeting = greeting
-        self._interval = interval
-        self._tls = tls  # implicit TLS: a quick handshake, then the drip
+    def __init__(self, tls: ssl.SSLContext | None) -> None:
+        self._tls = tls
         self._socket = socket.socket()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def __enter__(self) -> SlowDripServer:
+    def __enter__(self) -> Self:
         self._socket.bind((LOOPBACK, 0))
         self._socket.listen(16)
         self._socket.settimeout(0.1)
@@ -110,9 +103,9 @@ class SlowDripServer:
                 client, _ = self._socket.accept()
             except TimeoutError:
                 continue
-            self._start(self._drip, client)
+            self._start(self._connected, client)
 
-    def _drip(self, client: socket.socket) -> None:
+    def _connected(self, client: socket.socket) -> None:
         if self._tls is not None:
             try:
                 client = self._tls.wrap_socket(client, server_side=True)
@@ -120,10 +113,60 @@ class SlowDripServer:
                 client.close()
                 return
         with client:
-            for byte in self._greeting:
-                if self._stopped.wait(self._interval):
+            try:
+                self._serve(client)
+            except OSError:
+                return  # the client gave up: what a test of giving up wants
+
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class SlowDripServer(_ThreadPerConnection):
+    """Answers every connection with a greeting one byte per `interval` seconds (after a TLS
+    handshake with `tls`): each read succeeds, so only a deadline on the whole exchange ends
+    it."""
+
+    def __init__(
+        self,
+        greeting: bytes = b"* OK IMAP4rev1 ready, eventually\r\n",
+        interval: float = 0.5,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(tls)
+        self._greeting = greeting
+        self._interval = interval
+
+    def _serve(self, client: socket.socket) -> None:
+        for byte in self._greeting:
+            if self._stopped.wait(self._interval):
+                return
+            client.sendall(bytes([byte]))
+
+
+class ScriptedImapServer(_ThreadPerConnection):
+    """An IMAP server over implicit TLS that takes any login and answers STATUS with the
+    lines it is given: what a broken or hostile server may say, for the tests."""
+
+    def __init__(self, tls: ssl.SSLContext, status_lines: list[bytes]) -> None:
+        super().__init__(tls)
+        self._status_lines = status_lines
+
+    def _serve(self, client: socket.socket) -> None:
+        with client.makefile("rwb") as stream:
+            stream.write(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] scripted\r\n")
+            stream.flush()
+            for line in stream:
+                tag, _, rest = line.partition(b" ")
+                command = rest.split(maxsplit=1)[0].upper() if rest.strip() else b""
+                answers = {
+                    b"CAPABILITY": [b"* CAPABILITY IMAP4rev1 AUTH=PLAIN"],
+                    b"STATUS": self._status_lines,
+                    b"LOGOUT": [b"* BYE scripted"],
+                }.get(command, [])
+                stream.write(b"".join(answer + b"\r\n" for answer in answers))
+                stream.write(tag + b" OK done\r\n")
+                stream.flush()
+                if command == b"LOGOUT":
                     return
-                try:
-                    client.sendall(bytes([byte]))
-                except OSError:
-                    return  # the client gave up: what the test wants

@@ -119,10 +119,6 @@ class CertificateAuthority:
         _write_key(key, key_path)
         return cert_path, key_path
 
-    def client_context(self) -> ssl.SSLContext:
-        """A verifying client context that trusts only this authority."""
-        return ssl.create_default_context(cafile=str(self.ca_path))
-
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

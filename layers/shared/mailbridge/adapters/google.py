@@ -55,9 +55,10 @@ def _tokens(
 
 def _error_code(response: requests.Response) -> str:
     try:
-        return str(response.json().get("error", ""))
+        body = response.json()
     except ValueError:
         return ""
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
 
 
 class GoogleClient:
@@ -129,7 +130,8 @@ class GoogleClient:
             client_secret=app.client_secret,
         )
         try:
-            credentials.refresh(_TimedRequest(session()))
+            with reading_answer(_PROVIDER):  # google-auth reads the answer without checking it
+                credentials.refresh(_TimedRequest(session()))
         except RefreshError as error:
             details = error.args[1] if len(error.args) > 1 else None
             code = details.get("error") if isinstance(details, dict) else None

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import requests
@@ -63,9 +64,12 @@ class _DeadlineSession(requests.Session):
 
 @cache
 def session() -> requests.Session:
-    """Reused by warm invocations, so keep-alive connections to the provider survive."""
+    """Reused by warm invocations, so keep-alive connections to the provider survive. It
+    keeps no cookies: one instance serves every tenant, and a cookie set for one must never
+    ride on another's request."""
     provider_session = _DeadlineSession()
     provider_session.mount("https://", _WatchedAdapter())
+    provider_session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
     return provider_session
 
 
@@ -90,7 +94,7 @@ def reading_answer(provider: str) -> Iterator[None]:
     crash of ours."""
     try:
         yield
-    except (KeyError, TypeError, ValueError) as error:
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as error:
         raise ProviderProblem("provider_error", provider) from error
 
 

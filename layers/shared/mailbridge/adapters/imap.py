@@ -71,8 +71,12 @@ def _check(connection: ImapConnection, password: str, timeout: float) -> InboxCo
                     raise ConnectionProblem("starttls_unavailable", "IMAP", server)
                 client.starttls(tls_context())
             client.login(connection.username, password)
-            status = client.folder_status("INBOX", [b"MESSAGES", b"UNSEEN"])
-            return InboxCounts(total=status[b"MESSAGES"], unread=status[b"UNSEEN"])
+            try:
+                status = client.folder_status("INBOX", [b"MESSAGES", b"UNSEEN"])
+                return InboxCounts(total=status[b"MESSAGES"], unread=status[b"UNSEEN"])
+            except (KeyError, IndexError, TypeError, ValueError) as error:
+                # An answer that is not the STATUS asked for: the server's error, not ours.
+                raise ConnectionProblem("server_error", "IMAP", server) from error
         finally:
             _close(client)
     except LoginError as error:

@@ -53,6 +53,8 @@ def _client(app: OAuthApp, token_cache: msal.TokenCache | None = None) -> Any:
         raise network_problem(error, _PROVIDER) from error
     except ValueError as error:  # MSAL's "Unable to get authority configuration"
         raise ProviderProblem("tenant_unknown", _PROVIDER, detail=str(app.tenant)) from error
+    except (AttributeError, IndexError, KeyError, TypeError) as error:  # a garbled document
+        raise ProviderProblem("provider_error", _PROVIDER) from error
 
 
 def _cache(tokens: dict[str, Any]) -> msal.SerializableTokenCache:
@@ -107,15 +109,17 @@ class MicrosoftClient:
         token_cache = msal.SerializableTokenCache()
         # The state was checked (against its stored hash) before this flow was found.
         flow = {**flow, "state": response.get("state")}
-        try:
-            result = _client(app, token_cache).acquire_token_by_auth_code_flow(flow, response)
-        except requests.RequestException as error:
-            raise network_problem(error, _PROVIDER) from error
-        except ValueError as error:  # MSAL: the answer carries neither a code nor an error
-            raise ProviderProblem("authorization_failed", _PROVIDER) from error
-        if "access_token" not in result:
-            raise _failure(result, during_sign_in=True)
+        # MSAL reads the token endpoint's answer as it comes: anything it chokes on is the
+        # provider's error.
         with reading_answer(_PROVIDER):
+            try:
+                result = _client(app, token_cache).acquire_token_by_auth_code_flow(flow, response)
+            except requests.RequestException as error:
+                raise network_problem(error, _PROVIDER) from error
+            except ValueError as error:  # the redirect carries neither a code nor an error
+                raise ProviderProblem("authorization_failed", _PROVIDER) from error
+            if "access_token" not in result:
+                raise _failure(result, during_sign_in=True)
             tenant_id = (result.get("id_token_claims") or {}).get("tid")
             return AuthorizedAccount(grant=_grant(result, token_cache), tenant_id=tenant_id)
 
@@ -134,15 +138,15 @@ class MicrosoftClient:
         accounts = client.get_accounts()
         if not accounts:
             raise ProviderProblem("reauthorization_required", _PROVIDER)
-        try:
-            result = client.acquire_token_silent_with_error(
-                MICROSOFT_SCOPES, accounts[0], force_refresh=True
-            )
-        except requests.RequestException as error:
-            raise network_problem(error, _PROVIDER) from error
-        if not result or "access_token" not in result:
-            raise _failure(result or {}, during_sign_in=False)
         with reading_answer(_PROVIDER):
+            try:
+                result = client.acquire_token_silent_with_error(
+                    MICROSOFT_SCOPES, accounts[0], force_refresh=True
+                )
+            except requests.RequestException as error:
+                raise network_problem(error, _PROVIDER) from error
+            if not result or "access_token" not in result:
+                raise _failure(result or {}, during_sign_in=False)
             return _grant(result, token_cache)
 
     def mailbox(self, access_token: str) -> Mailbox:

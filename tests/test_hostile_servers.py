@@ -1,0 +1,87 @@
+"""Mail servers and providers that answer, but not what they should: a missing or garbled
+STATUS, a number too large to store, JSON that is not the expected object, or no JSON at
+all. Each is the server's error (`server_error`, `provider_error`), never a 500 of ours."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mailbridge_tools.sandbox import ScriptedImapServer
+from mailbridge_tools.sandbox.tls import server_context
+from support import OAuthAgent, Org, age_tokens, posted
+
+Body = Callable[..., dict[str, Any]]
+
+
+@pytest.mark.parametrize(
+    "status_lines",
+    [
+        [b"* STATUS INBOX (UNSEEN 3)"],  # MESSAGES left out
+        [],  # no STATUS at all
+        [b"* STATUS INBOX (MESSAGES many UNSEEN 1)"],
+        [b"* STATUS INBOX (MESSAGES 1" + b"0" * 40 + b" UNSEEN 1)"],  # past what is stored
+        [b"* STATUS INBOX (MESSAGES -5 UNSEEN 1)"],
+    ],
+    ids=["missing", "absent", "not-a-number", "too-large", "negative"],
+)
+def test_an_imap_server_that_garbles_status(
+    org: Org, imap_body: Body, server_cert: tuple[Path, Path], status_lines: list[bytes]
+) -> None:
+    with ScriptedImapServer(server_context(*server_cert), status_lines) as imap:
+        body = imap_body()
+        body["imap"]["port"] = imap.port
+        assert org.client.put(org.config_path, body).status == 200
+        response = org.client.post(org.config_path + "/test")
+    assert response.status == 200, response.text
+    imap_check = next(check for check in response.json()["checks"] if check["name"] == "imap")
+    assert imap_check["error"]["code"] == "server_error"
+    assert org.client.get(org.config_path).json()["last_error"]["code"] == "server_error"
+
+
+# (provider, step, endpoint, answer): what the provider sends instead of the right answer.
+GARBLED = [
+    ("microsoft", "test", "/v1.0/me", "[]"),
+    ("microsoft", "test", "/v1.0/me/mailFolders/inbox", '{"totalItemCount": "lots"}'),
+    ("microsoft", "refresh", "/oauth2/v2.0/token", "not json"),
+    ("microsoft", "authorize", "/v2.0/.well-known/openid-configuration", "{}"),
+    ("microsoft", "sign-in", "/oauth2/v2.0/token", "[1, 2]"),
+    ("google", "test", "/gmail/v1/users/me/labels/INBOX", "not json"),
+    ("google", "refresh", "/token", "[]"),
+    ("google", "sign-in", "/token", '{"access_token": 7}'),
+    ("google", "sign-in", "/gmail/v1/users/me/profile", '{"emailAddress": null}'),
+]
+
+
+@pytest.mark.parametrize(("provider", "step", "endpoint", "answer"), GARBLED)
+def test_a_provider_that_garbles_its_answer(
+    request: pytest.FixtureRequest, provider: str, step: str, endpoint: str, answer: str
+) -> None:
+    agent: OAuthAgent = request.getfixturevalue(f"{provider}_agent")
+    if step == "authorize":
+        tenant = f"t{uuid.uuid4().hex[:8]}.example"  # MSAL has not cached its metadata
+        agent.fake.tenants.add(tenant)
+        agent.save(tenant=tenant)
+        agent.fake.answer_next(endpoint, 200, answer)
+        response = agent.org.client.post(agent.path + "/authorize", {"origin": agent.api.url})
+        assert (response.status, response.error["code"]) == (502, "provider_error")
+        return
+    if step == "sign-in":
+        agent.save()
+        location = agent.sign_in(agent.authorization_url())
+        agent.fake.answer_next(endpoint, 200, answer)
+        page = agent.callback(location)
+        assert page.status == 200, page.text
+        assert posted(page)[0]["error"]["code"] in {"provider_error", "authorization_failed"}
+        return
+    agent.connect()
+    if step == "refresh":
+        age_tokens(agent.org.agent_id)
+    agent.fake.answer_next(endpoint, 200, answer)
+    result = agent.test()
+    failed = [check for check in result["checks"] if not check["ok"]]
+    assert [check["error"]["code"] for check in failed] == ["provider_error"], result
+    assert agent.test()["ok"] is True  # the next, right answer works again
