@@ -7,7 +7,9 @@ under it, which ends the read in progress at once, TLS or not.
 
 Deadlines nest, and an inner one never outlasts the one around it. The handler puts the
 whole invocation under a deadline (the Lambda's remaining time, less what recording the
-outcome needs), so no exchange beneath it can run the function into its own timeout.
+outcome needs), so no mail or provider exchange beneath it, nor a wait for the refresh
+lock, can run the function into its own timeout. (AWS calls are bounded by botocore's own
+timeouts; see storage.)
 """
 
 from __future__ import annotations
@@ -75,3 +77,12 @@ def watch(sock: socket.socket) -> None:
     deadline = _current.get()
     if deadline is not None:
         deadline.watch(sock)
+
+
+def seconds_left(at_most: float) -> float:
+    """`at_most`, or less if the current deadline (the invocation's) ends sooner: for waits
+    that have no socket to watch."""
+    deadline = _current.get()
+    if deadline is None:
+        return at_most
+    return max(0.0, min(at_most, deadline.ends_at - time.monotonic()))

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .access import load_owned_agent
+from .deadline import seconds_left
 from .errors import AppError, ConfigConflict, Conflict, InvalidField, ServiceUnavailable
 from .models import (
     Agent,
@@ -373,7 +374,7 @@ def fresh_access_token(
         if grant is not None:
             return grant
     holder = str(uuid.uuid4())
-    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    deadline = time.monotonic() + seconds_left(_LOCK_WAIT_SECONDS)
     try:
         while not agents.try_lock(config.agent_id, holder, _LOCK_LEASE_SECONDS):
             if time.monotonic() > deadline:
