@@ -111,7 +111,10 @@ def test_a_connection_test_reads_one_secret_at_most(
 ) -> None:
     assert org.client.put(org.config_path, imap_body()).status == 200
     cold()
-    test = lambda: org.client.post(org.config_path + "/test")  # noqa: E731
+
+    def test() -> Any:
+        return org.client.post(org.config_path + "/test")
+
     first = counted(aws_calls, "test, IMAP, a new instance", test)
     assert [call.operation for call in secrets(first, writes=False)] == ["GetSecretValue"]
     again = counted(aws_calls, "test, IMAP, the same instance", test)
