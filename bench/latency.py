@@ -1,9 +1,10 @@
 """Connection-test latency over a slow network: the IMAP and SMTP checks through latency
 proxies, alone and together, and a small mailbox against a large one.
 
-The checks are the service's own (`mailbridge.connection_test.run_checks` and the adapters'
-check functions), so the process's mail settings must let them reach loopback, high ports
-and the servers' CA: MAIL_ALLOW_PRIVATE_NETWORKS, MAIL_EXTRA_PORTS, MAIL_EXTRA_CA_FILE.
+The checks are the service's own (`mailbridge.connections.checks.check_mail_servers`, and
+each check alone through the `mail_servers` port), so the process's mail settings must let
+them reach loopback, high ports and the servers' CA: MAIL_ALLOW_PRIVATE_NETWORKS,
+MAIL_EXTRA_PORTS, MAIL_EXTRA_CA_FILE.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from mailbridge.adapters.imap import check_imap
-from mailbridge.adapters.smtp import check_smtp
-from mailbridge.connection_test import run_checks
-from mailbridge.models import ImapConnection, Security, ServerSettings
+from mailbridge.connections.checks import check_mail_servers
+from mailbridge.connections.mail_servers import mail_servers
+from mailbridge.connections.models import ImapConnection, Security, ServerSettings
 from mailbridge_tools.sandbox import DovecotServer, SmtpServer
 
 from .latency_proxy import LatencyProxy
@@ -54,7 +54,7 @@ class CheckTiming:
 class LatencyReport:
     imap: CheckTiming
     smtp: CheckTiming
-    both: float  # run_checks, both checks concurrently, small mailbox
+    both: float  # check_mail_servers, both checks concurrently, small mailbox
     both_large: float  # the same on the large mailbox
     # Without the proxies: what the mailbox's size costs the server, not hidden by latency.
     direct_imap: float
@@ -125,7 +125,7 @@ class MailLab:
             connection = self.connection(mailbox, proxied=proxied)
 
             def run() -> None:
-                inbox = check_imap(connection, PASSWORD, CHECK_TIMEOUT)
+                inbox = mail_servers().check_imap(connection, PASSWORD, CHECK_TIMEOUT)
                 _expect(inbox.total == mailbox.messages, f"{mailbox}: {inbox}")
 
             return run
@@ -134,7 +134,7 @@ class MailLab:
             connection = self.connection(mailbox)
 
             def run() -> None:
-                result = run_checks(connection, PASSWORD, CHECK_TIMEOUT)
+                result = check_mail_servers(connection, PASSWORD, CHECK_TIMEOUT)
                 counted = result.inbox.total if result.inbox else None
                 _expect(result.ok and counted == mailbox.messages, f"{mailbox}: {result}")
 
@@ -146,7 +146,7 @@ class MailLab:
                 imap_check(self.small), self.imap_proxy, runs, IMAP_TLS_MINIMUM
             ),
             smtp=self._check_timing(
-                lambda: check_smtp(smtp_connection, PASSWORD, CHECK_TIMEOUT),
+                lambda: mail_servers().check_smtp(smtp_connection, PASSWORD, CHECK_TIMEOUT),
                 self.smtp_proxy,
                 runs,
                 SMTP_STARTTLS_MINIMUM,

@@ -21,6 +21,7 @@ from mailbridge_tools.sandbox import (
     SmtpServer,
     dovecot_binary,
 )
+from mailbridge_tools.template import load_template
 from secret_hygiene import KeptLogLines, SecretHygiene
 from support import (
     BULK_MAILBOX,
@@ -38,6 +39,13 @@ from support import (
 
 # What the service lets out, over the whole run (secret_hygiene.py).
 HYGIENE = SecretHygiene()
+
+# Lambda sets a function's environment before its code loads, and Powertools reads its own
+# variables once, when the layer's logger and metrics are made: test modules that import the
+# layer as they are collected must find them set too.
+for name, value in load_template()["Globals"]["Function"]["Environment"]["Variables"].items():
+    if name.startswith("POWERTOOLS_") and isinstance(value, str):
+        os.environ.setdefault(name, value)
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +136,7 @@ def local_api(
 @contextmanager
 def secrets_kept_from(api: Any) -> Iterator[None]:
     """Keep every response of `api` and every log line, for the search at the end."""
-    from mailbridge.observability import logger
+    from mailbridge.core.observability import logger
 
     def response(answer: Any) -> None:
         headers = "\n".join(f"{name}: {value}" for name, value in answer.headers)
@@ -158,7 +166,7 @@ def logs(local_api: Any) -> Iterator[list[str]]:
     """The JSON lines the functions log during the test, as CloudWatch would receive them.
     (A handler of our own: the functions' stdout handler keeps whatever stream it was
     given when it was created, which pytest's capture fixtures do not see.)"""
-    from mailbridge.observability import logger
+    from mailbridge.core.observability import logger
 
     lines: list[str] = []
 

@@ -24,8 +24,8 @@ def _closed_port() -> int:
 
 def use_provider(provider: str) -> list[str]:
     if provider == "imap":
-        from mailbridge.connection_test import run_checks
-        from mailbridge.models import ImapConnection, Security, ServerSettings
+        from mailbridge.connections.checks import check_mail_servers
+        from mailbridge.connections.models import ImapConnection, Security, ServerSettings
 
         # Nothing listens there: the checks fail at once, after loading what they need.
         port = _closed_port()
@@ -36,8 +36,8 @@ def use_provider(provider: str) -> list[str]:
             imap=ServerSettings(host="127.0.0.1", port=port, security=Security.TLS),
             smtp=ServerSettings(host="127.0.0.1", port=port, security=Security.STARTTLS),
         )
-        return [check.name for check in run_checks(connection, "password", 2.0).checks]
-    from mailbridge.oauth_providers import provider_client
+        return [check.name for check in check_mail_servers(connection, "password", 2.0).checks]
+    from mailbridge.oauth.providers import provider_client
 
     provider_client(provider)
     return []

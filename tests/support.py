@@ -112,14 +112,14 @@ class Org:
 
 
 def register_agent(org_id: str, *, client_org_id: str | None = None) -> str:
-    from mailbridge.models import Agent
-    from mailbridge.storage import AgentStore
+    from mailbridge.agents.models import Agent
+    from mailbridge.storage.agents import DynamoAgentStore
 
     agent_id = f"agent-{uuid.uuid4().hex[:10]}"
     agent = Agent(
         agent_id=agent_id, org_id=org_id, name="Support agent", client_org_id=client_org_id
     )
-    AgentStore().put_agent(agent)
+    DynamoAgentStore().put_agent(agent)
     return agent_id
 
 
@@ -153,10 +153,11 @@ def secret_value(ref: Any) -> dict[str, Any]:
 def age_tokens(agent_id: str) -> None:
     """Make the stored access token expire in a minute (time cannot be sped up): a new
     version of the token document, and the record pointing at it, as a refresh would."""
-    from mailbridge.models import TokenRef
-    from mailbridge.storage import AgentStore, SecretStore
+    from mailbridge.connections.models import TokenRef
+    from mailbridge.storage.agents import DynamoAgentStore
+    from mailbridge.storage.secrets import SecretsManagerStore
 
-    agents = AgentStore()
+    agents = DynamoAgentStore()
     _, config = agents.load(agent_id)
     assert config is not None and config.tokens is not None
     tokens = secret_value(config.tokens)
@@ -168,7 +169,7 @@ def age_tokens(agent_id: str) -> None:
         tokens["token_cache"] = json.dumps(cache)
     else:
         tokens["expires_at"] = soon
-    written = SecretStore().write(config.tokens.name, tokens, exists=True, org_id="")
+    written = SecretsManagerStore().write(config.tokens.name, tokens, exists=True, org_id="")
     assert agents.update_tokens(config, TokenRef(**written.model_dump(), expires_at=soon))
 
 

@@ -24,9 +24,9 @@ _FIGURES: list[str] = []
 
 @pytest.fixture(scope="module")
 def aws_calls(local_api: Any) -> AwsCalls:
-    from mailbridge.storage import _dynamodb, _secretsmanager
+    from mailbridge.storage.aws import dynamodb, secretsmanager
 
-    return AwsCalls([_dynamodb(), _secretsmanager()])
+    return AwsCalls([dynamodb(), secretsmanager()])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,9 +38,9 @@ def report() -> Iterator[None]:
 @pytest.fixture
 def cold() -> Callable[[], None]:
     """Forget the secret values this process has read: a new Lambda instance."""
-    from mailbridge import storage
+    from mailbridge.storage.secrets import forget_cached_values
 
-    return storage._values.clear
+    return forget_cached_values
 
 
 def counted(aws_calls: AwsCalls, label: str, request: Callable[[], Any]) -> list[AwsCall]:

@@ -14,8 +14,8 @@ import hypothesis.strategies as st
 import pytest
 import requests
 import schemathesis
-from mailbridge.models import Agent
-from mailbridge.storage import AgentStore
+from mailbridge.agents.models import Agent
+from mailbridge.storage.agents import DynamoAgentStore
 from mailbridge_tools.openapi import (
     OPENAPI_PATH,
     REGENERATE,
@@ -231,7 +231,7 @@ class FuzzSession:
 
 def _register(agent_id: str, client_org_id: str | None = None) -> None:
     agent = Agent(agent_id=agent_id, org_id=ORG, name="Fuzzed", client_org_id=client_org_id)
-    AgentStore().put_agent(agent)
+    DynamoAgentStore().put_agent(agent)
 
 
 def _connect_google(client: ApiClient, url: str, google: FakeGoogle) -> None:

@@ -363,7 +363,7 @@ def test_password_never_reaches_a_response_or_a_log_line(
 
 
 def test_the_logger_redacts_secrets_passed_by_name(logs: list[str]) -> None:
-    from mailbridge.observability import logger
+    from mailbridge.core.observability import logger
 
     logger.info("careless", extra={"password": MAILBOX_PASSWORD, "client_secret": "s3cr3t"})
     logger.warning("careless", extra={"code": "c0d3", "error_code": "auth_failed"})

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mailbridge.models import Agent
-from mailbridge.storage import AgentStore
+from mailbridge.agents.models import Agent
+from mailbridge.storage.agents import DynamoAgentStore
 
 EVENTS = Path(__file__).parent.parent / "events"
 
@@ -26,7 +26,7 @@ def test_every_route_has_a_sample_event(local_api: Any) -> None:
 def test_the_events_run_in_order(local_api: Any) -> None:
     claims = load("get_email_config")["requestContext"]["authorizer"]["jwt"]["claims"]
     agent_id = load("get_email_config")["pathParameters"]["agentId"]
-    AgentStore(local_api.table_name).put_agent(
+    DynamoAgentStore(local_api.table_name).put_agent(
         Agent(agent_id=agent_id, org_id=claims["org_id"], name="Sample events agent")
     )
 

@@ -44,9 +44,9 @@ _TABLE: list[str] = []
 
 @pytest.fixture(scope="module")
 def aws_calls(local_api: Any) -> AwsCalls:
-    from mailbridge.storage import _dynamodb, _secretsmanager
+    from mailbridge.storage.aws import dynamodb, secretsmanager
 
-    return AwsCalls([_dynamodb(), _secretsmanager()])
+    return AwsCalls([dynamodb(), secretsmanager()])
 
 
 @pytest.fixture(autouse=True)
@@ -102,17 +102,18 @@ class Flow:
 
 def _referenced_secrets(run: Run) -> set[tuple[str, str]]:
     """Every (name, version) the flow's records point at."""
-    from mailbridge.storage import AgentStore, OrgStore
+    from mailbridge.storage.agents import DynamoAgentStore
+    from mailbridge.storage.orgs import DynamoOrgStore
 
     refs: set[tuple[str, str]] = set()
-    _, config = AgentStore().load(run.org.agent_id)
+    _, config = DynamoAgentStore().load(run.org.agent_id)
     for ref in (config.secret, config.tokens) if config else ():
         if ref is not None:
             refs.add((ref.name, ref.version))
     client_org = run.context.get("client_org")
     for provider in ("microsoft", "google"):
         for owner in (None, client_org) if client_org else (None,):
-            app = OrgStore().get_app(run.org.org_id, owner, provider)
+            app = DynamoOrgStore().get_app(run.org.org_id, owner, provider)
             if app is not None:
                 refs.add((app.secret.name, app.secret.version))
     return refs
@@ -144,9 +145,9 @@ def _orphans(run: Run, flow: Flow) -> list[str]:
 
 def _config_state(run: Run) -> Hashable:
     """Status, settings (no timestamps, versions or ids) and the password the record uses."""
-    from mailbridge.storage import AgentStore
+    from mailbridge.storage.agents import DynamoAgentStore
 
-    _, config = AgentStore().load(run.org.agent_id)
+    _, config = DynamoAgentStore().load(run.org.agent_id)
     if config is None:
         return None
     # Client ids are made up per run; what matters is the rest.
@@ -237,9 +238,9 @@ def oauth_flows(local_api: Any, microsoft: FakeMicrosoft, google: FakeGoogle) ->
     def refresh_state(run: Run) -> Hashable:
         """Old: the record still points at the tokens that need a refresh; new: at fresh
         ones. (The test's own outcome is recorded separately, like any test's.)"""
-        from mailbridge.storage import AgentStore
+        from mailbridge.storage.agents import DynamoAgentStore
 
-        _, config = AgentStore().load(run.org.agent_id)
+        _, config = DynamoAgentStore().load(run.org.agent_id)
         assert config is not None and config.tokens is not None
         return "refresh due" if config.tokens.expires_at - time.time() <= 300 else "fresh"
 
@@ -281,9 +282,9 @@ def org_flows(google: FakeGoogle) -> list[Flow]:
         run.context["secret"] = "s-2"  # the PUT under test rotates it
 
     def app_state(run: Run) -> Hashable:
-        from mailbridge.storage import OrgStore
+        from mailbridge.storage.orgs import DynamoOrgStore
 
-        app = OrgStore().get_app(run.org.org_id, None, "google")
+        app = DynamoOrgStore().get_app(run.org.org_id, None, "google")
         return (app.client_id, repr(secret_value(app.secret))) if app else None
 
     def policy(run: Run) -> str:
@@ -305,10 +306,10 @@ def org_flows(google: FakeGoogle) -> list[Flow]:
         assert run.org.client.put(path, {"client_id": "c.apps", "client_secret": "s"}).status == 200
 
     def policy_state(run: Run) -> Hashable:
-        from mailbridge.storage import OrgStore
+        from mailbridge.storage.orgs import DynamoOrgStore
 
-        stored = OrgStore().get(run.org.org_id, run.context["client_org"])
-        app = OrgStore().get_app(run.org.org_id, run.context["client_org"], "google")
+        stored = DynamoOrgStore().get(run.org.org_id, run.context["client_org"])
+        app = DynamoOrgStore().get_app(run.org.org_id, run.context["client_org"], "google")
         return (stored.name if stored else None, app.client_id if app else None)
 
     return [

@@ -97,10 +97,13 @@ def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body
     and the password the record uses is the one saved with its settings. Lambda runs
     concurrent requests in separate instances (the local run, like one instance, takes them
     in turn): threads calling the save path stand in for them."""
-    from mailbridge.email_config import save_email_config
-    from mailbridge.errors import Conflict
-    from mailbridge.models import Caller, ImapConfigRequest
-    from mailbridge.storage import AgentStore, OrgStore, SecretStore
+    from mailbridge.agents.models import Caller
+    from mailbridge.connections.models import ImapConfigRequest
+    from mailbridge.connections.service import save_email_config
+    from mailbridge.core.errors import MailbridgeError
+    from mailbridge.storage.agents import DynamoAgentStore
+    from mailbridge.storage.orgs import DynamoOrgStore
+    from mailbridge.storage.secrets import SecretsManagerStore
 
     org.client.put(org.config_path, imap_body())
     caller = Caller(subject="user", org_id=org.org_id)
@@ -111,9 +114,15 @@ def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body
         request = ImapConfigRequest.model_validate(body)
         try:
             save_email_config(
-                AgentStore(), SecretStore(), OrgStore(), caller, org.agent_id, request
+                DynamoAgentStore(),
+                SecretsManagerStore(),
+                DynamoOrgStore(),
+                caller,
+                org.agent_id,
+                request,
             )
-        except Conflict:  # concurrent_update: three tries, each beaten by another save
+        except MailbridgeError as error:  # three tries, each beaten by another save
+            assert error.code == "concurrent_update"
             return False
         return True
 
@@ -125,7 +134,7 @@ def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body
     assert final["config"]["smtp"]["host"] == f"host-{winner}.example"
     # Every save that said so is in the history: none overwrote another unseen.
     assert final["version"] == 1 + saved.count(True)
-    _, record = AgentStore().load(org.agent_id)
+    _, record = DynamoAgentStore().load(org.agent_id)
     assert record is not None and record.secret is not None
     assert secret_value(record.secret)["password"] == f"password-{winner}"
 

@@ -259,19 +259,21 @@ def test_concurrent_refreshes_spend_the_refresh_token_once(microsoft_agent: OAut
     separate instances; threads calling the one refresh path stand in for them. One of them
     refreshes; the others wait for it and use what it stored, so no refresh token is ever
     redeemed twice (a provider with reuse detection would revoke the whole grant)."""
-    from mailbridge.oauth import fresh_access_token
-    from mailbridge.storage import AgentStore, OrgStore, SecretStore
+    from mailbridge.oauth.tokens import fresh_access_token
+    from mailbridge.storage.agents import DynamoAgentStore
+    from mailbridge.storage.orgs import DynamoOrgStore
+    from mailbridge.storage.secrets import SecretsManagerStore
 
     microsoft_agent.connect()
     age_tokens(microsoft_agent.org.agent_id)
     before = microsoft_agent.fake.refresh_count
     uses_before = Counter(microsoft_agent.fake.refresh_uses)
-    agents = AgentStore()
+    agents = DynamoAgentStore()
     agent, config = agents.load(microsoft_agent.org.agent_id)
     assert agent is not None and config is not None
 
     def refresh(_: int) -> str:
-        grant = fresh_access_token(agents, SecretStore(), OrgStore(), agent, config)
+        grant = fresh_access_token(agents, SecretsManagerStore(), DynamoOrgStore(), agent, config)
         return grant.access_token
 
     with ThreadPoolExecutor(max_workers=20) as pool:

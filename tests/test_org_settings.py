@@ -315,9 +315,12 @@ def test_bad_policies_are_refused(org: Org, body: dict[str, Any], field: str) ->
 
 
 def test_sending_policy_refuses_recipients_and_counts_under_concurrency(org: Org) -> None:
-    from mailbridge.errors import AppError
-    from mailbridge.sending_policy import SendingPolicy
-    from mailbridge.storage import AgentStore, CounterStore, OrgStore
+    from mailbridge.core.errors import MailbridgeError
+    from mailbridge.http.errors import STATUS
+    from mailbridge.orgs.sending_policy import SendingPolicy
+    from mailbridge.storage.agents import DynamoAgentStore
+    from mailbridge.storage.counters import DynamoCounterStore
+    from mailbridge.storage.orgs import DynamoOrgStore
 
     client_org = client_org_with_policy(
         org,
@@ -325,9 +328,9 @@ def test_sending_policy_refuses_recipients_and_counts_under_concurrency(org: Org
         limits={"per_hour": 5, "per_day": 7},
     )
     agent = register_agent(org.org_id, client_org_id=client_org)
-    policy = SendingPolicy(AgentStore(), OrgStore(), CounterStore())
+    policy = SendingPolicy(DynamoAgentStore(), DynamoOrgStore(), DynamoCounterStore())
 
-    with pytest.raises(AppError) as refused:
+    with pytest.raises(MailbridgeError) as refused:
         policy.authorize_message(
             agent, ["bob@acme.example", "eve@evil.example", "x@supplier.example"]
         )
@@ -339,7 +342,7 @@ def test_sending_policy_refuses_recipients_and_counts_under_concurrency(org: Org
         try:
             policy.authorize_message(agent, ["partner@supplier.example"])
             return "sent"
-        except AppError as error:
+        except MailbridgeError as error:
             return error.code
 
     with ThreadPoolExecutor(max_workers=12) as pool:
@@ -354,18 +357,20 @@ def test_sending_policy_refuses_recipients_and_counts_under_concurrency(org: Org
         try:
             policy.authorize_message(agent, ["a@acme.example"], now=next_hour)
             results.append("sent")
-        except AppError as error:
+        except MailbridgeError as error:
             results.append(error.code)
-            assert error.status == 429
+            assert STATUS[error.code] == 429
             assert "day" in error.message
     assert results == ["sent", "sent", "sending_limit_reached"]
 
 
 def test_agents_without_a_client_org_send_freely(org: Org) -> None:
-    from mailbridge.sending_policy import SendingPolicy
-    from mailbridge.storage import AgentStore, CounterStore, OrgStore
+    from mailbridge.orgs.sending_policy import SendingPolicy
+    from mailbridge.storage.agents import DynamoAgentStore
+    from mailbridge.storage.counters import DynamoCounterStore
+    from mailbridge.storage.orgs import DynamoOrgStore
 
-    policy = SendingPolicy(AgentStore(), OrgStore(), CounterStore())
+    policy = SendingPolicy(DynamoAgentStore(), DynamoOrgStore(), DynamoCounterStore())
     for _ in range(3):
         policy.authorize_message(org.agent_id, ["anyone@anywhere.example"])
 

@@ -6,23 +6,20 @@ kept for requests that could not run a test at all.
 """
 
 from aws_lambda_powertools.metrics import MetricUnit
-from mailbridge.api import (
-    JWT,
-    AgentId,
-    create_app,
-    current_caller,
-    errors,
-    lambda_handler,
-    logger,
-    metrics,
-    success,
-)
-from mailbridge.connection_test import test_email_config
-from mailbridge.models import ConnectionTestResponse
-from mailbridge.storage import AgentStore, CounterStore, OrgStore, SecretStore
+from mailbridge.connections.checks import run_connection_test
+from mailbridge.connections.models import ConnectionTestResponse
+from mailbridge.core.observability import logger, metrics
+from mailbridge.http.app import create_app, lambda_handler
+from mailbridge.http.caller import AgentId, current_caller
+from mailbridge.http.contract import JWT, errors, success
+from mailbridge.storage.agents import DynamoAgentStore
+from mailbridge.storage.counters import DynamoCounterStore
+from mailbridge.storage.orgs import DynamoOrgStore
+from mailbridge.storage.secrets import SecretsManagerStore
 
 app = create_app()
-agents, secrets, orgs, counters = AgentStore(), SecretStore(), OrgStore(), CounterStore()
+agents, secrets = DynamoAgentStore(), SecretsManagerStore()
+orgs, counters = DynamoOrgStore(), DynamoCounterStore()
 
 
 @app.post(
@@ -37,7 +34,7 @@ def test_config(
     agentId: AgentId,
 ) -> ConnectionTestResponse:
     caller = current_caller(app)
-    result = test_email_config(agents, secrets, orgs, counters, caller, agentId)
+    result = run_connection_test(agents, secrets, orgs, counters, caller, agentId)
     failures = {check.name: check.error.code for check in result.checks if check.error}
     logger.info("connection tested", extra={"ok": result.ok, "failures": failures})
     metrics.add_metric(

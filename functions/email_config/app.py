@@ -5,24 +5,23 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseHeader
-from mailbridge.api import (
-    JWT,
-    AgentId,
-    create_app,
-    current_caller,
-    errors,
-    lambda_handler,
-    logger,
-    parse_if_match,
-    success,
+from mailbridge.connections.models import EmailConfigRequest, EmailConfigView
+from mailbridge.connections.service import (
+    delete_email_config,
+    get_email_config,
+    save_email_config,
 )
-from mailbridge.email_config import delete_email_config, get_email_config, save_email_config
-from mailbridge.models import EmailConfigRequest, EmailConfigView
-from mailbridge.storage import AgentStore, OrgStore, SecretStore
+from mailbridge.core.observability import logger
+from mailbridge.http.app import create_app, lambda_handler
+from mailbridge.http.caller import AgentId, current_caller, parse_if_match
+from mailbridge.http.contract import JWT, errors, success
+from mailbridge.storage.agents import DynamoAgentStore
+from mailbridge.storage.orgs import DynamoOrgStore
+from mailbridge.storage.secrets import SecretsManagerStore
 from pydantic.json_schema import SkipJsonSchema
 
 app = create_app()
-agents, secrets, orgs = AgentStore(), SecretStore(), OrgStore()
+agents, secrets, orgs = DynamoAgentStore(), SecretsManagerStore(), DynamoOrgStore()
 PATH = "/bridge/agents/<agentId>/email-config"
 TAGS = ["Email connection"]
 ETAG: dict[str, OpenAPIResponseHeader] = {

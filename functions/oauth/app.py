@@ -4,25 +4,23 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
-from mailbridge.api import (
-    JWT,
-    AgentId,
-    create_app,
-    current_caller,
-    errors,
-    html_pages,
-    lambda_handler,
-    logger,
-    success,
-)
-from mailbridge.models import AuthorizeRequest, AuthorizeResponse
-from mailbridge.oauth import authorize, complete_authorization
-from mailbridge.oauth_page import render_callback_page
-from mailbridge.storage import AgentStore, AuthorizationStore, OrgStore, SecretStore
+from mailbridge.core.observability import logger
+from mailbridge.http.app import create_app, lambda_handler
+from mailbridge.http.caller import AgentId, current_caller
+from mailbridge.http.contract import JWT, errors, html_pages, success
+from mailbridge.http.errors import STATUS
+from mailbridge.oauth.callback_page import render_callback_page
+from mailbridge.oauth.flow import authorize, complete_authorization
+from mailbridge.oauth.models import AuthorizeRequest, AuthorizeResponse
+from mailbridge.storage.agents import DynamoAgentStore
+from mailbridge.storage.authorizations import DynamoAuthorizationStore
+from mailbridge.storage.orgs import DynamoOrgStore
+from mailbridge.storage.secrets import SecretsManagerStore
 from pydantic.json_schema import SkipJsonSchema
 
 app = create_app()
-agents, secrets, states, orgs = AgentStore(), SecretStore(), AuthorizationStore(), OrgStore()
+agents, secrets = DynamoAgentStore(), SecretsManagerStore()
+states, orgs = DynamoAuthorizationStore(), DynamoOrgStore()
 TAGS = ["OAuth"]
 STARTED_SIGN_IN = success("The provider's sign-in URL, to open in the popup.") | errors(
     401, 404, 409, 422, 502, 503
@@ -102,8 +100,10 @@ def oauth_callback(
         },
     )
     page, headers = render_callback_page(outcome)
+    # A sign-in that ran to its end is a page like any other, whatever it says; a refused
+    # callback has its error's status.
     return Response(
-        status_code=outcome.http_status,
+        status_code=STATUS[outcome.refusal] if outcome.refusal else 200,
         content_type="text/html; charset=utf-8",
         body=page,
         headers=headers,

@@ -1,46 +1,40 @@
 """Organization-wide email settings: shared OAuth apps (of an org or of one of its client
 organizations) and client organizations' email policies. Admins write; members read."""
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
-from mailbridge.api import (
-    JWT,
-    create_app,
-    current_caller,
-    errors,
-    lambda_handler,
-    logger,
-    success,
-)
-from mailbridge.client_orgs import delete_email_policy, get_email_policy, save_email_policy
-from mailbridge.models import (
-    ID_PATTERN,
+from mailbridge.core.observability import logger
+from mailbridge.core.types import ID_PATTERN, OAuthProvider
+from mailbridge.http.app import create_app, lambda_handler
+from mailbridge.http.caller import current_caller
+from mailbridge.http.contract import JWT, errors, success
+from mailbridge.orgs.client_orgs import delete_email_policy, get_email_policy, save_email_policy
+from mailbridge.orgs.models import (
+    AppOwner,
     ClientOrg,
     EmailPolicyRequest,
-    OAuthProvider,
     SharedAppRequest,
     SharedAppView,
 )
-from mailbridge.shared_apps import delete_shared_app, get_shared_app, save_shared_app
-from mailbridge.storage import OrgStore, SecretStore
+from mailbridge.orgs.shared_apps import delete_shared_app, get_shared_app, save_shared_app
+from mailbridge.storage.orgs import DynamoOrgStore
+from mailbridge.storage.secrets import SecretsManagerStore
 
 app = create_app()
-secrets, orgs = SecretStore(), OrgStore()
+secrets, orgs = SecretsManagerStore(), DynamoOrgStore()
 
-# Organization ids come from the platform, like agent ids, and follow the same rule.
-OwnerId = Annotated[str, Path(pattern=ID_PATTERN)]
 Provider = Annotated[OAuthProvider, Path()]
-ORG_APP = "/bridge/orgs/<orgId>/email-oauth-apps/<provider>"
-CLIENT_ORG_APP = "/bridge/client-orgs/<clientOrgId>/email-oauth-apps/<provider>"
-POLICY = "/bridge/client-orgs/<clientOrgId>/email-policy"
 APPS, POLICIES = ["Shared OAuth apps"], ["Client organizations"]
 # Members read; writes need an admin (403).
 READ_ERRORS = errors(401, 404, 422, 503)
 WRITE_ERRORS = errors(401, 403, 404, 409, 422, 503)
 DELETE_ERRORS = errors(401, 403, 404, 422, 503)
 DELETED = success("Deleted.", status=204)
+Route = TypeVar("Route", bound=Callable[..., object])
 
 
 def _deleted(what: str) -> Response[str]:
@@ -48,79 +42,75 @@ def _deleted(what: str) -> Response[str]:
     return Response(status_code=204, body="")
 
 
-@app.get(
-    ORG_APP,
-    summary="The organization's shared app for the provider, without its secret",
-    tags=APPS,
-    security=JWT,
-    responses=success("The app.") | READ_ERRORS,
+def _named(name: str) -> Callable[[Route], Route]:
+    """Each owner's routes keep a name of their own: it is their OpenAPI operation id."""
+
+    def rename(route: Route) -> Route:
+        route.__name__ = name
+        return route
+
+    return rename
+
+
+def shared_app_routes(owner: AppOwner, id_parameter: str, whose: str) -> Router:
+    """GET, PUT and DELETE of a shared app, written once for both owners: an organization
+    and a client organization. `id_parameter` is the owner id's name in the path (it names
+    the parameter in the contract too); `whose` names the owner in summaries."""
+    router = Router()  # type: ignore[no-untyped-call]  # its __init__ is not annotated
+    # Organization ids come from the platform, like agent ids, and follow the same rule.
+    OwnerId = Annotated[str, Path(pattern=ID_PATTERN, alias=id_parameter)]
+    path = "/email-oauth-apps/<provider>"
+
+    @router.get(
+        path,
+        summary=f"{whose.capitalize()}'s shared app for the provider, without its secret",
+        tags=APPS,
+        security=JWT,
+        responses=success("The app.") | READ_ERRORS,
+    )
+    @_named(f"get_{owner}_app")
+    def get_app(owner_id: OwnerId, provider: Provider) -> SharedAppView:
+        return get_shared_app(orgs, current_caller(app), owner, owner_id, provider)
+
+    @router.put(
+        path,
+        summary=f"Register or replace {whose}'s shared app",
+        tags=APPS,
+        security=JWT,
+        responses=success("The saved app.") | WRITE_ERRORS,
+    )
+    @_named(f"put_{owner}_app")
+    def put_app(
+        owner_id: OwnerId, provider: Provider, request: Annotated[SharedAppRequest, Body()]
+    ) -> SharedAppView:
+        caller = current_caller(app)
+        return save_shared_app(orgs, secrets, caller, owner, owner_id, provider, request)
+
+    @router.delete(
+        path,
+        summary="Remove it; agents that used it go to `error`",
+        tags=APPS,
+        security=JWT,
+        responses=DELETED | DELETE_ERRORS,
+    )
+    @_named(f"delete_{owner}_app")
+    def delete_app(owner_id: OwnerId, provider: Provider) -> Response[str]:
+        delete_shared_app(orgs, secrets, current_caller(app), owner, owner_id, provider)
+        return _deleted("shared oauth app")
+
+    return router
+
+
+app.include_router(
+    shared_app_routes("org", "orgId", "the organization"), prefix="/bridge/orgs/<orgId>"
 )
-def get_org_app(orgId: OwnerId, provider: Provider) -> SharedAppView:
-    return get_shared_app(orgs, current_caller(app), "org", orgId, provider)
-
-
-@app.put(
-    ORG_APP,
-    summary="Register or replace the organization's shared app",
-    tags=APPS,
-    security=JWT,
-    responses=success("The saved app.") | WRITE_ERRORS,
+app.include_router(
+    shared_app_routes("client_org", "clientOrgId", "a client organization"),
+    prefix="/bridge/client-orgs/<clientOrgId>",
 )
-def put_org_app(
-    orgId: OwnerId, provider: Provider, request: Annotated[SharedAppRequest, Body()]
-) -> SharedAppView:
-    caller = current_caller(app)
-    return save_shared_app(orgs, secrets, caller, "org", orgId, provider, request)
 
-
-@app.delete(
-    ORG_APP,
-    summary="Remove it; agents that used it go to `error`",
-    tags=APPS,
-    security=JWT,
-    responses=DELETED | DELETE_ERRORS,
-)
-def delete_org_app(orgId: OwnerId, provider: Provider) -> Response[str]:
-    delete_shared_app(orgs, secrets, current_caller(app), "org", orgId, provider)
-    return _deleted("shared oauth app")
-
-
-@app.get(
-    CLIENT_ORG_APP,
-    summary="A client organization's shared app, without its secret",
-    tags=APPS,
-    security=JWT,
-    responses=success("The app.") | READ_ERRORS,
-)
-def get_client_org_app(clientOrgId: OwnerId, provider: Provider) -> SharedAppView:
-    return get_shared_app(orgs, current_caller(app), "client_org", clientOrgId, provider)
-
-
-@app.put(
-    CLIENT_ORG_APP,
-    summary="Register or replace a client organization's shared app",
-    tags=APPS,
-    security=JWT,
-    responses=success("The saved app.") | WRITE_ERRORS,
-)
-def put_client_org_app(
-    clientOrgId: OwnerId, provider: Provider, request: Annotated[SharedAppRequest, Body()]
-) -> SharedAppView:
-    caller = current_caller(app)
-    return save_shared_app(orgs, secrets, caller, "client_org", clientOrgId, provider, request)
-
-
-@app.delete(
-    CLIENT_ORG_APP,
-    summary="Remove it; agents that used it go to `error`",
-    tags=APPS,
-    security=JWT,
-    responses=DELETED | DELETE_ERRORS,
-)
-def delete_client_org_app(clientOrgId: OwnerId, provider: Provider) -> Response[str]:
-    caller = current_caller(app)
-    delete_shared_app(orgs, secrets, caller, "client_org", clientOrgId, provider)
-    return _deleted("shared oauth app")
+ClientOrgId = Annotated[str, Path(pattern=ID_PATTERN)]
+POLICY = "/bridge/client-orgs/<clientOrgId>/email-policy"
 
 
 @app.get(
@@ -130,7 +120,7 @@ def delete_client_org_app(clientOrgId: OwnerId, provider: Provider) -> Response[
     security=JWT,
     responses=success("The policy.") | READ_ERRORS,
 )
-def get_policy(clientOrgId: OwnerId) -> ClientOrg:
+def get_policy(clientOrgId: ClientOrgId) -> ClientOrg:
     return get_email_policy(orgs, current_caller(app), clientOrgId)
 
 
@@ -141,7 +131,9 @@ def get_policy(clientOrgId: OwnerId) -> ClientOrg:
     security=JWT,
     responses=success("The saved policy.") | WRITE_ERRORS,
 )
-def put_policy(clientOrgId: OwnerId, request: Annotated[EmailPolicyRequest, Body()]) -> ClientOrg:
+def put_policy(
+    clientOrgId: ClientOrgId, request: Annotated[EmailPolicyRequest, Body()]
+) -> ClientOrg:
     return save_email_policy(orgs, current_caller(app), clientOrgId, request)
 
 
@@ -152,7 +144,7 @@ def put_policy(clientOrgId: OwnerId, request: Annotated[EmailPolicyRequest, Body
     security=JWT,
     responses=DELETED | DELETE_ERRORS,
 )
-def delete_policy(clientOrgId: OwnerId) -> Response[str]:
+def delete_policy(clientOrgId: ClientOrgId) -> Response[str]:
     delete_email_policy(orgs, secrets, current_caller(app), clientOrgId)
     return _deleted("email policy")
 

@@ -1,8 +1,9 @@
 """GET /bridge/email-presets: the provider preset catalogue."""
 
-from mailbridge.api import JWT, create_app, errors, lambda_handler, success
-from mailbridge.models import PresetList
-from mailbridge.presets import PRESETS
+from mailbridge.connections.models import PresetList
+from mailbridge.connections.presets import PRESETS
+from mailbridge.http.app import create_app, lambda_handler
+from mailbridge.http.contract import JWT, errors, success
 
 app = create_app()
 

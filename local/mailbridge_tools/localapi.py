@@ -581,10 +581,10 @@ def _placeholder(parameter: re.Match[str]) -> str:
 
 def seed_demo_agent(api: LocalApi) -> None:
     """The agent a newcomer can connect right away; the platform registers real ones."""
-    from mailbridge.models import Agent
-    from mailbridge.storage import AgentStore
+    from mailbridge.agents.models import Agent
+    from mailbridge.storage.agents import DynamoAgentStore
 
-    store = AgentStore(api.table_name)
+    store = DynamoAgentStore(api.table_name)
     store.put_agent(Agent(agent_id=DEMO_AGENT_ID, org_id=DEMO_ORG_ID, name="Demo agent"))
     store.put_agent(
         Agent(

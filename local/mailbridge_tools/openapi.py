@@ -44,7 +44,7 @@ def build_document(api_routes: list[Route]) -> dict[str, Any]:
     components: dict[str, dict[str, Any]] = {}
     # Imported with the functions, not with this module: the layer reads its settings from
     # the environment as it loads, which the caller sets first (as Lambda does).
-    from mailbridge.api import BEARER_SCHEME
+    from mailbridge.http.contract import BEARER_SCHEME
 
     for function, route in {route.function: route for route in api_routes}.items():
         resolver = load_function_module(function, route.code_uri, route.handler).app

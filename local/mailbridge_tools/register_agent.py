@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from mailbridge.models import Agent
-from mailbridge.storage import AgentStore
+from mailbridge.agents.models import Agent
+from mailbridge.storage.agents import DynamoAgentStore
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         name=args.name,
         client_org_id=args.client_org_id,
     )
-    AgentStore(args.table).put_agent(agent)
+    DynamoAgentStore(args.table).put_agent(agent)
     print(f"registered agent {agent.agent_id} in organization {agent.org_id}")
 
 

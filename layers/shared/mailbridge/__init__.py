@@ -1,1 +1,6 @@
-"""mailbridge: connect AI agents to real mailboxes (models, domain services, adapters, storage)."""
+"""mailbridge: connect AI agents to real mailboxes.
+
+One package per feature (`agents`, `connections`, `oauth`, `orgs`), the HTTP edge (`http`),
+the stores (`storage`), the outside world's mail systems (`adapters`) and what they all share
+(`core`); docs/architecture.md is the map.
+"""

@@ -16,19 +16,19 @@ from google.auth.exceptions import RefreshError, TransportError
 from google.auth.transport.requests import Request
 from google.oauth2.credentials import Credentials
 
-from ..models import InboxCounts
-from ..oauth_providers import (
+from ..connections.models import InboxCounts
+from ..core.errors import ErrorCode, ProviderError
+from ..core.settings import settings
+from ..oauth.providers import (
     GOOGLE_SCOPES,
     REFRESH_MARGIN_SECONDS,
     REQUIRED_PERMISSIONS,
     AuthorizedAccount,
     Mailbox,
     OAuthApp,
-    ProviderProblem,
     TokenGrant,
 )
-from ..settings import settings
-from .http import get_json, network_problem, reading_answer, session, timeout
+from .provider_http import get_json, network_problem, reading_answer, session, timeout
 
 _PROVIDER = "google"
 _READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
@@ -101,13 +101,15 @@ class GoogleClient:
             raise network_problem(error, _PROVIDER) from error
         if not answer.ok:
             if _error_code(answer) in {"invalid_client", "unauthorized_client", "deleted_client"}:
-                raise ProviderProblem("oauth_client_invalid", _PROVIDER)
-            raise ProviderProblem("authorization_failed", _PROVIDER)
+                raise ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER)
+            raise ProviderError(ErrorCode.AUTHORIZATION_FAILED, _PROVIDER)
         with reading_answer(_PROVIDER):
             body = answer.json()
             if "refresh_token" not in body:
-                raise ProviderProblem(
-                    "authorization_failed", _PROVIDER, detail=": no offline access was granted"
+                raise ProviderError(
+                    ErrorCode.AUTHORIZATION_FAILED,
+                    _PROVIDER,
+                    detail=": no offline access was granted",
                 )
             scopes = str(body.get("scope", "")).split()
             tokens = _tokens(
@@ -136,15 +138,15 @@ class GoogleClient:
             details = error.args[1] if len(error.args) > 1 else None
             code = details.get("error") if isinstance(details, dict) else None
             if code in {"invalid_client", "unauthorized_client", "deleted_client"}:
-                raise ProviderProblem("oauth_client_invalid", _PROVIDER) from error
+                raise ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER) from error
             if code == "invalid_grant":
-                raise ProviderProblem("reauthorization_required", _PROVIDER) from error
-            raise ProviderProblem("provider_error", _PROVIDER) from error
+                raise ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, _PROVIDER) from error
+            raise ProviderError(ErrorCode.PROVIDER_ERROR, _PROVIDER) from error
         except TransportError as error:
             cause = error.__cause__ or error.__context__
             if isinstance(cause, requests.RequestException):
                 raise network_problem(cause, _PROVIDER) from error
-            raise ProviderProblem("connection_failed", _PROVIDER) from error
+            raise ProviderError(ErrorCode.CONNECTION_FAILED, _PROVIDER) from error
         access_token = str(credentials.token)
         scopes = list(credentials.granted_scopes or tokens["scopes"])
         # google-auth keeps expiry as a naive UTC datetime.
@@ -180,7 +182,7 @@ class GoogleClient:
             raise network_problem(error, _PROVIDER) from error
         # invalid_token: already revoked or expired, which is the outcome wanted.
         if not answer.ok and _error_code(answer) != "invalid_token":
-            raise ProviderProblem("provider_error", _PROVIDER)
+            raise ProviderError(ErrorCode.PROVIDER_ERROR, _PROVIDER)
 
 
-CLIENT = GoogleClient()
+ADAPTER = GoogleClient()

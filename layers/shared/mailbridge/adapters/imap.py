@@ -12,14 +12,10 @@ from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import LoginError
 from imapclient.tls import IMAP4_TLS, wrap_socket
 
-from ..deadline import Deadline
-from ..models import ImapConnection, InboxCounts, Security
-from .mailnet import (
-    ConnectionProblem,
-    classify_network_error,
-    open_connection,
-    tls_context,
-)
+from ..connections.models import ImapConnection, InboxCounts, Security
+from ..core.deadline import Deadline
+from ..core.errors import ErrorCode, MailServerError
+from .mailnet import classify_network_error, open_connection, server_error, tls_context
 
 
 class _IMAP4(imaplib.IMAP4):
@@ -48,9 +44,9 @@ def check_imap(connection: ImapConnection, password: str, timeout: float) -> Inb
     with Deadline(timeout) as deadline:
         try:
             return _check(connection, password, timeout)
-        except ConnectionProblem as problem:
+        except MailServerError as problem:
             if deadline.expired:
-                raise ConnectionProblem("timeout", "IMAP", connection.imap) from problem
+                raise server_error(ErrorCode.TIMEOUT, "IMAP", connection.imap) from problem
             raise
 
 
@@ -68,7 +64,7 @@ def _check(connection: ImapConnection, password: str, timeout: float) -> InboxCo
             if server.security is Security.STARTTLS:
                 # Never log in on a connection that stayed plain.
                 if not client.has_capability("STARTTLS"):
-                    raise ConnectionProblem("starttls_unavailable", "IMAP", server)
+                    raise server_error(ErrorCode.STARTTLS_UNAVAILABLE, "IMAP", server)
                 client.starttls(tls_context())
             client.login(connection.username, password)
             try:
@@ -76,15 +72,15 @@ def _check(connection: ImapConnection, password: str, timeout: float) -> InboxCo
                 return InboxCounts(total=status[b"MESSAGES"], unread=status[b"UNSEEN"])
             except (KeyError, IndexError, TypeError, ValueError) as error:
                 # An answer that is not the STATUS asked for: the server's error, not ours.
-                raise ConnectionProblem("server_error", "IMAP", server) from error
+                raise server_error(ErrorCode.SERVER_ERROR, "IMAP", server) from error
         finally:
             _close(client)
     except LoginError as error:
-        raise ConnectionProblem("auth_failed", "IMAP", server) from error
+        raise server_error(ErrorCode.AUTH_FAILED, "IMAP", server) from error
     except OSError as error:
         raise classify_network_error(error, "IMAP", server) from error
     except imaplib.IMAP4.error as error:
-        raise ConnectionProblem("server_error", "IMAP", server) from error
+        raise server_error(ErrorCode.SERVER_ERROR, "IMAP", server) from error
 
 
 def _close(client: IMAPClient) -> None:

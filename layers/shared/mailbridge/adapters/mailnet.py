@@ -1,8 +1,8 @@
-"""What the IMAP and SMTP adapters share: the TLS context and the failure classification.
+"""What the IMAP and SMTP adapters share: connections only to allowed addresses, the TLS
+context, and the classification of network failures.
 
-Every failure becomes a `ConnectionProblem` built from the catalogue below, so the user sees
-a stable code, our own sentence and a fix hint, never the server's raw text (the original
-product echoed it, which turned the test into an oracle) and never a credential.
+Every failure becomes a `MailServerError`, so the user sees a stable code, our own sentence
+and a fix hint, never the server's raw text and never a credential.
 """
 
 from __future__ import annotations
@@ -12,82 +12,10 @@ import socket
 import ssl
 from functools import cache
 
-from ..deadline import watch
-from ..models import Problem, ServerSettings
-from ..settings import settings
-
-_CATALOGUE: dict[str, tuple[str, str]] = {
-    "auth_failed": (
-        "{proto} server {server} rejected the username or password.",
-        "Regenerate the app password and paste it again. Use an app password, not the "
-        "account password: most providers require one when 2-step verification is on.",
-    ),
-    "auth_unavailable": (
-        "{proto} server {server} does not offer password login.",
-        "The provider may have turned off password access for this account; use its OAuth "
-        "connection method if there is one.",
-    ),
-    "connection_refused": (
-        "Nothing accepted a connection at {server}.",
-        "Check the host and port. The usual ports are {ports}.",
-    ),
-    "connection_failed": (
-        "Could not reach {server}.",
-        "Check the host and port, and that outgoing {proto} traffic is allowed by firewalls.",
-    ),
-    "timeout": (
-        "{server} did not answer within {timeout:g} seconds.",
-        "Check the host and port; a firewall that silently drops {proto} traffic looks like this.",
-    ),
-    "dns_failure": (
-        "The host name of {server} could not be resolved.",
-        "Check the spelling of the {proto} server host.",
-    ),
-    "tls_certificate_invalid": (
-        "The TLS certificate of {server} could not be verified.",
-        "Check that the host is the provider's own name (the certificate must match it). "
-        "Certificates are always verified; a self-signed server needs a trusted CA.",
-    ),
-    "tls_handshake_failed": (
-        "The TLS handshake with {server} failed.",
-        "Check the security setting: TLS for ports {tls_ports}, STARTTLS for {starttls_ports}.",
-    ),
-    "starttls_unavailable": (
-        "{proto} server {server} does not offer STARTTLS, so nothing was sent: the password "
-        "would have travelled unencrypted.",
-        "Use the implicit-TLS port ({tls_ports}) with security TLS.",
-    ),
-    "address_not_allowed": (
-        "{server} resolves to a private, loopback or reserved address, which this service "
-        "does not connect to.",
-        "Use the provider's public host name. A self-hosted server on a private network "
-        "needs the deployment's AllowPrivateMailServers setting.",
-    ),
-    "server_error": (
-        "{proto} server {server} answered with an unexpected error.",
-        "Try again in a few minutes; if it persists, check the provider's status page.",
-    ),
-}
-
-_PORTS = {"IMAP": ("993", "143"), "SMTP": ("465", "587")}
-
-
-class ConnectionProblem(Exception):
-    def __init__(self, code: str, protocol: str, server: ServerSettings) -> None:
-        tls_port, starttls_port = _PORTS[protocol]
-        values = {
-            "proto": protocol,
-            "server": f"{server.host}:{server.port}",
-            "timeout": settings().mail_timeout_seconds,
-            "tls_ports": tls_port,
-            "starttls_ports": starttls_port,
-            "ports": f"{tls_port} (TLS) and {starttls_port} (STARTTLS)",
-        }
-        message, hint = _CATALOGUE[code]
-        self.problem = Problem(
-            code=code, message=message.format(**values), hint=hint.format(**values)
-        )
-        super().__init__(self.problem.message)
+from ..connections.models import ServerSettings
+from ..core.deadline import watch
+from ..core.errors import ErrorCode, MailServerError
+from ..core.settings import settings
 
 
 @cache
@@ -153,20 +81,24 @@ def open_connection(
 
 def classify_network_error(
     error: OSError, protocol: str, server: ServerSettings
-) -> ConnectionProblem:
+) -> MailServerError:
     # Most specific first: the SSL errors and TimeoutError are all OSErrors.
     if isinstance(error, AddressNotAllowed):
-        return ConnectionProblem("address_not_allowed", protocol, server)
-    if isinstance(error, ssl.SSLCertVerificationError):
-        code = "tls_certificate_invalid"
+        code = ErrorCode.ADDRESS_NOT_ALLOWED
+    elif isinstance(error, ssl.SSLCertVerificationError):
+        code = ErrorCode.TLS_CERTIFICATE_INVALID
     elif isinstance(error, ssl.SSLError):
-        code = "tls_handshake_failed"
+        code = ErrorCode.TLS_HANDSHAKE_FAILED
     elif isinstance(error, TimeoutError):
-        code = "timeout"
+        code = ErrorCode.TIMEOUT
     elif isinstance(error, socket.gaierror):
-        code = "dns_failure"
+        code = ErrorCode.DNS_FAILURE
     elif isinstance(error, ConnectionRefusedError):
-        code = "connection_refused"
+        code = ErrorCode.CONNECTION_REFUSED
     else:
-        code = "connection_failed"
-    return ConnectionProblem(code, protocol, server)
+        code = ErrorCode.CONNECTION_FAILED
+    return server_error(code, protocol, server)
+
+
+def server_error(code: ErrorCode, protocol: str, server: ServerSettings) -> MailServerError:
+    return MailServerError(code, protocol, server.host, server.port)

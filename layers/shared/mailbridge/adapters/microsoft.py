@@ -14,19 +14,19 @@ from typing import Any
 import msal
 import requests
 
-from ..models import InboxCounts
-from ..oauth_providers import (
+from ..connections.models import InboxCounts
+from ..core.errors import ErrorCode, ProviderError
+from ..core.settings import settings
+from ..oauth.providers import (
     MICROSOFT_SCOPES,
     REFRESH_MARGIN_SECONDS,
     REQUIRED_PERMISSIONS,
     AuthorizedAccount,
     Mailbox,
     OAuthApp,
-    ProviderProblem,
     TokenGrant,
 )
-from ..settings import settings
-from .http import get_json, network_problem, reading_answer, session
+from .provider_http import get_json, network_problem, reading_answer, session
 
 _PROVIDER = "microsoft"
 _READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
@@ -52,9 +52,9 @@ def _client(app: OAuthApp, token_cache: msal.TokenCache | None = None) -> Any:
     except requests.RequestException as error:
         raise network_problem(error, _PROVIDER) from error
     except ValueError as error:  # MSAL's "Unable to get authority configuration"
-        raise ProviderProblem("tenant_unknown", _PROVIDER, detail=str(app.tenant)) from error
+        raise ProviderError(ErrorCode.TENANT_UNKNOWN, _PROVIDER, detail=str(app.tenant)) from error
     except (AttributeError, IndexError, KeyError, TypeError) as error:  # a garbled document
-        raise ProviderProblem("provider_error", _PROVIDER) from error
+        raise ProviderError(ErrorCode.PROVIDER_ERROR, _PROVIDER) from error
 
 
 def _cache(tokens: dict[str, Any]) -> msal.SerializableTokenCache:
@@ -72,15 +72,15 @@ def _grant(result: dict[str, Any], token_cache: msal.SerializableTokenCache) -> 
     )
 
 
-def _failure(result: dict[str, Any], *, during_sign_in: bool) -> ProviderProblem:
+def _failure(result: dict[str, Any], *, during_sign_in: bool) -> ProviderError:
     error = result.get("error")
     if error == "invalid_client" or error == "unauthorized_client":
-        return ProviderProblem("oauth_client_invalid", _PROVIDER)
+        return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER)
     if during_sign_in:
-        return ProviderProblem("authorization_failed", _PROVIDER)
+        return ProviderError(ErrorCode.AUTHORIZATION_FAILED, _PROVIDER)
     if error in {"invalid_grant", "interaction_required", "consent_required"}:
-        return ProviderProblem("reauthorization_required", _PROVIDER)
-    return ProviderProblem("provider_error", _PROVIDER)
+        return ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, _PROVIDER)
+    return ProviderError(ErrorCode.PROVIDER_ERROR, _PROVIDER)
 
 
 class MicrosoftClient:
@@ -117,7 +117,7 @@ class MicrosoftClient:
             except requests.RequestException as error:
                 raise network_problem(error, _PROVIDER) from error
             except ValueError as error:  # the redirect carries neither a code nor an error
-                raise ProviderProblem("authorization_failed", _PROVIDER) from error
+                raise ProviderError(ErrorCode.AUTHORIZATION_FAILED, _PROVIDER) from error
             if "access_token" not in result:
                 raise _failure(result, during_sign_in=True)
             tenant_id = (result.get("id_token_claims") or {}).get("tid")
@@ -137,7 +137,7 @@ class MicrosoftClient:
         client = _client(app, token_cache)
         accounts = client.get_accounts()
         if not accounts:
-            raise ProviderProblem("reauthorization_required", _PROVIDER)
+            raise ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, _PROVIDER)
         with reading_answer(_PROVIDER):
             try:
                 result = client.acquire_token_silent_with_error(
@@ -171,4 +171,4 @@ class MicrosoftClient:
         would sign the user out everywhere); deleting the tokens is what disconnect can do."""
 
 
-CLIENT = MicrosoftClient()
+ADAPTER = MicrosoftClient()

@@ -5,14 +5,10 @@ from __future__ import annotations
 import smtplib
 import socket
 
-from ..deadline import Deadline
-from ..models import ImapConnection, Security
-from .mailnet import (
-    ConnectionProblem,
-    classify_network_error,
-    open_connection,
-    tls_context,
-)
+from ..connections.models import ImapConnection, Security
+from ..core.deadline import Deadline
+from ..core.errors import ErrorCode, MailServerError
+from .mailnet import classify_network_error, open_connection, server_error, tls_context
 
 # smtplib would otherwise call socket.getfqdn(), a DNS round trip that can stall a Lambda.
 _EHLO_NAME = "mailbridge.invalid"
@@ -36,9 +32,9 @@ def check_smtp(connection: ImapConnection, password: str, timeout: float) -> Non
     with Deadline(timeout) as deadline:
         try:
             _check(connection, password, timeout)
-        except ConnectionProblem as problem:
+        except MailServerError as problem:
             if deadline.expired:
-                raise ConnectionProblem("timeout", "SMTP", connection.smtp) from problem
+                raise server_error(ErrorCode.TIMEOUT, "SMTP", connection.smtp) from problem
             raise
 
 
@@ -60,19 +56,20 @@ def _check(connection: ImapConnection, password: str, timeout: float) -> None:
             client.ehlo()
             if server.security is Security.STARTTLS:
                 if not client.has_extn("starttls"):
-                    raise ConnectionProblem("starttls_unavailable", "SMTP", server)
+                    raise server_error(ErrorCode.STARTTLS_UNAVAILABLE, "SMTP", server)
                 client.starttls(context=tls_context())
                 client.ehlo()
             if not client.has_extn("auth"):
-                raise ConnectionProblem("auth_unavailable", "SMTP", server)
+                raise server_error(ErrorCode.AUTH_UNAVAILABLE, "SMTP", server)
             client.login(connection.username, password)
     except smtplib.SMTPAuthenticationError as error:
-        raise ConnectionProblem("auth_failed", "SMTP", server) from error
+        raise server_error(ErrorCode.AUTH_FAILED, "SMTP", server) from error
     except smtplib.SMTPServerDisconnected as error:
         # smtplib reports a read timeout mid-dialogue as a disconnect with the timeout as cause.
-        code = "timeout" if isinstance(error.__context__, TimeoutError) else "server_error"
-        raise ConnectionProblem(code, "SMTP", server) from error
+        timed_out = isinstance(error.__context__, TimeoutError)
+        code = ErrorCode.TIMEOUT if timed_out else ErrorCode.SERVER_ERROR
+        raise server_error(code, "SMTP", server) from error
     except smtplib.SMTPException as error:
-        raise ConnectionProblem("server_error", "SMTP", server) from error
+        raise server_error(ErrorCode.SERVER_ERROR, "SMTP", server) from error
     except OSError as error:
         raise classify_network_error(error, "SMTP", server) from error

@@ -1,0 +1,120 @@
+"""HTTPS to the OAuth providers and their mail APIs: one pooled session (MSAL and
+google-auth use it too), a deadline on every whole request, certificate verification always
+on, failures classified into `ProviderError`s."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+
+import requests
+import urllib3
+
+from ..core.deadline import Deadline, watch
+from ..core.errors import ErrorCode, ProviderError
+from ..core.settings import settings
+from ..oauth.providers import Permission, permission_problem
+
+
+class _WatchedConnection(urllib3.connection.HTTPSConnection):
+    """Puts its socket under the current deadline: a new one as soon as it exists (so the
+    TLS handshake is covered too), a kept-alive one at each request."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        try:
+            watch(sock)
+        except TimeoutError:
+            sock.close()
+            raise
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None:
+            watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"https": _WatchedPool}
+
+
+class _DeadlineSession(requests.Session):
+    """Each request, from connect to the last byte of the body, ends within the provider
+    timeout: requests' own timeout bounds each read, which a dripping server defeats."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        with Deadline(settings().provider_timeout_seconds) as deadline:
+            try:
+                return super().send(request, **kwargs)
+            except requests.RequestException as error:
+                if deadline.expired:
+                    raise requests.Timeout("no complete answer within the timeout") from error
+                raise
+
+
+@cache
+def session() -> requests.Session:
+    """Reused by warm invocations, so keep-alive connections to the provider survive. It
+    keeps no cookies: one instance serves every tenant, and a cookie set for one must never
+    ride on another's request."""
+    provider_session = _DeadlineSession()
+    provider_session.mount("https://", _WatchedAdapter())
+    provider_session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    return provider_session
+
+
+def timeout() -> tuple[float, float]:
+    seconds = settings().provider_timeout_seconds
+    return seconds, seconds
+
+
+def network_problem(error: requests.RequestException, provider: str) -> ProviderError:
+    if isinstance(error, requests.Timeout):
+        code = ErrorCode.TIMEOUT
+    elif isinstance(error, requests.exceptions.SSLError):
+        code = ErrorCode.TLS_CERTIFICATE_INVALID
+    elif isinstance(error, requests.ConnectionError):
+        code = ErrorCode.CONNECTION_FAILED
+    else:
+        code = ErrorCode.PROVIDER_ERROR
+    return ProviderError(code, provider)
+
+
+@contextmanager
+def reading_answer(provider: str) -> Iterator[None]:
+    """An answer that lacks what we read (or is not JSON) is the provider's error, not a
+    crash of ours."""
+    try:
+        yield
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as error:
+        raise ProviderError(ErrorCode.PROVIDER_ERROR, provider) from error
+
+
+def get_json(provider: str, url: str, access_token: str, *, needs: Permission) -> dict[str, Any]:
+    """GET a mail API resource; a 403 means the grant lacks `needs`."""
+    try:
+        response = session().get(
+            url, headers={"Authorization": f"Bearer {access_token}"}, timeout=timeout()
+        )
+    except requests.RequestException as error:
+        raise network_problem(error, provider) from error
+    if response.status_code == 401:
+        raise ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, provider)
+    if response.status_code == 403:
+        raise permission_problem(provider, [needs])
+    if not response.ok:
+        raise ProviderError(ErrorCode.PROVIDER_ERROR, provider)
+    with reading_answer(provider):
+        body: dict[str, Any] = response.json()
+    return body

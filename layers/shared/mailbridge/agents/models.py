@@ -1,0 +1,22 @@
+"""The agent as the platform registers it, and the caller of a request."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from ..core.types import PlatformId
+
+
+class Agent(BaseModel):
+    agent_id: PlatformId
+    org_id: PlatformId
+    name: str
+    client_org_id: PlatformId | None = None
+
+
+class Caller(BaseModel):
+    """Who is calling, from the JWT the API Gateway authorizer already verified."""
+
+    subject: str
+    org_id: str
+    is_admin: bool = False

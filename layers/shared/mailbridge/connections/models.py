@@ -1,0 +1,289 @@
+"""An agent's connection: requests, the stored record (no secret in it), test results and
+views."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+from ..core.errors import MailbridgeError
+from ..core.fields import (
+    ClientId,
+    ClientSecret,
+    EmailAddress,
+    Hostname,
+    Password,
+    Port,
+    Tenant,
+    Username,
+)
+from ..core.types import OAuthProvider, SecretRef, SecretState, StrictModel, example
+from ..orgs.models import AppReference, ClientOrgBanner
+
+
+class Status(StrEnum):
+    NOT_CONNECTED = "not_connected"
+    CONFIGURED = "configured"
+    AWAITING_AUTHORIZATION = "awaiting_authorization"
+    CONNECTED = "connected"
+    ERROR = "error"
+
+
+class Security(StrEnum):
+    TLS = "tls"  # implicit TLS from the first byte (IMAP 993, SMTP 465)
+    STARTTLS = "starttls"  # plain connection upgraded before login (IMAP 143, SMTP 587)
+
+
+PresetId = Literal["microsoft365", "gmail", "yahoo", "zoho", "fastmail", "custom"]
+
+
+class ServerSettings(StrictModel):
+    host: Hostname
+    port: Port
+    security: Security
+
+
+class ServerOverride(StrictModel):
+    """Any subset of a server's settings; what is left out comes from the preset."""
+
+    host: Hostname | None = None
+    port: Port | None = None
+    security: Security | None = None
+
+
+# ---- presets ----------------------------------------------------------------------------
+
+
+class Preset(BaseModel):
+    id: PresetId
+    label: str
+    imap: ServerSettings | None  # None for `custom`: the user enters everything
+    smtp: ServerSettings | None
+    note: str | None = None
+
+
+class PresetList(BaseModel):
+    presets: list[Preset]
+
+
+# ---- saving a configuration -------------------------------------------------------------
+
+
+class ImapConfigRequest(StrictModel):
+    """PUT body for an IMAP/SMTP connection with an app password."""
+
+    model_config = example(
+        {
+            "provider": "imap",
+            "preset": "yahoo",
+            "email": "support-agent@yahoo.com",
+            "password": "app password",
+            "smtp": {"port": 587, "security": "starttls"},
+        }
+    )
+
+    provider: Literal["imap"]
+    preset: PresetId = "custom"
+    email: EmailAddress
+    username: Username | None = Field(
+        default=None, description="Login name; defaults to the email address."
+    )
+    password: Password | None = Field(
+        default=None,
+        description="App password. Leave out or send an empty string to keep the stored one.",
+    )
+    imap: ServerOverride = ServerOverride()
+    smtp: ServerOverride = ServerOverride()
+
+
+class MicrosoftConfigRequest(StrictModel):
+    """PUT body for Microsoft OAuth (an Azure AD / Entra ID app registration)."""
+
+    model_config = example(
+        {
+            "provider": "microsoft",
+            "client_id": "6f1d8b1e-5c1a-4d3e-9a52-3f0b8c6f9d21",
+            "client_secret": "client secret",
+            "tenant": "contoso.onmicrosoft.com",
+        }
+    )
+
+    provider: Literal["microsoft"]
+    client_id: ClientId | None = Field(
+        default=None,
+        description="Application (client) ID. Leave out to use the organization's shared app.",
+    )
+    client_secret: ClientSecret | None = Field(
+        default=None, description="Leave out or send an empty string to keep the stored one."
+    )
+    tenant: Tenant | None = Field(
+        default=None,
+        description="Directory (tenant) ID, a verified domain, `organizations` or `common`. "
+        "Required the first time; left out later, the stored tenant is kept.",
+    )
+
+
+class GoogleConfigRequest(StrictModel):
+    """PUT body for Google OAuth (a Google Cloud OAuth client, Gmail API)."""
+
+    model_config = example(
+        {
+            "provider": "google",
+            "client_id": "1234-abc.apps.googleusercontent.com",
+            "client_secret": "client secret",
+        }
+    )
+
+    provider: Literal["google"]
+    client_id: ClientId | None = Field(
+        default=None, description="Leave out to use the organization's shared app."
+    )
+    client_secret: ClientSecret | None = Field(
+        default=None, description="Leave out or send an empty string to keep the stored one."
+    )
+
+
+EmailConfigRequest = Annotated[
+    ImapConfigRequest | MicrosoftConfigRequest | GoogleConfigRequest,
+    Field(discriminator="provider"),
+]
+
+
+# ---- what is stored ---------------------------------------------------------------------
+
+
+class ImapConnection(BaseModel):
+    """The resolved, complete IMAP/SMTP settings of an agent (no secret in it)."""
+
+    provider: Literal["imap"] = "imap"
+    preset: PresetId
+    email: str
+    username: str
+    imap: ServerSettings
+    smtp: ServerSettings
+
+
+class OAuthAuthorization(BaseModel):
+    """What the provider confirmed when the account was authorized."""
+
+    email: str
+    granted_scopes: list[str]
+    authorized_at: datetime
+    client_id: str  # the app the grant belongs to: its tokens work with no other
+    tenant_id: str | None = None  # Microsoft: the directory the account signed in to
+
+
+class OAuthConnection(BaseModel):
+    """An agent's OAuth app and, once authorized, its account (no secret in it)."""
+
+    provider: OAuthProvider
+    client_id: str | None = Field(description="None: the app is inherited (see `app`).")
+    tenant: str | None = None  # Microsoft only
+    scopes: list[str] = Field(description="What authorization asks (or asked) for.")
+    authorization: OAuthAuthorization | None = None
+
+
+Connection = Annotated[ImapConnection | OAuthConnection, Field(discriminator="provider")]
+
+
+class Problem(BaseModel):
+    """A classified failure: stable code, a sentence for the user, and how to fix it."""
+
+    code: str
+    message: str
+    hint: str | None = None
+
+    @classmethod
+    def of(cls, error: MailbridgeError) -> Problem:
+        return cls(code=error.code, message=error.message, hint=error.hint)
+
+
+class LastError(Problem):
+    at: datetime
+
+
+class InboxCounts(BaseModel):
+    # Bounded: a server's numbers are input too (and DynamoDB stores 38 digits at most).
+    total: int = Field(ge=0, le=10**15)
+    unread: int = Field(ge=0, le=10**15)
+
+
+CheckName = Literal["imap", "smtp", "authorization", "mailbox", "permissions"]
+
+
+class CheckResult(BaseModel):
+    name: CheckName
+    ok: bool
+    latency_ms: int
+    error: Problem | None = None
+
+
+class ConnectionTestResult(BaseModel):
+    ok: bool
+    email: str | None = Field(description="The address the provider confirmed.")
+    inbox: InboxCounts | None
+    checks: list[CheckResult]
+    error: Problem | None = Field(description="The first failing check's problem, if any.")
+    tested_at: datetime
+
+
+class TokenRef(SecretRef):
+    """An agent's OAuth tokens, and when their access token expires (not a secret): whether
+    a refresh is due is known before anything is read."""
+
+    expires_at: int  # epoch seconds
+
+
+class StoredConfig(BaseModel):
+    """The email-config record of one agent, as kept in DynamoDB."""
+
+    agent_id: str
+    connection: Connection
+    secret: SecretRef | None = None  # password or client secret; None: an inherited app
+    secret_updated_at: datetime
+    tokens: TokenRef | None = None  # once authorized
+    status: Status
+    last_error: LastError | None = None
+    last_test: ConnectionTestResult | None = None
+    version: int
+    updated_at: datetime
+
+
+# ---- responses --------------------------------------------------------------------------
+
+
+class ImapConnectionView(ImapConnection):
+    password: SecretState
+
+
+class OAuthConnectionView(OAuthConnection):
+    client_secret: SecretState | None = Field(description="None when the app is inherited.")
+    redirect_uri: str = Field(description="Register exactly this URI with the provider.")
+    app: AppReference | None = Field(
+        description="The app in use and where it comes from; None if none is available."
+    )
+
+
+class EmailConfigView(BaseModel):
+    """GET/PUT response: the agent's connection without any secret."""
+
+    agent_id: str
+    status: Status
+    config: ImapConnectionView | OAuthConnectionView | None
+    last_error: LastError | None
+    last_test: ConnectionTestResult | None
+    version: int | None
+    updated_at: datetime | None
+    shared_apps: list[AppReference] = Field(
+        description="OAuth apps this agent inherits if it gives no client ID of its own."
+    )
+    client_org: ClientOrgBanner | None = Field(
+        description="The client organization the agent belongs to, and its policy."
+    )
+
+
+class ConnectionTestResponse(ConnectionTestResult):
+    status: Status = Field(description="The agent's status after this test was recorded.")

@@ -1,0 +1,90 @@
+"""The provider presets of the Email tab, and how a saved request is resolved against them."""
+
+from __future__ import annotations
+
+from ..core.errors import InvalidField
+from ..core.settings import settings
+from .models import Preset, PresetId, Security, ServerOverride, ServerSettings
+
+_TLS, _STARTTLS = Security.TLS, Security.STARTTLS
+
+
+def _servers(imap_host: str, smtp_host: str, smtp_port: int = 587) -> dict[str, ServerSettings]:
+    smtp_security = _TLS if smtp_port == 465 else _STARTTLS
+    return {
+        "imap": ServerSettings(host=imap_host, port=993, security=_TLS),
+        "smtp": ServerSettings(host=smtp_host, port=smtp_port, security=smtp_security),
+    }
+
+
+PRESETS: dict[str, Preset] = {
+    preset.id: preset
+    for preset in [
+        Preset(
+            id="microsoft365",
+            label="Microsoft 365 / Outlook",
+            **_servers("outlook.office365.com", "smtp.office365.com"),
+            note=(
+                "Microsoft is retiring password (basic) authentication for IMAP and SMTP AUTH "
+                "in Exchange Online, and most business tenants already refuse it. Prefer the "
+                "Microsoft OAuth connection method."
+            ),
+        ),
+        Preset(
+            id="gmail",
+            label="Google Workspace / Gmail",
+            **_servers("imap.gmail.com", "smtp.gmail.com"),
+            note=(
+                "Needs 2-Step Verification on the account and an app password "
+                "(Google Account > Security > App passwords)."
+            ),
+        ),
+        Preset(
+            id="yahoo",
+            label="Yahoo Mail",
+            **_servers("imap.mail.yahoo.com", "smtp.mail.yahoo.com", smtp_port=465),
+            note="Generate an app password under Yahoo Account Security. SMTP uses TLS on 465.",
+        ),
+        Preset(
+            id="zoho",
+            label="Zoho Mail",
+            **_servers("imap.zoho.com", "smtp.zoho.com"),
+            note="With two-factor authentication on, use an application-specific password.",
+        ),
+        Preset(
+            id="fastmail",
+            label="Fastmail",
+            **_servers("imap.fastmail.com", "smtp.fastmail.com"),
+            note="Create an app password under Settings > Privacy & Security.",
+        ),
+        Preset(
+            id="custom",
+            label="Custom IMAP/SMTP server",
+            imap=None,
+            smtp=None,
+            note="Enter your server's hosts and ports. TLS on 993/465, STARTTLS on 143/587.",
+        ),
+    ]
+}
+
+
+def resolve_server(preset_id: PresetId, protocol: str, override: ServerOverride) -> ServerSettings:
+    """The preset's settings for `protocol`, with every field the request gave taking priority."""
+    base = getattr(PRESETS[preset_id], protocol)
+    merged = base.model_dump() if base else {}
+    merged.update(override.model_dump(exclude_none=True))
+    for name in ("host", "port", "security"):
+        if name not in merged:
+            raise InvalidField(
+                f"{protocol}.{name}",
+                f"{protocol}.{name} is required with the custom preset.",
+                hint="Pick a provider preset, or enter the server's host, port and security.",
+            )
+    if merged["port"] not in settings().mail_allowed_ports:
+        # The service connects to mail ports only: it must not become a port scanner.
+        raise InvalidField(
+            f"{protocol}.port",
+            f"Port {merged['port']} is not a mail port this service connects to.",
+            hint="IMAP uses 993 (TLS) or 143 (STARTTLS); SMTP 465 (TLS) or 587 (STARTTLS).",
+        )
+    return ServerSettings.model_validate(merged)

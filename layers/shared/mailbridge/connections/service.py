@@ -1,0 +1,315 @@
+"""Reading, saving and removing an agent's email connection: the Email tab's form."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ..agents.access import load_owned_agent
+from ..agents.models import Caller
+from ..core.errors import ErrorCode, InvalidField, MailbridgeError, StaleWrite, Unavailable
+from ..core.observability import logger
+from ..core.settings import settings
+from ..core.types import SecretRef, SecretState
+from ..oauth.providers import requested_scopes
+from ..oauth.tokens import revoke_tokens
+from ..orgs.models import ClientOrg
+from ..orgs.sending_policy import banner, require_email_domain
+from ..orgs.shared_apps import SharedApps, available_apps, resolve_app, unusable_app
+from .models import (
+    Connection,
+    EmailConfigRequest,
+    EmailConfigView,
+    ImapConfigRequest,
+    ImapConnection,
+    ImapConnectionView,
+    LastError,
+    MicrosoftConfigRequest,
+    OAuthConnection,
+    OAuthConnectionView,
+    Problem,
+    Status,
+    StoredConfig,
+)
+from .presets import resolve_server
+
+if TYPE_CHECKING:
+    from ..storage.protocols import AgentStore, OrgStore, SecretStore
+
+# A save re-reads and re-applies on a concurrent write: the request is a full replacement,
+# so re-applying it gives "last writer wins" without ever writing a torn record.
+_SAVE_ATTEMPTS = 3
+
+
+def view(
+    agent_id: str,
+    config: StoredConfig | None,
+    shared: SharedApps,
+    client_org: ClientOrg | None,
+) -> EmailConfigView:
+    """The agent's config as the Email tab draws it, the banners' data included."""
+    connection: ImapConnectionView | OAuthConnectionView | None = None
+    status = config.status if config else Status.NOT_CONNECTED
+    last_error = config.last_error if config else None
+    if config is not None:
+        secret = SecretState(set=True, updated_at=config.secret_updated_at)
+        if isinstance(config.connection, ImapConnection):
+            connection = ImapConnectionView(**config.connection.model_dump(), password=secret)
+        else:
+            app = resolve_app(config, shared)
+            connection = OAuthConnectionView(
+                **config.connection.model_dump(),
+                client_secret=secret if config.secret else None,
+                redirect_uri=settings().oauth_redirect_uri,
+                app=app.reference if app else None,
+            )
+            # Shared apps are resolved as they are now: one deleted or replaced since the
+            # last save shows at once, with nothing stored to update.
+            unusable = unusable_app(config, app)
+            if unusable is not None:
+                status = Status.ERROR
+                last_error = LastError(**Problem.of(unusable).model_dump(), at=datetime.now(UTC))
+    return EmailConfigView(
+        agent_id=agent_id,
+        status=status,
+        config=connection,
+        last_error=last_error,
+        last_test=config.last_test if config else None,
+        version=config.version if config else None,
+        updated_at=config.updated_at if config else None,
+        shared_apps=available_apps(shared),
+        client_org=banner(client_org) if client_org else None,
+    )
+
+
+def get_email_config(
+    agents: AgentStore, orgs: OrgStore, caller: Caller, agent_id: str
+) -> EmailConfigView:
+    agent, config = load_owned_agent(agents, caller, agent_id)
+    shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
+    return view(agent_id, config, shared, client_org)
+
+
+def _imap_connection(request: ImapConfigRequest) -> ImapConnection:
+    return ImapConnection(
+        preset=request.preset,
+        email=str(request.email),
+        username=request.username or str(request.email),
+        imap=resolve_server(request.preset, "imap", request.imap),
+        smtp=resolve_server(request.preset, "smtp", request.smtp),
+    )
+
+
+def _oauth_connection(
+    request: EmailConfigRequest, current: StoredConfig | None, shared: SharedApps
+) -> OAuthConnection:
+    assert not isinstance(request, ImapConfigRequest)
+    tenant = None
+    if request.client_id is None:
+        # Inherited by reference: the shared app (and its tenant) is resolved at each use.
+        if not any(reference.provider == request.provider for reference in available_apps(shared)):
+            raise InvalidField(
+                "client_id",
+                f"client_id is required: no shared {request.provider} app is registered.",
+                hint="Enter the app's client ID and secret, or ask an admin to register one.",
+            )
+    elif isinstance(request, MicrosoftConfigRequest):
+        # Left out, the stored tenant is kept: a re-save never silently turns a
+        # single-tenant app into a multi-tenant one.
+        stored = current.connection if current else None
+        tenant = request.tenant or (stored.tenant if isinstance(stored, OAuthConnection) else None)
+        if tenant is None:
+            raise InvalidField(
+                "tenant",
+                "tenant is required: the directory (tenant) ID, a verified domain, "
+                "organizations or common.",
+            )
+    return OAuthConnection(
+        provider=request.provider,
+        client_id=request.client_id,
+        tenant=tenant,
+        scopes=requested_scopes(request.provider),
+    )
+
+
+def _same_app(current: Connection, new: Connection) -> bool:
+    """The same mailbox server and login, or the same OAuth app: what a test or an
+    authorization established still holds (given the same secret)."""
+    if isinstance(current, OAuthConnection) and isinstance(new, OAuthConnection):
+        return (current.provider, current.client_id, current.tenant) == (
+            new.provider,
+            new.client_id,
+            new.tenant,
+        )
+    return current == new
+
+
+def _secret_still_applies(current: StoredConfig | None, new: Connection) -> bool:
+    """Whether the stored secret may go with the new settings: a password only to the
+    servers and login it was saved for (else anyone who may edit the settings could send it
+    to a server of theirs); a client secret only with its client ID."""
+    if current is None or current.secret is None or current.connection.provider != new.provider:
+        return False
+    old = current.connection
+    if isinstance(new, OAuthConnection):
+        assert isinstance(old, OAuthConnection)
+        return old.client_id == new.client_id
+    assert isinstance(old, ImapConnection)
+    return (old.username, old.imap.host, old.smtp.host) == (
+        new.username,
+        new.imap.host,
+        new.smtp.host,
+    )
+
+
+def save_email_config(
+    agents: AgentStore,
+    secrets: SecretStore,
+    orgs: OrgStore,
+    caller: Caller,
+    agent_id: str,
+    request: EmailConfigRequest,
+    expected_version: int | None = None,
+) -> EmailConfigView:
+    """Save; with `expected_version` (If-Match) only over that version, else last writer
+    wins (re-applying the full request over whatever is there, never a torn record)."""
+    if isinstance(request, ImapConfigRequest):
+        field, secret_key, secret = "password", "password", request.password
+    else:
+        field, secret_key, secret = "client_secret", "client_secret", request.client_secret
+    # An empty secret means "keep the stored one", as the Email tab's field says.
+    secret_value = secret.get_secret_value() if secret else ""
+    written: SecretRef | None = None  # the new secret: written once, whatever the retries
+    for _ in range(_SAVE_ATTEMPTS):
+        agent, current = load_owned_agent(agents, caller, agent_id)
+        if expected_version is not None and expected_version != (current.version if current else 0):
+            raise MailbridgeError(
+                ErrorCode.VERSION_MISMATCH,
+                "The configuration changed since you loaded it.",
+                hint="Reload to see the current settings, then save again.",
+            )
+        shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
+        if isinstance(request, ImapConfigRequest):
+            require_email_domain(client_org, str(request.email), "email")
+            connection: Connection = _imap_connection(request)
+        else:
+            connection = _oauth_connection(request, current, shared)
+        inherits = isinstance(connection, OAuthConnection) and connection.client_id is None
+        if inherits and secret_value:
+            raise InvalidField(
+                "client_secret",
+                "A client secret goes with a client ID; leave both out to use the shared app.",
+            )
+        kept = current.secret if current and _secret_still_applies(current, connection) else None
+        if not secret_value and not inherits and kept is None:
+            raise InvalidField(
+                field,
+                f"{field} is required for a new connection, or a new server or login.",
+                hint="A stored secret is only ever sent where it was saved for.",
+            )
+        if secret_value and written is None:
+            written = secrets.write(
+                secrets.name_for(agent_id),
+                {secret_key: secret_value},
+                exists=current is not None and current.secret is not None,
+                org_id=agent.org_id,
+            )
+        record = _next_record(agent_id, current, connection, None if inherits else written or kept)
+        try:
+            agents.put_config(record, replaces_version=current.version if current else None)
+        except StaleWrite:
+            # Whatever changed may have been a disconnect, which deleted what we wrote.
+            written = None
+            continue
+        if current is not None:
+            _discard_unused(secrets, current, record)
+        return view(agent_id, record, shared, client_org)
+    raise MailbridgeError(
+        ErrorCode.CONCURRENT_UPDATE,
+        "The configuration kept changing while saving it.",
+        hint="Reload the page and save again.",
+    )
+
+
+def _next_record(
+    agent_id: str,
+    current: StoredConfig | None,
+    connection: Connection,
+    secret: SecretRef | None,
+) -> StoredConfig:
+    now = datetime.now(UTC)
+    version = current.version + 1 if current else 1
+    new_secret = secret is not None and (current is None or secret != current.secret)
+    if current is not None and _same_app(current.connection, connection):
+        needs_authorization = False
+        if isinstance(connection, OAuthConnection):
+            assert isinstance(current.connection, OAuthConnection)
+            # The account stays authorized; new scopes need the user's consent, though.
+            authorization = current.connection.authorization
+            connection = connection.model_copy(update={"authorization": authorization})
+            needs_authorization = (
+                authorization is None or current.connection.scopes != connection.scopes
+            )
+        if needs_authorization:
+            status = Status.AWAITING_AUTHORIZATION
+        elif new_secret:
+            status = Status.CONFIGURED
+        else:
+            status = current.status
+        update: dict[str, object] = {
+            "connection": connection,
+            "secret": secret,
+            "status": status,
+            "version": version,
+            "updated_at": now,
+        }
+        if new_secret:
+            # A rotated password or client secret is proven by the next test, not assumed:
+            # what the old one produced no longer says anything.
+            update |= {"secret_updated_at": now, "last_test": None, "last_error": None}
+        return current.model_copy(update=update)
+    oauth = isinstance(connection, OAuthConnection)
+    return StoredConfig(
+        agent_id=agent_id,
+        connection=connection,
+        secret=secret,
+        secret_updated_at=now if new_secret or current is None else current.secret_updated_at,
+        status=Status.AWAITING_AUTHORIZATION if oauth else Status.CONFIGURED,
+        version=version,
+        updated_at=now,
+    )
+
+
+def _discard_unused(secrets: SecretStore, before: StoredConfig, after: StoredConfig) -> None:
+    """Delete what the saved record stopped using: the tokens of an app the agent left, its
+    own client secret once it inherits. Best effort: the save stands, and anything left is
+    at the agent's fixed names, for its next authorization, save or disconnect."""
+    unused = [
+        ref.name
+        for ref, still in ((before.tokens, after.tokens), (before.secret, after.secret))
+        if ref is not None and still is None
+    ]
+    for name in unused:
+        try:
+            secrets.delete(name)
+        except Unavailable as error:
+            logger.warning("unused secret left for later", extra={"error_code": error.code})
+
+
+def delete_email_config(
+    agents: AgentStore, secrets: SecretStore, orgs: OrgStore, caller: Caller, agent_id: str
+) -> EmailConfigView:
+    """Disconnect: revoke where the provider allows, then forget the configuration and its
+    secrets. Deleting what is already gone succeeds, so a retry after a failure half-way
+    finishes the job."""
+    agent, current = load_owned_agent(agents, caller, agent_id)
+    if current is not None:
+        if current.tokens is not None:
+            revoke_tokens(secrets, orgs, agent, current, current.tokens)
+        # The record first: a failure after it leaves secrets nothing reads, at the agent's
+        # fixed names, which the retry deletes; never a record pointing at a missing secret.
+        agents.delete_config(agent_id)
+    secrets.delete(secrets.name_for(agent_id))
+    secrets.delete(secrets.token_name_for(agent_id))
+    shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
+    return view(agent_id, None, shared, client_org)

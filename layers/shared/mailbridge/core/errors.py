@@ -1,0 +1,312 @@
+"""Every error the service raises on purpose: one family under `MailbridgeError`, each error
+with a stable code from `ErrorCode`.
+
+    MailbridgeError          code, message, and optionally field, hint, retry_after
+    ├── InvalidField         a request field breaks a rule (always names the field)
+    ├── Unavailable          a dependency of ours failed or is not set up; a retry may work
+    ├── StaleWrite           a stored record changed between our read and our write
+    ├── LimitReached         a counting window is full (rate limits, sending limits)
+    ├── ProviderError        Microsoft or Google failed or refused
+    └── MailServerError      an IMAP or SMTP server failed or refused
+
+An error says what went wrong, never how HTTP answers it: `mailbridge.http.errors` alone maps
+codes to statuses. Messages are written for the person in the Email tab and never carry a
+secret or a server's raw text (the original product echoed it, which turned its connection
+test into a password oracle).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from .settings import settings
+from .types import PROVIDER_NAMES
+from .windows import Window
+
+
+class ErrorCode(StrEnum):
+    """The stable, machine-readable codes: API answers, connection-test checks and an agent's
+    last error all use them (README: Errors)."""
+
+    # The request itself
+    INVALID_JSON = "invalid_json"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    INVALID_FIELD = "invalid_field"
+    UNKNOWN_FIELD = "unknown_field"
+    MISSING_FIELD = "missing_field"
+    UNAUTHORIZED = "unauthorized"
+    ADMIN_REQUIRED = "admin_required"
+    NOT_FOUND = "not_found"
+    AGENT_NOT_FOUND = "agent_not_found"
+    CLIENT_ORG_NOT_FOUND = "client_org_not_found"
+    OAUTH_APP_NOT_FOUND = "oauth_app_not_found"
+    # What is stored does not allow it
+    NOT_CONFIGURED = "not_configured"
+    NOT_OAUTH = "not_oauth"
+    NOT_AUTHORIZED = "not_authorized"
+    CONCURRENT_UPDATE = "concurrent_update"
+    VERSION_MISMATCH = "version_mismatch"
+    SECRET_MISSING = "secret_missing"  # noqa: S105 - a code, not a secret
+    RECIPIENTS_NOT_ALLOWED = "recipients_not_allowed"
+    RATE_LIMITED = "rate_limited"
+    SENDING_LIMIT_REACHED = "sending_limit_reached"
+    # Our side
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    TOKEN_REFRESH_BUSY = "token_refresh_busy"  # noqa: S105 - a code, not a secret
+    OAUTH_NOT_CONFIGURED = "oauth_not_configured"
+    INTERNAL_ERROR = "internal_error"
+    # The OAuth callback
+    STATE_INVALID = "state_invalid"
+    STATE_EXPIRED = "state_expired"
+    AUTHORIZATION_OUTDATED = "authorization_outdated"
+    # OAuth providers (ProviderError)
+    REAUTHORIZATION_REQUIRED = "reauthorization_required"
+    OAUTH_CLIENT_INVALID = "oauth_client_invalid"
+    PERMISSION_MISSING = "permission_missing"
+    AUTHORIZATION_DENIED = "authorization_denied"
+    AUTHORIZATION_FAILED = "authorization_failed"
+    TENANT_UNKNOWN = "tenant_unknown"
+    OAUTH_APP_MISSING = "oauth_app_missing"
+    OAUTH_APP_REMOVED = "oauth_app_removed"
+    EMAIL_DOMAIN_NOT_ALLOWED = "email_domain_not_allowed"
+    PROVIDER_ERROR = "provider_error"
+    # Either a provider or a mail server
+    TIMEOUT = "timeout"
+    CONNECTION_FAILED = "connection_failed"
+    TLS_CERTIFICATE_INVALID = "tls_certificate_invalid"
+    # Mail servers (MailServerError)
+    AUTH_FAILED = "auth_failed"
+    AUTH_UNAVAILABLE = "auth_unavailable"
+    CONNECTION_REFUSED = "connection_refused"
+    DNS_FAILURE = "dns_failure"
+    TLS_HANDSHAKE_FAILED = "tls_handshake_failed"
+    STARTTLS_UNAVAILABLE = "starttls_unavailable"
+    ADDRESS_NOT_ALLOWED = "address_not_allowed"
+    SERVER_ERROR = "server_error"
+
+
+class MailbridgeError(Exception):
+    """The base of the family. `str(error)` is the message: safe to show and to log."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        field: str | None = None,
+        hint: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field  # the request field at fault, dotted (`imap.port`)
+        self.hint = hint  # how to fix it
+        self.retry_after = retry_after  # seconds after which trying again may work
+
+
+class InvalidField(MailbridgeError):
+    """Well-formed input that breaks a rule, always naming the field."""
+
+    def __init__(self, field: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(ErrorCode.INVALID_FIELD, message, field=field, hint=hint)
+
+
+class Unavailable(MailbridgeError):
+    """A dependency of ours (DynamoDB, Secrets Manager, a lock) failed, or is not set up."""
+
+
+def storage_unavailable(service: str) -> Unavailable:
+    return Unavailable(
+        ErrorCode.STORAGE_UNAVAILABLE,
+        f"{service} did not answer; the request did not complete.",
+        hint="Retry in a few seconds: a retry finishes whatever this one left undone.",
+        retry_after=2,
+    )
+
+
+class StaleWrite(MailbridgeError):
+    """The stored record changed between our read and our conditional write: whoever wrote
+    it decides what happens next, so a caller re-reads and tries again, or answers this."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ErrorCode.CONCURRENT_UPDATE,
+            "These settings changed while saving them.",
+            hint="Reload to see the current settings, then save again.",
+        )
+
+
+class LimitReached(MailbridgeError):
+    """A counting window is full; `scope` says whose count it is (a partition of counters).
+    Callers say whose limit it was, in their own words."""
+
+    def __init__(self, scope: str, window: Window) -> None:
+        super().__init__(ErrorCode.RATE_LIMITED, f"At most {window.limit} per {window.name}.")
+        self.scope = scope
+        self.window = window
+
+
+def agent_not_found(agent_id: str) -> MailbridgeError:
+    # Also answered for agents of other organizations: their existence is not disclosed.
+    return MailbridgeError(
+        ErrorCode.AGENT_NOT_FOUND, f"No agent {agent_id!r} in your organization."
+    )
+
+
+# ---- OAuth providers -------------------------------------------------------------------
+
+_PROVIDER_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
+    ErrorCode.REAUTHORIZATION_REQUIRED: (
+        "{provider} no longer accepts this agent's authorization: it expired or was revoked.",
+        "Click Re-authorize in the Email tab and sign in with the agent's account again.",
+    ),
+    ErrorCode.OAUTH_CLIENT_INVALID: (
+        "{provider} rejected the app's client ID or client secret.",
+        "Copy the current client ID and secret from the app registration and save them "
+        "(client secrets expire after the lifetime chosen when they were created).",
+    ),
+    ErrorCode.PERMISSION_MISSING: (
+        "The authorization does not allow {detail}.",
+        "Add the permission to the app ({scope}), then click Re-authorize and accept it.",
+    ),
+    ErrorCode.AUTHORIZATION_DENIED: (
+        "The sign-in was cancelled or the requested permissions were refused.",
+        "Click Authorize again and accept the permissions. In some organizations an "
+        "administrator must grant consent first.",
+    ),
+    ErrorCode.AUTHORIZATION_FAILED: (
+        "{provider} could not complete the sign-in{detail}.",
+        "Check that the app's redirect URI is exactly {redirect_uri}, then Authorize again.",
+    ),
+    ErrorCode.TENANT_UNKNOWN: (
+        "{provider} does not know the directory (tenant) {detail}.",
+        "Check the tenant: the directory (tenant) ID or a verified domain of the app's "
+        "directory, or organizations or common for a multi-tenant app.",
+    ),
+    ErrorCode.OAUTH_APP_MISSING: (
+        "No {provider} OAuth app is available for this agent.",
+        "Enter the app's client ID and secret, or ask an organization admin to register the "
+        "organization's shared app.",
+    ),
+    ErrorCode.OAUTH_APP_REMOVED: (
+        "The organization's shared {provider} OAuth app this agent used was removed.",
+        "Ask an organization admin to register it again, or enter an app's client ID and "
+        "secret; then click Authorize.",
+    ),
+    ErrorCode.EMAIL_DOMAIN_NOT_ALLOWED: (
+        "{detail}",
+        "Sign in with the agent's own mailbox in the client organization's domain.",
+    ),
+    ErrorCode.PROVIDER_ERROR: (
+        "{provider} answered with an unexpected error.",
+        "Try again in a few minutes; if it persists, check the provider's status page.",
+    ),
+    ErrorCode.TIMEOUT: (
+        "{provider} did not answer within {timeout:g} seconds.",
+        "Try again in a few minutes.",
+    ),
+    ErrorCode.CONNECTION_FAILED: (
+        "Could not reach {provider}.",
+        "Check the deployment's outbound network access, then try again.",
+    ),
+    ErrorCode.TLS_CERTIFICATE_INVALID: (
+        "The TLS certificate of {provider}'s endpoint could not be verified.",
+        "Check the deployment's provider endpoint settings; certificates are always verified.",
+    ),
+}
+
+
+class ProviderError(MailbridgeError):
+    """Microsoft or Google failed or refused, in our own words (never the provider's raw
+    text); `detail` and `scope` fill the catalogue's sentences."""
+
+    def __init__(
+        self, code: ErrorCode, provider: str, *, detail: str = "", scope: str = ""
+    ) -> None:
+        message, hint = _PROVIDER_CATALOGUE[code]
+        values = {
+            "provider": PROVIDER_NAMES[provider],
+            "detail": detail,
+            "scope": scope,
+            "timeout": settings().provider_timeout_seconds,
+            "redirect_uri": settings().oauth_redirect_uri,
+        }
+        super().__init__(code, message.format(**values), hint=hint.format(**values))
+        self.provider = provider
+
+
+# ---- mail servers ----------------------------------------------------------------------
+
+_MAIL_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
+    ErrorCode.AUTH_FAILED: (
+        "{proto} server {server} rejected the username or password.",
+        "Regenerate the app password and paste it again. Use an app password, not the "
+        "account password: most providers require one when 2-step verification is on.",
+    ),
+    ErrorCode.AUTH_UNAVAILABLE: (
+        "{proto} server {server} does not offer password login.",
+        "The provider may have turned off password access for this account; use its OAuth "
+        "connection method if there is one.",
+    ),
+    ErrorCode.CONNECTION_REFUSED: (
+        "Nothing accepted a connection at {server}.",
+        "Check the host and port. The usual ports are {ports}.",
+    ),
+    ErrorCode.CONNECTION_FAILED: (
+        "Could not reach {server}.",
+        "Check the host and port, and that outgoing {proto} traffic is allowed by firewalls.",
+    ),
+    ErrorCode.TIMEOUT: (
+        "{server} did not answer within {timeout:g} seconds.",
+        "Check the host and port; a firewall that silently drops {proto} traffic looks like this.",
+    ),
+    ErrorCode.DNS_FAILURE: (
+        "The host name of {server} could not be resolved.",
+        "Check the spelling of the {proto} server host.",
+    ),
+    ErrorCode.TLS_CERTIFICATE_INVALID: (
+        "The TLS certificate of {server} could not be verified.",
+        "Check that the host is the provider's own name (the certificate must match it). "
+        "Certificates are always verified; a self-signed server needs a trusted CA.",
+    ),
+    ErrorCode.TLS_HANDSHAKE_FAILED: (
+        "The TLS handshake with {server} failed.",
+        "Check the security setting: TLS for ports {tls_ports}, STARTTLS for {starttls_ports}.",
+    ),
+    ErrorCode.STARTTLS_UNAVAILABLE: (
+        "{proto} server {server} does not offer STARTTLS, so nothing was sent: the password "
+        "would have travelled unencrypted.",
+        "Use the implicit-TLS port ({tls_ports}) with security TLS.",
+    ),
+    ErrorCode.ADDRESS_NOT_ALLOWED: (
+        "{server} resolves to a private, loopback or reserved address, which this service "
+        "does not connect to.",
+        "Use the provider's public host name. A self-hosted server on a private network "
+        "needs the deployment's AllowPrivateMailServers setting.",
+    ),
+    ErrorCode.SERVER_ERROR: (
+        "{proto} server {server} answered with an unexpected error.",
+        "Try again in a few minutes; if it persists, check the provider's status page.",
+    ),
+}
+_PORTS = {"IMAP": ("993", "143"), "SMTP": ("465", "587")}
+
+
+class MailServerError(MailbridgeError):
+    """An IMAP or SMTP server failed or refused, in our own words (never the server's text)."""
+
+    def __init__(self, code: ErrorCode, protocol: str, host: str, port: int) -> None:
+        tls_port, starttls_port = _PORTS[protocol]
+        values = {
+            "proto": protocol,
+            "server": f"{host}:{port}",
+            "timeout": settings().mail_timeout_seconds,
+            "tls_ports": tls_port,
+            "starttls_ports": starttls_port,
+            "ports": f"{tls_port} (TLS) and {starttls_port} (STARTTLS)",
+        }
+        message, hint = _MAIL_CATALOGUE[code]
+        super().__init__(code, message.format(**values), hint=hint.format(**values))
+        self.protocol = protocol

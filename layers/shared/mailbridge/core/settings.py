@@ -1,0 +1,135 @@
+"""Deployment settings: the functions' environment, validated once per Lambda instance.
+
+Every handler validates them as it loads (`mailbridge.http.app.create_app`), so a bad value
+stops the instance at start with a message naming the variable, rather than failing the
+first request that happens to read it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cache
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+# Submission, IMAP and their TLS variants; SMTP relay (25) and the common alternative 2525.
+MAIL_PORTS = frozenset({25, 143, 465, 587, 993, 2525})
+
+
+class SettingsError(ValueError):
+    """The environment is wrong: the deployment's mistake, raised while the instance starts,
+    never in answer to a request."""
+
+
+def _comma_separated(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _port_ranges(value: Any) -> Any:
+    """ "1025, 8143" or ranges like "1024-65535"."""
+    if not isinstance(value, str):
+        return value
+    ports: set[int] = set()
+    for part in _comma_separated(value):
+        low, _, high = part.partition("-")
+        if not (low.isdigit() and (high or low).isdigit()):
+            raise ValueError("must be ports or ranges, like 1143,1587 or 1024-65535")
+        ports.update(range(int(low), int(high or low) + 1))
+    return ports
+
+
+def _without_trailing_slash(value: Any) -> Any:
+    return value.rstrip("/") if isinstance(value, str) else value
+
+
+Url = Annotated[str, BeforeValidator(_without_trailing_slash)]
+Seconds = Annotated[float, Field(gt=0, le=900)]
+PerMinute = Annotated[int, Field(ge=1)]
+
+
+class Settings(BaseModel):
+    """Each field is read from the environment variable its alias names."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    table_name: str = Field(alias="TABLE_NAME", min_length=1)
+    secret_name_prefix: Url = Field(alias="SECRET_NAME_PREFIX", default="mailbridge")
+    org_claim: str = Field(alias="ORG_CLAIM", default="org_id", min_length=1)
+    # The claim carrying the caller's role, and the value that makes an org admin.
+    role_claim: str = Field(alias="ROLE_CLAIM", default="role", min_length=1)
+    admin_role: str = Field(alias="ADMIN_ROLE", default="admin", min_length=1)
+    # For each whole mail check (connect, TLS, login, each read); well under the functions'
+    # 29 s timeout, so a dead server becomes a `timeout` result, never a Lambda timeout.
+    mail_timeout_seconds: Seconds = Field(alias="MAIL_TIMEOUT_SECONDS", default=10)
+    # An extra CA bundle that mail servers' certificates may chain to (self-hosted servers,
+    # the local sandbox). It adds trust; verification itself is never turned off.
+    mail_extra_ca_file: str | None = Field(alias="MAIL_EXTRA_CA_FILE", default=None)
+    # Self-hosted mail servers on private networks (and the sandbox on loopback); off by
+    # default, so that a user cannot make the service probe the network it runs in.
+    mail_allow_private_networks: bool = Field(alias="MAIL_ALLOW_PRIVATE_NETWORKS", default=False)
+    mail_extra_ports: Annotated[
+        frozenset[Annotated[int, Field(ge=1, le=65535)]], BeforeValidator(_port_ranges)
+    ] = Field(alias="MAIL_EXTRA_PORTS", default=frozenset())
+    max_body_bytes: int = Field(alias="MAX_BODY_BYTES", default=64 * 1024, ge=1)
+    # Connection tests per minute, per agent and per organization: enough for a person,
+    # too few to use the service as a password oracle or a port scanner.
+    tests_per_agent_per_minute: PerMinute = Field(alias="TESTS_PER_AGENT_PER_MINUTE", default=10)
+    tests_per_org_per_minute: PerMinute = Field(alias="TESTS_PER_ORG_PER_MINUTE", default=100)
+    # Where the OAuth providers send the browser back: the deployment's public URL, never
+    # taken from a request. Empty when OAuth is not set up.
+    public_base_url: Url = Field(alias="PUBLIC_BASE_URL", default="")
+    # UI origins that may receive an OAuth result by postMessage.
+    allowed_ui_origins: Annotated[frozenset[Url], BeforeValidator(_comma_separated)] = Field(
+        alias="ALLOWED_UI_ORIGINS", default=frozenset()
+    )
+    # For each whole HTTP request to a provider.
+    provider_timeout_seconds: Seconds = Field(alias="PROVIDER_TIMEOUT_SECONDS", default=10)
+    # The providers' endpoints: the real services by default, loopback fakes in tests.
+    microsoft_authority_host: Url = Field(
+        alias="MICROSOFT_AUTHORITY_HOST", default="https://login.microsoftonline.com"
+    )
+    graph_base_url: Url = Field(alias="GRAPH_BASE_URL", default="https://graph.microsoft.com/v1.0")
+    google_auth_url: str = Field(
+        alias="GOOGLE_AUTH_URL", default="https://accounts.google.com/o/oauth2/v2/auth"
+    )
+    google_token_url: str = Field(
+        alias="GOOGLE_TOKEN_URL", default="https://oauth2.googleapis.com/token"
+    )
+    google_revoke_url: str = Field(
+        alias="GOOGLE_REVOKE_URL", default="https://oauth2.googleapis.com/revoke"
+    )
+    gmail_base_url: Url = Field(
+        alias="GMAIL_BASE_URL", default="https://gmail.googleapis.com/gmail/v1"
+    )
+
+    @property
+    def mail_allowed_ports(self) -> frozenset[int]:
+        return MAIL_PORTS | self.mail_extra_ports
+
+    @property
+    def oauth_redirect_uri(self) -> str:
+        return f"{self.public_base_url}/api/engine/oauth/callback"
+
+
+def load_settings(environment: Mapping[str, str]) -> Settings:
+    """The settings an environment gives, or a SettingsError naming each wrong variable."""
+    # An empty variable is an unset one (a template parameter left blank, say).
+    given = {name: value for name, value in environment.items() if value != ""}
+    try:
+        return Settings.model_validate(given)
+    except ValidationError as error:
+        problems = []
+        for issue in error.errors():
+            variable = str(issue["loc"][0]) if issue["loc"] else "environment"
+            value = f" (it is {given[variable]!r})" if variable in given else ""
+            problems.append(f"{variable}: {issue['msg']}{value}")
+        raise SettingsError("Invalid settings: " + "; ".join(problems)) from None
+
+
+@cache
+def settings() -> Settings:
+    return load_settings(os.environ)

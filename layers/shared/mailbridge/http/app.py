@@ -1,0 +1,130 @@
+"""The resolver every handler builds, and its Lambda entry point: logging, metrics, the body
+checks and the invocation's deadline.
+
+Unexpected exceptions are logged with their type and where they happened, never their text
+(which could hold anything), and answered with a generic 500 that carries nothing from them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from traceback import extract_tb
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ..core.deadline import Deadline
+from ..core.errors import ErrorCode, MailbridgeError
+from ..core.observability import logger, metrics
+from ..core.settings import settings
+from .errors import STATUS, error_body, error_response, invalid_json, validation_error
+
+# What an invocation keeps, after its network exchanges, to record their outcome and answer.
+_ANSWER_SECONDS = 3.0
+
+
+def create_app() -> APIGatewayHttpResolver:
+    """A handler's resolver. Validates the deployment's settings first: a wrong one stops
+    the instance as it starts, naming the variable."""
+    settings()
+    app = APIGatewayHttpResolver(enable_validation=True)
+
+    @app.exception_handler(MailbridgeError)
+    def handle_known_error(error: MailbridgeError) -> Response[str]:
+        return error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    def handle_validation_error(error: RequestValidationError) -> Response[str]:
+        return error_response(validation_error(error))
+
+    @app.not_found
+    def handle_not_found(_: NotFoundError) -> Response[str]:
+        return error_response(MailbridgeError(ErrorCode.NOT_FOUND, "No such route."))
+
+    @app.exception_handler(Exception)
+    def handle_unexpected(error: Exception) -> Response[str]:
+        # Where it failed, never what it said: an exception's text can quote a request, or a
+        # secret (an encoder naming a password's character, say).
+        stack = [f"{f.filename}:{f.lineno} in {f.name}" for f in extract_tb(error.__traceback__)]
+        logger.error("unexpected error", extra={"error_type": type(error).__name__, "stack": stack})
+        return error_response(
+            MailbridgeError(ErrorCode.INTERNAL_ERROR, "Something went wrong on our side.")
+        )
+
+    return app
+
+
+def _refused_body(event: dict[str, Any]) -> MailbridgeError | None:
+    """Why the request's body is refused before any parsing, if it is: too large, not JSON
+    (Powertools would read a form, and fail on a multipart body without a boundary), not
+    UTF-8 (API Gateway passes such a body in base64, which Powertools fails to decode), or
+    JSON nested past Python's recursion limit (on which Powertools' parser crashes)."""
+    body = event.get("body") or ""
+    limit = settings().max_body_bytes
+    # In bytes, as sent: base64 carries 3 bytes in 4 characters, UTF-8 up to 4 in one.
+    size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
+    if size > limit:
+        return MailbridgeError(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"The request body is larger than {limit} bytes."
+        )
+    if not body:
+        return None
+    content_type = (event.get("headers") or {}).get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type and media_type != content_types.APPLICATION_JSON:
+        return MailbridgeError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            "The request body must be JSON, sent with Content-Type: application/json.",
+        )
+    try:
+        text = (
+            base64.b64decode(body, validate=True).decode("utf-8")
+            if event.get("isBase64Encoded")
+            else body
+        )
+        json.loads(text)
+    except (binascii.Error, UnicodeDecodeError):
+        return invalid_json()
+    except RecursionError:
+        return MailbridgeError(
+            ErrorCode.INVALID_JSON, "The request body is JSON nested too deeply."
+        )
+    except ValueError:
+        pass  # not JSON: the resolver's validation says so
+    return None
+
+
+def lambda_handler(
+    app: APIGatewayHttpResolver,
+) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """The Lambda entry point for `app`, with logging, metrics, the body checks and the
+    invocation's deadline."""
+
+    # clear_state: keys appended for one request never leak into the next one's logs.
+    @logger.inject_lambda_context(
+        correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
+    )
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        logger.append_keys(path_parameters=event.get("pathParameters"))
+        refused = _refused_body(event)
+        if refused is not None:
+            return {
+                "statusCode": STATUS[refused.code],
+                "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "body": error_body(refused),
+            }
+        # Every network exchange of this invocation ends in time to record its outcome and
+        # answer: a slow server becomes a `timeout` result, never a Lambda timeout.
+        budget = context.get_remaining_time_in_millis() / 1000 - _ANSWER_SECONDS
+        with Deadline(budget):
+            return app.resolve(event, context)
+
+    return handler

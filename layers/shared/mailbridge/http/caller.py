@@ -1,0 +1,46 @@
+"""What a request says about who calls and what they expect: the caller from the verified
+JWT, path ids, and If-Match."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler.openapi.params import Path
+
+from ..agents.models import Caller
+from ..core.errors import ErrorCode, InvalidField, MailbridgeError
+from ..core.observability import logger
+from ..core.settings import settings
+from ..core.types import ID_PATTERN
+
+# The path parameter of every agent route, checked before anything is looked up.
+AgentId = Annotated[str, Path(pattern=ID_PATTERN)]
+
+
+def current_caller(app: APIGatewayHttpResolver) -> Caller:
+    """The caller's identity from the claims API Gateway's JWT authorizer verified."""
+    authorizer = app.current_event.request_context.authorizer
+    claims: dict[str, Any] = (authorizer.jwt_claim if authorizer else None) or {}
+    org_id = claims.get(settings().org_claim)
+    if not org_id or not claims.get("sub") or not re.fullmatch(ID_PATTERN, str(org_id)):
+        raise MailbridgeError(
+            ErrorCode.UNAUTHORIZED, "The token does not name a user and an organization."
+        )
+    # Every later log line of this request says who asked.
+    logger.append_keys(org_id=str(org_id), caller=str(claims["sub"]))
+    role = claims.get(settings().role_claim)
+    return Caller(
+        subject=str(claims["sub"]), org_id=str(org_id), is_admin=role == settings().admin_role
+    )
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """The version an If-Match header names (`"3"`, `W/"3"`), or None without one."""
+    if value is None:
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise InvalidField("If-Match", 'If-Match must be an ETag this API gave, like "3".')
+    return int(tag)

@@ -1,0 +1,114 @@
+"""What routes declare for the OpenAPI document: `security=JWT` where API Gateway's authorizer
+guards them, their success with `success`, their errors with `errors`, and HTML pages with
+`html_pages`; every error in the one error shape.
+
+The security scheme itself is described where the document is generated
+(mailbridge_tools.openapi): its model would cost every cold start 30 ms, for a document no
+function serves.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from aws_lambda_powertools.event_handler import content_types
+from aws_lambda_powertools.event_handler.openapi.types import (
+    OpenAPIResponse,
+    OpenAPIResponseHeader,
+)
+
+from .models import ErrorResponse, GatewayError
+
+BEARER_SCHEME = "platformJwt"
+# The `security` of every route behind the authorizer.
+JWT: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
+
+_ERRORS = {
+    400: "The body is not valid JSON (`invalid_json`).",
+    401: "No valid bearer token (API Gateway's own answer), or a token that names no user or "
+    "organization (`unauthorized`).",
+    403: "Only the organization's admins may do this (`admin_required`).",
+    404: "Nothing by that id in the caller's organization; another organization's resource "
+    "answers the same.",
+    409: "The current state does not allow it; the code says why.",
+    412: "`If-Match` names a version that is no longer current (`version_mismatch`).",
+    413: "The body is larger than the deployment's limit, 64 KiB by default "
+    "(`payload_too_large`), or than API Gateway's 10 MB.",
+    415: "The body's Content-Type is not application/json (`unsupported_media_type`).",
+    422: "A parameter or body field breaks a rule; `field` names it.",
+    429: "Too many requests (`rate_limited`): retry after `Retry-After` seconds.",
+    500: "A bug (`internal_error`); nothing about it is returned.",
+    502: "The OAuth provider failed (`timeout`, `connection_failed`, `tls_certificate_invalid`, "
+    "`provider_error`).",
+    503: "A dependency failed (`storage_unavailable`, `token_refresh_busy`: retry after "
+    "`Retry-After` seconds; what is stored is wholly the old or the new state) or is not set "
+    "up (`oauth_not_configured`).",
+}
+# Every request passes the body checks and the handler of unexpected exceptions.
+_ALWAYS = (400, 413, 415, 500)
+# API Gateway answers these itself too, in its own shape.
+_GATEWAY_STATUSES = frozenset({401, 413})
+
+
+def _retry_after(description: str, *, required: bool) -> dict[str, OpenAPIResponseHeader]:
+    # `required` is OpenAPI's; Powertools' type for a header lacks it.
+    header = {"description": description, "required": required}
+    return {
+        "Retry-After": cast(
+            OpenAPIResponseHeader, header | {"schema": {"type": "integer", "minimum": 1}}
+        )
+    }
+
+
+_HEADERS = {
+    429: _retry_after("Seconds until the limit allows another request.", required=True),
+    503: _retry_after("Seconds after which a retry may succeed.", required=False),
+}
+
+
+def errors(*statuses: int) -> dict[int, OpenAPIResponse]:
+    """The error responses of a route: `statuses`, plus the body checks' 400, 413 and 415 and
+    the 500 of a bug, which every route can answer; all in the one error shape."""
+    responses: dict[int, OpenAPIResponse] = {}
+    for status in sorted({*statuses, *_ALWAYS}):
+        model = ErrorResponse | GatewayError if status in _GATEWAY_STATUSES else ErrorResponse
+        response: OpenAPIResponse = {
+            "description": _ERRORS[status],
+            "content": {content_types.APPLICATION_JSON: {"model": model}},
+        }
+        if status in _HEADERS:
+            response["headers"] = _HEADERS[status]
+        responses[status] = response
+    return responses
+
+
+def success(
+    description: str,
+    *,
+    status: int = 200,
+    headers: dict[str, OpenAPIResponseHeader] | None = None,
+) -> dict[int, OpenAPIResponse]:
+    """A route's success: its body is the handler's return annotation, and a 204 has none."""
+    response: OpenAPIResponse = {"description": description}
+    if status == 204:
+        response["content"] = {}
+    if headers:
+        response["headers"] = headers
+    return {status: response}
+
+
+def html_pages(pages: dict[int, str], *statuses: int) -> dict[int, OpenAPIResponse]:
+    """The responses of a route that answers HTML pages (descriptions by status) besides
+    `errors(*statuses)`; a status that is both has both media types."""
+    responses = errors(*statuses)
+    for status, description in pages.items():
+        page: OpenAPIResponse = {
+            "description": description,
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        }
+        if status in responses:
+            error = responses[status]
+            page["description"] += f" Or: {error['description']}"
+            page["content"] = {**page["content"], **error.get("content", {})}
+        responses[status] = page
+    return responses

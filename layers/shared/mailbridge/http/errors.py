@@ -1,0 +1,128 @@
+"""The one mapping from the service's errors to HTTP: `STATUS` gives each error code its
+status, and `error_response` shapes every error the same way:
+`{"error": {"code", "message", "field"?, "hint"?}}`, with `Retry-After` where it applies.
+
+Also used by the OAuth callback's page and by request validation (pydantic's errors become
+`invalid_field`, `unknown_field` or `missing_field`, naming the field).
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from ..core.errors import ErrorCode, InvalidField, MailbridgeError
+from ..core.observability import logger
+from ..core.types import CONNECTION_METHODS
+from .models import ErrorDetail, ErrorResponse
+
+_C = ErrorCode
+STATUS: dict[ErrorCode, int] = {
+    # The request itself
+    _C.INVALID_JSON: 400,
+    _C.UNAUTHORIZED: 401,
+    _C.ADMIN_REQUIRED: 403,
+    _C.NOT_FOUND: 404,
+    _C.AGENT_NOT_FOUND: 404,
+    _C.CLIENT_ORG_NOT_FOUND: 404,
+    _C.OAUTH_APP_NOT_FOUND: 404,
+    _C.PAYLOAD_TOO_LARGE: 413,
+    _C.UNSUPPORTED_MEDIA_TYPE: 415,
+    _C.INVALID_FIELD: 422,
+    _C.UNKNOWN_FIELD: 422,
+    _C.MISSING_FIELD: 422,
+    _C.RECIPIENTS_NOT_ALLOWED: 422,
+    # What is stored does not allow it
+    _C.NOT_CONFIGURED: 409,
+    _C.NOT_OAUTH: 409,
+    _C.NOT_AUTHORIZED: 409,
+    _C.CONCURRENT_UPDATE: 409,
+    _C.SECRET_MISSING: 409,
+    _C.VERSION_MISMATCH: 412,
+    _C.RATE_LIMITED: 429,
+    _C.SENDING_LIMIT_REACHED: 429,
+    # Our side
+    _C.INTERNAL_ERROR: 500,
+    _C.STORAGE_UNAVAILABLE: 503,
+    _C.TOKEN_REFRESH_BUSY: 503,
+    _C.OAUTH_NOT_CONFIGURED: 503,
+    # The OAuth callback refused (its page has the status)
+    _C.STATE_INVALID: 400,
+    _C.STATE_EXPIRED: 400,
+    _C.AUTHORIZATION_OUTDATED: 409,
+    # The connection's account or app must be fixed first
+    _C.REAUTHORIZATION_REQUIRED: 409,
+    _C.OAUTH_CLIENT_INVALID: 409,
+    _C.PERMISSION_MISSING: 409,
+    _C.AUTHORIZATION_DENIED: 409,
+    _C.AUTHORIZATION_FAILED: 409,
+    _C.OAUTH_APP_MISSING: 409,
+    _C.OAUTH_APP_REMOVED: 409,
+    _C.EMAIL_DOMAIN_NOT_ALLOWED: 409,
+    _C.TENANT_UNKNOWN: 422,
+    _C.AUTH_FAILED: 409,
+    _C.AUTH_UNAVAILABLE: 409,
+    _C.ADDRESS_NOT_ALLOWED: 409,
+    # A provider or mail server failed
+    _C.PROVIDER_ERROR: 502,
+    _C.TIMEOUT: 502,
+    _C.CONNECTION_FAILED: 502,
+    _C.TLS_CERTIFICATE_INVALID: 502,
+    _C.CONNECTION_REFUSED: 502,
+    _C.DNS_FAILURE: 502,
+    _C.TLS_HANDSHAKE_FAILED: 502,
+    _C.STARTTLS_UNAVAILABLE: 502,
+    _C.SERVER_ERROR: 502,
+}
+
+
+def error_body(error: MailbridgeError) -> str:
+    detail = ErrorDetail(code=error.code, message=error.message, field=error.field, hint=error.hint)
+    return ErrorResponse(error=detail).model_dump_json(exclude_none=True)
+
+
+def error_response(error: MailbridgeError) -> Response[str]:
+    status = STATUS[error.code]
+    if status < 500:
+        logger.info("request refused", extra={"error_code": error.code, "status": status})
+    else:
+        # The cause's type says which dependency failed; its text is not logged (it could
+        # quote a request).
+        cause = type(error.__cause__).__name__ if error.__cause__ else None
+        logger.warning(
+            "request failed", extra={"error_code": error.code, "status": status, "cause": cause}
+        )
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=error_body(error),
+        headers=headers,
+    )
+
+
+def invalid_json() -> MailbridgeError:
+    return MailbridgeError(ErrorCode.INVALID_JSON, "The request body is not valid JSON.")
+
+
+def validation_error(error: RequestValidationError) -> MailbridgeError:
+    """pydantic's first complaint about the request, naming the field (never the value)."""
+    first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        return invalid_json()
+    if first["type"] in {"union_tag_not_found", "union_tag_invalid"}:
+        return InvalidField("provider", "provider must be one of imap, microsoft, google.")
+    # loc is ("body", "imap", "port") or ("path", "agentId"): name the field, not the source.
+    # A body that is a union by provider has the provider after "body": not a field either.
+    loc = [str(part) for part in first["loc"]]
+    if len(loc) > 2 and loc[0] == "body" and loc[1] in CONNECTION_METHODS:
+        del loc[1]
+    field = ".".join(loc[1:]) or loc[0]
+    if first["type"] == "extra_forbidden":
+        code, message = ErrorCode.UNKNOWN_FIELD, f"{field} is not a known field."
+    elif first["type"] == "missing":
+        code, message = ErrorCode.MISSING_FIELD, f"{field} is required."
+    else:
+        # pydantic's `msg` describes the rule, never the rejected value (which may be secret).
+        code, message = ErrorCode.INVALID_FIELD, f"{field}: {first['msg'].rstrip('.')}."
+    return MailbridgeError(code, message, field=field)

@@ -1,0 +1,29 @@
+"""The error bodies: ours, and API Gateway's own."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable and machine-readable: see the README's Errors table.")
+    message: str = Field(description="A sentence for the person in the Email tab.")
+    # Left out of the body when there is none, so the contract never offers null.
+    field: str | SkipJsonSchema[None] = Field(
+        default=None, description="The request field at fault, dotted (`imap.port`)."
+    )
+    hint: str | SkipJsonSchema[None] = Field(default=None, description="How to fix it.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error the functions answer."""
+
+    error: ErrorDetail
+
+
+class GatewayError(BaseModel):
+    """What API Gateway answers by itself, before any function runs (a missing or invalid
+    token, a body over its 10 MB limit)."""
+
+    message: str

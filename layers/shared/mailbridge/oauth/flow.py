@@ -1,0 +1,327 @@
+"""A sign-in: starting it (the popup's URL) and finishing it at the public callback.
+
+Nothing about a flow lives in process memory: a started authorization is a DynamoDB item
+keyed by the hash of its random state, taken (deleted) atomically by the callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets as random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ..agents.access import load_owned_agent
+from ..agents.models import Caller
+from ..connections.models import (
+    LastError,
+    OAuthAuthorization,
+    OAuthConnection,
+    Problem,
+    Status,
+    StoredConfig,
+    TokenRef,
+)
+from ..core.errors import (
+    ErrorCode,
+    InvalidField,
+    MailbridgeError,
+    ProviderError,
+    StaleWrite,
+    Unavailable,
+)
+from ..core.settings import settings
+from ..orgs.sending_policy import require_email_domain
+from ..orgs.shared_apps import find_app, resolve_app
+from .models import AuthorizeResponse, OAuthResultError, OAuthResultMessage, PendingAuthorization
+from .providers import (
+    OAuthApp,
+    missing_permissions,
+    permission_problem,
+    provider_client,
+    requested_scopes,
+)
+from .tokens import oauth_connection
+
+if TYPE_CHECKING:
+    from ..storage.protocols import AgentStore, AuthorizationStore, OrgStore, SecretStore
+
+STATE_TTL_SECONDS = 600
+_STATE_FORMAT = re.compile(r"^[A-Za-z0-9_-]{43,128}$")  # what token_urlsafe(32) produces
+_DESCRIPTION_LIMIT = 300
+
+
+def state_hash(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+# ---- starting -------------------------------------------------------------------------
+
+
+def authorize(
+    agents: AgentStore,
+    states: AuthorizationStore,
+    orgs: OrgStore,
+    caller: Caller,
+    agent_id: str,
+    origin: str | None,
+    *,
+    consent: bool,
+) -> AuthorizeResponse:
+    """The provider's sign-in URL for the popup. `consent` (re-authorize) asks again for the
+    current scope set, for an account that was authorized before."""
+    agent, config = load_owned_agent(agents, caller, agent_id)
+    connection = oauth_connection(config)
+    assert config is not None
+    if consent and connection.authorization is None:
+        raise MailbridgeError(
+            ErrorCode.NOT_AUTHORIZED,
+            "This agent has not been authorized yet, so there is nothing to re-authorize.",
+            hint="Click Authorize.",
+        )
+    if not settings().public_base_url:
+        raise Unavailable(
+            ErrorCode.OAUTH_NOT_CONFIGURED,
+            "OAuth is not set up on this deployment.",
+            hint="The operator sets the stack's PublicBaseUrl parameter.",
+        )
+    ui_origin = (origin or "").rstrip("/")
+    if not ui_origin:
+        raise InvalidField("origin", "origin is required (or an Origin header).")
+    if ui_origin not in settings().allowed_ui_origins:
+        raise InvalidField(
+            "origin",
+            "This origin may not receive OAuth results.",
+            hint="The operator lists UI origins in the stack's AllowedUiOrigins parameter.",
+        )
+    # Tokens granted to another app are no obstacle: authorizing replaces them.
+    app = find_app(orgs, agent, config)
+    if app is None:
+        raise ProviderError(ErrorCode.OAUTH_APP_MISSING, connection.provider)
+    state = random.token_urlsafe(32)
+    try:
+        # Microsoft's sign-in starts with its authority's metadata, fetched here: an outage
+        # is the answer, and an unknown tenant is the request's `tenant` field at fault.
+        url, flow = provider_client(connection.provider).start(
+            OAuthApp.of(app), state, consent=consent
+        )
+    except ProviderError as failure:
+        if failure.code == ErrorCode.TENANT_UNKNOWN:
+            raise InvalidField("tenant", failure.message, hint=failure.hint) from None
+        raise
+    expires_at = int(time.time()) + STATE_TTL_SECONDS
+    states.put(
+        state_hash(state),
+        PendingAuthorization(
+            agent_id=agent_id,
+            org_id=agent.org_id,
+            provider=connection.provider,
+            config_version=config.version,
+            ui_origin=ui_origin,
+            scopes=requested_scopes(connection.provider),
+            consent=consent,
+            flow=flow,
+            expires_at=expires_at,
+        ),
+    )
+    return AuthorizeResponse(
+        authorization_url=url, expires_at=datetime.fromtimestamp(expires_at, UTC)
+    )
+
+
+# ---- finishing ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallbackOutcome:
+    """What the callback page shows, and the one origin it may post it to (None: it was
+    not a callback we started, so nothing is posted anywhere)."""
+
+    message: OAuthResultMessage
+    ui_origin: str | None
+    hint: str | None = None  # shown on the page, for whoever reads it
+    # Why the callback itself was refused (an unknown or expired state, settings changed
+    # meanwhile, storage down); None when the sign-in ran to its end, connected or not.
+    refusal: ErrorCode | None = None
+
+
+def _failed(
+    error: MailbridgeError, pending: PendingAuthorization | None, *, refused: bool = False
+) -> CallbackOutcome:
+    return CallbackOutcome(
+        message=OAuthResultMessage(
+            agentId=pending.agent_id if pending else None,
+            provider=pending.provider if pending else None,
+            status="error",
+            error=OAuthResultError(code=error.code, message=error.message),
+        ),
+        ui_origin=pending.ui_origin if pending else None,
+        hint=error.hint,
+        refusal=error.code if refused else None,
+    )
+
+
+def _unknown_state() -> MailbridgeError:
+    return MailbridgeError(
+        ErrorCode.STATE_INVALID,
+        "This sign-in link is not valid: it was already used, has expired, or was not "
+        "started here.",
+        hint="Close this window and click Authorize again in the Email tab.",
+    )
+
+
+def _expired_state() -> MailbridgeError:
+    return MailbridgeError(
+        ErrorCode.STATE_EXPIRED,
+        "The sign-in took longer than 10 minutes.",
+        hint="Click Authorize again in the Email tab.",
+    )
+
+
+_AUTHORIZE_AGAIN = "Click Authorize again in the Email tab."
+
+
+def _outdated() -> MailbridgeError:
+    return MailbridgeError(
+        ErrorCode.AUTHORIZATION_OUTDATED,
+        "The email settings of this agent changed during the sign-in.",
+        hint=_AUTHORIZE_AGAIN,
+    )
+
+
+def _provider_description(response: dict[str, str]) -> str:
+    """The provider's own words, when it sent any: printable, and short."""
+    description = "".join(ch for ch in response.get("error_description", "") if ch.isprintable())
+    return f": {description[:_DESCRIPTION_LIMIT]}" if description else ""
+
+
+def _record_failure(agents: AgentStore, config: StoredConfig, error: MailbridgeError) -> None:
+    last_error = LastError(**Problem.of(error).model_dump(), at=datetime.now(UTC))
+    agents.update_status(
+        config.model_copy(update={"status": Status.ERROR, "last_error": last_error})
+    )
+
+
+def complete_authorization(
+    agents: AgentStore,
+    states: AuthorizationStore,
+    secrets: SecretStore,
+    orgs: OrgStore,
+    response: dict[str, str],
+) -> CallbackOutcome:
+    """Handle the provider's redirect (`response` is its query string). Always a page for
+    the popup, storage failures included."""
+    state = response.get("state", "")
+    try:
+        pending = states.take(state_hash(state)) if _STATE_FORMAT.fullmatch(state) else None
+    except Unavailable as down:
+        # Nothing was taken: the same link works once storage answers again.
+        reload = MailbridgeError(down.code, down.message, hint="Reload this window.")
+        return _failed(reload, None, refused=True)
+    if pending is None:
+        return _failed(_unknown_state(), None, refused=True)
+    try:
+        return _finish_authorization(agents, secrets, orgs, pending, response)
+    except Unavailable as down:
+        again = MailbridgeError(down.code, down.message, hint=_AUTHORIZE_AGAIN)
+        return _failed(again, pending, refused=True)
+
+
+def _finish_authorization(
+    agents: AgentStore,
+    secrets: SecretStore,
+    orgs: OrgStore,
+    pending: PendingAuthorization,
+    response: dict[str, str],
+) -> CallbackOutcome:
+    if pending.expires_at < time.time():
+        return _failed(_expired_state(), pending, refused=True)
+    agent, config = agents.load(pending.agent_id)
+    if (
+        agent is None
+        or agent.org_id != pending.org_id
+        or config is None
+        or config.version != pending.config_version
+        or not isinstance(config.connection, OAuthConnection)
+    ):
+        return _failed(_outdated(), pending, refused=True)
+
+    try:
+        if "error" in response:
+            denied = response["error"] == "access_denied"
+            raise ProviderError(
+                ErrorCode.AUTHORIZATION_DENIED if denied else ErrorCode.AUTHORIZATION_FAILED,
+                pending.provider,
+                detail=_provider_description(response),
+            )
+        shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
+        app = resolve_app(config, shared)
+        if app is None:
+            raise ProviderError(ErrorCode.OAUTH_APP_MISSING, pending.provider)
+        client = provider_client(pending.provider)
+        (app_secret,) = secrets.read(app.secret)
+        account = client.finish(OAuthApp.of(app, app_secret), pending.flow, response)
+        mailbox = client.mailbox(account.grant.access_token)
+        try:
+            require_email_domain(client_org, mailbox.email, "email")
+        except InvalidField as outside:
+            # Refused before any token is stored.
+            raise ProviderError(
+                ErrorCode.EMAIL_DOMAIN_NOT_ALLOWED, pending.provider, detail=outside.message
+            ) from None
+    except ProviderError as failure:
+        _record_failure(agents, config, failure)
+        return _failed(failure, pending)
+
+    grant = account.grant
+    assert grant.tokens is not None
+    # Pinned by version: should the record write below fail, the record keeps the tokens
+    # it had, and this version is simply never read.
+    written = secrets.write(
+        secrets.token_name_for(pending.agent_id),
+        grant.tokens,
+        exists=config.tokens is not None,
+        org_id=agent.org_id,
+    )
+    missing = missing_permissions(pending.provider, grant.granted_scopes)
+    problem = permission_problem(pending.provider, missing) if missing else None
+    now = datetime.now(UTC)
+    authorization = OAuthAuthorization(
+        email=mailbox.email,
+        granted_scopes=grant.granted_scopes,
+        authorized_at=now,
+        client_id=app.client_id,
+        tenant_id=account.tenant_id,
+    )
+    record = config.model_copy(
+        update={
+            "connection": config.connection.model_copy(
+                update={"authorization": authorization, "scopes": pending.scopes}
+            ),
+            "tokens": TokenRef(**written.model_dump(), expires_at=grant.expires_at),
+            "status": Status.ERROR if problem else Status.CONNECTED,
+            "last_error": LastError(**Problem.of(problem).model_dump(), at=now)
+            if problem
+            else None,
+            "version": config.version + 1,
+            "updated_at": now,
+        }
+    )
+    try:
+        agents.put_config(record, replaces_version=config.version)
+    except StaleWrite:  # a save won the race; it decides what happens next
+        return _failed(_outdated(), pending, refused=True)
+    if problem:
+        return _failed(problem, pending)
+    return CallbackOutcome(
+        message=OAuthResultMessage(
+            agentId=pending.agent_id,
+            provider=pending.provider,
+            status="connected",
+            email=mailbox.email,
+        ),
+        ui_origin=pending.ui_origin,
+    )

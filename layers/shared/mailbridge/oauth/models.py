@@ -1,0 +1,55 @@
+"""A sign-in: what starting one takes and gives, what is stored until the callback, and what
+the callback page posts to the Email tab."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ..core.types import OAuthProvider, StrictModel
+
+
+class AuthorizeRequest(StrictModel):
+    origin: str | None = Field(
+        default=None,
+        description="The UI origin that receives the result by postMessage; defaults to the "
+        "request's Origin header. Must be one of the deployment's allowed origins.",
+    )
+
+
+class AuthorizeResponse(BaseModel):
+    authorization_url: str = Field(description="Open it in the popup.")
+    expires_at: datetime = Field(description="The authorization must finish before this.")
+
+
+class PendingAuthorization(BaseModel):
+    """A started authorization, stored under the hash of its `state` until the callback."""
+
+    agent_id: str
+    org_id: str
+    provider: OAuthProvider
+    config_version: int  # the callback is refused if the settings changed meanwhile
+    ui_origin: str
+    scopes: list[str]
+    consent: bool
+    # The provider's half of the flow, PKCE verifier included (MSAL's flow, Google's verifier).
+    flow: dict[str, Any]
+    expires_at: int  # epoch seconds: checked explicitly and used as the item's TTL
+
+
+class OAuthResultError(BaseModel):
+    code: str
+    message: str
+
+
+class OAuthResultMessage(BaseModel):
+    """What the callback page posts to the Email tab (and shows when it has no opener)."""
+
+    type: Literal["mailbridge:oauth-result"] = "mailbridge:oauth-result"
+    agentId: str | None  # camelCase: the UI's message format
+    provider: OAuthProvider | None
+    status: Literal["connected", "error"]
+    email: str | None = None
+    error: OAuthResultError | None = None

@@ -1,0 +1,123 @@
+"""An authorized agent's tokens: the one path that hands out access tokens (refreshing them
+when due), and their revocation at disconnect."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from ..agents.models import Agent
+from ..connections.models import OAuthConnection, StoredConfig, TokenRef
+from ..core.deadline import seconds_left
+from ..core.errors import ErrorCode, MailbridgeError, Unavailable
+from ..core.observability import logger
+from ..orgs.shared_apps import load_app
+from .providers import REFRESH_MARGIN_SECONDS, OAuthApp, TokenGrant, provider_client
+
+if TYPE_CHECKING:
+    from ..storage.protocols import AgentStore, OrgStore, SecretStore
+
+# A refresh is a few provider calls, each bounded by the provider timeout.
+_LOCK_LEASE_SECONDS = 30
+_LOCK_WAIT_SECONDS = 10
+
+
+def oauth_connection(config: StoredConfig | None) -> OAuthConnection:
+    """The agent's OAuth connection, or why it has none."""
+    if config is None:
+        raise MailbridgeError(
+            ErrorCode.NOT_CONFIGURED,
+            "This agent has no email configuration.",
+            hint="Save a Microsoft or Google OAuth configuration first.",
+        )
+    if not isinstance(config.connection, OAuthConnection):
+        raise MailbridgeError(
+            ErrorCode.NOT_OAUTH,
+            "This agent connects with a password; there is nothing to authorize.",
+            hint="Save a Microsoft or Google OAuth configuration to use OAuth.",
+        )
+    return config.connection
+
+
+def _due(tokens: TokenRef) -> bool:
+    return tokens.expires_at - time.time() <= REFRESH_MARGIN_SECONDS
+
+
+def fresh_access_token(
+    agents: AgentStore, secrets: SecretStore, orgs: OrgStore, agent: Agent, config: StoredConfig
+) -> TokenGrant:
+    """An access token valid for at least REFRESH_MARGIN_SECONDS more: the only refresh path.
+
+    The record says when the access token expires, so a refresh is known to be due before
+    anything is read. A refresh holds the agent's lock in DynamoDB and re-reads the record
+    under it: concurrent invocations never spend one refresh token twice, and each refreshed
+    token document is recorded, pinned by version, before the lock is released.
+    """
+    connection = oauth_connection(config)
+    if config.tokens is None or connection.authorization is None:
+        raise MailbridgeError(
+            ErrorCode.NOT_AUTHORIZED,
+            "This agent's account has not been authorized yet.",
+            hint="Click Authorize in the Email tab.",
+        )
+    app = load_app(orgs, agent, config)
+    client = provider_client(connection.provider)
+    if not _due(config.tokens):
+        grant = client.cached_token(secrets.read(config.tokens)[0])
+        if grant is not None:
+            return grant
+    holder = str(uuid.uuid4())
+    deadline = time.monotonic() + seconds_left(_LOCK_WAIT_SECONDS)
+    try:
+        while not agents.try_lock(config.agent_id, holder, _LOCK_LEASE_SECONDS):
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    ErrorCode.TOKEN_REFRESH_BUSY,
+                    "Another request is refreshing this agent's access token.",
+                    hint="Retry in a few seconds.",
+                    retry_after=2,
+                )
+            time.sleep(0.2)
+        # The previous holder may have refreshed: its tokens are the ones to use.
+        _, latest = agents.load(config.agent_id)
+        if latest is None or latest.version != config.version or latest.tokens is None:
+            raise MailbridgeError(
+                ErrorCode.CONCURRENT_UPDATE,
+                "The email settings of this agent changed meanwhile.",
+                hint="Test the connection again.",
+            )
+        if not _due(latest.tokens):
+            grant = client.cached_token(secrets.read(latest.tokens)[0])
+            if grant is not None:
+                return grant
+        tokens, app_secret = secrets.read(latest.tokens, app.secret)
+        grant = client.refresh(OAuthApp.of(app, app_secret), tokens)
+        assert grant.tokens is not None
+        written = secrets.write(latest.tokens.name, grant.tokens, exists=True, org_id=agent.org_id)
+        # Until this is recorded, the record keeps the previous tokens: a failure leaves it
+        # on a refresh token the provider still honours (Microsoft keeps a used one valid;
+        # Google does not rotate them).
+        agents.update_tokens(latest, TokenRef(**written.model_dump(), expires_at=grant.expires_at))
+        return grant
+    finally:
+        # Also when taking the lock failed: it may have been taken with only the answer
+        # lost. Best effort: the lease ends an unreleased lock anyway.
+        with contextlib.suppress(Unavailable):
+            agents.unlock(config.agent_id, holder)
+
+
+def revoke_tokens(
+    secrets: SecretStore, orgs: OrgStore, agent: Agent, config: StoredConfig, tokens: TokenRef
+) -> None:
+    """Revoke the grant at the provider, where it offers a way to. Best effort: a provider
+    that is down must not keep an agent connected against the user's will; the caller
+    deletes the tokens either way."""
+    connection = oauth_connection(config)
+    try:
+        app = load_app(orgs, agent, config)
+        token_document, app_secret = secrets.read(tokens, app.secret)
+        provider_client(connection.provider).revoke(OAuthApp.of(app, app_secret), token_document)
+    except MailbridgeError as error:
+        logger.warning("revocation at the provider failed", extra={"error_code": error.code})

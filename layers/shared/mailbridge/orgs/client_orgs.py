@@ -1,0 +1,73 @@
+"""Client organizations' email policies: read by members (the Email tab's banner), written
+by the organization's admins. A client organization exists within its organization only
+(another organization's "acme" is another client organization)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ..agents.models import Caller
+from ..core.errors import ErrorCode, MailbridgeError
+from ..core.types import OAUTH_PROVIDERS
+from .models import ClientOrg, EmailPolicyRequest
+
+if TYPE_CHECKING:
+    from ..storage.protocols import OrgStore, SecretStore
+
+
+def _not_found(client_org_id: str) -> MailbridgeError:
+    return MailbridgeError(
+        ErrorCode.CLIENT_ORG_NOT_FOUND,
+        f"No client organization {client_org_id!r} in your account.",
+    )
+
+
+def _require_admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise MailbridgeError(
+            ErrorCode.ADMIN_REQUIRED,
+            "Only organization admins may change email policies.",
+            hint="Ask an admin of your organization.",
+        )
+
+
+def get_email_policy(orgs: OrgStore, caller: Caller, client_org_id: str) -> ClientOrg:
+    client_org = orgs.get(caller.org_id, client_org_id)
+    if client_org is None:
+        raise _not_found(client_org_id)
+    return client_org
+
+
+def save_email_policy(
+    orgs: OrgStore, caller: Caller, client_org_id: str, request: EmailPolicyRequest
+) -> ClientOrg:
+    """Create or replace the policy; the first save creates the client organization."""
+    _require_admin(caller)
+    current = orgs.get(caller.org_id, client_org_id)
+    client_org = ClientOrg(
+        client_org_id=client_org_id,
+        org_id=caller.org_id,
+        name=request.name,
+        email_domain=request.email_domain,
+        allowed_recipients=sorted(set(request.allowed_recipients)),
+        limits=request.limits,
+        version=current.version + 1 if current else 1,
+        updated_at=datetime.now(UTC),
+    )
+    # A concurrent save makes this one a `StaleWrite`: the other save stands.
+    orgs.put(client_org, replaces_version=current.version if current else None)
+    return client_org
+
+
+def delete_email_policy(
+    orgs: OrgStore, secrets: SecretStore, caller: Caller, client_org_id: str
+) -> None:
+    """Remove the client organization and its shared apps. Deleting what is already gone
+    succeeds, so a retry after a failure half-way finishes the job."""
+    _require_admin(caller)
+    # The records first, all at once: a failure after them leaves secrets nothing reads,
+    # at fixed names the retry deletes.
+    orgs.delete(caller.org_id, client_org_id)
+    for provider in OAUTH_PROVIDERS:
+        secrets.delete(secrets.shared_name_for(caller.org_id, client_org_id, provider))

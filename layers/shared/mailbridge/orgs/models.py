@@ -1,0 +1,143 @@
+"""Shared OAuth apps and client organizations: requests, stored records and views."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from ..core.fields import ClientId, ClientSecret, Tenant, hostname, printable
+from ..core.types import OAuthProvider, SecretRef, SecretState, StrictModel, example
+
+# ---- shared OAuth apps -----------------------------------------------------------------
+
+AppOwner = Literal["org", "client_org"]
+AppSource = Literal["own", "client_org", "org"]
+
+
+class SharedAppRequest(StrictModel):
+    """PUT body of an organization's (or client organization's) shared OAuth app."""
+
+    model_config = example(
+        {"client_id": "1234-abc.apps.googleusercontent.com", "client_secret": "client secret"}
+    )
+
+    client_id: ClientId
+    client_secret: ClientSecret | None = Field(
+        default=None, description="Leave out or send an empty string to keep the stored one."
+    )
+    tenant: Tenant | None = Field(default=None, description="Microsoft only; kept when left out.")
+
+
+class SharedApp(BaseModel):
+    """An OAuth app registered once for every agent of an org or client organization."""
+
+    owner: AppOwner
+    owner_id: str
+    org_id: str  # the organization: the owner itself, or the client organization's
+    provider: OAuthProvider
+    client_id: str
+    tenant: str | None = None  # absent attributes are None
+    secret: SecretRef
+    secret_updated_at: datetime
+    version: int
+    updated_at: datetime
+
+    @property
+    def client_org_id(self) -> str | None:
+        return self.owner_id if self.owner == "client_org" else None
+
+
+class SharedAppView(BaseModel):
+    owner: AppOwner
+    owner_id: str
+    provider: OAuthProvider
+    client_id: str
+    tenant: str | None
+    client_secret: SecretState
+    redirect_uri: str
+    version: int
+    updated_at: datetime
+
+
+class AppReference(BaseModel):
+    """Where an agent's OAuth app comes from (the Email tab's green banner), never its
+    secret."""
+
+    provider: OAuthProvider
+    source: AppSource
+    client_id: str
+    tenant: str | None
+
+
+# ---- client organizations and their email policy ---------------------------------------
+
+
+def _recipient_rule(value: str) -> str:
+    """An address (alice@example.com) or a whole domain (example.com or @example.com)."""
+    value = value.strip().lower()
+    local, at, domain = value.rpartition("@")
+    if at and not local:  # "@example.com"
+        value = domain
+    elif at and (not local or any(ch.isspace() or ord(ch) < 32 for ch in local)):
+        raise ValueError("must be an email address or a domain")
+    hostname(domain if at else value)
+    return value
+
+
+RecipientRule = Annotated[str, Field(max_length=320), AfterValidator(_recipient_rule)]
+EmailDomain = Annotated[str, Field(max_length=253), AfterValidator(hostname)]
+
+
+class SendingLimits(StrictModel):
+    per_hour: int | None = Field(default=None, ge=1, le=1_000_000)
+    per_day: int | None = Field(default=None, ge=1, le=10_000_000)
+
+
+class EmailPolicyRequest(StrictModel):
+    """PUT body of a client organization's email policy."""
+
+    model_config = example(
+        {
+            "name": "Acme Corp",
+            "email_domain": "acme.example",
+            "allowed_recipients": ["acme.example", "partner@supplier.example"],
+            "limits": {"per_hour": 50, "per_day": 500},
+        }
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable)]
+    email_domain: EmailDomain | None = Field(
+        default=None, description="Agents of this client organization send from this domain."
+    )
+    allowed_recipients: list[RecipientRule] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Addresses and domains agents may write to; empty means anyone.",
+    )
+    limits: SendingLimits = SendingLimits()
+
+
+class ClientOrg(BaseModel):
+    """A client organization of an org, with the email policy its agents follow."""
+
+    client_org_id: str
+    org_id: str
+    name: str
+    email_domain: str | None = None  # absent attributes are None
+    allowed_recipients: list[str]
+    limits: SendingLimits
+    version: int
+    updated_at: datetime
+
+
+class ClientOrgBanner(BaseModel):
+    """What the Email tab's info banner shows for an agent of a client organization."""
+
+    id: str
+    name: str
+    email_domain: str | None
+    allowed_recipients: list[str]
+    limits: SendingLimits
+    warnings: list[str] = Field(description="The restrictions, phrased for display.")

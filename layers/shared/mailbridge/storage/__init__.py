@@ -1,0 +1,28 @@
+"""DynamoDB and Secrets Manager: the only package that imports boto3. The domain types its
+stores against `protocols`; the handlers build the implementations below.
+
+Table layout (one table, see template.yaml):
+    pk = "AGENT#<agent_id>", sk = "AGENT"         the agent: org, optional client org, name
+    pk = "AGENT#<agent_id>", sk = "EMAIL_CONFIG"  its email connection (no secret in it)
+    pk = "AGENT#<agent_id>", sk = "TOKEN_REFRESH_LOCK"  held while its OAuth token refreshes
+    pk = "OAUTH_STATE#<sha256 of state>", sk = "OAUTH_STATE"  a started authorization (TTL)
+    pk = "ORG#<org>#CLIENT_ORG#<id>", sk = "CLIENT_ORG"  a client organization, its policy
+    pk = "SENDING#<org>#<client org>", sk = "SENT#<window>#<key>"  messages sent (TTL)
+    pk = "RATE#AGENT#<id>" or "RATE#ORG#<id>", sk = "TESTS#<window>#<key>"  tests run (TTL)
+    pk = "ORG#<org>" or "ORG#<org>#CLIENT_ORG#<id>", sk = "OAUTH_APP#<provider>"  a shared app
+An agent and its config share a partition, so both come back in one Query. A client
+organization lives inside its organization's keys: ids are the platform's, and two
+organizations may well both have a client called "acme".
+
+Secrets live at fixed names per agent (and per shared app), and records pin the version
+they were written with (`secrets`).
+
+    aws.py             the clients, reused across invocations, and the one translation of
+                       their failures into `storage_unavailable`
+    protocols.py       what the domain may ask of each store
+    agents.py          agents, their email-config records and token-refresh locks
+    authorizations.py  started OAuth sign-ins
+    orgs.py            client organizations and shared OAuth apps
+    counters.py        counting windows (rate and sending limits)
+    secrets.py         Secrets Manager, with a per-instance cache of secret versions
+"""

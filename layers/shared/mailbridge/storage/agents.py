@@ -1,0 +1,141 @@
+"""Agents, their email-config records and token-refresh locks: one partition per agent."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from ..agents.models import Agent
+from ..connections.models import StoredConfig, TokenRef
+from ..core.errors import StaleWrite
+from ..core.settings import settings
+from .aws import (
+    conditional_write,
+    dynamodb,
+    from_item,
+    serialize,
+    storage_errors,
+    to_item,
+    version_condition,
+)
+
+_AGENT_SK = "AGENT"
+_CONFIG_SK = "EMAIL_CONFIG"
+_LOCK_SK = "TOKEN_REFRESH_LOCK"
+
+
+def _pk(agent_id: str) -> str:
+    return f"AGENT#{agent_id}"
+
+
+class DynamoAgentStore:
+    def __init__(self, table_name: str | None = None) -> None:
+        self.table = table_name or settings().table_name
+
+    def _key(self, agent_id: str, sort_key: str) -> dict[str, Any]:
+        return {"pk": {"S": _pk(agent_id)}, "sk": {"S": sort_key}}
+
+    def load(self, agent_id: str) -> tuple[Agent | None, StoredConfig | None]:
+        with storage_errors("DynamoDB"):
+            response = dynamodb().query(
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": {"S": _pk(agent_id)}},
+                ConsistentRead=True,
+            )
+        agent = config = None
+        for item in response["Items"]:
+            kind = item["sk"]["S"]
+            if kind == _AGENT_SK:
+                agent = Agent.model_validate(from_item(item))
+            elif kind == _CONFIG_SK:
+                config = StoredConfig.model_validate(from_item(item))
+        return agent, config
+
+    def put_agent(self, agent: Agent) -> None:
+        item = to_item({"pk": _pk(agent.agent_id), "sk": _AGENT_SK, **agent.model_dump()})
+        with storage_errors("DynamoDB"):
+            dynamodb().put_item(TableName=self.table, Item=item)
+
+    def put_config(self, config: StoredConfig, *, replaces_version: int | None) -> None:
+        item = to_item(
+            {"pk": _pk(config.agent_id), "sk": _CONFIG_SK, **config.model_dump(mode="json")}
+        )
+        conditional_write(self.table, "put_item", Item=item, **version_condition(replaces_version))
+
+    def update_status(self, config: StoredConfig) -> bool:
+        # A test that ran against settings the user has since replaced must not overwrite
+        # the newer record; its result is simply not recorded.
+        values = config.model_dump(mode="json", include={"status", "last_error", "last_test"})
+        return self._update_if_version(
+            config,
+            "SET #status = :status, last_error = :last_error, last_test = :last_test",
+            {f":{key}": serialize(value) for key, value in values.items()},
+            names={"#status": "status"},
+        )
+
+    def update_tokens(self, config: StoredConfig, tokens: TokenRef) -> bool:
+        # A save since then replaced the app, and with it these tokens.
+        return self._update_if_version(
+            config, "SET tokens = :tokens", {":tokens": serialize(tokens.model_dump())}
+        )
+
+    def _update_if_version(
+        self,
+        config: StoredConfig,
+        expression: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None = None,
+    ) -> bool:
+        try:
+            conditional_write(
+                self.table,
+                "update_item",
+                Key=self._key(config.agent_id, _CONFIG_SK),
+                UpdateExpression=expression,
+                ConditionExpression="version = :v",
+                ExpressionAttributeValues={":v": {"N": str(config.version)}, **values},
+                **({"ExpressionAttributeNames": names} if names else {}),
+            )
+        except StaleWrite:
+            return False
+        return True
+
+    def delete_config(self, agent_id: str) -> None:
+        with storage_errors("DynamoDB"):
+            dynamodb().delete_item(TableName=self.table, Key=self._key(agent_id, _CONFIG_SK))
+
+    def try_lock(self, agent_id: str, holder: str, lease_seconds: int) -> bool:
+        now = int(time.time())
+        item = to_item(
+            {
+                "pk": _pk(agent_id),
+                "sk": _LOCK_SK,
+                "holder": holder,
+                "lease_until": now + lease_seconds,
+                "expires_at": now + lease_seconds + 3600,  # TTL sweeps a crashed holder's
+            }
+        )
+        try:
+            conditional_write(
+                self.table,
+                "put_item",
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk) OR lease_until < :now",
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+            )
+        except StaleWrite:
+            return False
+        return True
+
+    def unlock(self, agent_id: str, holder: str) -> None:
+        # A failed condition: the lease ran out and another holder has it, theirs to release.
+        with contextlib.suppress(StaleWrite):
+            conditional_write(
+                self.table,
+                "delete_item",
+                Key=self._key(agent_id, _LOCK_SK),
+                ConditionExpression="holder = :holder",
+                ExpressionAttributeValues={":holder": {"S": holder}},
+            )

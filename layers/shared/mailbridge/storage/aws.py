@@ -1,0 +1,89 @@
+"""The AWS clients, built once per Lambda instance and reused, and the one place their
+failures (after botocore's own retries) become the service's `storage_unavailable`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..core.errors import StaleWrite, storage_unavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+# Standard retries with backoff, and timeouts well inside an API Gateway request.
+_BOTO_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5
+)
+serialize = TypeSerializer().serialize
+_deserialize = TypeDeserializer().deserialize
+
+
+@cache
+def dynamodb() -> DynamoDBClient:
+    return boto3.client("dynamodb", config=_BOTO_CONFIG)
+
+
+@cache
+def secretsmanager() -> SecretsManagerClient:
+    return boto3.client("secretsmanager", config=_BOTO_CONFIG)
+
+
+@contextmanager
+def storage_errors(service: str) -> Iterator[None]:
+    """Whatever the block's AWS calls fail with is `storage_unavailable`: the caller may
+    retry, and what is stored is wholly the old or the new state."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as error:
+        raise storage_unavailable(service) from error
+
+
+def to_item(values: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item; None values are left out (absent attributes read back as None)."""
+    return {key: serialize(value) for key, value in values.items() if value is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    """An item's attributes, without its keys."""
+    values = {key: _deserialize(value) for key, value in item.items()}
+    del values["pk"], values["sk"]
+    return values
+
+
+def version_condition(replaces_version: int | None) -> dict[str, Any]:
+    """Write only over that version (None: only if nothing is there yet)."""
+    if replaces_version is None:
+        return {"ConditionExpression": "attribute_not_exists(pk)"}
+    return {
+        "ConditionExpression": "version = :v",
+        "ExpressionAttributeValues": {":v": {"N": str(replaces_version)}},
+    }
+
+
+def conditional_write(table: str, operation: str, **kwargs: Any) -> None:
+    """A conditional write; a failed condition is `StaleWrite`.
+
+    botocore retries a write whose answer was lost, and if the first attempt was applied the
+    retry fails its own condition: a put finding exactly the item it writes is that case,
+    and a success."""
+    try:
+        getattr(dynamodb(), operation)(
+            TableName=table, ReturnValuesOnConditionCheckFailure="ALL_OLD", **kwargs
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise storage_unavailable("DynamoDB") from error
+        if operation == "put_item" and error.response.get("Item") == kwargs["Item"]:
+            return
+        raise StaleWrite from None
+    except BotoCoreError as error:
+        raise storage_unavailable("DynamoDB") from error

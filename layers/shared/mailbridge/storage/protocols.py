@@ -1,0 +1,121 @@
+"""What the domain may ask of each store. The domain is typed against these, never against
+boto3 or the implementations; a failed AWS call is `storage_unavailable` everywhere, and a
+conditional write that lost a race is `StaleWrite` where a method says so."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..agents.models import Agent
+from ..connections.models import StoredConfig, TokenRef
+from ..core.types import SecretRef
+from ..core.windows import Window
+from ..oauth.models import PendingAuthorization
+from ..orgs.models import AppOwner, ClientOrg, SharedApp
+
+
+class AgentStore(Protocol):
+    """Agents, their email-config records and their token-refresh locks."""
+
+    def load(self, agent_id: str) -> tuple[Agent | None, StoredConfig | None]:
+        """The agent and its config, in one round trip."""
+        ...
+
+    def put_agent(self, agent: Agent) -> None: ...
+
+    def put_config(self, config: StoredConfig, *, replaces_version: int | None) -> None:
+        """Write the whole record if it is still at `replaces_version` (None: must not
+        exist); else `StaleWrite`."""
+        ...
+
+    def update_status(self, config: StoredConfig) -> bool:
+        """Record status, last error and last test if the record is still that version;
+        False (nothing written) if a save replaced it meanwhile."""
+        ...
+
+    def update_tokens(self, config: StoredConfig, tokens: TokenRef) -> bool:
+        """Point the record at refreshed tokens if its settings are still that version."""
+        ...
+
+    def delete_config(self, agent_id: str) -> None: ...
+
+    def try_lock(self, agent_id: str, holder: str, lease_seconds: int) -> bool:
+        """Take the agent's token-refresh lock unless another holder's lease is running."""
+        ...
+
+    def unlock(self, agent_id: str, holder: str) -> None: ...
+
+
+class AuthorizationStore(Protocol):
+    """Started OAuth sign-ins, by the hash of their state."""
+
+    def put(self, state_hash: str, pending: PendingAuthorization) -> None: ...
+
+    def take(self, state_hash: str) -> PendingAuthorization | None:
+        """Remove and return it in one atomic step, so a replayed state finds nothing."""
+        ...
+
+
+class OrgStore(Protocol):
+    """Client organizations (their email policy) and shared OAuth apps."""
+
+    def agent_context(
+        self, org_id: str, client_org_id: str | None
+    ) -> tuple[dict[tuple[AppOwner, str], SharedApp], ClientOrg | None]:
+        """The shared apps an agent may inherit and its client organization: one round trip."""
+        ...
+
+    def get_app(
+        self, org_id: str, client_org_id: str | None, provider: str
+    ) -> SharedApp | None: ...
+
+    def put_app(self, app: SharedApp, *, replaces_version: int | None) -> None:
+        """Else `StaleWrite` (see AgentStore.put_config)."""
+        ...
+
+    def delete_app(self, org_id: str, client_org_id: str | None, provider: str) -> None: ...
+
+    def get(self, org_id: str, client_org_id: str) -> ClientOrg | None: ...
+
+    def put(self, client_org: ClientOrg, *, replaces_version: int | None) -> None:
+        """Else `StaleWrite` (see AgentStore.put_config)."""
+        ...
+
+    def delete(self, org_id: str, client_org_id: str) -> None:
+        """The client organization with its shared apps, in one transaction."""
+        ...
+
+
+class CounterStore(Protocol):
+    def count(self, kind: str, windows: list[tuple[str, Window]]) -> None:
+        """Count one event in every window (each of a scope), each only while below its
+        limit; `LimitReached` names the first full one, and nothing is counted then."""
+        ...
+
+
+class SecretStore(Protocol):
+    """Secret values by pinned version; names are fixed per agent and per shared app."""
+
+    def name_for(self, agent_id: str) -> str:
+        """The agent's password or client secret."""
+        ...
+
+    def token_name_for(self, agent_id: str) -> str:
+        """The agent's OAuth tokens."""
+        ...
+
+    def shared_name_for(self, org_id: str, client_org_id: str | None, provider: str) -> str:
+        """A shared app's client secret."""
+        ...
+
+    def read(self, *refs: SecretRef) -> list[dict[str, Any]]:
+        """The values of these versions, in order; `secret_missing` if one was deleted."""
+        ...
+
+    def write(self, name: str, value: dict[str, Any], *, exists: bool, org_id: str) -> SecretRef:
+        """Create or replace the secret: the reference to the version written."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Delete the secret, if there is one."""
+        ...

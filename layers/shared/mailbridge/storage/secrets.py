@@ -1,0 +1,122 @@
+"""Secrets Manager: per agent, one secret for the password or client secret and, for OAuth,
+one for the tokens (written by callbacks and refreshes, never by saves, so the two writers
+cannot overwrite each other's values); per shared app, its client secret.
+
+Names are fixed, so whatever a failed request leaves behind is taken over by the next write
+to that name or removed by the next delete; records pin versions, so it is never read in
+their place.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from contextlib import suppress
+from typing import Any
+
+from ..core.errors import ErrorCode, MailbridgeError
+from ..core.settings import settings
+from ..core.types import SecretRef
+from .aws import secretsmanager, storage_errors
+
+# Secret versions never change, so a value read once serves every later read of the same
+# version in this instance: a rotated secret is a new version, read at its first use.
+_VALUES_KEPT = 256
+_values: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+_values_lock = threading.Lock()
+
+
+def _keep(name: str, version: str, value: dict[str, Any]) -> None:
+    with _values_lock:
+        _values[(name, version)] = value
+        while len(_values) > _VALUES_KEPT:
+            _values.popitem(last=False)
+
+
+def forget_cached_values() -> None:
+    """What a new Lambda instance starts with: no secret value read yet."""
+    with _values_lock:
+        _values.clear()
+
+
+class SecretsManagerStore:
+    def name_for(self, agent_id: str) -> str:
+        return f"{settings().secret_name_prefix}/agents/{agent_id}/email"
+
+    def token_name_for(self, agent_id: str) -> str:
+        return f"{settings().secret_name_prefix}/agents/{agent_id}/email-tokens"
+
+    def shared_name_for(self, org_id: str, client_org_id: str | None, provider: str) -> str:
+        owner = f"orgs/{org_id}" + (f"/client-orgs/{client_org_id}" if client_org_id else "")
+        return f"{settings().secret_name_prefix}/{owner}/oauth-apps/{provider}"
+
+    def read(self, *refs: SecretRef) -> list[dict[str, Any]]:
+        """In at most one round trip when the versions are current (the usual case):
+        BatchGetSecretValue returns current versions, and only a version that is not current
+        any more is then fetched by its id."""
+        with _values_lock:
+            wanted = {(ref.name, ref.version) for ref in refs} - _values.keys()
+        client = secretsmanager()
+        with storage_errors("Secrets Manager"):
+            try:
+                self._fetch(wanted)
+            except client.exceptions.ResourceNotFoundException:
+                # Deleted under a record (a disconnect racing a save): no retry brings it back.
+                raise MailbridgeError(
+                    ErrorCode.SECRET_MISSING,
+                    "The stored password or client secret is gone.",
+                    hint="Enter it again and save.",
+                ) from None
+        with _values_lock:
+            return [_values[(ref.name, ref.version)] for ref in refs]
+
+    @staticmethod
+    def _fetch(wanted: set[tuple[str, str]]) -> None:
+        if len(wanted) > 1:
+            answer = secretsmanager().batch_get_secret_value(
+                SecretIdList=[name for name, _ in wanted]
+            )
+            for found in answer["SecretValues"]:
+                key = (found["Name"], found["VersionId"])
+                if key in wanted:
+                    _keep(*key, json.loads(found["SecretString"]))
+                    wanted.discard(key)
+        for name, version in wanted:
+            value = secretsmanager().get_secret_value(SecretId=name, VersionId=version)
+            _keep(name, version, json.loads(value["SecretString"]))
+
+    def write(self, name: str, value: dict[str, Any], *, exists: bool, org_id: str) -> SecretRef:
+        """`exists` saves a round trip when we know the secret does."""
+        document = json.dumps(value)
+        client = secretsmanager()
+        with storage_errors("Secrets Manager"):
+            if exists:
+                try:
+                    written = client.put_secret_value(SecretId=name, SecretString=document)
+                    return SecretRef(name=name, version=written["VersionId"])
+                except client.exceptions.ResourceNotFoundException:
+                    pass  # e.g. an agent that used a shared app until now: create it
+            try:
+                created = client.create_secret(
+                    Name=name,
+                    SecretString=document,
+                    Tags=[{"Key": "mailbridge:org", "Value": org_id}],
+                )
+                version = created["VersionId"]
+            except client.exceptions.ResourceExistsException:
+                # Left behind by a request that failed half-way: take it over.
+                version = client.put_secret_value(SecretId=name, SecretString=document)["VersionId"]
+        return SecretRef(name=name, version=version)
+
+    def delete(self, name: str) -> None:
+        client = secretsmanager()
+        with (
+            storage_errors("Secrets Manager"),
+            suppress(client.exceptions.ResourceNotFoundException),
+        ):
+            # No recovery window: the name must be reusable at once if the agent reconnects.
+            client.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+        with _values_lock:
+            for key in [key for key in _values if key[0] == name]:
+                del _values[key]

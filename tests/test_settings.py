@@ -1,0 +1,91 @@
+"""Deployment settings are validated once, as a handler loads: a wrong value stops the instance
+at start with a message naming the variable, instead of failing some later request."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from mailbridge.core.settings import MAIL_PORTS, SettingsError, load_settings
+from mailbridge_bench.imports import handler_targets, lambda_environment
+from mailbridge_tools.template import load_template
+
+TEMPLATE = load_template()
+
+
+def test_the_template_defaults_are_valid_settings() -> None:
+    settings = load_settings({"TABLE_NAME": "table"})
+    assert settings.mail_allowed_ports == MAIL_PORTS
+    assert settings.allowed_ui_origins == frozenset()
+    assert settings.oauth_redirect_uri == "/api/engine/oauth/callback"
+
+
+def test_lists_and_ranges_are_read_as_the_template_documents_them() -> None:
+    settings = load_settings(
+        {
+            "TABLE_NAME": "table",
+            "MAIL_EXTRA_PORTS": "1143, 2000-2002",
+            "ALLOWED_UI_ORIGINS": "https://app.example/,https://admin.example",
+            "PUBLIC_BASE_URL": "https://agents.example/",
+            "MAIL_ALLOW_PRIVATE_NETWORKS": "true",
+            "MAIL_EXTRA_CA_FILE": "",  # a parameter left blank is not set
+        }
+    )
+    assert settings.mail_allowed_ports == MAIL_PORTS | {1143, 2000, 2001, 2002}
+    assert settings.allowed_ui_origins == {"https://app.example", "https://admin.example"}
+    assert settings.oauth_redirect_uri == "https://agents.example/api/engine/oauth/callback"
+    assert settings.mail_allow_private_networks is True
+    assert settings.mail_extra_ca_file is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MAIL_TIMEOUT_SECONDS", "ten"),
+        ("MAIL_TIMEOUT_SECONDS", "0"),
+        ("MAIL_EXTRA_PORTS", "1143,imap"),
+        ("MAIL_EXTRA_PORTS", "70000"),
+        ("MAIL_ALLOW_PRIVATE_NETWORKS", "sometimes"),
+        ("TESTS_PER_AGENT_PER_MINUTE", "-1"),
+        ("MAX_BODY_BYTES", "64k"),
+    ],
+)
+def test_a_wrong_value_names_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"TABLE_NAME": "table", variable: value})
+    assert variable in str(refused.value)
+    assert repr(value) in str(refused.value)
+
+
+def test_the_table_is_required() -> None:
+    with pytest.raises(SettingsError, match="TABLE_NAME"):
+        load_settings({})
+
+
+def test_a_handler_with_a_wrong_setting_does_not_start() -> None:
+    """In a fresh interpreter, as Lambda's init phase: loading the handler fails, naming the
+    variable; the same handler with the template's environment loads."""
+    target = next(t.handler for t in handler_targets(TEMPLATE) if t.handler is not None)
+    environment = lambda_environment(TEMPLATE, target.function, {})
+    load = (
+        "import sys; from pathlib import Path; "
+        "from mailbridge_tools.functions import load_function_module; "
+        "load_function_module(sys.argv[1], Path(sys.argv[2]), sys.argv[3])"
+    )
+
+    def start(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", load, *target.arguments()],
+            env=environment | extra,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    assert start({}).returncode == 0
+    failed = start({"PROVIDER_TIMEOUT_SECONDS": "forever"})
+    assert failed.returncode != 0
+    assert "SettingsError" in failed.stderr
+    assert "PROVIDER_TIMEOUT_SECONDS" in failed.stderr
