@@ -38,9 +38,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import boto3
 from moto.server import ThreadedMotoServer
 
-from .devauth import DevIssuer
-from .functions import load_function_module
-from .template import (
+from ..devauth import DevIssuer
+from ..functions import load_function_module
+from ..template import (
     TEMPLATE_PATH,
     Route,
     TemplateError,
@@ -478,7 +478,7 @@ class _Gateway:
         """The API's contract, generated from the functions this run serves (once: they do not
         change while it runs)."""
         # Imported here: the generator imports this module.
-        from .openapi import build_document, render
+        from ..openapi import build_document, render
 
         with self._openapi_lock:
             if not self._openapi:
@@ -631,7 +631,11 @@ def welcome_text(api: LocalApi, token: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve the mailbridge API locally.")
+    parser = argparse.ArgumentParser(
+        # What usage lines have always named (argv[0] is now the package's __main__.py).
+        prog="localapi.py",
+        description="Serve the mailbridge API locally.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument(
@@ -653,7 +657,7 @@ def main(argv: list[str] | None = None) -> None:
     with ExitStack() as stack:
         sandbox = None
         if args.sandbox:
-            from .sandbox import Sandbox
+            from ..sandbox import Sandbox
 
             sandbox = stack.enter_context(Sandbox())
             # Read once per process by the functions, so set before the API starts.
@@ -677,7 +681,3 @@ def main(argv: list[str] | None = None) -> None:
             threading.Event().wait()
         except KeyboardInterrupt:
             print("\nstopped", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()
