@@ -1,5 +1,5 @@
 """`python -m mailbridge_tools.localapi`: the local run (`make run`, `make sandbox`)."""
 
-from . import main
+from .cli import main
 
 main()
