@@ -1,6 +1,7 @@
 """What both fake identity providers share: the HTTPS server and its handler (with the
 misbehaviours a test asks for), the request and reply types, accounts, apps, codes, grants and
-tokens, and the checks and bookkeeping of the authorize and token endpoints."""
+tokens, and what the authorize and token endpoints and the mail APIs check and count alike.
+Each provider adds its routes, its error bodies and what its answers hold."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..network import LOOPBACK
@@ -27,6 +28,7 @@ from ..tls import server_context
 
 _CODE_LIFETIME = 600
 _TOKEN_LIFETIME = 3600
+_ID_TOKEN_LIFETIME = 3600
 _DRIP_INTERVAL = 1.0  # seconds per byte of a dripped answer
 Stall = Literal["silent", "drip"]
 
@@ -128,6 +130,8 @@ class AccessToken:
 
 
 Route = Callable[[Request], Reply]
+# What a mail API endpoint answers for the account a token stands for.
+Resource = Callable[[Account], dict[str, Any]]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -188,6 +192,17 @@ class _Server(ThreadingHTTPServer):
 
 class FakeProvider:
     """The server, accounts, apps and token bookkeeping both fakes share."""
+
+    # What each provider says in its errors. At the token endpoint, beside the OAuth error:
+    # for a client that fails to authenticate, a code it may not redeem, and a refresh token
+    # that is not live or not the client's.
+    _INVALID_CLIENT: ClassVar[dict[str, Any]]
+    _INVALID_CODE: ClassVar[dict[str, Any]]
+    _INVALID_REFRESH_TOKEN: ClassVar[dict[str, Any]]
+    # In the mail API's error object: for a request without a live access token, and for
+    # one whose token holds none of the scopes the endpoint needs.
+    _UNAUTHENTICATED: ClassVar[dict[str, Any]]
+    _INSUFFICIENT_SCOPE: ClassVar[dict[str, Any]]
 
     def __init__(self, cert: Path, key: Path) -> None:
         self._context = server_context(cert, key)
@@ -325,6 +340,35 @@ class FakeProvider:
     def _code_params(self, code: str, granted: list[str], back: dict[str, str]) -> dict[str, str]:
         return {"code": code, **back}
 
+    def _token(self, request: Request, **recorded: str) -> Reply:
+        """The token endpoint: checks the client and what it redeems, a code or a refresh
+        token, and leaves the answer to the provider. `recorded`: noted with the request."""
+        form = request.form
+        self._record({**form, **recorded})
+        app = self._client(form)
+        if app is None:
+            return json_reply(401, {"error": "invalid_client", **self._INVALID_CLIENT})
+        if form.get("grant_type") == "authorization_code":
+            code = self._redeem(form, app)
+            if code is None:
+                return json_reply(400, {"error": "invalid_grant", **self._INVALID_CODE})
+            return self._code_tokens(app, code, form)
+        if form.get("grant_type") == "refresh_token":
+            grant = self.refresh_tokens.get(form.get("refresh_token", ""))
+            if grant is None or grant.client_id != app.client_id:
+                return json_reply(400, {"error": "invalid_grant", **self._INVALID_REFRESH_TOKEN})
+            return self._refreshed_tokens(app, grant, form)
+        return json_reply(400, {"error": "unsupported_grant_type"})
+
+    def _code_tokens(self, app: App, code: Code, form: dict[str, str]) -> Reply:
+        """The answer to a code redeemed by its client."""
+        raise NotImplementedError
+
+    def _refreshed_tokens(self, app: App, grant: Grant, form: dict[str, str]) -> Reply:
+        """The answer to a live refresh token redeemed by its client; the provider counts the
+        redemption (_count_refresh) unless it still refuses."""
+        raise NotImplementedError
+
     def _client(self, form: dict[str, str]) -> App | None:
         app = self.apps.get(form.get("client_id", ""))
         return (
@@ -353,9 +397,41 @@ class FakeProvider:
         self.access_tokens[token] = AccessToken(account, scopes, time.time() + _TOKEN_LIFETIME)
         return token, _TOKEN_LIFETIME
 
-    def _bearer(self, request: Request) -> AccessToken | None:
-        token = self.access_tokens.get(request.bearer())
-        return token if token and token.expires_at > time.time() else None
+    def _issue_refresh_token(self, app: App, account: Account, scopes: list[str]) -> str:
+        refresh_token = self._secret(32)
+        self.refresh_tokens[refresh_token] = Grant(app.client_id, account, scopes)
+        return refresh_token
+
+    def _count_refresh(self, form: dict[str, str]) -> None:
+        """Counts a redemption of the form's refresh token (a refused request redeems none)."""
+        with self._lock:
+            self.refresh_count += 1
+            self.refresh_uses[form["refresh_token"]] += 1
+
+    def _id_claims(self, issuer: str, app: App, account: Account) -> dict[str, Any]:
+        """The claims of an id token that every provider sets; each adds its own."""
+        now = int(time.time())
+        return {
+            "iss": issuer,
+            "aud": app.client_id,
+            "sub": account.subject,
+            "iat": now,
+            "exp": now + _ID_TOKEN_LIFETIME,
+        }
+
+    def _api(self, needs: set[str], resource: Resource) -> Route:
+        """A mail API endpoint: the resource of the account of a live bearer token that holds
+        one of the scopes in `needs`, or else the API's refusal."""
+
+        def route(request: Request) -> Reply:
+            token = self.access_tokens.get(request.bearer())
+            if token is None or token.expires_at <= time.time():
+                return json_reply(401, {"error": self._UNAUTHENTICATED})
+            if not needs & set(token.scopes):
+                return json_reply(403, {"error": self._INSUFFICIENT_SCOPE})
+            return json_reply(200, resource(token.account))
+
+        return route
 
     def _secret(self, length: int) -> str:
         """A new code or token, remembered: tests check none ever leaves our service."""

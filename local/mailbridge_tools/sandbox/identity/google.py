@@ -4,15 +4,14 @@ Google."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import (
-    AccessToken,
     Account,
     App,
+    Code,
     FakeProvider,
     Grant,
     Reply,
@@ -23,12 +22,31 @@ from .base import (
 )
 
 _GMAIL = "https://www.googleapis.com/auth/gmail."
+# The scopes that may read each Gmail resource: any one of them.
 _GMAIL_READ = {_GMAIL + "readonly", _GMAIL + "modify", "https://mail.google.com/"}
+_GMAIL_PROFILE = _GMAIL_READ | {_GMAIL + "compose", _GMAIL + "send"}
 
 
 class FakeGoogle(FakeProvider):
     """Google's OAuth endpoints (/o/oauth2/v2/auth, /token, /revoke) and Gmail's
     (/gmail/v1/users/me/...). Refresh tokens are not rotated, as at Google."""
+
+    _INVALID_CLIENT: ClassVar[dict[str, Any]] = {"error_description": "Unauthorized"}
+    _INVALID_CODE: ClassVar[dict[str, Any]] = {"error_description": "Bad Request"}
+    _INVALID_REFRESH_TOKEN: ClassVar[dict[str, Any]] = {
+        "error_description": "Token has been expired or revoked."
+    }
+    # The error objects of Google's APIs.
+    _UNAUTHENTICATED: ClassVar[dict[str, Any]] = {
+        "code": 401,
+        "message": "Request had invalid authentication credentials.",
+        "status": "UNAUTHENTICATED",
+    }
+    _INSUFFICIENT_SCOPE: ClassVar[dict[str, Any]] = {
+        "code": 403,
+        "message": "Request had insufficient authentication scopes.",
+        "status": "PERMISSION_DENIED",
+    }
 
     def __init__(self, cert: Path, key: Path) -> None:
         super().__init__(cert, key)
@@ -41,8 +59,16 @@ class FakeGoogle(FakeProvider):
             ("GET", lambda path: path == "/o/oauth2/v2/auth", self._authorize_route),
             ("POST", lambda path: path == "/token", self._token),
             ("POST", lambda path: path == "/revoke", self._revoke),
-            ("GET", lambda path: path == "/gmail/v1/users/me/profile", self._profile),
-            ("GET", lambda path: path == "/gmail/v1/users/me/labels/INBOX", self._inbox),
+            (
+                "GET",
+                lambda path: path == "/gmail/v1/users/me/profile",
+                self._api(_GMAIL_PROFILE, _profile),
+            ),
+            (
+                "GET",
+                lambda path: path == "/gmail/v1/users/me/labels/INBOX",
+                self._api(_GMAIL_READ, _inbox_label),
+            ),
         ]
 
     def _authorize_route(self, request: Request) -> Reply:
@@ -59,45 +85,19 @@ class FakeGoogle(FakeProvider):
     def _code_params(self, code: str, granted: list[str], back: dict[str, str]) -> dict[str, str]:
         return {"code": code, "scope": " ".join(granted), **back}
 
-    def _token(self, request: Request) -> Reply:
-        form = request.form
-        self._record(form)
-        app = self._client(form)
-        if app is None:
-            return json_reply(401, {"error": "invalid_client", "error_description": "Unauthorized"})
-        if form.get("grant_type") == "authorization_code":
-            code = self._redeem(form, app)
-            if code is None:
-                return json_reply(
-                    400, {"error": "invalid_grant", "error_description": "Bad Request"}
-                )
-            self._granted[(app.client_id, code.account.email)] = set(code.scopes)
-            answer = self._tokens(code.account, code.scopes, app)
-            if code.offline:
-                refresh_token = self._secret(32)
-                self.refresh_tokens[refresh_token] = Grant(app.client_id, code.account, code.scopes)
-                answer["refresh_token"] = refresh_token
-            return json_reply(200, answer)
-        if form.get("grant_type") == "refresh_token":
-            grant = self.refresh_tokens.get(form.get("refresh_token", ""))
-            if grant is None or grant.client_id != app.client_id:
-                return json_reply(
-                    400,
-                    {
-                        "error": "invalid_grant",
-                        "error_description": "Token has been expired or revoked.",
-                    },
-                )
-            asked = form.get("scope", "").split()
-            if asked and not set(asked) <= set(grant.scopes):
-                return json_reply(
-                    400, {"error": "invalid_scope", "error_description": "Bad Request"}
-                )
-            with self._lock:
-                self.refresh_count += 1
-                self.refresh_uses[form["refresh_token"]] += 1
-            return json_reply(200, self._tokens(grant.account, asked or grant.scopes, app))
-        return json_reply(400, {"error": "unsupported_grant_type"})
+    def _code_tokens(self, app: App, code: Code, form: dict[str, str]) -> Reply:
+        self._granted[(app.client_id, code.account.email)] = set(code.scopes)
+        answer = self._tokens(code.account, code.scopes, app)
+        if code.offline:
+            answer["refresh_token"] = self._issue_refresh_token(app, code.account, code.scopes)
+        return json_reply(200, answer)
+
+    def _refreshed_tokens(self, app: App, grant: Grant, form: dict[str, str]) -> Reply:
+        asked = form.get("scope", "").split()
+        if asked and not set(asked) <= set(grant.scopes):
+            return json_reply(400, {"error": "invalid_scope", "error_description": "Bad Request"})
+        self._count_refresh(form)
+        return json_reply(200, self._tokens(grant.account, asked or grant.scopes, app))
 
     def _tokens(self, account: Account, scopes: list[str], app: App) -> dict[str, Any]:
         access_token, lifetime = self._issue(account, scopes)
@@ -108,17 +108,9 @@ class FakeGoogle(FakeProvider):
             "token_type": "Bearer",
         }
         if "openid" in scopes:
-            answer["id_token"] = unsigned_jwt(
-                {
-                    "iss": "https://accounts.google.com",
-                    "aud": app.client_id,
-                    "sub": account.subject,
-                    "email": account.email,
-                    "email_verified": True,
-                    "iat": int(time.time()),
-                    "exp": int(time.time()) + 3600,
-                }
-            )
+            claims = self._id_claims("https://accounts.google.com", app, account)
+            claims |= {"email": account.email, "email_verified": True}
+            answer["id_token"] = unsigned_jwt(claims)
         return answer
 
     def _revoke(self, request: Request) -> Reply:
@@ -137,63 +129,23 @@ class FakeGoogle(FakeProvider):
             self.revoked_tokens.append(token)
         return json_reply(200, {})
 
-    def _gmail(self, request: Request, needs: set[str]) -> AccessToken | Reply:
-        token = self._bearer(request)
-        if token is None:
-            return json_reply(
-                401,
-                {
-                    "error": {
-                        "code": 401,
-                        "message": "Request had invalid authentication credentials.",
-                        "status": "UNAUTHENTICATED",
-                    }
-                },
-            )
-        if not needs & set(token.scopes):
-            return json_reply(
-                403,
-                {
-                    "error": {
-                        "code": 403,
-                        "message": "Request had insufficient authentication scopes.",
-                        "status": "PERMISSION_DENIED",
-                    }
-                },
-            )
-        return token
 
-    def _profile(self, request: Request) -> Reply:
-        token = self._gmail(
-            request, {s for s in _GMAIL_READ} | {_GMAIL + "compose", _GMAIL + "send"}
-        )
-        if isinstance(token, Reply):
-            return token
-        account = token.account
-        return json_reply(
-            200,
-            {
-                "emailAddress": account.email,
-                "messagesTotal": account.inbox_total,
-                "threadsTotal": account.inbox_total,
-                "historyId": "1000",
-            },
-        )
+def _profile(account: Account) -> dict[str, Any]:
+    return {
+        "emailAddress": account.email,
+        "messagesTotal": account.inbox_total,
+        "threadsTotal": account.inbox_total,
+        "historyId": "1000",
+    }
 
-    def _inbox(self, request: Request) -> Reply:
-        token = self._gmail(request, _GMAIL_READ)
-        if isinstance(token, Reply):
-            return token
-        account = token.account
-        return json_reply(
-            200,
-            {
-                "id": "INBOX",
-                "name": "INBOX",
-                "type": "system",
-                "messagesTotal": account.inbox_total,
-                "messagesUnread": account.inbox_unread,
-                "threadsTotal": account.inbox_total,
-                "threadsUnread": account.inbox_unread,
-            },
-        )
+
+def _inbox_label(account: Account) -> dict[str, Any]:
+    return {
+        "id": "INBOX",
+        "name": "INBOX",
+        "type": "system",
+        "messagesTotal": account.inbox_total,
+        "messagesUnread": account.inbox_unread,
+        "threadsTotal": account.inbox_total,
+        "threadsUnread": account.inbox_unread,
+    }

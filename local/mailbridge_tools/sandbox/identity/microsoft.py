@@ -5,15 +5,14 @@ token and leaves the used one valid, as at Microsoft."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import (
-    AccessToken,
     Account,
     App,
+    Code,
     FakeProvider,
     Grant,
     Reply,
@@ -26,6 +25,9 @@ from .base import (
 )
 
 _GRAPH = "https://graph.microsoft.com/"
+# The scopes that may read each Graph resource: any one of them.
+_USER_READ = {"User.Read", "User.ReadBasic.All"}
+_MAIL_READ = {"Mail.Read", "Mail.ReadWrite"}
 
 
 def _short_scope(scope: str) -> str:
@@ -34,6 +36,26 @@ def _short_scope(scope: str) -> str:
 
 class FakeMicrosoft(FakeProvider):
     """Entra ID's v2.0 endpoints under {base_url}/{tenant}, Graph under {base_url}/v1.0."""
+
+    _INVALID_CLIENT: ClassVar[dict[str, Any]] = {
+        "error_description": "AADSTS7000215: Invalid client secret provided."
+    }
+    _INVALID_CODE: ClassVar[dict[str, Any]] = {
+        "error_description": "AADSTS70008: The code has expired or was used."
+    }
+    _INVALID_REFRESH_TOKEN: ClassVar[dict[str, Any]] = {
+        "error_description": "AADSTS700082: The refresh token has expired.",
+        "error_codes": [700082],
+    }
+    # Graph's error objects.
+    _UNAUTHENTICATED: ClassVar[dict[str, Any]] = {
+        "code": "InvalidAuthenticationToken",
+        "message": "Access token has expired or is not yet valid.",
+    }
+    _INSUFFICIENT_SCOPE: ClassVar[dict[str, Any]] = {
+        "code": "ErrorAccessDenied",
+        "message": "Access is denied. Check credentials and try again.",
+    }
 
     def __init__(
         self,
@@ -54,9 +76,13 @@ class FakeMicrosoft(FakeProvider):
         return [
             ("GET", under("/v2.0/.well-known/openid-configuration"), self._discovery),
             ("GET", under("/oauth2/v2.0/authorize"), self._authorize_route),
-            ("POST", under("/oauth2/v2.0/token"), self._token),
-            ("GET", lambda path: path == "/v1.0/me", self._me),
-            ("GET", lambda path: path == "/v1.0/me/mailFolders/inbox", self._inbox),
+            ("POST", under("/oauth2/v2.0/token"), self._token_route),
+            ("GET", lambda path: path == "/v1.0/me", self._api(_USER_READ, _user)),
+            (
+                "GET",
+                lambda path: path == "/v1.0/me/mailFolders/inbox",
+                self._api(_MAIL_READ, _inbox_folder),
+            ),
         ]
 
     def _tenant(self, request: Request) -> str | None:
@@ -92,51 +118,20 @@ class FakeMicrosoft(FakeProvider):
         scopes = [_short_scope(s) for s in request.query.get("scope", "").split()]
         return self._authorize(request, scopes, offline="offline_access" in scopes)
 
-    def _token(self, request: Request) -> Reply:
+    def _token_route(self, request: Request) -> Reply:
         tenant = self._tenant(request)
         if tenant is None:
             return self._unknown_tenant()
-        form = request.form
-        self._record({**form, "tenant": tenant})
-        app = self._client(form)
-        if app is None:
-            return json_reply(
-                401,
-                {
-                    "error": "invalid_client",
-                    "error_description": "AADSTS7000215: Invalid client secret provided.",
-                },
-            )
-        if form.get("grant_type") == "authorization_code":
-            code = self._redeem(form, app)
-            if code is None:
-                return json_reply(
-                    400,
-                    {
-                        "error": "invalid_grant",
-                        "error_description": "AADSTS70008: The code has expired or was used.",
-                    },
-                )
-            return self._tokens(app, code.account, code.scopes, code.offline, code.nonce, form)
-        if form.get("grant_type") == "refresh_token":
-            with self._lock:
-                # Each use hands out a successor; the used one stays valid until it expires
-                # or is revoked ("Refresh tokens in the Microsoft identity platform").
-                grant = self.refresh_tokens.get(form.get("refresh_token", ""))
-                if grant is not None:
-                    self.refresh_count += 1
-                    self.refresh_uses[form["refresh_token"]] += 1
-            if grant is None or grant.client_id != app.client_id:
-                return json_reply(
-                    400,
-                    {
-                        "error": "invalid_grant",
-                        "error_description": "AADSTS700082: The refresh token has expired.",
-                        "error_codes": [700082],
-                    },
-                )
-            return self._tokens(app, grant.account, grant.scopes, True, None, form)
-        return json_reply(400, {"error": "unsupported_grant_type"})
+        return self._token(request, tenant=tenant)
+
+    def _code_tokens(self, app: App, code: Code, form: dict[str, str]) -> Reply:
+        return self._tokens(app, code.account, code.scopes, code.offline, code.nonce, form)
+
+    def _refreshed_tokens(self, app: App, grant: Grant, form: dict[str, str]) -> Reply:
+        # Each use hands out a successor; the used one stays valid until it expires or is
+        # revoked ("Refresh tokens in the Microsoft identity platform").
+        self._count_refresh(form)
+        return self._tokens(app, grant.account, grant.scopes, True, None, form)
 
     def _tokens(
         self,
@@ -158,22 +153,15 @@ class FakeMicrosoft(FakeProvider):
             "access_token": access_token,
         }
         if offline:
-            refresh_token = self._secret(32)
-            self.refresh_tokens[refresh_token] = Grant(app.client_id, account, scopes)
-            answer["refresh_token"] = refresh_token
-        now = int(time.time())
+            answer["refresh_token"] = self._issue_refresh_token(app, account, scopes)
         if "openid" in scopes:
-            claims = {
-                "iss": f"{self.base_url}/{self.tenant_id}/v2.0",
-                "aud": app.client_id,
-                "sub": account.subject,
+            claims = self._id_claims(f"{self.base_url}/{self.tenant_id}/v2.0", app, account)
+            claims |= {
                 "oid": account.subject,
                 "tid": self.tenant_id,
                 "preferred_username": account.email,
                 "name": account.email.split("@")[0],
-                "iat": now,
-                "nbf": now,
-                "exp": now + 3600,
+                "nbf": claims["iat"],
                 "ver": "2.0",
             }
             if nonce:
@@ -185,57 +173,21 @@ class FakeMicrosoft(FakeProvider):
             )
         return json_reply(200, answer)
 
-    def _graph(self, request: Request, needs: set[str]) -> AccessToken | Reply:
-        token = self._bearer(request)
-        if token is None:
-            return json_reply(
-                401,
-                {
-                    "error": {
-                        "code": "InvalidAuthenticationToken",
-                        "message": "Access token has expired or is not yet valid.",
-                    }
-                },
-            )
-        if not needs & set(token.scopes):
-            return json_reply(
-                403,
-                {
-                    "error": {
-                        "code": "ErrorAccessDenied",
-                        "message": "Access is denied. Check credentials and try again.",
-                    }
-                },
-            )
-        return token
 
-    def _me(self, request: Request) -> Reply:
-        token = self._graph(request, {"User.Read", "User.ReadBasic.All"})
-        if isinstance(token, Reply):
-            return token
-        account = token.account
-        return json_reply(
-            200,
-            {
-                "id": account.subject,
-                "displayName": account.email.split("@")[0],
-                "mail": account.email,
-                "userPrincipalName": account.email,
-            },
-        )
+def _user(account: Account) -> dict[str, Any]:
+    return {
+        "id": account.subject,
+        "displayName": account.email.split("@")[0],
+        "mail": account.email,
+        "userPrincipalName": account.email,
+    }
 
-    def _inbox(self, request: Request) -> Reply:
-        token = self._graph(request, {"Mail.Read", "Mail.ReadWrite"})
-        if isinstance(token, Reply):
-            return token
-        account = token.account
-        return json_reply(
-            200,
-            {
-                "id": "inbox-id",
-                "displayName": "Inbox",
-                "totalItemCount": account.inbox_total,
-                "unreadItemCount": account.inbox_unread,
-                "childFolderCount": 0,
-            },
-        )
+
+def _inbox_folder(account: Account) -> dict[str, Any]:
+    return {
+        "id": "inbox-id",
+        "displayName": "Inbox",
+        "totalItemCount": account.inbox_total,
+        "unreadItemCount": account.inbox_unread,
+        "childFolderCount": 0,
+    }
