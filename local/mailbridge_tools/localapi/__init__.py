@@ -4,8 +4,8 @@ What SAM deploys, emulated in one process from template.yaml:
 - DynamoDB and Secrets Manager: moto's server on loopback; AWS_ENDPOINT_URL points every
   boto3 client there, so the handlers run unchanged (aws).
 - API Gateway (HTTP API, payload format 2.0): routes from the functions' HttpApi events, the
-  JWT authorizer (tokens from a DevIssuer), the 2.0 event and the response mapping (gateway,
-  behind the HTTP server of server).
+  JWT authorizer (tokens from a DevIssuer), the 2.0 event and the response mapping (gateway;
+  server is the HTTP in front of it).
 - Lambda: each function's handler module, loaded from its CodeUri under a name of its own,
   with the template's environment, and one request at a time per function as on Lambda
   (lambda_runtime).
