@@ -3,7 +3,7 @@ Dovecot (IMAP), aiosmtpd (SMTP), fake Microsoft and Google identity providers, a
 hole that never answers."""
 
 from .dovecot import DovecotServer, dovecot_binary
-from .identity_providers import FakeGoogle, FakeMicrosoft
+from .identity import FakeGoogle, FakeMicrosoft
 from .mail import DEMO_MAILBOX, Sandbox
 from .network import BlackholeServer, ScriptedImapServer, SlowDripServer, free_port
 from .smtp import ReceivedMessage, SmtpServer

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from .dovecot import DovecotServer
-from .identity_providers import FakeGoogle, FakeMicrosoft
+from .identity import FakeGoogle, FakeMicrosoft
 from .smtp import SmtpServer
 from .tls import CertificateAuthority
 

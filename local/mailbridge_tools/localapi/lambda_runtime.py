@@ -1,0 +1,95 @@
+"""What Lambda does for each function: its handler, loaded from its CodeUri on first use, run
+one request at a time with a context object, and the template's environment, which all
+functions share in this one process (a variable two of them would set differently is
+refused rather than guessed)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..functions import load_function_module
+from ..template import Route, TemplateError, function_environment, function_properties
+from .aws import ACCOUNT_ID, REGION
+
+Handler = Callable[[dict[str, Any], "LambdaContext"], Any]
+
+
+@dataclass
+class LambdaContext:
+    """The parts of Lambda's context object that handlers and Powertools read."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    invoked_function_arn: str
+    aws_request_id: str
+    deadline: float  # time.monotonic() at which Lambda would stop the invocation
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+class LambdaFunction:
+    """One function's handler, loaded on first use, invoked one request at a time."""
+
+    def __init__(self, route: Route, memory_mb: int, timeout_seconds: float) -> None:
+        self.name = route.function
+        self._code_uri = route.code_uri
+        self._handler_name = route.handler
+        self._memory_mb = memory_mb
+        self._timeout_seconds = timeout_seconds
+        self._handler: Handler | None = None
+        # Lambda never runs two requests in one instance; handlers may rely on it.
+        self._lock = threading.Lock()
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        with self._lock:
+            if self._handler is None:
+                self._handler = self._load()
+            context = LambdaContext(
+                function_name=self.name,
+                memory_limit_in_mb=self._memory_mb,
+                invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.name}",
+                aws_request_id=str(uuid.uuid4()),
+                deadline=time.monotonic() + self._timeout_seconds,
+            )
+            return self._handler(event, context)
+
+    def _load(self) -> Handler:
+        module = load_function_module(self.name, self._code_uri, self._handler_name)
+        handler: Handler = getattr(module, self._handler_name.rpartition(".")[2])
+        return handler
+
+
+def lambda_functions(
+    template: dict[str, Any], api_routes: list[Route]
+) -> dict[str, LambdaFunction]:
+    """The functions the routes lead to, by name, with the template's memory and timeout."""
+    functions: dict[str, LambdaFunction] = {}
+    for route in api_routes:
+        if route.function not in functions:
+            properties = function_properties(template, route.function)
+            functions[route.function] = LambdaFunction(
+                route,
+                memory_mb=int(properties.get("MemorySize", 128)),
+                timeout_seconds=float(properties.get("Timeout", 3)),
+            )
+    return functions
+
+
+def shared_environment(
+    template: dict[str, Any], api_routes: list[Route], resolved: dict[str, str]
+) -> dict[str, str]:
+    environment: dict[str, str] = {}
+    for function in sorted({route.function for route in api_routes}):
+        for name, value in function_environment(template, function, resolved).items():
+            if environment.setdefault(name, value) != value:
+                raise TemplateError(
+                    f"{name} differs between functions; one local process cannot give each "
+                    "function its own value"
+                )
+    return environment
