@@ -38,9 +38,9 @@ def report() -> Iterator[None]:
 @pytest.fixture
 def cold() -> Callable[[], None]:
     """Forget the secret values this process has read: a new Lambda instance."""
-    from mailbridge.storage.secrets import forget_cached_values
+    from mailbridge.storage import secrets
 
-    return forget_cached_values
+    return secrets._values.clear
 
 
 def counted(aws_calls: AwsCalls, label: str, request: Callable[[], Any]) -> list[AwsCall]:

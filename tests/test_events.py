@@ -53,7 +53,7 @@ def test_the_events_run_in_order(local_api: Any) -> None:
     status, body = run("delete_email_config")
     assert (status, body["status"]) == (200, "not_connected")
     # Run last: with a configuration it would reach for the real Gmail servers.
-    status, body = run("test_email_config")
+    status, body = run("run_connection_test")
     assert (status, body["error"]["code"]) == (409, "not_configured")
 
 

@@ -14,7 +14,7 @@ from mailbridge_tools.template import load_template
 TEMPLATE = load_template()
 
 
-def test_the_template_defaults_are_valid_settings() -> None:
+def test_the_defaults_make_valid_settings() -> None:
     settings = load_settings({"TABLE_NAME": "table"})
     assert settings.mail_allowed_ports == MAIL_PORTS
     assert settings.allowed_ui_origins == frozenset()
@@ -25,7 +25,7 @@ def test_lists_and_ranges_are_read_as_the_template_documents_them() -> None:
     settings = load_settings(
         {
             "TABLE_NAME": "table",
-            "MAIL_EXTRA_PORTS": "1143, 2000-2002",
+            "MAIL_EXTRA_PORTS": "1143, 2000 - 2002",
             "ALLOWED_UI_ORIGINS": "https://app.example/,https://admin.example",
             "PUBLIC_BASE_URL": "https://agents.example/",
             "MAIL_ALLOW_PRIVATE_NETWORKS": "true",
@@ -47,6 +47,7 @@ def test_lists_and_ranges_are_read_as_the_template_documents_them() -> None:
         ("MAIL_EXTRA_PORTS", "1143,imap"),
         ("MAIL_EXTRA_PORTS", "70000"),
         ("MAIL_ALLOW_PRIVATE_NETWORKS", "sometimes"),
+        ("MAIL_ALLOW_PRIVATE_NETWORKS", "yes"),
         ("TESTS_PER_AGENT_PER_MINUTE", "-1"),
         ("MAX_BODY_BYTES", "64k"),
     ],

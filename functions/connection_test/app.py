@@ -30,6 +30,8 @@ orgs, counters = DynamoOrgStore(), DynamoCounterStore()
     responses=success("The test ran: `ok` says whether the mailbox passed.")
     | errors(401, 404, 409, 422, 429, 503),
 )
+# Named for the route's last segment: the name is its OpenAPI operation id, which clients
+# may use, so it stays although it reads like a test.
 def test_config(
     agentId: AgentId,
 ) -> ConnectionTestResponse:

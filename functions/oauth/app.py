@@ -30,8 +30,12 @@ STARTED_SIGN_IN = success("The provider's sign-in URL, to open in the popup.") |
 # because MSAL reads more of it than these.
 State = Annotated[str | SkipJsonSchema[None], Query(description="The sign-in URL's `state`.")]
 Code = Annotated[str | SkipJsonSchema[None], Query(description="The code, on success.")]
-ErrorCode = Annotated[str | SkipJsonSchema[None], Query(description="The error, on failure.")]
-ErrorText = Annotated[str | SkipJsonSchema[None], Query(description="The provider's words.")]
+ProviderErrorCode = Annotated[
+    str | SkipJsonSchema[None], Query(description="The error, on failure.")
+]
+ProviderErrorText = Annotated[
+    str | SkipJsonSchema[None], Query(description="The provider's words.")
+]
 
 
 def _start(agent_id: str, request: AuthorizeRequest | None, *, consent: bool) -> AuthorizeResponse:
@@ -85,8 +89,8 @@ def reauthorize_account(
 def oauth_callback(
     state: State = None,
     code: Code = None,
-    error: ErrorCode = None,
-    error_description: ErrorText = None,
+    error: ProviderErrorCode = None,
+    error_description: ProviderErrorText = None,
 ) -> Response[str]:
     query = dict(app.current_event.query_string_parameters or {})
     outcome = complete_authorization(agents, states, secrets, orgs, query)

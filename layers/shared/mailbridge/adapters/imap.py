@@ -13,9 +13,14 @@ from imapclient.exceptions import LoginError
 from imapclient.tls import IMAP4_TLS, wrap_socket
 
 from ..connections.models import ImapConnection, InboxCounts, Security
-from ..core.deadline import Deadline
-from ..core.errors import ErrorCode, MailServerError
-from .mailnet import classify_network_error, open_connection, server_error, tls_context
+from ..core.errors import ErrorCode
+from .mailnet import (
+    classify_network_error,
+    open_connection,
+    server_error,
+    tls_context,
+    whole_exchange_within,
+)
 
 
 class _IMAP4(imaplib.IMAP4):
@@ -41,13 +46,8 @@ class _IMAPClient(IMAPClient):  # type: ignore[misc]
 
 def check_imap(connection: ImapConnection, password: str, timeout: float) -> InboxCounts:
     """Login and inbox counts, all within `timeout` seconds."""
-    with Deadline(timeout) as deadline:
-        try:
-            return _check(connection, password, timeout)
-        except MailServerError as problem:
-            if deadline.expired:
-                raise server_error(ErrorCode.TIMEOUT, "IMAP", connection.imap) from problem
-            raise
+    with whole_exchange_within(timeout, "IMAP", connection.imap):
+        return _check(connection, password, timeout)
 
 
 def _check(connection: ImapConnection, password: str, timeout: float) -> InboxCounts:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 from ..connections.models import ServerSettings
-from ..core.deadline import watch
+from ..core.deadline import Deadline, watch
 from ..core.errors import ErrorCode, MailServerError
 from ..core.settings import settings
 
@@ -102,3 +104,16 @@ def classify_network_error(
 
 def server_error(code: ErrorCode, protocol: str, server: ServerSettings) -> MailServerError:
     return MailServerError(code, protocol, server.host, server.port)
+
+
+@contextmanager
+def whole_exchange_within(timeout: float, protocol: str, server: ServerSettings) -> Iterator[None]:
+    """The block's whole exchange with the server ends within `timeout` seconds; whatever it
+    fails with once the deadline has passed (a socket shut under a read) is a timeout."""
+    with Deadline(timeout) as deadline:
+        try:
+            yield
+        except MailServerError as problem:
+            if deadline.expired:
+                raise server_error(ErrorCode.TIMEOUT, protocol, server) from problem
+            raise

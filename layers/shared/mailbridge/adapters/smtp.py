@@ -6,9 +6,14 @@ import smtplib
 import socket
 
 from ..connections.models import ImapConnection, Security
-from ..core.deadline import Deadline
-from ..core.errors import ErrorCode, MailServerError
-from .mailnet import classify_network_error, open_connection, server_error, tls_context
+from ..core.errors import ErrorCode
+from .mailnet import (
+    classify_network_error,
+    open_connection,
+    server_error,
+    tls_context,
+    whole_exchange_within,
+)
 
 # smtplib would otherwise call socket.getfqdn(), a DNS round trip that can stall a Lambda.
 _EHLO_NAME = "mailbridge.invalid"
@@ -29,13 +34,8 @@ class _SMTP_SSL(smtplib.SMTP_SSL):
 
 def check_smtp(connection: ImapConnection, password: str, timeout: float) -> None:
     """EHLO, TLS and AUTH, all within `timeout` seconds."""
-    with Deadline(timeout) as deadline:
-        try:
-            _check(connection, password, timeout)
-        except MailServerError as problem:
-            if deadline.expired:
-                raise server_error(ErrorCode.TIMEOUT, "SMTP", connection.smtp) from problem
-            raise
+    with whole_exchange_within(timeout, "SMTP", connection.smtp):
+        _check(connection, password, timeout)
 
 
 def _check(connection: ImapConnection, password: str, timeout: float) -> None:

@@ -117,30 +117,19 @@ class Unavailable(MailbridgeError):
     """A dependency of ours (DynamoDB, Secrets Manager, a lock) failed, or is not set up."""
 
 
-def storage_unavailable(service: str) -> Unavailable:
-    return Unavailable(
-        ErrorCode.STORAGE_UNAVAILABLE,
-        f"{service} did not answer; the request did not complete.",
-        hint="Retry in a few seconds: a retry finishes whatever this one left undone.",
-        retry_after=2,
-    )
-
-
 class StaleWrite(MailbridgeError):
     """The stored record changed between our read and our conditional write: whoever wrote
-    it decides what happens next, so a caller re-reads and tries again, or answers this."""
+    it decides what happens next, so a caller re-reads and tries again, or says what changed
+    in its own words."""
 
     def __init__(self) -> None:
-        super().__init__(
-            ErrorCode.CONCURRENT_UPDATE,
-            "These settings changed while saving them.",
-            hint="Reload to see the current settings, then save again.",
-        )
+        super().__init__(ErrorCode.CONCURRENT_UPDATE, "The stored record changed meanwhile.")
 
 
 class LimitReached(MailbridgeError):
     """A counting window is full; `scope` says whose count it is (a partition of counters).
-    Callers say whose limit it was, in their own words."""
+    Always caught: callers answer it in their own words and code (a test's rate limit, an
+    organization's sending limit)."""
 
     def __init__(self, scope: str, window: Window) -> None:
         super().__init__(ErrorCode.RATE_LIMITED, f"At most {window.limit} per {window.name}.")
@@ -234,7 +223,6 @@ class ProviderError(MailbridgeError):
             "redirect_uri": settings().oauth_redirect_uri,
         }
         super().__init__(code, message.format(**values), hint=hint.format(**values))
-        self.provider = provider
 
 
 # ---- mail servers ----------------------------------------------------------------------
@@ -309,4 +297,3 @@ class MailServerError(MailbridgeError):
         }
         message, hint = _MAIL_CATALOGUE[code]
         super().__init__(code, message.format(**values), hint=hint.format(**values))
-        self.protocol = protocol

@@ -35,11 +35,19 @@ def _port_ranges(value: Any) -> Any:
         return value
     ports: set[int] = set()
     for part in _comma_separated(value):
-        low, _, high = part.partition("-")
+        low, _, high = (bound.strip() for bound in part.partition("-"))
         if not (low.isdigit() and (high or low).isdigit()):
             raise ValueError("must be ports or ranges, like 1143,1587 or 1024-65535")
         ports.update(range(int(low), int(high or low) + 1))
     return ports
+
+
+def _true_or_false(value: Any) -> Any:
+    """Exactly "true" or "false", as the template allows: a switch that loosens a security
+    rule is not turned on by a typo."""
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError('must be "true" or "false"')
+    return value
 
 
 def _without_trailing_slash(value: Any) -> Any:
@@ -70,7 +78,9 @@ class Settings(BaseModel):
     mail_extra_ca_file: str | None = Field(alias="MAIL_EXTRA_CA_FILE", default=None)
     # Self-hosted mail servers on private networks (and the sandbox on loopback); off by
     # default, so that a user cannot make the service probe the network it runs in.
-    mail_allow_private_networks: bool = Field(alias="MAIL_ALLOW_PRIVATE_NETWORKS", default=False)
+    mail_allow_private_networks: Annotated[bool, BeforeValidator(_true_or_false)] = Field(
+        alias="MAIL_ALLOW_PRIVATE_NETWORKS", default=False
+    )
     mail_extra_ports: Annotated[
         frozenset[Annotated[int, Field(ge=1, le=65535)]], BeforeValidator(_port_ranges)
     ] = Field(alias="MAIL_EXTRA_PORTS", default=frozenset())

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..agents.models import Caller
-from ..core.errors import ErrorCode, MailbridgeError
+from ..core.errors import ErrorCode, MailbridgeError, StaleWrite
 from ..core.types import OAUTH_PROVIDERS
 from .models import ClientOrg, EmailPolicyRequest
 
@@ -55,8 +55,14 @@ def save_email_policy(
         version=current.version + 1 if current else 1,
         updated_at=datetime.now(UTC),
     )
-    # A concurrent save makes this one a `StaleWrite`: the other save stands.
-    orgs.put(client_org, replaces_version=current.version if current else None)
+    try:
+        orgs.put(client_org, replaces_version=current.version if current else None)
+    except StaleWrite:
+        raise MailbridgeError(
+            ErrorCode.CONCURRENT_UPDATE,
+            "The policy changed while saving it.",
+            hint="Reload and save.",
+        ) from None
     return client_org
 
 

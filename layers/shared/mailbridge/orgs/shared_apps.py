@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..agents.models import Agent, Caller
 from ..connections.models import OAuthConnection, StoredConfig
-from ..core.errors import ErrorCode, InvalidField, MailbridgeError, ProviderError
+from ..core.errors import ErrorCode, InvalidField, MailbridgeError, ProviderError, StaleWrite
 from ..core.settings import settings
 from ..core.types import OAUTH_PROVIDERS, OAuthProvider, SecretRef, SecretState
 from .models import AppOwner, AppReference, AppSource, SharedApp, SharedAppRequest, SharedAppView
@@ -200,8 +200,14 @@ def save_shared_app(
         version=current.version + 1 if current else 1,
         updated_at=now,
     )
-    # A concurrent save makes this one a `StaleWrite`: the other save stands.
-    orgs.put_app(app, replaces_version=current.version if current else None)
+    try:
+        orgs.put_app(app, replaces_version=current.version if current else None)
+    except StaleWrite:
+        raise MailbridgeError(
+            ErrorCode.CONCURRENT_UPDATE,
+            "The app changed while saving it.",
+            hint="Reload and save again.",
+        ) from None
     return _view(app)
 
 

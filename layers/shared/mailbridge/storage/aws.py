@@ -13,7 +13,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..core.errors import StaleWrite, storage_unavailable
+from ..core.errors import ErrorCode, StaleWrite, Unavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -35,6 +35,15 @@ def dynamodb() -> DynamoDBClient:
 @cache
 def secretsmanager() -> SecretsManagerClient:
     return boto3.client("secretsmanager", config=_BOTO_CONFIG)
+
+
+def storage_unavailable(service: str) -> Unavailable:
+    return Unavailable(
+        ErrorCode.STORAGE_UNAVAILABLE,
+        f"{service} did not answer; the request did not complete.",
+        hint="Retry in a few seconds: a retry finishes whatever this one left undone.",
+        retry_after=2,
+    )
 
 
 @contextmanager
@@ -75,15 +84,14 @@ def conditional_write(table: str, operation: str, **kwargs: Any) -> None:
     botocore retries a write whose answer was lost, and if the first attempt was applied the
     retry fails its own condition: a put finding exactly the item it writes is that case,
     and a success."""
-    try:
-        getattr(dynamodb(), operation)(
-            TableName=table, ReturnValuesOnConditionCheckFailure="ALL_OLD", **kwargs
-        )
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise storage_unavailable("DynamoDB") from error
-        if operation == "put_item" and error.response.get("Item") == kwargs["Item"]:
-            return
-        raise StaleWrite from None
-    except BotoCoreError as error:
-        raise storage_unavailable("DynamoDB") from error
+    with storage_errors("DynamoDB"):
+        try:
+            getattr(dynamodb(), operation)(
+                TableName=table, ReturnValuesOnConditionCheckFailure="ALL_OLD", **kwargs
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise  # storage_errors answers it
+            if operation == "put_item" and error.response.get("Item") == kwargs["Item"]:
+                return
+            raise StaleWrite from None

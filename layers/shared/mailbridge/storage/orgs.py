@@ -7,11 +7,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..core.errors import storage_unavailable
 from ..core.settings import settings
 from ..core.types import OAUTH_PROVIDERS
 from ..orgs.models import AppOwner, ClientOrg, SharedApp
-from .aws import conditional_write, dynamodb, from_item, storage_errors, to_item, version_condition
+from .aws import (
+    conditional_write,
+    dynamodb,
+    from_item,
+    storage_errors,
+    storage_unavailable,
+    to_item,
+    version_condition,
+)
 
 _CLIENT_ORG_SK = "CLIENT_ORG"
 _APP_SK = "OAUTH_APP#"

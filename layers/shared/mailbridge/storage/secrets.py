@@ -34,12 +34,6 @@ def _keep(name: str, version: str, value: dict[str, Any]) -> None:
             _values.popitem(last=False)
 
 
-def forget_cached_values() -> None:
-    """What a new Lambda instance starts with: no secret value read yet."""
-    with _values_lock:
-        _values.clear()
-
-
 class SecretsManagerStore:
     def name_for(self, agent_id: str) -> str:
         return f"{settings().secret_name_prefix}/agents/{agent_id}/email"
@@ -57,11 +51,10 @@ class SecretsManagerStore:
         any more is then fetched by its id."""
         with _values_lock:
             wanted = {(ref.name, ref.version) for ref in refs} - _values.keys()
-        client = secretsmanager()
         with storage_errors("Secrets Manager"):
             try:
                 self._fetch(wanted)
-            except client.exceptions.ResourceNotFoundException:
+            except secretsmanager().exceptions.ResourceNotFoundException:
                 # Deleted under a record (a disconnect racing a save): no retry brings it back.
                 raise MailbridgeError(
                     ErrorCode.SECRET_MISSING,
@@ -89,8 +82,8 @@ class SecretsManagerStore:
     def write(self, name: str, value: dict[str, Any], *, exists: bool, org_id: str) -> SecretRef:
         """`exists` saves a round trip when we know the secret does."""
         document = json.dumps(value)
-        client = secretsmanager()
         with storage_errors("Secrets Manager"):
+            client = secretsmanager()
             if exists:
                 try:
                     written = client.put_secret_value(SecretId=name, SecretString=document)
@@ -110,13 +103,11 @@ class SecretsManagerStore:
         return SecretRef(name=name, version=version)
 
     def delete(self, name: str) -> None:
-        client = secretsmanager()
-        with (
-            storage_errors("Secrets Manager"),
-            suppress(client.exceptions.ResourceNotFoundException),
-        ):
-            # No recovery window: the name must be reusable at once if the agent reconnects.
-            client.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+        with storage_errors("Secrets Manager"):
+            client = secretsmanager()
+            with suppress(client.exceptions.ResourceNotFoundException):
+                # No recovery window: the name must be reusable at once if the agent reconnects.
+                client.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
         with _values_lock:
             for key in [key for key in _values if key[0] == name]:
                 del _values[key]
