@@ -4,7 +4,9 @@ token and leaves the used one valid, as at Microsoft."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,6 +17,7 @@ from .base import (
     Code,
     FakeProvider,
     Grant,
+    PathTest,
     Reply,
     Request,
     Route,
@@ -28,6 +31,7 @@ _GRAPH = "https://graph.microsoft.com/"
 # The scopes that may read each Graph resource: any one of them.
 _USER_READ = {"User.Read", "User.ReadBasic.All"}
 _MAIL_READ = {"Mail.Read", "Mail.ReadWrite"}
+_IMMUTABLE = "AAkALg"  # how Graph's immutable message ids begin
 
 
 def _short_scope(scope: str) -> str:
@@ -56,6 +60,10 @@ class FakeMicrosoft(FakeProvider):
         "code": "ErrorAccessDenied",
         "message": "Access is denied. Check credentials and try again.",
     }
+    _TOO_MANY_REQUESTS: ClassVar[dict[str, Any]] = {
+        "code": "TooManyRequests",
+        "message": "Too many requests. Retry after the time the Retry-After header gives.",
+    }
 
     def __init__(
         self,
@@ -69,7 +77,7 @@ class FakeMicrosoft(FakeProvider):
         self.tenant_id = tenant_id
         self.tenants = {tenant_id, tenant_domain, "organizations", "common"}
 
-    def routes(self) -> list[tuple[str, Callable[[str], bool], Route]]:
+    def routes(self) -> list[tuple[str, PathTest, Route]]:
         def under(suffix: str) -> Callable[[str], bool]:
             return lambda path: path.endswith(suffix) and path.count("/") == suffix.count("/") + 1
 
@@ -84,6 +92,12 @@ class FakeMicrosoft(FakeProvider):
                 self._api(_MAIL_READ, _inbox_folder),
             ),
         ]
+
+    def _new_message_id(self) -> str:
+        return f"{_IMMUTABLE}{b64url(secrets.token_bytes(64))}AAA="
+
+    def _new_thread_id(self, message_id: str) -> str:
+        return f"AAQkAG{b64url(hashlib.sha256(message_id.encode()).digest())}="
 
     def _tenant(self, request: Request) -> str | None:
         tenant = request.path.split("/")[1]
