@@ -1,6 +1,6 @@
-"""The fake mail APIs check what the real ones check: Gmail's message endpoints (scopes, ids,
-paging, threading, exact bytes, throttling). Driven with plain requests, as the service's
-adapters will drive them."""
+"""The fake mail APIs check what the real ones check: Gmail's and Graph's message endpoints
+(scopes, ids, paging, threading, exact bytes, throttling). Driven with plain requests, as the
+service's adapters will drive them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import datetime
 import uuid
 from email import policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 from typing import Any
 
 import pytest
@@ -326,3 +327,284 @@ def test_gmail_throttles_the_next_request_with_retry_after(
     assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "7"
     assert throttled.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
     assert client.call("GET", "/messages").status_code == 200
+
+
+# -- Microsoft Graph
+
+
+@pytest.fixture
+def graph(microsoft: FakeMicrosoft, ca: CertificateAuthority) -> tuple[str, Client]:
+    """A fresh account and a client holding Mail.ReadWrite and Mail.Send for it."""
+    email = fresh_account(microsoft, "contoso.example")
+    token = microsoft.issue_token(email, ["Mail.ReadWrite", "Mail.Send"])
+    return email, Client(microsoft.base_url + "/v1.0/me", token, ca)
+
+
+def mime(raw: bytes) -> dict[str, Any]:
+    """A request body of MIME, as Graph takes it."""
+    return {"data": base64.b64encode(raw), "headers": {**IMMUTABLE, "Content-Type": "text/plain"}}
+
+
+def test_graph_answers_immutable_ids_only_to_requests_that_prefer_them(
+    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+) -> None:
+    email, client = graph
+    message_id = microsoft.deliver(email, mail("Ids"))
+    before = len(microsoft.mail_requests)
+    path = "/mailFolders/inbox/messages"
+    immutable = client.call("GET", path, headers=IMMUTABLE).json()["value"][0]["id"]
+    regular = client.call("GET", path).json()["value"][0]["id"]
+    assert immutable == message_id and immutable.startswith("AAkALg")
+    assert regular == microsoft.regular_id(message_id) and regular.startswith("AAMk")
+    for either in (immutable, regular):
+        assert (
+            client.call("GET", f"/messages/{either}", headers=IMMUTABLE).json()["id"] == immutable
+        )
+    asked = [r.immutable_ids for r in microsoft.mail_requests[before:]]
+    assert asked == [True, False, True, True]
+
+
+def test_graph_regular_ids_change_when_a_sent_draft_moves_and_immutable_ones_stay(
+    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+) -> None:
+    email, client = graph
+    raw = mail("Draft", sender=email, to="bob@example.test")
+    draft = client.call("POST", "/messages", **mime(raw))
+    assert draft.status_code == 201 and draft.json()["isDraft"]
+    immutable, regular = draft.json()["id"], microsoft.regular_id(draft.json()["id"])
+    assert client.call("POST", f"/messages/{immutable}/send", headers=IMMUTABLE).status_code == 202
+    sent = client.call("GET", f"/messages/{immutable}", headers=IMMUTABLE).json()
+    folder = client.call("GET", "/mailFolders/sentitems/messages", headers=IMMUTABLE).json()
+    assert (sent["isDraft"], folder["value"][0]["id"]) == (False, immutable)
+    assert sent["parentFolderId"] == folder["value"][0]["parentFolderId"]
+    gone = client.call("GET", f"/messages/{regular}")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "ErrorItemNotFound"
+    assert microsoft.messages(email)[-1].raw == raw  # it had a From, a Date and a Message-ID
+
+
+def test_graph_pages_a_folder_newest_first_through_absolute_next_links(
+    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+) -> None:
+    email, client = graph
+    ids = deliver_in_order(microsoft, email, 5)
+    page = client.call("GET", "/mailFolders/Inbox/messages", headers=IMMUTABLE, params={"$top": 2})
+    seen = []
+    while True:
+        answer = page.json()
+        seen += [m["id"] for m in answer["value"]]
+        link = answer.get("@odata.nextLink")
+        if link is None:
+            break
+        assert link.startswith(microsoft.base_url + "/v1.0/me/mailFolders/") and "%24skip=" in link
+        page = client.call("GET", link, headers=IMMUTABLE)
+    assert seen == ids[::-1]
+    folder_id = answer["value"][0]["parentFolderId"]
+    by_id = client.call("GET", f"/mailFolders/{folder_id}/messages", headers=IMMUTABLE)
+    assert len(by_id.json()["value"]) == 5
+    assert (
+        client.call("GET", "/mailFolders/inbox/messages", params={"$top": 1001}).status_code == 400
+    )
+    assert client.call("GET", "/mailFolders/nowhere/messages").status_code == 404
+
+
+def test_graph_select_answers_only_the_properties_named(
+    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+) -> None:
+    email, client = graph
+    microsoft.deliver(email, mail("Selected"))
+    path = "/mailFolders/inbox/messages"
+    selected = client.call("GET", path, params={"$select": "subject,isRead"}).json()["value"][0]
+    assert set(selected) == {"@odata.etag", "id", "subject", "isRead"}
+    unknown = client.call("GET", path, params={"$select": "subject,mood"})
+    assert unknown.status_code == 400 and "mood" in unknown.json()["error"]["message"]
+
+
+def test_graph_filters_unread_and_refuses_to_sort_on_what_the_filter_does_not_start_with(
+    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+) -> None:
+    email, client = graph
+    unread = microsoft.deliver(email, mail("Unread"), received_at=START)
+    microsoft.deliver(email, mail("Read"), unread=False, received_at=START)
+    path = "/mailFolders/inbox/messages"
+
+    def listed(**params: str) -> requests.Response:
+        return client.call("GET", path, headers=IMMUTABLE, params=params)
+
+    assert [m["id"] for m in listed(**{"$filter": "isRead eq false"}).json()["value"]] == [unread]
+    inefficient = listed(**{"$filter": "isRead eq false", "$orderby": "receivedDateTime desc"})
+    assert inefficient.status_code == 400
+    assert inefficient.json()["error"]["code"] == "InefficientFilter"
+    ordered = listed(
+        **{
+            "$filter": "receivedDateTime ge 1900-01-01T00:00:00Z and isRead eq false",
+            "$orderby": "receivedDateTime desc",
+        }
+    )
+    assert [m["id"] for m in ordered.json()["value"]] == [unread]
+    assert listed(**{"$filter": "subject eq 'Read'"}).status_code == 400
+
+
+def test_graph_message_holds_graphs_properties_and_its_mime(
+    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+) -> None:
+    email, client = graph
+    raw = with_attachment("Report")
+    when = datetime.datetime(2025, 3, 4, 16, 5, 9, 123000, tzinfo=datetime.UTC)
+    message_id = microsoft.deliver(email, raw, received_at=when)
+    got = client.call("GET", f"/messages/{message_id}", headers=IMMUTABLE).json()
+    assert (
+        got["from"]
+        == got["sender"]
+        == {"emailAddress": {"name": "ana@example.test", "address": "ana@example.test"}}
+    )
+    assert got["toRecipients"] == [{"emailAddress": {"name": "me@x.test", "address": "me@x.test"}}]
+    assert (got["receivedDateTime"], got["hasAttachments"], got["isRead"]) == (
+        "2025-03-04T16:05:09Z",
+        True,
+        False,
+    )
+    assert got["bodyPreview"] == "See attached." and got["body"]["contentType"] == "html"
+    assert (
+        got["internetMessageId"] == BytesParser(policy=policy.default).parsebytes(raw)["Message-ID"]
+    )
+    as_text = client.call(
+        "GET",
+        f"/messages/{message_id}",
+        headers={"Prefer": 'IdType="ImmutableId", outlook.body-content-type="text"'},
+    )
+    assert as_text.json()["body"] == {"contentType": "text", "content": "See attached.\r\n"}
+    value = client.call("GET", f"/messages/{message_id}/$value", headers=IMMUTABLE)
+    assert value.headers["Content-Type"] == "text/plain" and value.content == raw
+
+
+def test_graph_answers_malformed_ids_400_and_unknown_ones_404(graph: tuple[str, Client]) -> None:
+    _, client = graph
+    malformed = client.call("GET", "/messages/12345")
+    assert malformed.json()["error"]["code"] == "ErrorInvalidIdMalformed"
+    unknown = client.call("GET", "/messages/AAkALgunknown=", headers=IMMUTABLE)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "ErrorItemNotFound"
+
+
+def test_graph_patch_marks_read_and_changes_only_drafts(
+    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+) -> None:
+    email, client = graph
+    message_id = microsoft.deliver(email, mail("Patch me"))
+    path = f"/messages/{message_id}"
+    assert client.call("PATCH", path, headers=IMMUTABLE, json={"isRead": True}).json()["isRead"]
+    assert microsoft.messages(email)[0].read
+    assert client.call("PATCH", path, json={"isRead": "yes"}).status_code == 400
+    assert client.call("PATCH", path, json={"subject": "New"}).status_code == 400
+
+
+def test_graph_create_reply_drafts_in_the_conversation_with_threading_headers(
+    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+) -> None:
+    email, client = graph
+    original = microsoft.deliver(email, mail("Order 9", message_id="<order9@example.test>"))
+    conversation = client.call("GET", f"/messages/{original}", headers=IMMUTABLE).json()
+    body = {"message": {"body": {"contentType": "text", "content": "Friday works."}}}
+    reply = client.call("POST", f"/messages/{original}/createReply", headers=IMMUTABLE, json=body)
+    assert reply.status_code == 201
+    draft = reply.json()
+    assert (draft["conversationId"], draft["subject"], draft["isDraft"]) == (
+        conversation["conversationId"],
+        "RE: Order 9",
+        True,
+    )
+    assert draft["toRecipients"] == [conversation["from"]]
+    headers = BytesParser(policy=policy.default).parsebytes(microsoft.messages(email)[-1].raw)
+    assert headers["In-Reply-To"] == headers["References"] == "<order9@example.test>"
+    attachment = {
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "name": "quote.txt",
+        "contentType": "text/plain",
+        "contentBytes": base64.b64encode(b"12 boxes").decode(),
+    }
+    attached = client.call("POST", f"/messages/{draft['id']}/attachments", json=attachment)
+    assert attached.status_code == 201 and attached.json()["size"] == 8
+    assert client.call("GET", f"/messages/{draft['id']}", headers=IMMUTABLE).json()[
+        "hasAttachments"
+    ]
+    assert (
+        client.call("POST", f"/messages/{draft['id']}/send", headers=IMMUTABLE).status_code == 202
+    )
+    sent = microsoft.messages(email)[-1]
+    assert (sent.folder, sent.thread_id) == ("sentitems", microsoft.messages(email)[0].thread_id)
+    both = {"comment": "Yes", **body}
+    refused = client.call("POST", f"/messages/{original}/createReply", json=both)
+    assert refused.status_code == 400
+
+
+def test_graph_send_checks_recipients_and_the_sender(
+    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+) -> None:
+    email, client = graph
+    nobody = client.call("POST", "/messages", **mime(f"From: {email}\r\n\r\nHi\r\n".encode()))
+    refused = client.call("POST", f"/messages/{nobody.json()['id']}/send", headers=IMMUTABLE)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "ErrorInvalidRecipients"
+    foreign = client.call("POST", "/messages", **mime(mail("Spoof", sender="boss@contoso.example")))
+    denied = client.call("POST", f"/messages/{foreign.json()['id']}/send", headers=IMMUTABLE)
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "ErrorSendAsDenied"
+    bad = client.call("POST", "/messages", data=b"%%%", headers={"Content-Type": "text/plain"})
+    assert bad.json()["error"]["code"] == "ErrorMimeContentInvalidBase64String"
+
+
+def test_graph_send_mail_saves_to_sent_items_unless_told_not_to(
+    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+) -> None:
+    email, client = graph
+    message = {
+        "subject": "Hello",
+        "body": {"contentType": "HTML", "content": "<p>Hi</p>"},
+        "toRecipients": [{"emailAddress": {"address": "bob@example.test"}}],
+    }
+    assert client.call("POST", "/sendMail", json={"message": message}).status_code == 202
+    unsaved = {"message": message, "saveToSentItems": False}
+    assert client.call("POST", "/sendMail", json=unsaved).status_code == 202
+    assert client.call("POST", "/sendMail", **mime(mail("MIME", sender=email))).status_code == 202
+    sent = [held for held in microsoft.messages(email) if held.folder == "sentitems"]
+    assert [held.parsed()["Subject"] for held in sent] == ["Hello", "MIME"]
+
+
+@pytest.mark.parametrize(
+    ("scopes", "read", "write", "send"),
+    [
+        (["Mail.Read"], 200, 403, 403),
+        (["Mail.ReadWrite"], 200, 201, 403),
+        (["Mail.Send"], 403, 403, 202),
+        (["User.Read"], 403, 403, 403),
+    ],
+)
+def test_graph_enforces_delegated_scopes(
+    microsoft: FakeMicrosoft,
+    ca: CertificateAuthority,
+    scopes: list[str],
+    read: int,
+    write: int,
+    send: int,
+) -> None:
+    email = fresh_account(microsoft, "contoso.example")
+    message_id = microsoft.deliver(email, mail("Scoped"))
+    client = Client(microsoft.base_url + "/v1.0/me", microsoft.issue_token(email, scopes), ca)
+    outgoing = {"message": {"toRecipients": [{"emailAddress": {"address": "b@example.test"}}]}}
+    assert [
+        client.call("GET", "/mailFolders/inbox/messages").status_code,
+        client.call("GET", f"/messages/{message_id}/$value").status_code,
+        client.call("POST", f"/messages/{message_id}/createReply").status_code,
+        client.call("POST", "/sendMail", json=outgoing).status_code,
+    ] == [read, read, write, send]
+    patched = client.call("PATCH", f"/messages/{message_id}", json={"isRead": True})
+    assert patched.status_code == (200 if write == 201 else 403)
+
+
+def test_graph_throttles_the_next_request_with_retry_after(
+    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+) -> None:
+    _, client = graph
+    microsoft.throttle_next("/mailFolders/inbox/messages", retry_after=3)
+    throttled = client.call("GET", "/mailFolders/inbox/messages")
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "3"
+    assert throttled.json()["error"]["code"] == "TooManyRequests"
+    assert client.call("GET", "/mailFolders/inbox/messages").status_code == 200
