@@ -1,24 +1,31 @@
 """The fake mail APIs check what the real ones check: Gmail's and Graph's message endpoints
-(scopes, ids, paging, threading, exact bytes, throttling). Driven with plain requests, as the
-service's adapters will drive them."""
+(scopes, ids, paging, threading, exact bytes, throttling), and Dovecot's special-use Sent
+folder and mail delivery. Driven with plain requests and imaplib, as the service's adapters
+will drive them."""
 
 from __future__ import annotations
 
 import base64
 import datetime
+import imaplib
 import uuid
+from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from mailbridge_tools.sandbox import (
     CertificateAuthority,
+    DovecotServer,
     FakeGoogle,
     FakeMicrosoft,
+    dovecot_binary,
 )
+from support import require_component
 
 GMAIL = "https://www.googleapis.com/auth/gmail."
 IMMUTABLE = {"Prefer": 'IdType="ImmutableId"'}
@@ -608,3 +615,55 @@ def test_graph_throttles_the_next_request_with_retry_after(
     assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "3"
     assert throttled.json()["error"]["code"] == "TooManyRequests"
     assert client.call("GET", "/mailFolders/inbox/messages").status_code == 200
+
+
+# -- Dovecot
+
+USER, PASSWORD = "imap-user@example.com", "imap-pass-5b1d"
+
+
+@pytest.fixture(scope="module")
+def mailbox(server_cert: tuple[Path, Path]) -> Iterator[DovecotServer]:
+    """A Dovecot of its own (deliveries change counts other tests assert), its Sent folder
+    named as a German Outlook names it."""
+    require_component(dovecot_binary() is not None, "Dovecot (Debian package dovecot-imapd)")
+    with DovecotServer(*server_cert, {USER: PASSWORD}, sent_folder=SENT_FOLDER) as server:
+        yield server
+
+
+def imap(server: DovecotServer) -> imaplib.IMAP4:
+    client = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=10)
+    client.login(USER, PASSWORD)
+    return client
+
+
+def test_dovecot_flags_its_sent_folder_whatever_its_name(mailbox: DovecotServer) -> None:
+    with imap(mailbox) as client:
+        _, special = client.list('(SPECIAL-USE) ""', "*")
+        _, everything = client.list('""', "*")
+    assert b'(\\Sent) "." "Gesendete Elemente"' in special
+    assert b'(\\Drafts) "." Drafts' in special and b'(\\Trash) "." Trash' in special
+    # A plain LIST says so too, for clients that do not ask for SPECIAL-USE.
+    assert b'(\\HasNoChildren \\Sent) "." "Gesendete Elemente"' in everything
+
+
+def test_dovecot_delivers_the_exact_bytes_seen_or_unseen(mailbox: DovecotServer) -> None:
+    before = len(mailbox.folder_messages(USER, "INBOX"))
+    unseen, seen = mail("Unseen"), mail("Seen", body=".leading dot\r\n")
+    mailbox.deliver(USER, unseen)
+    mailbox.deliver(USER, seen, unseen=False)
+    held = mailbox.folder_messages(USER, "INBOX")
+    assert [(m.raw, m.flags) for m in held[before:]] == [(unseen, ()), (seen, ("\\Seen",))]
+    unread = sum("\\Seen" not in m.flags for m in held)
+    with imap(mailbox) as client:
+        _, status = client.status("INBOX", "(MESSAGES UNSEEN)")
+    assert status == [f"INBOX (MESSAGES {len(held)} UNSEEN {unread})".encode()]
+
+
+def test_dovecot_reads_back_what_a_client_files_in_sent(mailbox: DovecotServer) -> None:
+    raw = mail("Filed", sender=USER)
+    with imap(mailbox) as client:
+        status, _ = client.append(f'"{SENT_FOLDER}"', "(\\Seen)", None, raw)
+    assert status == "OK"
+    filed = mailbox.folder_messages(USER, SENT_FOLDER)
+    assert [(m.raw, m.flags) for m in filed][-1] == (raw, ("\\Seen",))
