@@ -1,13 +1,15 @@
 """The fake mail APIs check what the real ones check: Gmail's and Graph's message endpoints
-(scopes, ids, paging, threading, exact bytes, throttling), and Dovecot's special-use Sent
-folder and mail delivery. Driven with plain requests and imaplib, as the service's adapters
-will drive them."""
+(scopes, ids, paging, threading, exact bytes, throttling), Dovecot's special-use Sent folder
+and mail delivery, and the SMTP server's exact bytes and temporary refusals. Driven with plain
+requests, imaplib and smtplib, as the service's adapters will drive them."""
 
 from __future__ import annotations
 
 import base64
 import datetime
 import imaplib
+import smtplib
+import ssl
 import uuid
 from collections.abc import Iterator
 from email import policy
@@ -23,6 +25,7 @@ from mailbridge_tools.sandbox import (
     DovecotServer,
     FakeGoogle,
     FakeMicrosoft,
+    SmtpServer,
     dovecot_binary,
 )
 from support import require_component
@@ -667,3 +670,57 @@ def test_dovecot_reads_back_what_a_client_files_in_sent(mailbox: DovecotServer) 
     assert status == "OK"
     filed = mailbox.folder_messages(USER, SENT_FOLDER)
     assert [(m.raw, m.flags) for m in filed][-1] == (raw, ("\\Seen",))
+
+
+# -- SMTP
+
+
+@pytest.fixture(scope="module")
+def submission(server_cert: tuple[Path, Path]) -> Iterator[SmtpServer]:
+    """An SMTP server of its own: a refusal left over must not reach other tests."""
+    with SmtpServer(*server_cert, {USER: PASSWORD}) as server:
+        yield server
+
+
+def smtp_client(server: SmtpServer, ca: CertificateAuthority) -> smtplib.SMTP:
+    client = smtplib.SMTP("localhost", server.starttls_port, timeout=10)
+    client.starttls(context=ssl.create_default_context(cafile=str(ca.ca_path)))
+    client.login(USER, PASSWORD)
+    return client
+
+
+def test_smtp_keeps_the_exact_bytes_the_client_sent(
+    submission: SmtpServer, ca: CertificateAuthority
+) -> None:
+    raw = mail("Exact", sender=USER, body=".starts with a dot\r\n..two\r\nlast line\r\n")
+    with smtp_client(submission, ca) as client:
+        client.sendmail(USER, ["bob@example.test"], raw)
+    received = submission.messages[-1]
+    assert (received.sender, received.recipients, received.content) == (
+        USER,
+        ["bob@example.test"],
+        raw,
+    )
+
+
+@pytest.mark.parametrize("command", ["MAIL", "RCPT", "DATA"])
+def test_smtp_refuses_the_next_command_with_a_temporary_error(
+    submission: SmtpServer, ca: CertificateAuthority, command: Any
+) -> None:
+    before = len(submission.messages)
+    submission.refuse_next(command, "451 4.7.1 Slow down")
+    with smtp_client(submission, ca) as client:
+        with pytest.raises(smtplib.SMTPException) as refused:
+            client.sendmail(USER, ["bob@example.test"], mail("Throttled", sender=USER))
+        client.rset()
+        client.sendmail(USER, ["bob@example.test"], mail("Retried", sender=USER))
+    assert "451" in str(refused.value) and len(submission.messages) == before + 1
+
+
+def test_smtp_hangs_up_after_a_421(submission: SmtpServer, ca: CertificateAuthority) -> None:
+    submission.refuse_next("MAIL", "421 4.7.0 Too many connections")
+    client = smtp_client(submission, ca)
+    with pytest.raises(smtplib.SMTPSenderRefused):
+        client.sendmail(USER, ["bob@example.test"], mail("Refused", sender=USER))
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        client.noop()
