@@ -25,6 +25,7 @@ from mailbridge_tools.sandbox import (
     DovecotServer,
     FakeGoogle,
     FakeMicrosoft,
+    Sandbox,
     SmtpServer,
     dovecot_binary,
 )
@@ -724,3 +725,20 @@ def test_smtp_hangs_up_after_a_421(submission: SmtpServer, ca: CertificateAuthor
         client.sendmail(USER, ["bob@example.test"], mail("Refused", sender=USER))
     with pytest.raises(smtplib.SMTPServerDisconnected):
         client.noop()
+
+
+# -- The sandbox
+
+
+def test_the_sandbox_accounts_hold_mail_to_read() -> None:
+    require_component(dovecot_binary() is not None, "Dovecot (Debian package dovecot-imapd)")
+    with Sandbox() as sandbox:
+        assert len(sandbox.dovecot.folder_messages("demo@example.com", "INBOX")) == 12
+        for fake, email in (
+            (sandbox.microsoft, "demo@contoso.example"),
+            (sandbox.google, "demo@workspace.example"),
+        ):
+            held = fake.messages(email)
+            threads = [message.thread_id for message in held]
+            assert len(held) == 5 and len(set(threads)) == 4  # a reply joined its order
+            assert any(any(True for _ in m.parsed().iter_attachments()) for m in held)
