@@ -2,7 +2,7 @@
 Dovecot (IMAP), aiosmtpd (SMTP), fake Microsoft and Google identity providers, and a black
 hole that never answers."""
 
-from .dovecot import DovecotServer, dovecot_binary
+from .dovecot import DovecotServer, FolderMessage, dovecot_binary
 from .identity import FakeGoogle, FakeMicrosoft
 from .mail import DEMO_MAILBOX, Sandbox
 from .network import BlackholeServer, ScriptedImapServer, SlowDripServer, free_port
@@ -16,6 +16,7 @@ __all__ = [
     "DovecotServer",
     "FakeGoogle",
     "FakeMicrosoft",
+    "FolderMessage",
     "ReceivedMessage",
     "Sandbox",
     "ScriptedImapServer",

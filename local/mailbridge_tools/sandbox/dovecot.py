@@ -1,16 +1,21 @@
-"""A real Dovecot IMAP server on loopback, run as a child process with its own config."""
+"""A real Dovecot IMAP server on loopback, run as a child process with its own config: its
+Sent, Drafts and Trash folders carry their RFC 6154 special-use flags, and tests put mail in
+(Maildir files) and read folders back (IMAP)."""
 
 from __future__ import annotations
 
 import imaplib
 import os
 import pwd
+import re
+import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -37,11 +42,32 @@ def _listener(name: str, port: int, extra: str = "") -> str:
     return f"  inet_listener {name} {{\n    address = {LOOPBACK}\n    port = {port}\n{extra}  }}\n"
 
 
+def _special_mailbox(name: str, flag: str) -> str:
+    """A folder with a special-use flag (RFC 6154), made and subscribed when its user first
+    logs in, as a provider's new account comes with them."""
+    return f"  mailbox {_quoted(name)} {{\n    special_use = {flag}\n    auto = subscribe\n  }}\n"
+
+
+def _quoted(mailbox: str) -> str:
+    """A mailbox name as an IMAP quoted string."""
+    return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class FolderMessage:
+    """A message as IMAP gives it back: its UID, flags and exact bytes."""
+
+    uid: int
+    flags: tuple[str, ...]
+    raw: bytes
+
+
 class DovecotServer:
     """Dovecot serving `users` ({address: password}) over IMAPS and IMAP+STARTTLS.
 
     With `offer_starttls=False` it runs without TLS at all (no IMAPS port), to show what a
-    client does when a server does not offer STARTTLS.
+    client does when a server does not offer STARTTLS. The Sent folder is called
+    `sent_folder`: a client must find it by its \\Sent flag, whatever its name.
     """
 
     def __init__(
@@ -51,6 +77,7 @@ class DovecotServer:
         users: dict[str, str],
         *,
         offer_starttls: bool = True,
+        sent_folder: str = "Sent",
     ) -> None:
         binary = dovecot_binary()
         if binary is None:
@@ -59,6 +86,7 @@ class DovecotServer:
         self._cert, self._key = cert, key
         self._users = users
         self._tls = offer_starttls
+        self.sent_folder = sent_folder
         self.imap_port = free_port()
         self._imaps_port = free_port() if offer_starttls else None
         self._process: subprocess.Popen[bytes] | None = None
@@ -120,9 +148,7 @@ class DovecotServer:
     def add_messages(self, login: str, count: int, *, unseen: int = 0) -> None:
         """Delivers `count` messages to `login`'s INBOX, the last `unseen` of them unread,
         by writing Maildir files directly (thousands per second, no SMTP needed)."""
-        maildir = self.root / "mail" / login / "Maildir"
-        for sub in ("cur", "new", "tmp"):
-            (maildir / sub).mkdir(parents=True, exist_ok=True)
+        maildir = self._maildir(login)
         stamp = int(time.time())
         for number in range(count):
             flags = "" if number >= count - unseen else "S"
@@ -138,9 +164,65 @@ class DovecotServer:
             (maildir / "cur" / name).write_text(body)
         self._hand_mail_to_dovecot()
         # A live server has its index already; build it now, not in the first client's STATUS.
+        self._sync_inbox(login)
+
+    def deliver(self, login: str, raw: bytes, *, unseen: bool = True) -> None:
+        """Puts the exact message `raw` in `login`'s INBOX, as a delivery agent does (a
+        Maildir file written in tmp/ and moved into place). IMAP gives back the same bytes
+        when their lines end in CRLF (Dovecot adds a CR to bare LFs)."""
+        maildir = self._maildir(login)
+        name = f"{time.time_ns()}.M{secrets.token_hex(6)}P{os.getpid()}.sandbox"
+        written = maildir / "tmp" / name
+        written.write_bytes(raw)
+        self._hand_to_dovecot(written)
+        # An unseen message arrives in new/; a seen one goes to cur/ with the S flag.
+        written.rename(maildir / "new" / name if unseen else maildir / "cur" / f"{name}:2,S")
+        self._sync_inbox(login)
+
+    def folder_messages(self, login: str, folder: str) -> list[FolderMessage]:
+        """What `folder` (its IMAP name) of `login` holds, through IMAP, without marking
+        anything seen."""
+        with imaplib.IMAP4(LOOPBACK, self.imap_port, timeout=60) as client:
+            client.login(login, self._users[login])
+            status, answer = client.select(_quoted(folder), readonly=True)
+            if status != "OK":
+                raise LookupError(f"{login} has no folder {folder}: {answer!r}")
+            _, fetched = client.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
+        messages = []
+        for item in fetched:
+            if not isinstance(item, tuple):
+                continue  # the closing parenthesis of each message
+            head = item[0].decode()
+            uid = re.search(r"UID (\d+)", head)
+            flags = re.search(r"FLAGS \(([^)]*)\)", head)
+            assert uid and flags, head
+            # \Recent says which session saw a message first, not what it is: left out.
+            kept = tuple(flag for flag in flags[1].split() if flag != "\\Recent")
+            messages.append(FolderMessage(int(uid[1]), kept, item[1]))
+        return messages
+
+    def _maildir(self, login: str) -> Path:
+        """`login`'s Maildir, made (and handed to Dovecot) if it is not there yet."""
+        maildir = self.root / "mail" / login / "Maildir"
+        for directory in (
+            maildir.parent,
+            maildir,
+            *(maildir / sub for sub in ("cur", "new", "tmp")),
+        ):
+            if not directory.exists():
+                directory.mkdir()
+                self._hand_to_dovecot(directory)
+        return maildir
+
+    def _sync_inbox(self, login: str) -> None:
+        """Makes Dovecot look at the Maildir now (a STATUS rescans what changed)."""
         with imaplib.IMAP4(LOOPBACK, self.imap_port, timeout=60) as client:
             client.login(login, self._users[login])
             client.status("INBOX", "(MESSAGES)")
+
+    def _hand_to_dovecot(self, path: Path) -> None:
+        account = pwd.getpwnam(_accounts()[0])
+        os.chown(path, account.pw_uid, account.pw_gid)
 
     def _hand_mail_to_dovecot(self) -> None:
         account = pwd.getpwnam(_accounts()[0])
@@ -166,6 +248,14 @@ class DovecotServer:
             imaps = _listener("imaps", self.imaps_port, "    ssl = yes\n")
         else:
             tls, imaps = "ssl = no\n", ""
+        special_folders = "".join(
+            _special_mailbox(name, flag)
+            for name, flag in (
+                (self.sent_folder, "\\Sent"),
+                ("Drafts", "\\Drafts"),
+                ("Trash", "\\Trash"),
+            )
+        )
         config = self.root / "dovecot.conf"
         config.write_text(
             f"base_dir = {self.root}/run\n"
@@ -191,6 +281,10 @@ class DovecotServer:
             f"  args = uid={account.pw_uid} gid={account.pw_gid} home={self.root}/mail/%u\n"
             "}\n"
             "mail_location = maildir:~/Maildir\n"
+            "namespace inbox {\n"
+            "  inbox = yes\n"
+            f"{special_folders}"
+            "}\n"
             # System accounts such as dovecot's sit below the default floor of 500.
             f"first_valid_uid = {account.pw_uid}\n"
             "service imap-login {\n"

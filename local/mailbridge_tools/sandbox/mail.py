@@ -1,21 +1,27 @@
 """Everything the local run needs to connect an agent offline, on loopback: a demo mailbox
 (Dovecot and aiosmtpd) and fake Microsoft and Google identity providers with a demo app
-and account each, all behind one throwaway CA."""
+and account each, every mailbox with mail to read, all behind one throwaway CA."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import secrets
 import shutil
 import tempfile
 import urllib.request
 from contextlib import ExitStack
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from .dovecot import DovecotServer
 from .identity import FakeGoogle, FakeMicrosoft
+from .identity.base import FakeProvider
 from .smtp import SmtpServer
 from .tls import CertificateAuthority
 
@@ -25,6 +31,110 @@ DEMO_GOOGLE_ACCOUNT = "demo@workspace.example"
 DEMO_MICROSOFT_APP = "6f1d8b1e-5c1a-4d3e-9a52-3f0b8c6f9d21"
 DEMO_GOOGLE_APP = "1234-sandbox.apps.googleusercontent.com"
 _CALLBACK = "/api/engine/oauth/callback"
+# A small PDF for the demo invoice: enough for a reader to show it as one.
+_INVOICE_PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+
+
+@dataclass(frozen=True)
+class _DemoMessage:
+    raw: bytes
+    unread: bool
+    received_at: datetime.datetime
+
+
+def _demo_message(
+    address: str,
+    when: datetime.datetime,
+    unread: bool,
+    sender: str,
+    subject: str,
+    text: str,
+    *,
+    message_id: str | None = None,
+    answering: str | None = None,
+    attachment: tuple[str, bytes] | None = None,
+) -> _DemoMessage:
+    message = EmailMessage(policy=policy.SMTP)
+    message["From"] = sender
+    message["To"] = address
+    message["Subject"] = subject
+    message["Date"] = format_datetime(when)
+    message["Message-ID"] = message_id or make_msgid(domain=parseaddr(sender)[1].split("@")[1])
+    if answering:
+        message["In-Reply-To"] = answering
+        message["References"] = answering
+    message.set_content(text)
+    if attachment:
+        name, data = attachment
+        message.add_attachment(data, maintype="application", subtype="pdf", filename=name)
+    return _DemoMessage(message.as_bytes(), unread, when)
+
+
+def _demo_mail(address: str) -> list[_DemoMessage]:
+    """What a demo account holds, oldest first: a welcome, an order and its follow-up in one
+    thread, an invoice with a PDF attached, and a question."""
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    order = make_msgid(domain="supplier.example")
+    supplier = "Orders <orders@supplier.example>"
+
+    def ago(hours: int) -> datetime.datetime:
+        return now - datetime.timedelta(hours=hours)
+
+    return [
+        _demo_message(
+            address,
+            ago(72),
+            False,
+            "Mailbridge <welcome@mailbridge.example>",
+            "Welcome to the sandbox",
+            "This mailbox lives on your machine: read, mark, reply and send as you like.",
+        ),
+        _demo_message(
+            address,
+            ago(30),
+            False,
+            supplier,
+            "Order 1042 confirmed",
+            "Your order 1042 (12 boxes of paper) is confirmed.\nDelivery: Thursday.",
+            message_id=order,
+        ),
+        _demo_message(
+            address,
+            ago(6),
+            True,
+            supplier,
+            "Re: Order 1042 confirmed",
+            "Small change: delivery moves to Friday morning. Does that still work?",
+            answering=order,
+        ),
+        _demo_message(
+            address,
+            ago(4),
+            True,
+            "Billing <billing@supplier.example>",
+            "Invoice 2024-117",
+            "Please find invoice 2024-117 attached, due in 30 days.",
+            attachment=("invoice-2024-117.pdf", _INVOICE_PDF),
+        ),
+        _demo_message(
+            address,
+            ago(1),
+            True,
+            "Dana Reyes <dana@workspace.example>",
+            "Lunch on Friday?",
+            "Are you free for lunch on Friday at noon?",
+        ),
+    ]
+
+
+def _seed(fake: FakeProvider, address: str) -> None:
+    """The demo account, its folder counts true to the mail it holds."""
+    mail = _demo_mail(address)
+    fake.add_account(
+        address, inbox_total=len(mail), inbox_unread=sum(message.unread for message in mail)
+    )
+    for message in mail:
+        fake.deliver(address, message.raw, unread=message.unread, received_at=message.received_at)
 
 
 class Sandbox:
@@ -47,9 +157,9 @@ class Sandbox:
             self.dovecot.add_messages(DEMO_MAILBOX, 12, unseen=5)
             self.smtp = stack.enter_context(SmtpServer(cert, key, users))
             self.microsoft = stack.enter_context(FakeMicrosoft(cert, key))
-            self.microsoft.add_account(DEMO_MICROSOFT_ACCOUNT, inbox_total=42, inbox_unread=7)
+            _seed(self.microsoft, DEMO_MICROSOFT_ACCOUNT)
             self.google = stack.enter_context(FakeGoogle(cert, key))
-            self.google.add_account(DEMO_GOOGLE_ACCOUNT, inbox_total=1200, inbox_unread=31)
+            _seed(self.google, DEMO_GOOGLE_ACCOUNT)
             self._stack = stack.pop_all()
         return self
 
@@ -156,7 +266,7 @@ class Sandbox:
                 f"    curl -s -X PUT {auth} {path} --json '{json.dumps(bodies['imap'])}'",
                 f"    curl -s -X POST {auth} {path}/test",
                 f"  Microsoft OAuth ({DEMO_MICROSOFT_ACCOUNT}) or Google OAuth"
-                f" ({DEMO_GOOGLE_ACCOUNT}): save one of",
+                f" ({DEMO_GOOGLE_ACCOUNT}), 5 messages each (a thread, an attachment): save one of",
                 f"    curl -s -X PUT {auth} {path} --json '{json.dumps(bodies['microsoft'])}'",
                 f"    curl -s -X PUT {auth} {path} --json '{json.dumps(bodies['google'])}'",
                 "  then get the sign-in URL, open it (the fake provider signs in at once and"

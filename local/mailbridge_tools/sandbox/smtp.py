@@ -1,14 +1,17 @@
-"""A real SMTP submission server (aiosmtpd) on loopback: STARTTLS and implicit TLS."""
+"""A real SMTP submission server (aiosmtpd) on loopback: STARTTLS and implicit TLS. It keeps
+what it receives, byte for byte, and refuses the next command a test names, as a throttling
+server does."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -20,10 +23,14 @@ from .tls import server_context
 logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
+Command = Literal["MAIL", "RCPT", "DATA"]
+
+
 @dataclass(frozen=True)
 class ReceivedMessage:
     sender: str
     recipients: list[str]
+    # The message as the client sent it in DATA, dot-unstuffed, CRLFs and all.
     content: bytes
 
 
@@ -35,6 +42,11 @@ class _Mailroom:
         self._lock = threading.Lock()
         self.messages: list[ReceivedMessage] = []
         self.auth_attempts = 0
+        self._refusals: dict[Command, str] = {}
+
+    def refuse_next(self, command: Command, reply: str) -> None:
+        with self._lock:
+            self._refusals[command] = reply
 
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
@@ -46,7 +58,52 @@ class _Mailroom:
         login, password = data.login.decode(), data.password.decode()
         return AuthResult(success=self._users.get(login) == password, handled=False)
 
+    def _refusal(self, server: SMTP, command: Command) -> str | None:
+        """The reply a test asked the next `command` to get, if any; after a 421 the server
+        closes the connection, as RFC 5321 has it."""
+        with self._lock:
+            reply = self._refusals.pop(command, None)
+        if reply is not None and reply.startswith("421") and server.transport is not None:
+            # Once the reply is written: closing flushes what is buffered first.
+            asyncio.get_running_loop().call_soon(server.transport.close)
+        return reply
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        refusal = self._refusal(server, "MAIL")
+        if refusal is not None:
+            return refusal
+        # What aiosmtpd does without this hook.
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        refusal = self._refusal(server, "RCPT")
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        refusal = self._refusal(server, "DATA")
+        if refusal is not None:
+            return refusal
+        # aiosmtpd's original_content: the DATA bytes, dot-unstuffed and otherwise untouched.
         content = envelope.original_content or b""
         with self._lock:
             self.messages.append(
@@ -112,6 +169,11 @@ class SmtpServer:
     @property
     def auth_attempts(self) -> int:
         return self._mailroom.auth_attempts
+
+    def refuse_next(self, command: Command, reply: str = "451 4.7.1 Try again later") -> None:
+        """The next MAIL, RCPT or DATA (on either port) gets `reply` instead: a temporary
+        error such as 451, or 421, after which the server hangs up."""
+        self._mailroom.refuse_next(command, reply)
 
     def __enter__(self) -> SmtpServer:
         for controller in self._controllers:

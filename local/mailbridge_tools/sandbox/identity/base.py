@@ -1,14 +1,18 @@
 """What both fake identity providers share: the HTTPS server and its handler (with the
-misbehaviours a test asks for), the request and reply types, accounts, apps, codes, grants and
-tokens, and what the authorize and token endpoints and the mail APIs check and count alike.
-Each provider adds its routes, its error bodies and what its answers hold."""
+misbehaviours a test asks for), the request and reply types, accounts and the messages they
+hold, apps, codes, grants and tokens, and what the authorize and token endpoints and the mail
+APIs check and count alike. Each provider adds its routes, its error bodies and what its
+answers hold."""
 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import html
+import itertools
 import json
+import re
 import secrets
 import ssl
 import threading
@@ -16,12 +20,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import getaddresses
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from ..network import LOOPBACK
 from ..tls import server_context
@@ -36,8 +44,16 @@ Stall = Literal["silent", "drip"]
 @dataclass
 class Reply:
     status: int
-    body: str = ""
+    body: str | bytes = ""
     headers: dict[str, str] = field(default_factory=dict)
+
+
+class ApiError(Exception):
+    """Ends a mail API request with `reply`, the provider's error answer."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
 
 
 def json_reply(status: int, value: Any) -> Reply:
@@ -79,10 +95,51 @@ class Request:
     query: dict[str, str]
     form: dict[str, str]
     headers: dict[str, str]
+    body: bytes = b""
+    # Every query parameter in order, repeated ones too (Gmail's labelIds, metadataHeaders).
+    query_items: list[tuple[str, str]] = field(default_factory=list)
+    # What the route's pattern captured in the path (a message id).
+    path_args: tuple[str, ...] = ()
 
     def bearer(self) -> str:
         value = self.headers.get("authorization", "")
         return value[7:] if value.lower().startswith("bearer ") else ""
+
+    def query_all(self, name: str) -> list[str]:
+        return [value for key, value in self.query_items if key == name]
+
+    def json_object(self) -> dict[str, Any] | None:
+        """The body as a JSON object; None if it is not one."""
+        try:
+            value = json.loads(self.body or b"{}")
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+
+@dataclass
+class StoredMessage:
+    """A message an account holds, as its provider keeps it. `folder` is Graph's view (a
+    well-known folder name) and `labels` Gmail's (but UNREAD, which `read` stands for); each
+    provider reads its own."""
+
+    id: str
+    thread_id: str
+    raw: bytes
+    received_at: datetime.datetime
+    read: bool
+    folder: str
+    labels: set[str]
+    # The order the account got it in: what sorts messages received in the same instant.
+    sequence: int
+
+    def parsed(self) -> EmailMessage:
+        return parse_message(self.raw)
+
+    @property
+    def newest_first(self) -> tuple[float, int]:
+        """A sort key: the negated receipt order."""
+        return (-self.received_at.timestamp(), -self.sequence)
 
 
 @dataclass
@@ -91,6 +148,7 @@ class Account:
     inbox_total: int
     inbox_unread: int
     subject: str = field(default_factory=lambda: secrets.token_hex(8))
+    mailbox: list[StoredMessage] = field(default_factory=list)
 
 
 @dataclass
@@ -130,8 +188,62 @@ class AccessToken:
 
 
 Route = Callable[[Request], Reply]
+# A path's test: a function, or a pattern the whole path must match (its groups become the
+# request's path_args).
+PathTest = Callable[[str], bool] | re.Pattern[str]
 # What a mail API endpoint answers for the account a token stands for.
 Resource = Callable[[Account], dict[str, Any]]
+# A mail API endpoint given a live token that holds a scope it needs.
+MailRoute = Callable[[Request, AccessToken], Reply]
+
+
+def parse_message(raw: bytes) -> EmailMessage:
+    message = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def message_ids(value: str | None) -> list[str]:
+    """The <msg-id>s a header such as In-Reply-To or References names."""
+    return re.findall(r"<[^<>\s]+>", value or "")
+
+
+def bare_subject(subject: str | None) -> str:
+    """A subject without its reply prefixes, as threading compares them."""
+    return re.sub(r"^(\s*re\s*:\s*)+", "", subject or "", flags=re.IGNORECASE).strip()
+
+
+def answers(message: EmailMessage, held: StoredMessage) -> bool:
+    """Whether `message` answers `held`, as threading sees it: its In-Reply-To or References
+    name the held message, and their subjects match but for "Re:"."""
+    named = message_ids(message.get("In-Reply-To")) + message_ids(message.get("References"))
+    answered = held.parsed()
+    return answered.get("Message-ID", "").strip() in named and bare_subject(
+        answered.get("Subject")
+    ) == bare_subject(message.get("Subject"))
+
+
+def addresses(message: EmailMessage, *names: str) -> list[tuple[str, str]]:
+    """(display name, address) of everyone the headers `names` name."""
+    values = [str(value) for name in names for value in message.get_all(name, [])]
+    return [(display, address) for display, address in getaddresses(values) if address]
+
+
+def body_text(message: EmailMessage) -> str:
+    """The message's text: its plain part, else its HTML part without tags."""
+    part = message.get_body(preferencelist=("plain", "html"))
+    if part is None:
+        return ""
+    content = part.get_content()
+    if not isinstance(content, str):
+        return ""
+    if part.get_content_subtype() == "html":
+        return html.unescape(re.sub(r"<[^>]*>", " ", content))
+    return content
+
+
+def preview(message: EmailMessage, length: int) -> str:
+    return " ".join(body_text(message).split())[:length]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -147,18 +259,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode() if length else ""
+        body = self.rfile.read(length) if length else b""
+        query_items = parse_qsl(url.query)
         request = Request(
             self.command,
-            url.path,
-            dict(parse_qsl(url.query)),
-            dict(parse_qsl(body)),
+            unquote(url.path),
+            dict(query_items),
+            dict(parse_qsl(body.decode(errors="replace"))),
             {name.lower(): value for name, value in self.headers.items()},
+            body,
+            query_items,
         )
         provider = self.server.provider
         misbehaviour = provider.take_misbehaviour(request.path)
         reply = misbehaviour if isinstance(misbehaviour, Reply) else provider.dispatch(request)
-        data = reply.body.encode()
+        data = reply.body.encode() if isinstance(reply.body, str) else reply.body
         head = [f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}"]
         head += [f"{name}: {value}" for name, value in reply.headers.items()]
         head.append(f"Content-Length: {len(data)}")
@@ -178,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             provider.stopped.wait()
 
-    do_GET = do_POST = _handle
+    do_GET = do_POST = do_PATCH = _handle
 
 
 class _Server(ThreadingHTTPServer):
@@ -203,6 +318,8 @@ class FakeProvider:
     # one whose token holds none of the scopes the endpoint needs.
     _UNAUTHENTICATED: ClassVar[dict[str, Any]]
     _INSUFFICIENT_SCOPE: ClassVar[dict[str, Any]]
+    # ...and for a request it throttles (429, with Retry-After).
+    _TOO_MANY_REQUESTS: ClassVar[dict[str, Any]]
 
     def __init__(self, cert: Path, key: Path) -> None:
         self._context = server_context(cert, key)
@@ -224,6 +341,7 @@ class FakeProvider:
         self._misbehaviours: dict[str, Stall | Reply] = {}
         self._denial: tuple[str, str] | None = None
         self._next_scopes: list[str] | None = None
+        self._sequence = itertools.count(1)
 
     # -- lifecycle
     def __enter__(self) -> FakeProvider:
@@ -286,19 +404,117 @@ class FakeProvider:
             suffix = next((s for s in self._misbehaviours if path.endswith(s)), None)
             return self._misbehaviours.pop(suffix) if suffix is not None else None
 
+    def throttle_next(self, path_suffix: str, *, retry_after: int = 1) -> None:
+        """The next request to a path ending with `path_suffix` is refused as throttled: 429
+        with a Retry-After of `retry_after` seconds, in the provider's error shape."""
+        reply = json_reply(429, {"error": self._TOO_MANY_REQUESTS})
+        reply.headers["Retry-After"] = str(retry_after)
+        with self._lock:
+            self._misbehaviours[path_suffix] = reply
+
     def revoke_all_grants(self) -> None:
         with self._lock:
             self.refresh_tokens.clear()
             self.access_tokens.clear()
 
+    def issue_token(self, email: str, scopes: list[str]) -> str:
+        """For the tests of the fakes themselves: an access token for the account and scopes,
+        without the sign-in a client goes through."""
+        token, _ = self._issue(self.account(email), scopes)
+        return token
+
+    # -- the mail an account holds, for tests to put in and look at
+    def account(self, email: str) -> Account:
+        """The account added last with this address."""
+        for account in reversed(self.accounts):
+            if account.email == email:
+                return account
+        raise LookupError(f"no account {email}")
+
+    def deliver(
+        self,
+        email: str,
+        raw: bytes,
+        *,
+        unread: bool = True,
+        received_at: datetime.datetime | None = None,
+    ) -> str:
+        """Puts the exact message `raw` in the account's inbox and returns its id. It joins
+        the thread of a held message its In-Reply-To or References name, if the subjects
+        match but for "Re:"."""
+        account = self.account(email)
+        thread_id = self.thread_of(account, parse_message(raw))
+        held = self.hold(
+            account,
+            raw,
+            folder="inbox",
+            labels={"INBOX"},
+            read=not unread,
+            thread_id=thread_id,
+            received_at=received_at,
+        )
+        return held.id
+
+    def messages(self, email: str) -> list[StoredMessage]:
+        """What the account holds (received, sent and drafts), in the order it got them."""
+        return list(self.account(email).mailbox)
+
+    def hold(
+        self,
+        account: Account,
+        raw: bytes,
+        *,
+        folder: str,
+        labels: set[str],
+        read: bool,
+        thread_id: str | None,
+        received_at: datetime.datetime | None = None,
+    ) -> StoredMessage:
+        """Keeps a message for the account, in a thread of its own unless `thread_id`."""
+        with self._lock:
+            message_id = self._new_message_id()
+            held = StoredMessage(
+                message_id,
+                thread_id or self._new_thread_id(message_id),
+                raw,
+                received_at or datetime.datetime.now(datetime.UTC),
+                read,
+                folder,
+                labels,
+                next(self._sequence),
+            )
+            account.mailbox.append(held)
+        return held
+
+    @staticmethod
+    def thread_of(account: Account, message: EmailMessage) -> str | None:
+        """The thread of the held message that `message` answers, if any."""
+        answered = (held for held in reversed(account.mailbox) if answers(message, held))
+        return next((held.thread_id for held in answered), None)
+
+    def _new_message_id(self) -> str:
+        raise NotImplementedError
+
+    def _new_thread_id(self, message_id: str) -> str:
+        """The id of a thread that `message_id` starts."""
+        raise NotImplementedError
+
     # -- shared mechanics
     def dispatch(self, request: Request) -> Reply:
         for method, matches, route in self.routes():
-            if request.method == method and matches(request.path):
-                return route(request)
+            if request.method != method:
+                continue
+            if isinstance(matches, re.Pattern):
+                found = matches.fullmatch(request.path)
+                if found is None:
+                    continue
+                request.path_args = found.groups()
+            elif not matches(request.path):
+                continue
+            return route(request)
         return json_reply(404, {"error": "not_found"})
 
-    def routes(self) -> list[tuple[str, Callable[[str], bool], Route]]:
+    def routes(self) -> list[tuple[str, PathTest, Route]]:
         raise NotImplementedError
 
     def _authorize(self, request: Request, granted: list[str], offline: bool) -> Reply:
@@ -420,8 +636,12 @@ class FakeProvider:
         }
 
     def _api(self, needs: set[str], resource: Resource) -> Route:
-        """A mail API endpoint: the resource of the account of a live bearer token that holds
-        one of the scopes in `needs`, or else the API's refusal."""
+        """A mail API endpoint that answers the resource of the token's account."""
+        return self._mail_api(needs, lambda _, token: json_reply(200, resource(token.account)))
+
+    def _mail_api(self, needs: set[str], handle: MailRoute) -> Route:
+        """A mail API endpoint: `handle` for a live bearer token that holds one of the scopes
+        in `needs`, or else the API's refusal. `handle` may raise ApiError."""
 
         def route(request: Request) -> Reply:
             token = self.access_tokens.get(request.bearer())
@@ -429,7 +649,10 @@ class FakeProvider:
                 return json_reply(401, {"error": self._UNAUTHENTICATED})
             if not needs & set(token.scopes):
                 return json_reply(403, {"error": self._INSUFFICIENT_SCOPE})
-            return json_reply(200, resource(token.account))
+            try:
+                return handle(request, token)
+            except ApiError as error:
+                return error.reply
 
         return route
 
