@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +33,9 @@ from support import (
     MAILBOX_PASSWORD,
     MS_ACCOUNT,
     REPORTS,
+    SENT_FOLDER,
+    MailAgent,
+    Mailbox,
     OAuthAgent,
     Org,
     make_org,
@@ -64,7 +69,8 @@ def dovecot(server_cert: tuple[Path, Path]) -> Iterator[DovecotServer]:
     require_component(dovecot_binary() is not None, "Dovecot (Debian package dovecot-imapd)")
     cert, key = server_cert
     users = {MAILBOX: MAILBOX_PASSWORD, BULK_MAILBOX: MAILBOX_PASSWORD}
-    with DovecotServer(cert, key, users) as server:
+    # An unusual name: a client must find it by its \Sent flag.
+    with DovecotServer(cert, key, users, sent_folder=SENT_FOLDER) as server:
         server.add_messages(MAILBOX, 12, unseen=5)
         server.add_messages(BULK_MAILBOX, 5000, unseen=1234)
         yield server
@@ -217,6 +223,35 @@ def imap_body(dovecot: DovecotServer, smtp: SmtpServer) -> Callable[..., dict[st
         return body
 
     return build
+
+
+@pytest.fixture
+def mailbox_factory(dovecot: DovecotServer, smtp: SmtpServer) -> Callable[[], Mailbox]:
+    """Makes a new, empty mailbox on the test servers, IMAP and SMTP alike."""
+
+    def make() -> Mailbox:
+        mailbox = Mailbox(f"box-{uuid.uuid4().hex[:10]}@example.com", secrets.token_urlsafe(12))
+        for server in (dovecot, smtp):
+            server.set_password(mailbox.login, mailbox.password)
+        return mailbox
+
+    return make
+
+
+@pytest.fixture
+def imap_agent(
+    local_api: Any,
+    org: Org,
+    mailbox_factory: Callable[[], Mailbox],
+    dovecot: DovecotServer,
+    imap_body: Callable[..., dict[str, Any]],
+) -> MailAgent:
+    """The org's agent, connected by IMAP/SMTP to a mailbox of its own, with its runtime's
+    token."""
+    mailbox = mailbox_factory()
+    body = imap_body(email=mailbox.login, password=mailbox.password)
+    assert org.client.put(org.config_path, body).status == 200
+    return MailAgent(local_api, org, mailbox, deliver=dovecot.deliver)
 
 
 @pytest.fixture

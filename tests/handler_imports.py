@@ -1,9 +1,9 @@
 """Run by test_cold_start.py in a fresh interpreter, with a function's Lambda environment:
 loads the function's handler as Lambda does, then, given a provider, does what the
-connection test does for a connection of that provider. Prints, as JSON, the modules
-loaded after each step and the checks the IMAP step ran.
+connection test (`check`) or the mail routes (`mail`) do for a connection of that provider.
+Prints, as JSON, the modules loaded after each step and the checks the IMAP step ran.
 
-    python tests/handler_imports.py FUNCTION CODE_URI HANDLER [imap|microsoft|google]
+    python tests/handler_imports.py FUNCTION CODE_URI HANDLER [PROVIDER [check|mail]]
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 from mailbridge_tools.functions import load_function_module
@@ -22,7 +23,41 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def use_provider(provider: str) -> list[str]:
+def open_mailbox(provider: str) -> list[str]:
+    """What a mail route does: the provider's token path (OAuth), then the mailbox, opened and
+    listed (IMAP: at a closed port, which fails at once after loading what it needs)."""
+    from mailbridge.connections.models import (
+        ImapConnection,
+        OAuthConnection,
+        Security,
+        ServerSettings,
+    )
+    from mailbridge.core.errors import MailServerError
+    from mailbridge.mail.mailboxes import open_mailbox
+    from mailbridge.oauth.providers import provider_client
+
+    connection: ImapConnection | OAuthConnection
+    if provider == "imap":
+        port = _closed_port()
+        connection = ImapConnection(
+            preset="custom",
+            email="agent@example.com",
+            username="agent@example.com",
+            imap=ServerSettings(host="127.0.0.1", port=port, security=Security.TLS),
+            smtp=ServerSettings(host="127.0.0.1", port=port, security=Security.STARTTLS),
+        )
+    else:
+        provider_client(provider)
+        connection = OAuthConnection(provider=provider, client_id="app", scopes=[])
+    with open_mailbox(connection, "credential") as mailbox, suppress(MailServerError):
+        if provider == "imap":  # nothing listens there: it fails, having loaded what it needs
+            mailbox.list_messages("inbox", unread_only=False, cursor=None, limit=1)
+    return []
+
+
+def use_provider(provider: str, step: str = "check") -> list[str]:
+    if step == "mail":
+        return open_mailbox(provider)
     if provider == "imap":
         from mailbridge.connections.checks import check_mail_servers
         from mailbridge.connections.models import ImapConnection, Security, ServerSettings
@@ -43,11 +78,13 @@ def use_provider(provider: str) -> list[str]:
     return []
 
 
-def main(function: str, code_uri: str, handler: str, provider: str | None = None) -> None:
+def main(
+    function: str, code_uri: str, handler: str, provider: str | None = None, step: str = "check"
+) -> None:
     load_function_module(function, Path(code_uri), handler)
     steps = {"at_import": sorted(sys.modules)}
     if provider:
-        checks = use_provider(provider)
+        checks = use_provider(provider, step)
         steps |= {"after_provider": sorted(sys.modules), "checks": checks}
     print(json.dumps(steps))
 

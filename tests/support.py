@@ -8,9 +8,11 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,8 @@ import requests
 from mailbridge_tools.sandbox import FakeGoogle, FakeMicrosoft
 
 MAILBOX = "agent@example.com"
+SENT_FOLDER = "Gesendete Elemente"  # the test Dovecot's folder marked \Sent
+MAIL_SCOPES = ("mail.read", "mail.send")
 MAILBOX_PASSWORD = "app-pass-7f3a9c"  # the canary: must never be seen outside the servers
 BULK_MAILBOX = "bulk@example.com"
 MAIL_TIMEOUT_SECONDS = 2.0
@@ -124,8 +128,10 @@ def register_agent(org_id: str, *, client_org_id: str | None = None) -> str:
 
 
 def make_org(local_api: Any) -> Org:
+    """An organization with an admin's client, as the Email tab has it (the mail scopes
+    too: the tab sends test messages)."""
     org_id = f"org-{uuid.uuid4().hex[:8]}"
-    token = local_api.issuer.mint(sub=f"user-{org_id}", org_id=org_id)
+    token = local_api.issuer.mint(sub=f"user-{org_id}", org_id=org_id, scopes=MAIL_SCOPES)
     return Org(org_id, ApiClient(local_api.url, token), register_agent(org_id))
 
 
@@ -268,3 +274,57 @@ class FuzzFigures:
                 f"{self.failures[operation]} failures"
             )
         return lines
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    login: str
+    password: str
+
+
+class MailAgent:
+    """An org's agent connected to a mailbox, with its runtime's API client (a token naming
+    the agent, with the mail scopes); `deliver` puts a message in its inbox."""
+
+    def __init__(
+        self,
+        local_api: Any,
+        org: Org,
+        mailbox: Mailbox,
+        *,
+        deliver: Callable[..., object],
+        agent_id: str | None = None,
+    ) -> None:
+        self.org, self.login, self.password = org, mailbox.login, mailbox.password
+        self.agent_id = agent_id or org.agent_id
+        self._deliver = deliver
+        token = local_api.issuer.mint(
+            sub=f"runtime-{self.agent_id}",
+            org_id=org.org_id,
+            agent_id=self.agent_id,
+            scopes=MAIL_SCOPES,
+        )
+        self.runtime = ApiClient(local_api.url, token)
+
+    def deliver(self, raw: bytes, *, unseen: bool = True) -> None:
+        self._deliver(self.login, raw, unseen=unseen)
+
+    @property
+    def send_path(self) -> str:
+        return f"/bridge/agents/{self.agent_id}/mail/send"
+
+    def messages_path(self, **query: Any) -> str:
+        given = {name: value for name, value in query.items() if value is not None}
+        suffix = f"?{urllib.parse.urlencode(given)}" if given else ""
+        return f"/bridge/agents/{self.agent_id}/mail/messages{suffix}"
+
+    def message_path(self, message_id: str) -> str:
+        return f"/bridge/agents/{self.agent_id}/mail/messages/{message_id}"
+
+    def send(self, body: dict[str, Any], *, key: str) -> dict[str, Any]:
+        response = self.runtime.request(
+            "POST", self.send_path, body, headers={"Idempotency-Key": key}
+        )
+        assert response.status == 200, response.text
+        sent: dict[str, Any] = response.json()
+        return sent

@@ -18,10 +18,15 @@ FUNCTIONS = ROOT / "functions"
 
 AWS_LIBRARIES = ("boto3", "botocore", "mypy_boto3_dynamodb", "mypy_boto3_secretsmanager")
 PROVIDER_LIBRARIES = ("imapclient", "imaplib", "smtplib", "msal", "google", "requests", "urllib3")
-DOMAIN = ("agents", "connections", "oauth", "orgs")
+DOMAIN = ("agents", "connections", "oauth", "orgs", "mail")
 FEATURE_MODELS = tuple(f"mailbridge.{feature}.models" for feature in DOMAIN)
 # Where the domain declares what it needs of the adapters.
-PORTS = ("mailbridge.oauth.providers", "mailbridge.connections.mail_servers")
+PORTS = (
+    "mailbridge.oauth.providers",
+    "mailbridge.connections.mail_servers",
+    "mailbridge.mail.mailboxes",
+    "mailbridge.mail.ids",
+)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ HANDLERS = {
     if target.handler
 }
 CONNECTION_TEST = function_serving(TEMPLATE, CONNECTION_TEST_ROUTE)
+LIST_MESSAGES_ROUTE = "GET /bridge/agents/{agentId}/mail/messages"
+SEND_ROUTE = "POST /bridge/agents/{agentId}/mail/send"
 CHILD = Path(__file__).with_name("handler_imports.py")
 
 # What each kind of connection needs, and only it: heavy libraries and our adapters for them.
@@ -43,8 +45,21 @@ PROVIDER_MODULES = {
     "microsoft": ("msal", "mailbridge.adapters.microsoft"),
     "google": ("google.auth", "google.oauth2", "mailbridge.adapters.google"),
 }
+# What the mail routes load for each kind of connection: its mailbox adapter and, for OAuth,
+# the provider's token path.
+MAIL_MODULES = {
+    "imap": ("imapclient", "imaplib", "smtplib", "mailbridge.adapters.imap_mailbox"),
+    "microsoft": ("msal", "mailbridge.adapters.microsoft", "mailbridge.adapters.graph"),
+    "google": ("google.auth", "mailbridge.adapters.google", "mailbridge.adapters.gmail"),
+}
+MAIL_FUNCTIONS = sorted(
+    {function_serving(TEMPLATE, route) for route in (LIST_MESSAGES_ROUTE, SEND_ROUTE)}
+)
 # No handler needs an adapter, or a provider's library, to start.
-NEVER_AT_IMPORT = ("mailbridge.adapters", *(m for ms in PROVIDER_MODULES.values() for m in ms))
+NEVER_AT_IMPORT = (
+    "mailbridge.adapters",
+    *(m for kind in (PROVIDER_MODULES, MAIL_MODULES) for ms in kind.values() for m in ms),
+)
 
 
 def loaded(modules: list[str], names: tuple[str, ...]) -> set[str]:
@@ -52,7 +67,9 @@ def loaded(modules: list[str], names: tuple[str, ...]) -> set[str]:
     return {m for m in modules if any(m == name or m.startswith(name + ".") for name in names)}
 
 
-def load_in_fresh_interpreter(function: str, provider: str | None = None) -> dict[str, list[str]]:
+def load_in_fresh_interpreter(
+    function: str, provider: str | None = None, step: str = "check"
+) -> dict[str, list[str]]:
     # The IMAP step connects to a closed loopback port: allowed as the sandbox allows it.
     environment = lambda_environment(TEMPLATE, function, Sandbox.parameters())
     completed = subprocess.run(
@@ -60,7 +77,7 @@ def load_in_fresh_interpreter(function: str, provider: str | None = None) -> dic
             sys.executable,
             str(CHILD),
             *HANDLERS[function].arguments(),
-            *([provider] if provider else []),
+            *([provider, step] if provider else []),
         ],
         env=environment,
         capture_output=True,
@@ -91,3 +108,16 @@ def test_a_connection_test_loads_its_provider_and_no_other(provider: str) -> Non
     assert loaded(after, tuple(others)) == set()
     if provider == "imap":
         assert steps["checks"] == ["imap", "smtp"]
+
+
+@pytest.mark.parametrize("function", MAIL_FUNCTIONS)
+@pytest.mark.parametrize("provider", sorted(MAIL_MODULES))
+def test_a_mail_route_loads_its_connections_adapter_and_no_other(
+    function: str, provider: str
+) -> None:
+    steps = load_in_fresh_interpreter(function, provider, "mail")
+    assert loaded(steps["at_import"], NEVER_AT_IMPORT) == set()
+    after = steps["after_provider"]
+    assert set(MAIL_MODULES[provider]) <= set(after)
+    others = [m for p, ms in MAIL_MODULES.items() if p != provider for m in ms]
+    assert loaded(after, tuple(others)) == set()

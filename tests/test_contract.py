@@ -260,7 +260,11 @@ def fuzz_session(
 ) -> Iterator[FuzzSession]:
     """The known ids registered and connected, an admin's token of their organization, and
     the figures."""
-    token = local_api.issuer.mint(sub="fuzzer", org_id=ORG)
+    # An admin whose token also carries the agent runtime's and the platform's scopes, so
+    # that fuzzed requests get past API Gateway to every function.
+    token = local_api.issuer.mint(
+        sub="fuzzer", org_id=ORG, scopes=("mail.read", "mail.send", "agents.manage")
+    )
     client = ApiClient(local_api.url, token)
     shared_app = {"client_id": GOOGLE_APP, "client_secret": "fuzz-secret"}
     for path, body in [

@@ -291,3 +291,22 @@ def test_org_and_client_org_banners(
     expect(page.locator("#org-banner")).to_be_visible()
     choose(page, "Email + Password")
     expect(page.locator("#org-banner")).to_be_hidden()
+
+
+def test_a_connected_agent_sends_a_test_message(
+    page: Page, local_api: Any, org: Org, imap_body: Any, smtp: SmtpServer
+) -> None:
+    assert org.client.put(org.config_path, imap_body()).status == 200
+    open_tab(page, local_api, org)
+    expect(page.locator("#test-message")).to_be_hidden()  # not connected yet
+    page.click("#test")
+    expect(badge(page)).to_have_text("Connected")
+    expect(page.locator("#test-message-to")).to_have_value(MAILBOX)
+    before = len(smtp.messages)
+    page.fill("#test-message-to", "someone@example.org")
+    page.click("#send-test-message")
+    expect(page.locator("#test-message-result")).to_have_text("Sent to someone@example.org.")
+    (received,) = smtp.messages[before:]
+    assert received.recipients == ["someone@example.org"]
+    assert b"Subject: Test message from your agent" in received.content
+    shoot(page, "test-message")

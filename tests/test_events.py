@@ -76,3 +76,22 @@ def test_the_org_settings_events_run_in_order(local_api: Any) -> None:
     assert run("delete_client_org_oauth_app")[0] == 204
     assert run("delete_email_policy")[0] == 204
     assert run("get_email_policy")[0] == 404
+
+
+def test_the_mail_and_agent_events_run_in_order(local_api: Any) -> None:
+    """The platform registers the agent, its runtime finds no connection to use, the platform
+    removes it (twice: removing is idempotent), and then it is not found."""
+
+    def run(name: str) -> tuple[int, Any]:
+        response = local_api.invoke(load(name))
+        return response["statusCode"], json.loads(response["body"] or "null")
+
+    status, body = run("put_agent")
+    assert (status, body["org_id"], body["name"]) == (200, "demo-org", "Demo agent"), body
+    for name in ("list_messages", "get_message", "mark_message", "get_attachment", "send_message"):
+        status, body = run(name)
+        assert (status, body["error"]["code"]) == (409, "not_configured"), (name, body)
+    assert run("delete_agent")[0] == 204
+    assert run("delete_agent")[0] == 204
+    status, body = run("list_messages")
+    assert (status, body["error"]["code"]) == (404, "agent_not_found")

@@ -83,12 +83,11 @@ def test_microsoft_end_to_end(microsoft_agent: OAuthAgent) -> None:
 
 def test_google_end_to_end_and_reauthorize(google_agent: OAuthAgent) -> None:
     # What email needs and nothing more (the original asked for calendar, drive, contacts).
+    # gmail.modify: reading, sending, and marking read; never deleting for good.
     assert google_agent.save()["config"]["scopes"] == [
         "openid",
         "email",
-        "https://www.googleapis.com/auth/gmail.readonly",
-        "https://www.googleapis.com/auth/gmail.compose",
-        "https://www.googleapis.com/auth/gmail.send",
+        "https://www.googleapis.com/auth/gmail.modify",
     ]
     page = google_agent.connect()
     assert posted(page)[0]["status"] == "connected"
@@ -96,7 +95,7 @@ def test_google_end_to_end_and_reauthorize(google_agent: OAuthAgent) -> None:
     assert tested["ok"] is True, tested
     assert (tested["email"], tested["inbox"]) == (GOOGLE_ACCOUNT, {"total": 1200, "unread": 31})
     granted = google_agent.get()["config"]["authorization"]["granted_scopes"]
-    assert "https://www.googleapis.com/auth/gmail.send" in granted
+    assert "https://www.googleapis.com/auth/gmail.modify" in granted
 
     url = google_agent.authorization_url("reauthorize")
     query = parse_qs(urlsplit(url).query)

@@ -315,24 +315,25 @@ def test_bad_policies_are_refused(org: Org, body: dict[str, Any], field: str) ->
 
 
 def test_sending_policy_refuses_recipients_and_counts_under_concurrency(org: Org) -> None:
+    """The policy the send route applies, under twelve concurrent senders (Lambda runs them
+    in separate instances; threads stand in for them)."""
     from mailbridge.core.errors import MailbridgeError
     from mailbridge.http.errors import STATUS
-    from mailbridge.orgs.sending_policy import SendingPolicy
-    from mailbridge.storage.agents import DynamoAgentStore
+    from mailbridge.orgs.sending_policy import authorize_message
     from mailbridge.storage.counters import DynamoCounterStore
     from mailbridge.storage.orgs import DynamoOrgStore
 
-    client_org = client_org_with_policy(
+    client_org_id = client_org_with_policy(
         org,
         allowed_recipients=["acme.example", "partner@supplier.example"],
         limits={"per_hour": 5, "per_day": 7},
     )
-    agent = register_agent(org.org_id, client_org_id=client_org)
-    policy = SendingPolicy(DynamoAgentStore(), DynamoOrgStore(), DynamoCounterStore())
+    client_org = DynamoOrgStore().get(org.org_id, client_org_id)
+    counters = DynamoCounterStore()
 
     with pytest.raises(MailbridgeError) as refused:
-        policy.authorize_message(
-            agent, ["bob@acme.example", "eve@evil.example", "x@supplier.example"]
+        authorize_message(
+            counters, client_org, ["bob@acme.example", "eve@evil.example", "x@supplier.example"]
         )
     assert refused.value.code == "recipients_not_allowed"
     assert "eve@evil.example, x@supplier.example" in refused.value.message
@@ -340,7 +341,7 @@ def test_sending_policy_refuses_recipients_and_counts_under_concurrency(org: Org
 
     def send(_: int) -> str:
         try:
-            policy.authorize_message(agent, ["partner@supplier.example"])
+            authorize_message(counters, client_org, ["partner@supplier.example"])
             return "sent"
         except MailbridgeError as error:
             return error.code
@@ -355,24 +356,13 @@ def test_sending_policy_refuses_recipients_and_counts_under_concurrency(org: Org
     results = []
     for _ in range(3):
         try:
-            policy.authorize_message(agent, ["a@acme.example"], now=next_hour)
+            authorize_message(counters, client_org, ["a@acme.example"], now=next_hour)
             results.append("sent")
         except MailbridgeError as error:
             results.append(error.code)
             assert STATUS[error.code] == 429
             assert "day" in error.message
     assert results == ["sent", "sent", "sending_limit_reached"]
-
-
-def test_agents_without_a_client_org_send_freely(org: Org) -> None:
-    from mailbridge.orgs.sending_policy import SendingPolicy
-    from mailbridge.storage.agents import DynamoAgentStore
-    from mailbridge.storage.counters import DynamoCounterStore
-    from mailbridge.storage.orgs import DynamoOrgStore
-
-    policy = SendingPolicy(DynamoAgentStore(), DynamoOrgStore(), DynamoCounterStore())
-    for _ in range(3):
-        policy.authorize_message(org.agent_id, ["anyone@anywhere.example"])
 
 
 def test_microsoft_shared_app_carries_its_tenant(

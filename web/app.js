@@ -16,18 +16,20 @@ const params = new URLSearchParams(window.location.hash.slice(1));
 const token = params.get("token") || "";
 const agentId = params.get("agent") || "demo-agent";
 const configPath = `/bridge/agents/${encodeURIComponent(agentId)}/email-config`;
+const sendPath = `/bridge/agents/${encodeURIComponent(agentId)}/mail/send`;
 
 const $ = (id) => document.getElementById(id);
 let view = null; // the last GET (or PUT) answer
 let presets = [];
 let method = "imap";
 
-async function api(method_, path, body) {
+async function api(method_, path, body, headers = {}) {
   const response = await fetch(API_ORIGIN + path, {
     method: method_,
     headers: {
       Authorization: `Bearer ${token}`,
       ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+      ...headers,
     },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
@@ -86,6 +88,20 @@ function render() {
   if (method === "imap") renderImap();
   else renderOAuth();
   $("test").disabled = $("disconnect").disabled = !(view && view.config);
+  renderTestMessage();
+}
+
+// The connection's own address: where a test message goes unless someone types another.
+function connectedAddress() {
+  const config = view && view.config;
+  if (!config) return "";
+  return config.provider === "imap" ? config.email : (config.authorization && config.authorization.email) || "";
+}
+
+function renderTestMessage() {
+  const connected = Boolean(view && view.status === "connected");
+  $("test-message").hidden = !connected;
+  if (connected && !$("test-message-to").value) $("test-message-to").value = connectedAddress();
 }
 
 function sharedApp() {
@@ -279,6 +295,33 @@ async function runTest() {
   }
 }
 
+async function sendTestMessage(event) {
+  event.preventDefault();
+  const result = $("test-message-result");
+  const to = $("test-message-to").value.trim();
+  $("send-test-message").disabled = true;
+  try {
+    // A new key per click: a retry of this request sends nothing twice, another click does.
+    const sent = await api(
+      "POST",
+      sendPath,
+      {
+        to: [to],
+        subject: "Test message from your agent",
+        text: "This message was sent from the Email tab to check that the agent can send mail.",
+      },
+      { "Idempotency-Key": crypto.randomUUID() },
+    );
+    result.textContent = `Sent to ${sent.recipients.join(", ")}.`;
+    await load();
+  } catch (error) {
+    result.textContent = `Not sent: ${error.message}${error.hint ? " " + error.hint : ""}`;
+  } finally {
+    result.hidden = false;
+    $("send-test-message").disabled = false;
+  }
+}
+
 async function disconnect() {
   if (!window.confirm("Disconnect this agent's mailbox? Its stored credentials are deleted.")) return;
   try {
@@ -311,6 +354,7 @@ async function start() {
   $("reauthorize").addEventListener("click", () => authorize("reauthorize"));
   $("test").addEventListener("click", runTest);
   $("disconnect").addEventListener("click", disconnect);
+  $("test-message-form").addEventListener("submit", sendTestMessage);
   try {
     presets = (await api("GET", "/bridge/email-presets")).presets;
     $("preset").replaceChildren(

@@ -32,17 +32,27 @@ class DevIssuer:
         role: str = "admin",
         ttl_seconds: int = 12 * 3600,
         org_claim: str = "org_id",
+        *,
+        scopes: tuple[str, ...] = (),
+        agent_id: str | None = None,
     ) -> str:
+        """A token as the platform's identity provider would issue it: for a person (with a
+        role), or for an agent's runtime (`agent_id`), with OAuth scopes when given."""
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": self.audience,
             "sub": sub,
             "iat": now,
             "exp": now + ttl_seconds,
             org_claim: org_id,
-            "role": role,
         }
+        if agent_id is None:
+            claims["role"] = role
+        else:
+            claims["agent_id"] = agent_id
+        if scopes:
+            claims["scope"] = " ".join(scopes)
         return jwt.encode(claims, self._key, algorithm=_ALGORITHM)
 
     def verify(self, authorization_header: str | None) -> dict[str, Any] | None:

@@ -30,7 +30,10 @@ _SCHEMA_REF = "#/components/schemas/"
 _PLATFORM_JWT = HTTPBearer(
     bearerFormat="JWT",
     description="The platform's JWT, verified by API Gateway's authorizer (issuer, audience, "
-    "expiry, signature); its `sub` and organization claim name the caller.",
+    "expiry, signature); its `sub` and organization claim name the caller. A route that lists "
+    "scopes needs a token whose `scope` (or `scp`) claim carries one of them: `mail.read` and "
+    "`mail.send` for an agent's mail (an agent runtime's token, whose `agent_id` claim names "
+    "its one agent, or an organization admin's), `agents.manage` for the platform.",
 )
 
 
@@ -64,9 +67,18 @@ def build_document(api_routes: list[Route]) -> dict[str, Any]:
         operation = operations.pop((route.function, route.method, route.path), None)
         if operation is None:
             raise ContractError(f"{route.route_key}: {route.function} declares no such route")
-        if bool(operation.get("security")) != route.authorized:
+        security = operation.get("security") or []
+        if bool(security) != route.authorized:
             raise ContractError(
                 f"{route.route_key}: the template's authorizer and the route's `security` disagree"
+            )
+        declared = sorted(
+            scope for requirement in security for s in requirement.values() for scope in s
+        )
+        if declared != sorted(route.scopes):
+            raise ContractError(
+                f"{route.route_key}: the template's AuthorizationScopes {list(route.scopes)} and "
+                f"the route's `security` scopes {declared} disagree"
             )
         _drop_powertools_422(operation["responses"])
         paths.setdefault(route.path, {})[route.method.lower()] = operation

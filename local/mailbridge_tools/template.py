@@ -61,6 +61,8 @@ class Route:
     code_uri: Path
     handler: str
     authorized: bool
+    # A token must carry one of these (API Gateway's AuthorizationScopes); empty: any token.
+    scopes: tuple[str, ...] = ()
 
     @property
     def route_key(self) -> str:
@@ -131,9 +133,8 @@ def routes(template: dict[str, Any], base_dir: Path = TEMPLATE_PATH.parent) -> l
             event_properties = event.get("Properties", {})
             if "Path" not in event_properties or "Method" not in event_properties:
                 raise TemplateError(f"{logical_id}.{event_id}: needs both Path and Method")
-            authorizer = event_properties.get("Auth", {}).get("Authorizer") or (
-                _default_authorizer(template, event_properties)
-            )
+            auth = event_properties.get("Auth", {})
+            authorizer = auth.get("Authorizer") or _default_authorizer(template, event_properties)
             found.append(
                 Route(
                     method=event_properties["Method"].upper(),
@@ -142,6 +143,7 @@ def routes(template: dict[str, Any], base_dir: Path = TEMPLATE_PATH.parent) -> l
                     code_uri=(base_dir / code_uri).resolve(),
                     handler=properties["Handler"],
                     authorized=authorizer not in (None, "NONE"),
+                    scopes=tuple(auth.get("AuthorizationScopes", ())),
                 )
             )
     return found

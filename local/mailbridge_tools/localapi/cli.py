@@ -9,12 +9,15 @@ import re
 import sys
 import threading
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 from . import LocalApi
 from .aws import set_env
 from .gateway import PATH_PARAMETER
 from .seed import CLIENT_AGENT_ID, CLIENT_ORG_ID, DEMO_AGENT_ID, DEMO_ORG_ID, seed_demo_agent
 from .web import OPENAPI_ROUTE
+
+MAIL_SCOPES = ("mail.read", "mail.send")
 
 
 def _placeholder(parameter: re.Match[str]) -> str:
@@ -26,13 +29,33 @@ def email_tab_url(api: LocalApi, token: str, agent_id: str) -> str:
     return f"{api.url}/#token={token}&agent={agent_id}"
 
 
-def welcome_text(api: LocalApi, token: str) -> str:
+@dataclass(frozen=True)
+class DevTokens:
+    """The three kinds of caller, as the platform's identity provider would issue them."""
+
+    person: str  # an organization admin, as the Email tab calls the API (mail scopes too)
+    agent: str  # the demo agent's runtime: its mail, and nothing else
+    platform: str  # the platform registering and removing agents
+
+
+def mint_dev_tokens(api: LocalApi) -> DevTokens:
+    return DevTokens(
+        person=api.issuer.mint(sub="dev-user", org_id=DEMO_ORG_ID, scopes=MAIL_SCOPES),
+        agent=api.issuer.mint(
+            sub="agent-runtime", org_id=DEMO_ORG_ID, agent_id=DEMO_AGENT_ID, scopes=MAIL_SCOPES
+        ),
+        platform=api.issuer.mint(sub="platform", org_id=DEMO_ORG_ID, scopes=("agents.manage",)),
+    )
+
+
+def welcome_text(api: LocalApi, tokens: DevTokens) -> str:
     """What `main` prints once the API is up."""
     auth = '-H "Authorization: Bearer $MAILBRIDGE_TOKEN"'
+    # The routes a reader can call as printed: no id to fill in but the demo agent's.
     examples = [
         f'  curl -s {auth} "{api.url}{PATH_PARAMETER.sub(_placeholder, route.path)}"'
         for route in api.routes
-        if route.method == "GET"
+        if route.method == "GET" and set(PATH_PARAMETER.findall(route.path)) <= {"agentId"}
     ]
     return "\n".join(
         [
@@ -44,10 +67,13 @@ def welcome_text(api: LocalApi, token: str) -> str:
             *(f"  {route.route_key}" for route in api.routes),
             "",
             f"Demo agent: {DEMO_AGENT_ID}, in organization {DEMO_ORG_ID}.",
-            f"Email tab: {email_tab_url(api, token, DEMO_AGENT_ID)}",
+            f"Email tab: {email_tab_url(api, tokens.person, DEMO_AGENT_ID)}",
             f"OpenAPI document: {api.url}{OPENAPI_ROUTE}",
-            f"Development token (sub dev-user, organization {DEMO_ORG_ID}, valid 12 hours):",
-            f"  export MAILBRIDGE_TOKEN={token}",
+            f"Development tokens, valid 12 hours, organization {DEMO_ORG_ID}: an admin (the "
+            "Email tab's), the demo agent's runtime, the platform:",
+            f"  export MAILBRIDGE_TOKEN={tokens.person}",
+            f"  export MAILBRIDGE_AGENT_TOKEN={tokens.agent}",
+            f"  export MAILBRIDGE_PLATFORM_TOKEN={tokens.platform}",
             "",
             "Try:",
             *examples,
@@ -95,11 +121,11 @@ def main(argv: list[str] | None = None) -> None:
         if sandbox is not None:
             sandbox.register_apps(api.url)
             sandbox.seed(api.url, api.issuer.mint(sub="dev-admin", org_id=DEMO_ORG_ID))
-        token = api.issuer.mint(sub="dev-user", org_id=DEMO_ORG_ID)
-        print(welcome_text(api, token), flush=True)
+        tokens = mint_dev_tokens(api)
+        print(welcome_text(api, tokens), flush=True)
         if sandbox is not None:
             print(f"\n{sandbox.describe(api.url, DEMO_AGENT_ID)}")
-            client_agent = email_tab_url(api, token, CLIENT_AGENT_ID)
+            client_agent = email_tab_url(api, tokens.person, CLIENT_AGENT_ID)
             print(f"  An agent of client organization {CLIENT_ORG_ID}: {client_agent}")
         print("\nEverything lives in memory and is gone after Ctrl-C.", flush=True)
         try:

@@ -148,7 +148,9 @@ def build_event(
         event["pathParameters"] = path_parameters
     if claims is not None:
         text_claims = {name: _claim_text(value) for name, value in claims.items()}
-        event["requestContext"]["authorizer"] = {"jwt": {"claims": text_claims, "scopes": None}}
+        # API Gateway passes the token's scopes on routes that require some.
+        scopes = sorted(token_scopes(claims)) if route.scopes else None
+        event["requestContext"]["authorizer"] = {"jwt": {"claims": text_claims, "scopes": scopes}}
     if request.body:
         try:
             event["body"] = request.body.decode("utf-8")
@@ -217,6 +219,8 @@ class Gateway:
             claims = self._issuer.verify(_header(request, "authorization"))
             if claims is None:
                 return gateway_error(401, "Unauthorized", ("WWW-Authenticate", "Bearer"))
+            if route.scopes and not token_scopes(claims) & set(route.scopes):
+                return gateway_error(403, "Forbidden")
         function = self._functions[route.function]
         try:
             event = build_event(request, route, path_parameters, claims)
@@ -225,6 +229,19 @@ class Gateway:
             # What Lambda would log; the caller learns nothing of it, as with API Gateway.
             _log.exception("%s failed on %s", function.name, route.route_key)
             return gateway_error(500, "Internal Server Error")
+
+
+def token_scopes(claims: dict[str, Any]) -> set[str]:
+    """The scopes a JWT grants, as API Gateway reads them: `scope` (space-separated) or
+    `scp` (a list, or space-separated)."""
+    found: set[str] = set()
+    for name in ("scope", "scp"):
+        value = claims.get(name)
+        if isinstance(value, str):
+            found.update(value.split())
+        elif isinstance(value, list):
+            found.update(str(item) for item in value)
+    return found
 
 
 def _header(request: HttpRequest, name: str) -> str | None:

@@ -38,6 +38,9 @@ def _accounts() -> tuple[str, str]:
     return me, me
 
 
+_PASSWD_RECHECK_SECONDS = 1.1
+
+
 def _listener(name: str, port: int, extra: str = "") -> str:
     return f"  inet_listener {name} {{\n    address = {LOOPBACK}\n    port = {port}\n{extra}  }}\n"
 
@@ -166,6 +169,23 @@ class DovecotServer:
         # A live server has its index already; build it now, not in the first client's STATUS.
         self._sync_inbox(login)
 
+    def set_password(self, login: str, password: str) -> None:
+        """Adds the user (at once), or changes its password (a password changed at the
+        provider, say), and returns once Dovecot takes it."""
+        changed = login in self._users
+        self._users[login] = password
+        self._write_passwd(login)
+        if changed:
+            # Dovecot looks at a passwd file it has read again at most once a second.
+            time.sleep(_PASSWD_RECHECK_SECONDS)
+
+    def _write_passwd(self, login: str) -> None:
+        """One file per user: a new user's file is read at its first login, with no wait."""
+        passwd = self.root / "passwd.d" / login
+        staged = passwd.with_suffix(".new")
+        staged.write_text(f"{login}:{self._users[login]}::::::\n")
+        staged.replace(passwd)  # whole, or not at all, for a reader in between
+
     def deliver(self, login: str, raw: bytes, *, unseen: bool = True) -> None:
         """Puts the exact message `raw` in `login`'s INBOX, as a delivery agent does (a
         Maildir file written in tmp/ and moved into place). IMAP gives back the same bytes
@@ -231,10 +251,9 @@ class DovecotServer:
 
     def _write_config(self) -> Path:
         internal_user, login_user = _accounts()
-        passwd = self.root / "passwd"
-        passwd.write_text(
-            "".join(f"{user}:{password}::::::\n" for user, password in self._users.items())
-        )
+        (self.root / "passwd.d").mkdir()
+        for login in self._users:
+            self._write_passwd(login)
         (self.root / "mail").mkdir()
         self._hand_mail_to_dovecot()
         account = pwd.getpwnam(internal_user)
@@ -274,7 +293,7 @@ class DovecotServer:
             f"{tls}"
             "passdb {\n"
             "  driver = passwd-file\n"
-            f"  args = scheme=PLAIN username_format=%u {passwd}\n"
+            f"  args = scheme=PLAIN username_format=%u {self.root}/passwd.d/%u\n"
             "}\n"
             "userdb {\n"
             "  driver = static\n"

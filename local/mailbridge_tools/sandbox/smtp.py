@@ -44,6 +44,10 @@ class _Mailroom:
         self.auth_attempts = 0
         self._refusals: dict[Command, str] = {}
 
+    def set_password(self, login: str, password: str) -> None:
+        with self._lock:
+            self._users[login] = password
+
     def refuse_next(self, command: Command, reply: str) -> None:
         with self._lock:
             self._refusals[command] = reply
@@ -169,6 +173,10 @@ class SmtpServer:
     @property
     def auth_attempts(self) -> int:
         return self._mailroom.auth_attempts
+
+    def set_password(self, login: str, password: str) -> None:
+        """Adds the user, or changes its password, at once."""
+        self._mailroom.set_password(login, password)
 
     def refuse_next(self, command: Command, reply: str = "451 4.7.1 Try again later") -> None:
         """The next MAIL, RCPT or DATA (on either port) gets `reply` instead: a temporary

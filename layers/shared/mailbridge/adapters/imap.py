@@ -1,4 +1,5 @@
-"""IMAP check: login and `STATUS INBOX (MESSAGES UNSEEN)`.
+"""IMAP sessions, secured and logged in through the SSRF guard, the translation of their
+failures, and the check: login and `STATUS INBOX (MESSAGES UNSEEN)`.
 
 STATUS costs the same for ten messages or fifty thousand; SELECT + SEARCH would not.
 """
@@ -7,12 +8,14 @@ from __future__ import annotations
 
 import imaplib
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import LoginError
 from imapclient.tls import IMAP4_TLS, wrap_socket
 
-from ..connections.models import ImapConnection, InboxCounts, Security
+from ..connections.models import ImapConnection, InboxCounts, Security, ServerSettings
 from ..core.errors import ErrorCode
 from .mailnet import (
     classify_network_error,
@@ -46,45 +49,55 @@ class _IMAPClient(IMAPClient):  # type: ignore[misc]
 
 def check_imap(connection: ImapConnection, password: str, timeout: float) -> InboxCounts:
     """Login and inbox counts, all within `timeout` seconds."""
-    with whole_exchange_within(timeout, "IMAP", connection.imap):
-        return _check(connection, password, timeout)
-
-
-def _check(connection: ImapConnection, password: str, timeout: float) -> InboxCounts:
     server = connection.imap
+    with (
+        whole_exchange_within(timeout, "IMAP", server),
+        imap_errors(server),
+        logged_in(connection, password, timeout) as client,
+    ):
+        status = client.folder_status("INBOX", [b"MESSAGES", b"UNSEEN"])
+        return InboxCounts(total=status[b"MESSAGES"], unread=status[b"UNSEEN"])
+
+
+@contextmanager
+def imap_errors(server: ServerSettings) -> Iterator[None]:
+    """Whatever the block's IMAP exchange fails with, as a MailServerError. An answer that is
+    not the one asked for (a garbled STATUS, say) is the server's error, not ours."""
     try:
-        client = _IMAPClient(
-            server.host,
-            port=server.port,
-            ssl=server.security is Security.TLS,
-            ssl_context=tls_context(),
-            timeout=SocketTimeout(connect=timeout, read=timeout),
-        )
-        try:
-            if server.security is Security.STARTTLS:
-                # Never log in on a connection that stayed plain.
-                if not client.has_capability("STARTTLS"):
-                    raise server_error(ErrorCode.STARTTLS_UNAVAILABLE, "IMAP", server)
-                client.starttls(tls_context())
-            client.login(connection.username, password)
-            try:
-                status = client.folder_status("INBOX", [b"MESSAGES", b"UNSEEN"])
-                return InboxCounts(total=status[b"MESSAGES"], unread=status[b"UNSEEN"])
-            except (KeyError, IndexError, TypeError, ValueError) as error:
-                # An answer that is not the STATUS asked for: the server's error, not ours.
-                raise server_error(ErrorCode.SERVER_ERROR, "IMAP", server) from error
-        finally:
-            _close(client)
+        yield
     except LoginError as error:
         raise server_error(ErrorCode.AUTH_FAILED, "IMAP", server) from error
     except OSError as error:
         raise classify_network_error(error, "IMAP", server) from error
-    except imaplib.IMAP4.error as error:
+    except (imaplib.IMAP4.error, KeyError, IndexError, TypeError, ValueError) as error:
         raise server_error(ErrorCode.SERVER_ERROR, "IMAP", server) from error
 
 
+@contextmanager
+def logged_in(connection: ImapConnection, password: str, timeout: float) -> Iterator[IMAPClient]:
+    """A session secured and logged in; LOGOUT at the end. Use within `imap_errors`."""
+    server = connection.imap
+    client = _IMAPClient(
+        server.host,
+        port=server.port,
+        ssl=server.security is Security.TLS,
+        ssl_context=tls_context(),
+        timeout=SocketTimeout(connect=timeout, read=timeout),
+    )
+    try:
+        if server.security is Security.STARTTLS:
+            # Never log in on a connection that stayed plain.
+            if not client.has_capability("STARTTLS"):
+                raise server_error(ErrorCode.STARTTLS_UNAVAILABLE, "IMAP", server)
+            client.starttls(tls_context())
+        client.login(connection.username, password)
+        yield client
+    finally:
+        _close(client)
+
+
 def _close(client: IMAPClient) -> None:
-    # LOGOUT is a courtesy: the check's outcome is already known when it fails.
+    # LOGOUT is a courtesy: the outcome is already known when it fails.
     try:
         client.logout()
     except (OSError, imaplib.IMAP4.error):

@@ -102,8 +102,17 @@ def classify_network_error(
     return server_error(code, protocol, server)
 
 
-def server_error(code: ErrorCode, protocol: str, server: ServerSettings) -> MailServerError:
-    return MailServerError(code, protocol, server.host, server.port)
+def server_error(
+    code: ErrorCode,
+    protocol: str,
+    server: ServerSettings,
+    *,
+    detail: str = "",
+    retry_after: int | None = None,
+) -> MailServerError:
+    return MailServerError(
+        code, protocol, server.host, server.port, detail=detail, retry_after=retry_after
+    )
 
 
 @contextmanager

@@ -17,6 +17,7 @@ import urllib3
 from ..core.deadline import Deadline, watch
 from ..core.errors import ErrorCode, ProviderError
 from ..core.settings import settings
+from ..mail.ids import message_not_found
 from ..oauth.providers import Permission, permission_problem
 
 
@@ -63,6 +64,10 @@ class _DeadlineSession(requests.Session):
                 raise
 
 
+# A provider that throttles without saying for how long.
+_RETRY_AFTER_SECONDS = 60
+
+
 @cache
 def session() -> requests.Session:
     """Reused by warm invocations, so keep-alive connections to the provider survive. It
@@ -101,20 +106,53 @@ def reading_answer(provider: str) -> Iterator[None]:
         raise ProviderError(ErrorCode.PROVIDER_ERROR, provider) from error
 
 
-def get_json(provider: str, url: str, access_token: str, *, needs: Permission) -> dict[str, Any]:
-    """GET a mail API resource; a 403 means the grant lacks `needs`."""
+def call(
+    provider: str,
+    method: str,
+    url: str,
+    access_token: str,
+    *,
+    needs: Permission,
+    names_a_message: bool = False,
+    refused: ErrorCode = ErrorCode.PROVIDER_ERROR,
+    headers: dict[str, str] | None = None,
+    **arguments: Any,
+) -> requests.Response:
+    """A mail API request with the agent's access token, answered or classified: 401 asks
+    for re-authorization, 403 means the grant lacks `needs`, 404 of a URL that
+    `names_a_message` is `message_not_found`, 429 asks to slow down (Retry-After kept), and
+    another 4xx is `refused`."""
     try:
-        response = session().get(
-            url, headers={"Authorization": f"Bearer {access_token}"}, timeout=timeout()
+        response = session().request(
+            method,
+            url,
+            headers={"Authorization": f"Bearer {access_token}", **(headers or {})},
+            timeout=timeout(),
+            **arguments,
         )
     except requests.RequestException as error:
         raise network_problem(error, provider) from error
-    if response.status_code == 401:
+    status = response.status_code
+    if status == 401:
         raise ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, provider)
-    if response.status_code == 403:
+    if status == 403:
         raise permission_problem(provider, [needs])
+    if status == 404 and names_a_message:
+        raise message_not_found()
+    if status == 429:
+        retry_after = response.headers.get("Retry-After", "")
+        seconds = int(retry_after) if retry_after.isdigit() else _RETRY_AFTER_SECONDS
+        raise ProviderError(ErrorCode.PROVIDER_THROTTLED, provider, retry_after=max(1, seconds))
+    if 400 <= status < 500:
+        raise ProviderError(refused, provider)
     if not response.ok:
         raise ProviderError(ErrorCode.PROVIDER_ERROR, provider)
+    return response
+
+
+def get_json(provider: str, url: str, access_token: str, *, needs: Permission) -> dict[str, Any]:
+    """GET a mail API resource, as JSON."""
+    response = call(provider, "GET", url, access_token, needs=needs)
     with reading_answer(provider):
         body: dict[str, Any] = response.json()
     return body

@@ -1,12 +1,15 @@
-"""SMTP check: EHLO, TLS, AUTH and QUIT. No message is sent."""
+"""SMTP: the check (EHLO, TLS, AUTH and QUIT; nothing sent) and sending a message, both over
+the same logged-in dialogue, each within its timeout."""
 
 from __future__ import annotations
 
 import smtplib
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from ..connections.models import ImapConnection, Security
-from ..core.errors import ErrorCode
+from ..connections.models import ImapConnection, Security, ServerSettings
+from ..core.errors import ErrorCode, MailServerError
 from .mailnet import (
     classify_network_error,
     open_connection,
@@ -17,6 +20,8 @@ from .mailnet import (
 
 # smtplib would otherwise call socket.getfqdn(), a DNS round trip that can stall a Lambda.
 _EHLO_NAME = "mailbridge.invalid"
+# A server that answers 4xx asks to try again later; it rarely says when.
+_RETRY_AFTER_SECONDS = 60
 
 
 class _SMTP(smtplib.SMTP):
@@ -34,11 +39,50 @@ class _SMTP_SSL(smtplib.SMTP_SSL):
 
 def check_smtp(connection: ImapConnection, password: str, timeout: float) -> None:
     """EHLO, TLS and AUTH, all within `timeout` seconds."""
-    with whole_exchange_within(timeout, "SMTP", connection.smtp):
-        _check(connection, password, timeout)
+    with (
+        whole_exchange_within(timeout, "SMTP", connection.smtp),
+        _logged_in(connection, password, timeout),
+    ):
+        pass
 
 
-def _check(connection: ImapConnection, password: str, timeout: float) -> None:
+def send(
+    connection: ImapConnection, password: str, recipients: list[str], data: bytes, timeout: float
+) -> list[str]:
+    """Submit `data` from the connection's address to `recipients`, within `timeout` seconds;
+    the recipients the server refused while taking the others."""
+    server = connection.smtp
+    with (
+        whole_exchange_within(timeout, "SMTP", server),
+        _logged_in(connection, password, timeout) as client,
+    ):
+        try:
+            refused = client.sendmail(connection.email, recipients, data)
+        except smtplib.SMTPRecipientsRefused as error:
+            raise _refusal(server, error.recipients) from error
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as error:
+            raise _refusal(server, {}, error.smtp_code) from error
+    return sorted(refused)
+
+
+def _refusal(
+    server: ServerSettings, recipients: dict[str, tuple[int, bytes]], code: int = 0
+) -> MailServerError:
+    """A 4xx anywhere means "later"; a 5xx is final, and names the recipients it was for
+    (our own addresses, never the server's words)."""
+    codes = [code] if code else [answer[0] for answer in recipients.values()]
+    if codes and all(400 <= found < 500 for found in codes):
+        return server_error(ErrorCode.SERVER_BUSY, "SMTP", server, retry_after=_RETRY_AFTER_SECONDS)
+    if recipients:
+        return server_error(
+            ErrorCode.RECIPIENTS_REFUSED, "SMTP", server, detail=", ".join(sorted(recipients))
+        )
+    return server_error(ErrorCode.MESSAGE_REFUSED, "SMTP", server)
+
+
+@contextmanager
+def _logged_in(connection: ImapConnection, password: str, timeout: float) -> Iterator[smtplib.SMTP]:
+    """A dialogue secured and authenticated; QUIT at the end. Failures are MailServerErrors."""
     server = connection.smtp
     try:
         client: smtplib.SMTP
@@ -62,6 +106,7 @@ def _check(connection: ImapConnection, password: str, timeout: float) -> None:
             if not client.has_extn("auth"):
                 raise server_error(ErrorCode.AUTH_UNAVAILABLE, "SMTP", server)
             client.login(connection.username, password)
+            yield client
     except smtplib.SMTPAuthenticationError as error:
         raise server_error(ErrorCode.AUTH_FAILED, "SMTP", server) from error
     except smtplib.SMTPServerDisconnected as error:

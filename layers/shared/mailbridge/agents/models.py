@@ -15,8 +15,11 @@ class Agent(BaseModel):
 
 
 class Caller(BaseModel):
-    """Who is calling, from the JWT the API Gateway authorizer already verified."""
+    """Who is calling, from the JWT the API Gateway authorizer already verified: a person of
+    the organization (an admin or a member), or an agent's runtime, whose token names the one
+    agent it may act for."""
 
     subject: str
     org_id: str
     is_admin: bool = False
+    agent_id: str | None = None

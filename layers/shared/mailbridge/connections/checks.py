@@ -121,10 +121,12 @@ def check_mail_servers(
     (imap_check, inbox), (smtp_check, _) = imap.result(), smtp.result()
     checks = [imap_check, smtp_check]
     error = next((check.error for check in checks if check.error), None)
+    # What the IMAP server confirmed is the login, which may differ from the address saved.
+    login = connection.username if imap_check.ok else None
     return ConnectionTestResult(
         ok=error is None,
-        # Confirmed: the IMAP server accepted this account's login.
-        email=connection.email if imap_check.ok else None,
+        email=login if login and "@" in login else None,
+        login=login,
         inbox=inbox,
         checks=checks,
         error=error,

@@ -223,7 +223,11 @@ class CheckResult(BaseModel):
 
 class ConnectionTestResult(BaseModel):
     ok: bool
-    email: str | None = Field(description="The address the provider confirmed.")
+    email: str | None = Field(
+        description="The address the provider confirmed: the account's (OAuth), or the login "
+        "the IMAP server accepted when it is an address."
+    )
+    login: str | None = Field(default=None, description="IMAP: the login name the server accepted.")
     inbox: InboxCounts | None
     checks: list[CheckResult]
     error: Problem | None = Field(description="The first failing check's problem, if any.")

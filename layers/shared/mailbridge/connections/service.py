@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..agents.access import load_owned_agent
-from ..agents.models import Caller
+from ..agents.models import Agent, Caller
 from ..core.errors import ErrorCode, InvalidField, MailbridgeError, StaleWrite, Unavailable
 from ..core.observability import logger
 from ..core.settings import settings
@@ -191,6 +191,9 @@ def save_email_config(
         shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
         if isinstance(request, ImapConfigRequest):
             require_email_domain(client_org, str(request.email), "email")
+            if request.username and "@" in request.username:
+                # A login that is an address is the mailbox's own: the same rule holds.
+                require_email_domain(client_org, request.username, "username")
             connection: Connection = _imap_connection(request)
         else:
             connection = _oauth_connection(request, current, shared)
@@ -303,13 +306,24 @@ def delete_email_config(
     secrets. Deleting what is already gone succeeds, so a retry after a failure half-way
     finishes the job."""
     agent, current = load_owned_agent(agents, caller, agent_id)
+    disconnect(agents, secrets, orgs, agent, current)
+    shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
+    return view(agent_id, None, shared, client_org)
+
+
+def disconnect(
+    agents: AgentStore,
+    secrets: SecretStore,
+    orgs: OrgStore,
+    agent: Agent,
+    current: StoredConfig | None,
+) -> None:
+    """Revoke where the provider allows, then delete the record and the agent's secrets."""
     if current is not None:
         if current.tokens is not None:
             revoke_tokens(secrets, orgs, agent, current, current.tokens)
         # The record first: a failure after it leaves secrets nothing reads, at the agent's
         # fixed names, which the retry deletes; never a record pointing at a missing secret.
-        agents.delete_config(agent_id)
-    secrets.delete(secrets.name_for(agent_id))
-    secrets.delete(secrets.token_name_for(agent_id))
-    shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
-    return view(agent_id, None, shared, client_org)
+        agents.delete_config(agent.agent_id)
+    secrets.delete(secrets.name_for(agent.agent_id))
+    secrets.delete(secrets.token_name_for(agent.agent_id))

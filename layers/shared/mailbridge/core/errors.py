@@ -41,19 +41,27 @@ class ErrorCode(StrEnum):
     AGENT_NOT_FOUND = "agent_not_found"
     CLIENT_ORG_NOT_FOUND = "client_org_not_found"
     OAUTH_APP_NOT_FOUND = "oauth_app_not_found"
+    MESSAGE_NOT_FOUND = "message_not_found"
+    FOLDER_NOT_FOUND = "folder_not_found"
+    ATTACHMENT_NOT_FOUND = "attachment_not_found"
+    AGENT_TOKEN_NOT_ALLOWED = "agent_token_not_allowed"
+    IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required"
     # What is stored does not allow it
     NOT_CONFIGURED = "not_configured"
     NOT_OAUTH = "not_oauth"
     NOT_AUTHORIZED = "not_authorized"
     CONCURRENT_UPDATE = "concurrent_update"
     VERSION_MISMATCH = "version_mismatch"
-    SECRET_MISSING = "secret_missing"  # noqa: S105 - a code, not a secret
+    SECRET_MISSING = "secret_missing"
     RECIPIENTS_NOT_ALLOWED = "recipients_not_allowed"
     RATE_LIMITED = "rate_limited"
     SENDING_LIMIT_REACHED = "sending_limit_reached"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    REQUEST_IN_PROGRESS = "request_in_progress"
+    ATTACHMENT_TOO_LARGE = "attachment_too_large"
     # Our side
     STORAGE_UNAVAILABLE = "storage_unavailable"
-    TOKEN_REFRESH_BUSY = "token_refresh_busy"  # noqa: S105 - a code, not a secret
+    TOKEN_REFRESH_BUSY = "token_refresh_busy"
     OAUTH_NOT_CONFIGURED = "oauth_not_configured"
     INTERNAL_ERROR = "internal_error"
     # The OAuth callback
@@ -71,6 +79,7 @@ class ErrorCode(StrEnum):
     OAUTH_APP_REMOVED = "oauth_app_removed"
     EMAIL_DOMAIN_NOT_ALLOWED = "email_domain_not_allowed"
     PROVIDER_ERROR = "provider_error"
+    PROVIDER_THROTTLED = "provider_throttled"
     # Either a provider or a mail server
     TIMEOUT = "timeout"
     CONNECTION_FAILED = "connection_failed"
@@ -84,6 +93,9 @@ class ErrorCode(StrEnum):
     STARTTLS_UNAVAILABLE = "starttls_unavailable"
     ADDRESS_NOT_ALLOWED = "address_not_allowed"
     SERVER_ERROR = "server_error"
+    SERVER_BUSY = "server_busy"
+    RECIPIENTS_REFUSED = "recipients_refused"
+    MESSAGE_REFUSED = "message_refused"
 
 
 class MailbridgeError(Exception):
@@ -192,6 +204,14 @@ _PROVIDER_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
         "{provider} answered with an unexpected error.",
         "Try again in a few minutes; if it persists, check the provider's status page.",
     ),
+    ErrorCode.PROVIDER_THROTTLED: (
+        "{provider} asks this mailbox to slow down.",
+        "Retry after the seconds Retry-After says; nothing was done this time.",
+    ),
+    ErrorCode.MESSAGE_REFUSED: (
+        "{provider} refused the message{detail}.",
+        "Check the recipients and the attachments' size and kind.",
+    ),
     ErrorCode.TIMEOUT: (
         "{provider} did not answer within {timeout:g} seconds.",
         "Try again in a few minutes.",
@@ -212,7 +232,13 @@ class ProviderError(MailbridgeError):
     text); `detail` and `scope` fill the catalogue's sentences."""
 
     def __init__(
-        self, code: ErrorCode, provider: str, *, detail: str = "", scope: str = ""
+        self,
+        code: ErrorCode,
+        provider: str,
+        *,
+        detail: str = "",
+        scope: str = "",
+        retry_after: int | None = None,
     ) -> None:
         message, hint = _PROVIDER_CATALOGUE[code]
         values = {
@@ -222,7 +248,9 @@ class ProviderError(MailbridgeError):
             "timeout": settings().provider_timeout_seconds,
             "redirect_uri": settings().oauth_redirect_uri,
         }
-        super().__init__(code, message.format(**values), hint=hint.format(**values))
+        super().__init__(
+            code, message.format(**values), hint=hint.format(**values), retry_after=retry_after
+        )
 
 
 # ---- mail servers ----------------------------------------------------------------------
@@ -278,14 +306,36 @@ _MAIL_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
         "{proto} server {server} answered with an unexpected error.",
         "Try again in a few minutes; if it persists, check the provider's status page.",
     ),
+    ErrorCode.SERVER_BUSY: (
+        "{proto} server {server} asked to try again later.",
+        "Retry after the seconds Retry-After says; nothing was sent this time.",
+    ),
+    ErrorCode.RECIPIENTS_REFUSED: (
+        "{proto} server {server} refused recipients: {detail}.",
+        "Check these addresses; nothing was sent.",
+    ),
+    ErrorCode.MESSAGE_REFUSED: (
+        "{proto} server {server} refused the message.",
+        "Check the attachments' size and kind, and that the account may send from its address.",
+    ),
 }
 _PORTS = {"IMAP": ("993", "143"), "SMTP": ("465", "587")}
 
 
 class MailServerError(MailbridgeError):
-    """An IMAP or SMTP server failed or refused, in our own words (never the server's text)."""
+    """An IMAP or SMTP server failed or refused, in our own words (never the server's text);
+    `detail` fills the catalogue's sentences."""
 
-    def __init__(self, code: ErrorCode, protocol: str, host: str, port: int) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        protocol: str,
+        host: str,
+        port: int,
+        *,
+        detail: str = "",
+        retry_after: int | None = None,
+    ) -> None:
         tls_port, starttls_port = _PORTS[protocol]
         values = {
             "proto": protocol,
@@ -294,6 +344,9 @@ class MailServerError(MailbridgeError):
             "tls_ports": tls_port,
             "starttls_ports": starttls_port,
             "ports": f"{tls_port} (TLS) and {starttls_port} (STARTTLS)",
+            "detail": detail,
         }
         message, hint = _MAIL_CATALOGUE[code]
-        super().__init__(code, message.format(**values), hint=hint.format(**values))
+        super().__init__(
+            code, message.format(**values), hint=hint.format(**values), retry_after=retry_after
+        )

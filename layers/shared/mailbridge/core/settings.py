@@ -70,6 +70,11 @@ class Settings(BaseModel):
     # The claim carrying the caller's role, and the value that makes an org admin.
     role_claim: str = Field(alias="ROLE_CLAIM", default="role", min_length=1)
     admin_role: str = Field(alias="ADMIN_ROLE", default="admin", min_length=1)
+    # The claim of an agent runtime's token naming the one agent it may act for.
+    agent_claim: str = Field(alias="AGENT_CLAIM", default="agent_id", min_length=1)
+    # The largest accepted body of a message to send (attachments in base64 within JSON);
+    # other routes keep MAX_BODY_BYTES.
+    max_send_bytes: int = Field(alias="MAX_SEND_BYTES", default=5 * 1024 * 1024, ge=1)
     # For each whole mail check (connect, TLS, login, each read); well under the functions'
     # 29 s timeout, so a dead server becomes a `timeout` result, never a Lambda timeout.
     mail_timeout_seconds: Seconds = Field(alias="MAIL_TIMEOUT_SECONDS", default=10)

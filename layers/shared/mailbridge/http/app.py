@@ -61,13 +61,12 @@ def create_app() -> APIGatewayHttpResolver:
     return app
 
 
-def _refused_body(event: dict[str, Any]) -> MailbridgeError | None:
+def _refused_body(event: dict[str, Any], limit: int) -> MailbridgeError | None:
     """Why the request's body is refused before any parsing, if it is: too large, not JSON
     (Powertools would read a form, and fail on a multipart body without a boundary), not
     UTF-8 (API Gateway passes such a body in base64, which Powertools fails to decode), or
     JSON nested past Python's recursion limit (on which Powertools' parser crashes)."""
     body = event.get("body") or ""
-    limit = settings().max_body_bytes
     # In bytes, as sent: base64 carries 3 bytes in 4 characters, UTF-8 up to 4 in one.
     size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
     if size > limit:
@@ -102,10 +101,12 @@ def _refused_body(event: dict[str, Any]) -> MailbridgeError | None:
 
 
 def lambda_handler(
-    app: APIGatewayHttpResolver,
+    app: APIGatewayHttpResolver, *, max_body_bytes: int | None = None
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
-    """The Lambda entry point for `app`, with logging, metrics, the body checks and the
-    invocation's deadline."""
+    """The Lambda entry point for `app`, with logging, metrics, the body checks (bodies up to
+    `max_body_bytes`, by default the deployment's MAX_BODY_BYTES) and the invocation's
+    deadline."""
+    limit = max_body_bytes or settings().max_body_bytes
 
     # clear_state: keys appended for one request never leak into the next one's logs.
     @logger.inject_lambda_context(
@@ -114,7 +115,7 @@ def lambda_handler(
     @metrics.log_metrics
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.append_keys(path_parameters=event.get("pathParameters"))
-        refused = _refused_body(event)
+        refused = _refused_body(event, limit)
         if refused is not None:
             return {
                 "statusCode": STATUS[refused.code],

@@ -24,15 +24,25 @@ def current_caller(app: APIGatewayHttpResolver) -> Caller:
     authorizer = app.current_event.request_context.authorizer
     claims: dict[str, Any] = (authorizer.jwt_claim if authorizer else None) or {}
     org_id = claims.get(settings().org_claim)
-    if not org_id or not claims.get("sub") or not re.fullmatch(ID_PATTERN, str(org_id)):
+    agent_id = claims.get(settings().agent_claim)
+    if (
+        not org_id
+        or not claims.get("sub")
+        or not re.fullmatch(ID_PATTERN, str(org_id))
+        or (agent_id is not None and not re.fullmatch(ID_PATTERN, str(agent_id)))
+    ):
         raise MailbridgeError(
             ErrorCode.UNAUTHORIZED, "The token does not name a user and an organization."
         )
     # Every later log line of this request says who asked.
-    logger.append_keys(org_id=str(org_id), caller=str(claims["sub"]))
+    logger.append_keys(org_id=str(org_id), caller=str(claims["sub"]), agent_token=agent_id)
     role = claims.get(settings().role_claim)
     return Caller(
-        subject=str(claims["sub"]), org_id=str(org_id), is_admin=role == settings().admin_role
+        subject=str(claims["sub"]),
+        org_id=str(org_id),
+        # An agent's token is never an admin's, whatever role it carries.
+        is_admin=agent_id is None and role == settings().admin_role,
+        agent_id=None if agent_id is None else str(agent_id),
     )
 
 

@@ -22,32 +22,47 @@ from .models import ErrorResponse, GatewayError
 BEARER_SCHEME = "platformJwt"
 # The `security` of every route behind the authorizer.
 JWT: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
+# The scopes a token must carry (one of a route's) on the routes of the agent runtime and of
+# the platform; template.yaml's AuthorizationScopes make API Gateway check them.
+MAIL_READ, MAIL_SEND, AGENTS_MANAGE = "mail.read", "mail.send", "agents.manage"
+
+
+def jwt_with(*scopes: str) -> list[dict[str, list[str]]]:
+    """The `security` of a route whose token must carry one of `scopes`."""
+    return [{BEARER_SCHEME: list(scopes)}]
+
 
 _ERRORS = {
     400: "The body is not valid JSON (`invalid_json`).",
     401: "No valid bearer token (API Gateway's own answer), or a token that names no user or "
     "organization (`unauthorized`).",
-    403: "Only the organization's admins may do this (`admin_required`).",
+    403: "Only the organization's admins may do this (`admin_required`), or an agent's token "
+    "asks for organization settings (`agent_token_not_allowed`); API Gateway's own 403 when "
+    "the token lacks the route's scope.",
     404: "Nothing by that id in the caller's organization; another organization's resource "
     "answers the same.",
     409: "The current state does not allow it; the code says why.",
     412: "`If-Match` names a version that is no longer current (`version_mismatch`).",
     413: "The body is larger than the deployment's limit, 64 KiB by default "
-    "(`payload_too_large`), or than API Gateway's 10 MB.",
+    "(`payload_too_large`), or than API Gateway's 10 MB; or an attachment to download is "
+    "larger than 4 MiB (`attachment_too_large`).",
     415: "The body's Content-Type is not application/json (`unsupported_media_type`).",
     422: "A parameter or body field breaks a rule; `field` names it.",
-    429: "Too many requests (`rate_limited`): retry after `Retry-After` seconds.",
+    429: "Too many requests (`rate_limited`, `sending_limit_reached`), or the provider or mail "
+    "server asks to slow down (`provider_throttled`, `server_busy`): retry after "
+    "`Retry-After` seconds.",
     500: "A bug (`internal_error`); nothing about it is returned.",
-    502: "The OAuth provider failed (`timeout`, `connection_failed`, `tls_certificate_invalid`, "
-    "`provider_error`).",
+    502: "The provider or mail server failed (`timeout`, `connection_failed`, "
+    "`tls_certificate_invalid`, `provider_error`, `server_error`...).",
     503: "A dependency failed (`storage_unavailable`, `token_refresh_busy`: retry after "
     "`Retry-After` seconds; what is stored is wholly the old or the new state) or is not set "
     "up (`oauth_not_configured`).",
 }
 # Every request passes the body checks and the handler of unexpected exceptions.
 _ALWAYS = (400, 413, 415, 500)
-# API Gateway answers these itself too, in its own shape.
-_GATEWAY_STATUSES = frozenset({401, 413})
+# API Gateway answers these itself too, in its own shape (403: the token lacks the route's
+# scope).
+_GATEWAY_STATUSES = frozenset({401, 403, 413})
 
 
 def _retry_after(description: str, *, required: bool) -> dict[str, OpenAPIResponseHeader]:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 # MSAL adds offline_access, openid and profile itself and refuses them in its scope lists.
 MICROSOFT_SCOPES = ["Mail.ReadWrite", "Mail.Send", "User.Read"]
 _GMAIL = "https://www.googleapis.com/auth/gmail."
-GOOGLE_SCOPES = ["openid", "email", _GMAIL + "readonly", _GMAIL + "compose", _GMAIL + "send"]
+# gmail.modify: read, send, and mark read or unread; nothing can be deleted for good.
+GOOGLE_SCOPES = ["openid", "email", _GMAIL + "modify"]
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,12 @@ REQUIRED_PERMISSIONS: dict[str, list[Permission]] = {
         Permission(
             "reading mail",
             frozenset({"gmail.readonly", "gmail.modify", "mail.google.com"}),
-            _GMAIL + "readonly",
+            _GMAIL + "modify",
         ),
         Permission(
             "sending mail",
             frozenset({"gmail.send", "gmail.compose", "gmail.modify", "mail.google.com"}),
-            _GMAIL + "send",
+            _GMAIL + "modify",
         ),
     ],
 }

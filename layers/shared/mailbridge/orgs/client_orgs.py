@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from ..agents.access import require_admin, require_person
 from ..agents.models import Caller
 from ..core.errors import ErrorCode, MailbridgeError, StaleWrite
 from ..core.types import OAUTH_PROVIDERS
@@ -23,16 +24,8 @@ def _not_found(client_org_id: str) -> MailbridgeError:
     )
 
 
-def _require_admin(caller: Caller) -> None:
-    if not caller.is_admin:
-        raise MailbridgeError(
-            ErrorCode.ADMIN_REQUIRED,
-            "Only organization admins may change email policies.",
-            hint="Ask an admin of your organization.",
-        )
-
-
 def get_email_policy(orgs: OrgStore, caller: Caller, client_org_id: str) -> ClientOrg:
+    require_person(caller)
     client_org = orgs.get(caller.org_id, client_org_id)
     if client_org is None:
         raise _not_found(client_org_id)
@@ -43,7 +36,7 @@ def save_email_policy(
     orgs: OrgStore, caller: Caller, client_org_id: str, request: EmailPolicyRequest
 ) -> ClientOrg:
     """Create or replace the policy; the first save creates the client organization."""
-    _require_admin(caller)
+    require_admin(caller, "change email policies")
     current = orgs.get(caller.org_id, client_org_id)
     client_org = ClientOrg(
         client_org_id=client_org_id,
@@ -71,7 +64,7 @@ def delete_email_policy(
 ) -> None:
     """Remove the client organization and its shared apps. Deleting what is already gone
     succeeds, so a retry after a failure half-way finishes the job."""
-    _require_admin(caller)
+    require_admin(caller, "change email policies")
     # The records first, all at once: a failure after them leaves secrets nothing reads,
     # at fixed names the retry deletes.
     orgs.delete(caller.org_id, client_org_id)

@@ -8,15 +8,18 @@ sending domain and its reputation), in calendar hours and days (UTC).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ..core.errors import ErrorCode, InvalidField, LimitReached, MailbridgeError, agent_not_found
+from ..core.errors import ErrorCode, InvalidField, LimitReached, MailbridgeError
 from ..core.windows import Window, window
 from .models import ClientOrg, ClientOrgBanner
 
 if TYPE_CHECKING:
-    from ..storage.protocols import AgentStore, CounterStore, OrgStore
+    from ..storage.protocols import CounterStore
+
+_SENT = "SENT"
 
 
 def address_allowed(client_org: ClientOrg, address: str) -> bool:
@@ -67,42 +70,49 @@ def windows(client_org: ClientOrg, now: datetime) -> list[Window]:
     return found + ([window("day", limits.per_day, now)] if limits.per_day else [])
 
 
-class SendingPolicy:
-    """What an agent's sending path calls before every message it sends."""
+@dataclass(frozen=True)
+class Counted:
+    """What one message counted, to give it back if it never left."""
 
-    def __init__(self, agents: AgentStore, client_orgs: OrgStore, counters: CounterStore) -> None:
-        self._agents = agents
-        self._client_orgs = client_orgs
-        self._counters = counters
+    kind: str
+    windows: list[tuple[str, Window]]
 
-    def authorize_message(
-        self, agent_id: str, recipients: list[str], *, now: datetime | None = None
-    ) -> None:
-        """Allow one message to `recipients`, counting it against the limits; raise
-        `recipients_not_allowed` or `sending_limit_reached` otherwise."""
-        agent, _ = self._agents.load(agent_id)
-        if agent is None:
-            raise agent_not_found(agent_id)
-        client_org_id = agent.client_org_id
-        client_org = self._client_orgs.get(agent.org_id, client_org_id) if client_org_id else None
-        if client_org is None:
-            return
-        refused = [address for address in recipients if not address_allowed(client_org, address)]
-        if refused:
-            raise MailbridgeError(
-                ErrorCode.RECIPIENTS_NOT_ALLOWED,
-                f"{client_org.name} does not allow writing to: {', '.join(refused)}.",
-                field="recipients",
-            )
-        now = now or datetime.now(UTC)
-        scope = f"SENDING#{client_org.org_id}#{client_org.client_org_id}"
-        try:
-            self._counters.count("SENT", [(scope, full) for full in windows(client_org, now)])
-        except LimitReached as reached:
-            full = reached.window
-            raise MailbridgeError(
-                ErrorCode.SENDING_LIMIT_REACHED,
-                f"{client_org.name} has sent its {full.limit} messages for this {full.name}.",
-                hint=f"Sending resumes in {full.retry_after(now)} seconds.",
-                retry_after=full.retry_after(now),
-            ) from None
+
+def authorize_message(
+    counters: CounterStore,
+    client_org: ClientOrg | None,
+    recipients: list[str],
+    *,
+    now: datetime | None = None,
+) -> Counted:
+    """Allow one message to `recipients` and count it against the limits, or refuse it with
+    `recipients_not_allowed` (naming them) or `sending_limit_reached` (with Retry-After)."""
+    if client_org is None:
+        return Counted(_SENT, [])
+    refused = [address for address in recipients if not address_allowed(client_org, address)]
+    if refused:
+        raise MailbridgeError(
+            ErrorCode.RECIPIENTS_NOT_ALLOWED,
+            f"{client_org.name} does not allow writing to: {', '.join(refused)}.",
+            field="recipients",
+        )
+    now = now or datetime.now(UTC)
+    scope = f"SENDING#{client_org.org_id}#{client_org.client_org_id}"
+    counted = Counted(_SENT, [(scope, full) for full in windows(client_org, now)])
+    try:
+        counters.count(counted.kind, counted.windows)
+    except LimitReached as reached:
+        full = reached.window
+        raise MailbridgeError(
+            ErrorCode.SENDING_LIMIT_REACHED,
+            f"{client_org.name} has sent its {full.limit} messages for this {full.name}.",
+            hint=f"Sending resumes in {full.retry_after(now)} seconds.",
+            retry_after=full.retry_after(now),
+        ) from None
+    return counted
+
+
+def give_back(counters: CounterStore, counted: Counted) -> None:
+    """A message that was counted but never left does not count."""
+    if counted.windows:
+        counters.give_back(counted.kind, counted.windows)

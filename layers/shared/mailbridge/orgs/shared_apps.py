@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from ..agents.access import require_admin, require_person
 from ..agents.models import Agent, Caller
 from ..connections.models import OAuthConnection, StoredConfig
 from ..core.errors import ErrorCode, InvalidField, MailbridgeError, ProviderError, StaleWrite
@@ -111,6 +112,7 @@ def _check_owner(
 ) -> str | None:
     """The client organization the app belongs to (None: the organization's own), once
     the caller may read it (or write it)."""
+    require_person(caller)
     client_org_id = owner_id if owner == "client_org" else None
     if owner == "org":
         owned = owner_id == caller.org_id
@@ -119,12 +121,8 @@ def _check_owner(
     if not owned:
         # Other organizations' settings are not disclosed, not even their existence.
         raise MailbridgeError(ErrorCode.NOT_FOUND, "No such organization in your account.")
-    if write and not caller.is_admin:
-        raise MailbridgeError(
-            ErrorCode.ADMIN_REQUIRED,
-            "Only organization admins may change shared email settings.",
-            hint="Ask an admin of your organization.",
-        )
+    if write:
+        require_admin(caller, "change shared email settings")
     return client_org_id
 
 

@@ -16,6 +16,7 @@ from .aws import (
     from_item,
     serialize,
     storage_errors,
+    storage_unavailable,
     to_item,
     version_condition,
 )
@@ -23,6 +24,8 @@ from .aws import (
 _AGENT_SK = "AGENT"
 _CONFIG_SK = "EMAIL_CONFIG"
 _LOCK_SK = "TOKEN_REFRESH_LOCK"
+_BATCH = 25  # BatchWriteItem's most
+_BATCH_ATTEMPTS = 5
 
 
 def _pk(agent_id: str) -> str:
@@ -53,10 +56,59 @@ class DynamoAgentStore:
                 config = StoredConfig.model_validate(from_item(item))
         return agent, config
 
-    def put_agent(self, agent: Agent) -> None:
+    def put_agent(self, agent: Agent) -> bool:
         item = to_item({"pk": _pk(agent.agent_id), "sk": _AGENT_SK, **agent.model_dump()})
+        try:
+            conditional_write(
+                self.table,
+                "put_item",
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk) OR org_id = :org",
+                ExpressionAttributeValues={":org": {"S": agent.org_id}},
+            )
+        except StaleWrite:
+            return False
+        return True
+
+    def delete_agent(self, agent_id: str) -> None:
+        agent_key = self._key(agent_id, _AGENT_SK)
+        keys = [
+            key
+            for partition in (f"RATE#AGENT#{agent_id}", f"IDEMPOTENCY#{agent_id}", _pk(agent_id))
+            for key in self._keys(partition)
+            if key != agent_key
+        ]
         with storage_errors("DynamoDB"):
-            dynamodb().put_item(TableName=self.table, Item=item)
+            for start in range(0, len(keys), _BATCH):
+                batch = [{"DeleteRequest": {"Key": key}} for key in keys[start : start + _BATCH]]
+                pending: dict[str, Any] = {self.table: batch}
+                for attempt in range(_BATCH_ATTEMPTS):
+                    pending = (
+                        dynamodb().batch_write_item(RequestItems=pending).get("UnprocessedItems")
+                        or {}
+                    )
+                    if not pending:
+                        break
+                    time.sleep(0.05 * 2**attempt)  # throttled: back off, as botocore would
+                else:
+                    raise storage_unavailable("DynamoDB")
+            # The agent last: a failure before it leaves the agent, for the retry to find.
+            dynamodb().delete_item(TableName=self.table, Key=agent_key)
+
+    def _keys(self, partition: str) -> list[dict[str, Any]]:
+        with storage_errors("DynamoDB"):
+            pages = (
+                dynamodb()
+                .get_paginator("query")
+                .paginate(
+                    TableName=self.table,
+                    KeyConditionExpression="pk = :pk",
+                    ExpressionAttributeValues={":pk": {"S": partition}},
+                    ProjectionExpression="pk, sk",
+                    ConsistentRead=True,
+                )
+            )
+            return [item for page in pages for item in page["Items"]]
 
     def put_config(self, config: StoredConfig, *, replaces_version: int | None) -> None:
         item = to_item(

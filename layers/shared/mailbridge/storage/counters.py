@@ -18,17 +18,17 @@ class DynamoCounterStore:
         made are given back. (Not one transaction: moto restores whole tables when a
         transaction fails, which would lose concurrent writes in the tests.)"""
         counted: list[tuple[str, Window]] = []
-        try:
-            for scope, window in windows:
-                try:
-                    self._add(scope, kind, window, 1)
-                except StaleWrite:
-                    raise LimitReached(scope, window) from None
-                counted.append((scope, window))
-        except LimitReached:
-            for scope, window in counted:
-                self._add(scope, kind, window, -1)
-            raise
+        for scope, window in windows:
+            try:
+                self._add(scope, kind, window, 1)
+            except StaleWrite:
+                self.give_back(kind, counted)
+                raise LimitReached(scope, window) from None
+            counted.append((scope, window))
+
+    def give_back(self, kind: str, windows: list[tuple[str, Window]]) -> None:
+        for scope, window in windows:
+            self._add(scope, kind, window, -1)
 
     def _add(self, scope: str, kind: str, window: Window, amount: int) -> None:
         condition = {}

@@ -21,7 +21,15 @@ class AgentStore(Protocol):
         """The agent and its config, in one round trip."""
         ...
 
-    def put_agent(self, agent: Agent) -> None: ...
+    def put_agent(self, agent: Agent) -> bool:
+        """Register or update it; False (nothing written) if its id is another
+        organization's."""
+        ...
+
+    def delete_agent(self, agent_id: str) -> None:
+        """The agent and everything kept under its id: config, lock, counters, idempotency
+        records. Its secrets are the SecretStore's."""
+        ...
 
     def put_config(self, config: StoredConfig, *, replaces_version: int | None) -> None:
         """Write the whole record if it is still at `replaces_version` (None: must not
@@ -90,6 +98,10 @@ class CounterStore(Protocol):
     def count(self, kind: str, windows: list[tuple[str, Window]]) -> None:
         """Count one event in every window (each of a scope), each only while below its
         limit; `LimitReached` names the first full one, and nothing is counted then."""
+        ...
+
+    def give_back(self, kind: str, windows: list[tuple[str, Window]]) -> None:
+        """Uncount one event counted in these windows (it did not happen after all)."""
         ...
 
 

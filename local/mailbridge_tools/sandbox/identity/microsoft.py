@@ -330,6 +330,20 @@ class FakeMicrosoft(FakeProvider):
     def _create_reply(self, request: Request, token: AccessToken) -> Reply:
         account = token.account
         original = _find(account, request.path_args[0])
+        mime = _mime_body(request)
+        if mime is not None:
+            # In MIME, the client writes the reply whole (headers, threading, attachments);
+            # Graph keeps it in the original's conversation.
+            raw = _with_message_id(account, mime)
+            held = self.hold(
+                account,
+                raw,
+                folder="drafts",
+                labels={"DRAFT"},
+                read=True,
+                thread_id=original.thread_id,
+            )
+            return self._answer(request, 201, self._message(request, account, held, None))
         body = _json_body(request)
         fields = body.get("message", {})
         comment = body.get("comment")

@@ -1,0 +1,200 @@
+"""An agent's Microsoft 365 mailbox, behind the `mail.mailboxes` port: Microsoft Graph with
+the agent's access token.
+
+Every request asks for immutable ids (`Prefer: IdType="ImmutableId"`), so a message keeps its
+id when it moves (a draft sent to Sent Items, say); threads are Graph's conversations. A
+message is read whole as MIME ($value), and sent from MIME: a draft, or a reply draft that
+Graph puts in the original's conversation, then sent.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from ..connections.models import Connection
+from ..core.errors import ErrorCode
+from ..core.settings import settings
+from ..mail.ids import (
+    invalid_cursor,
+    message_not_found,
+    pack,
+    pack_cursor,
+    unpack_cursor,
+    unpack_message_id,
+)
+from ..mail.mailboxes import Delivered, FetchedMessage, Outgoing
+from ..mail.models import Address, Folder, MessagePage, MessageSummary
+from ..oauth.providers import REQUIRED_PERMISSIONS, Permission
+from .provider_http import call, reading_answer
+
+_PROVIDER = "microsoft"
+_READ, _SEND = REQUIRED_PERMISSIONS[_PROVIDER][:2]
+_WRITE = Permission("changing messages and drafts", frozenset({"Mail.ReadWrite"}), "Mail.ReadWrite")
+_FOLDERS: dict[Folder, str] = {
+    "inbox": "inbox",
+    "sent": "sentitems",
+    "drafts": "drafts",
+    "trash": "deleteditems",
+}
+_IMMUTABLE_IDS = {"Prefer": 'IdType="ImmutableId"'}
+_SUMMARY_FIELDS = (
+    "id,conversationId,subject,from,toRecipients,receivedDateTime,isRead,internetMessageId"
+)
+# Where Graph's next page starts, in its nextLink: the only part of it we keep, so that a
+# cursor can never send the agent's token anywhere but to Graph.
+_PAGE_PARAMETERS = ("$skip", "$skiptoken")
+
+
+def _address(entry: dict[str, Any] | None) -> Address | None:
+    email = (entry or {}).get("emailAddress") or {}
+    address = email.get("address")
+    return Address(address=address, name=email.get("name") or None) if address else None
+
+
+def _received(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class GraphMailbox:
+    def __init__(self, access_token: str) -> None:
+        self._token = access_token
+        self._base = f"{settings().graph_base_url}/me"
+
+    def _call(self, method: str, path: str, needs: Permission, **arguments: Any) -> Any:
+        headers = {**_IMMUTABLE_IDS, **arguments.pop("headers", {})}
+        return call(
+            _PROVIDER,
+            method,
+            f"{self._base}{path}",
+            self._token,
+            needs=needs,
+            headers=headers,
+            **arguments,
+        )
+
+    def _json(self, method: str, path: str, needs: Permission, **arguments: Any) -> Any:
+        response = self._call(method, path, needs, **arguments)
+        with reading_answer(_PROVIDER):
+            return response.json()
+
+    def list_messages(
+        self, folder: Folder, *, unread_only: bool, cursor: str | None, limit: int
+    ) -> MessagePage:
+        listing_key = (folder, "unread" if unread_only else "all")
+        params: dict[str, Any] = {
+            "$top": limit,
+            "$select": _SUMMARY_FIELDS,
+            "$orderby": "receivedDateTime desc",
+        }
+        if unread_only:
+            # Graph refuses a filter whose first property is not the order's ("inefficient").
+            params["$filter"] = "receivedDateTime ge 1900-01-01T00:00:00Z and isRead eq false"
+        if cursor is not None:
+            name, _, value = unpack_cursor(cursor, "graph-page", listing_key).partition("=")
+            if name not in _PAGE_PARAMETERS:
+                raise invalid_cursor()
+            params[name] = value
+        page = self._json("GET", f"/mailFolders/{_FOLDERS[folder]}/messages", _READ, params=params)
+        with reading_answer(_PROVIDER):
+            summaries = [self._summary(folder, message) for message in page["value"]]
+            next_link = page.get("@odata.nextLink")
+        next_cursor = None
+        if next_link:
+            found = dict(parse_qsl(urlsplit(str(next_link)).query))
+            position = next((f"{n}={found[n]}" for n in _PAGE_PARAMETERS if n in found), None)
+            if position:
+                next_cursor = pack_cursor("graph-page", listing_key, position)
+        return MessagePage(messages=summaries, next_cursor=next_cursor)
+
+    @staticmethod
+    def _summary(folder: Folder, message: dict[str, Any]) -> MessageSummary:
+        return MessageSummary(
+            id=pack("graph", folder, str(message["id"])),
+            thread_id=pack("graph-thread", str(message["conversationId"])),
+            folder=folder,
+            sender=_address(message.get("from")),
+            to=[a for a in map(_address, message.get("toRecipients") or []) if a],
+            subject=str(message.get("subject") or ""),
+            received_at=_received(str(message["receivedDateTime"])),
+            read=bool(message.get("isRead")),
+            message_id=message.get("internetMessageId"),
+        )
+
+    @staticmethod
+    def _graph_id(message_id: str) -> tuple[Folder, str]:
+        """The message's folder as listed, and its Graph id, ready for a URL's path."""
+        folder, graph_id = unpack_message_id(message_id, "graph", 2)
+        if folder not in _FOLDERS:
+            raise message_not_found()
+        return folder, quote(graph_id, safe="")
+
+    def fetch(self, message_id: str) -> FetchedMessage:
+        folder, graph_id = self._graph_id(message_id)
+        path = f"/messages/{graph_id}"
+        message = self._json(
+            "GET",
+            path,
+            _READ,
+            params={"$select": "conversationId,isRead,receivedDateTime"},
+            names_a_message=True,
+        )
+        raw = self._call("GET", f"{path}/$value", _READ, names_a_message=True).content
+        with reading_answer(_PROVIDER):
+            return FetchedMessage(
+                id=message_id,
+                thread_id=pack("graph-thread", str(message["conversationId"])),
+                folder=folder,
+                read=bool(message.get("isRead")),
+                received_at=_received(str(message["receivedDateTime"])),
+                raw=raw,
+            )
+
+    def set_read(self, message_id: str, read: bool) -> None:
+        _, graph_id = self._graph_id(message_id)
+        change = {"isRead": read}
+        self._call("PATCH", f"/messages/{graph_id}", _WRITE, names_a_message=True, json=change)
+
+    def send(self, outgoing: Outgoing, *, replying_to: FetchedMessage | None) -> Delivered:
+        # A draft from MIME (Graph reads Bcc from it), then sent: the draft's immutable id is
+        # the sent message's.
+        mime = base64.b64encode(outgoing.as_bytes(with_bcc=True))
+        path = "/messages"
+        if replying_to is not None:
+            _, original = self._graph_id(replying_to.id)
+            path = f"/messages/{original}/createReply"
+        draft = self._json(
+            "POST",
+            path,
+            _WRITE,
+            data=mime,
+            headers={"Content-Type": "text/plain"},
+            names_a_message=replying_to is not None,
+            refused=ErrorCode.MESSAGE_REFUSED,
+        )
+        with reading_answer(_PROVIDER):
+            draft_id, conversation = str(draft["id"]), str(draft["conversationId"])
+        self._call(
+            "POST",
+            f"/messages/{quote(draft_id, safe='')}/send",
+            _SEND,
+            refused=ErrorCode.MESSAGE_REFUSED,
+        )
+        return Delivered(
+            id=pack("graph", "sent", draft_id),
+            thread_id=pack("graph-thread", conversation),
+            refused=[],
+        )
+
+
+class GraphMailboxes:
+    @contextmanager
+    def open(self, connection: Connection, credential: str) -> Iterator[GraphMailbox]:
+        yield GraphMailbox(credential)
+
+
+ADAPTER = GraphMailboxes()

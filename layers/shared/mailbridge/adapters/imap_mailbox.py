@@ -1,0 +1,349 @@
+"""An agent's mailbox over IMAP and SMTP, behind the `mail.mailboxes` port.
+
+Reading goes by UID and by sequence ranges from the end of the folder, never by a
+whole-mailbox SEARCH or FETCH, so a page costs the same round trips in a 10-message and a
+50,000-message mailbox. Ids are the folder, UIDVALIDITY and UID (never sequence numbers, which
+shift); a changed UIDVALIDITY makes old ids and cursors find nothing rather than the wrong
+message. Sending goes by SMTP, and the sent copy to the folder the server marks `\\Sent`
+(RFC 6154): found by its flag, never guessed by its name.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from typing import Any, cast
+
+from imapclient import IMAPClient
+from imapclient.imapclient import ANSWERED, SEEN
+
+from ..connections.models import Connection, ImapConnection
+from ..core.errors import ErrorCode, MailbridgeError
+from ..core.observability import logger
+from ..core.settings import settings
+from ..mail.ids import (
+    invalid_cursor,
+    message_not_found,
+    pack,
+    pack_cursor,
+    unpack_cursor,
+    unpack_message_id,
+)
+from ..mail.mailboxes import Delivered, FetchedMessage, Outgoing
+from ..mail.models import Address, Folder, MessagePage, MessageSummary
+from .imap import imap_errors, logged_in
+from .mailnet import whole_exchange_within
+from .smtp import send
+
+_SPECIAL_USE = {"sent": b"\\Sent", "drafts": b"\\Drafts", "trash": b"\\Trash"}
+_FOLDERS = frozenset({"inbox", *_SPECIAL_USE})
+_SUMMARY = [
+    b"UID",
+    b"FLAGS",
+    b"INTERNALDATE",
+    b"ENVELOPE",
+    b"BODY.PEEK[HEADER.FIELDS (REFERENCES)]",
+]
+_REFERENCES = b"BODY[HEADER.FIELDS (REFERENCES)]"
+_MESSAGE_ID = re.compile(rb"<[^<>\s]+>")
+_APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
+# The sent copy's folder is looked up while SMTP sends: one worker per invocation is enough.
+_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-sent-folder")
+
+
+def _decoded(value: bytes | None) -> str:
+    """Envelope text, with RFC 2047 encoded words decoded."""
+    text = (value or b"").decode("utf-8", "replace")
+    try:
+        return str(make_header(decode_header(text)))
+    except (LookupError, UnicodeError, ValueError):
+        return text
+
+
+def _addresses(found: Any) -> list[Address]:
+    addresses = []
+    for entry in found or ():
+        if entry.mailbox and entry.host:
+            mailbox, host = (
+                part.decode("utf-8", "replace") for part in (entry.mailbox, entry.host)
+            )
+            address = f"{mailbox}@{host}"
+            addresses.append(Address(address=address, name=_decoded(entry.name) or None))
+    return addresses
+
+
+def thread_id(message_id: bytes | None, in_reply_to: bytes | None, references: bytes | None) -> str:
+    """IMAP has no thread ids: a thread is named by its root, the first message its latest
+    one refers to (RFC 5322's References, else In-Reply-To), else the message itself."""
+    root = next(
+        iter(_MESSAGE_ID.findall(references or b"") or _MESSAGE_ID.findall(in_reply_to or b"")),
+        message_id,
+    )
+    return pack("imap-thread", hashlib.sha256(root or b"").hexdigest()[:32])
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class ImapMailbox:
+    def __init__(self, connection: ImapConnection, password: str, stack: ExitStack) -> None:
+        self._connection = connection
+        self._password = password
+        self._stack = stack
+        self._timeout = settings().mail_timeout_seconds
+        self._client: IMAPClient | None = None
+        self._folders: dict[Folder, str] | None = None
+
+    # -- the session
+    @contextmanager
+    def _exchange(self) -> Iterator[None]:
+        """One operation: within the mail timeout, its failures MailServerErrors."""
+        server = self._connection.imap
+        with whole_exchange_within(self._timeout, "IMAP", server), imap_errors(server):
+            yield
+
+    def _session(self) -> IMAPClient:
+        """Logged in at first use, logged out when the request is done."""
+        if self._client is None:
+            client = self._stack.enter_context(
+                logged_in(self._connection, self._password, self._timeout)
+            )
+            client.normalise_times = False  # INTERNALDATE with its zone, made UTC here
+            self._client = client
+        return self._client
+
+    def _folder_name(self, folder: Folder) -> str:
+        if folder == "inbox":
+            return "INBOX"
+        if self._folders is None:
+            self._folders = {}
+            for flags, _, name in self._session().list_folders():
+                for known, flag in _SPECIAL_USE.items():
+                    if flag in flags:
+                        self._folders.setdefault(cast(Folder, known), name)
+        found = self._folders.get(folder)
+        if found is None:
+            raise MailbridgeError(
+                ErrorCode.FOLDER_NOT_FOUND,
+                f"This mailbox marks no folder as its {folder} folder (RFC 6154).",
+            )
+        return found
+
+    def _select(self, folder: Folder, *, readonly: bool) -> int:
+        """Select the folder; its UIDVALIDITY."""
+        selected = self._session().select_folder(self._folder_name(folder), readonly=readonly)
+        return int(selected[b"UIDVALIDITY"])
+
+    # -- reading
+    def list_messages(
+        self, folder: Folder, *, unread_only: bool, cursor: str | None, limit: int
+    ) -> MessagePage:
+        with self._exchange():
+            client = self._session()
+            name = self._folder_name(folder)
+            selected = client.select_folder(name, readonly=True)
+            validity, exists = int(selected[b"UIDVALIDITY"]), int(selected[b"EXISTS"])
+            listing_key = (folder, "unread" if unread_only else "all", str(validity))
+            before = None
+            if cursor is not None:
+                position = unpack_cursor(cursor, "imap-page", listing_key)
+                if not position.isdigit():
+                    raise invalid_cursor()
+                before = int(position)
+            if unread_only:
+                uids, more = self._unread(client, before, limit)
+                fetched = client.fetch(uids, _SUMMARY) if uids else {}
+            else:
+                fetched, more = self._newest(client, exists, before, limit)
+            summaries = sorted(
+                (self._summary(folder, validity, uid, data) for uid, data in fetched.items()),
+                key=lambda summary: summary[0],
+                reverse=True,
+            )
+        next_cursor = None
+        if more and summaries:
+            next_cursor = pack_cursor("imap-page", listing_key, str(summaries[-1][0]))
+        return MessagePage(messages=[summary for _, summary in summaries], next_cursor=next_cursor)
+
+    @staticmethod
+    def _unread(client: IMAPClient, before: int | None, limit: int) -> tuple[list[int], bool]:
+        """The newest unread UIDs below `before`: the server's index answers the SEARCH, and
+        only the UIDs come back."""
+        criteria: list[Any] = ["UNSEEN"]
+        if before is not None:
+            criteria += ["UID", f"1:{max(1, before - 1)}"]
+        uids = sorted(uid for uid in client.search(criteria) if before is None or uid < before)
+        return uids[-limit:], len(uids) > limit
+
+    @staticmethod
+    def _newest(
+        client: IMAPClient, exists: int, before: int | None, limit: int
+    ) -> tuple[dict[int, Any], bool]:
+        """The `limit` messages before the cursor's by position, fetched by sequence range
+        from the end: what any mailbox size costs the same."""
+        top = exists
+        if before is not None:
+            located = client.fetch([before], [b"UID"])
+            if located:
+                top = int(next(iter(located.values()))[b"SEQ"]) - 1
+            else:  # the cursor's message was expunged: count what came after it
+                top = exists - len(
+                    [uid for uid in client.search(["UID", f"{before}:*"]) if uid >= before]
+                )
+        if top < 1:
+            return {}, False
+        low = max(1, top - limit + 1)
+        client.use_uid = False  # a range of positions, not of UIDs
+        try:
+            # A list, not a range: imapclient keeps only the answers for the numbers asked.
+            by_position = client.fetch(list(range(low, top + 1)), _SUMMARY)
+        finally:
+            client.use_uid = True
+        # By UID, as a fetch by UID gives them (which leaves UID out of each message's data).
+        return {int(data[b"UID"]): data for data in by_position.values()}, low > 1
+
+    def _summary(
+        self, folder: Folder, validity: int, uid: int, data: dict[bytes, Any]
+    ) -> tuple[int, MessageSummary]:
+        envelope = data[b"ENVELOPE"]
+        senders = _addresses(envelope.from_)
+        summary = MessageSummary(
+            id=pack("imap", folder, str(validity), str(uid)),
+            thread_id=thread_id(envelope.message_id, envelope.in_reply_to, data.get(_REFERENCES)),
+            folder=folder,
+            sender=senders[0] if senders else None,
+            to=_addresses(envelope.to),
+            subject=_decoded(envelope.subject),
+            received_at=_utc(data[b"INTERNALDATE"]),
+            read=SEEN in data[b"FLAGS"],
+            message_id=_decoded(envelope.message_id) or None,
+        )
+        return uid, summary
+
+    def _locate(self, message_id: str, *, readonly: bool) -> tuple[Folder, int]:
+        """Select the message's folder; its folder and UID, or not found."""
+        name, validity, uid = unpack_message_id(message_id, "imap", 3)
+        if name not in _FOLDERS or not (validity.isdigit() and uid.isdigit()):
+            raise message_not_found()
+        folder = cast(Folder, name)
+        if self._select(folder, readonly=readonly) != int(validity):
+            raise message_not_found()
+        return folder, int(uid)
+
+    def fetch(self, message_id: str) -> FetchedMessage:
+        with self._exchange():
+            folder, uid = self._locate(message_id, readonly=True)
+            found = self._session().fetch([uid], [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"])
+            data = found.get(uid)
+            if data is None:
+                raise message_not_found()
+        raw = bytes(data[b"BODY[]"])
+        headers = _headers(raw)
+        return FetchedMessage(
+            id=message_id,
+            thread_id=thread_id(
+                headers.get("message-id"), headers.get("in-reply-to"), headers.get("references")
+            ),
+            folder=folder,
+            read=SEEN in data[b"FLAGS"],
+            received_at=_utc(data[b"INTERNALDATE"]),
+            raw=raw,
+        )
+
+    def set_read(self, message_id: str, read: bool) -> None:
+        with self._exchange():
+            _, uid = self._locate(message_id, readonly=False)
+            client = self._session()
+            if not client.fetch([uid], [b"UID"]):
+                raise message_not_found()
+            (client.add_flags if read else client.remove_flags)([uid], [SEEN])
+
+    # -- sending
+    def send(self, outgoing: Outgoing, *, replying_to: FetchedMessage | None) -> Delivered:
+        # The sent folder is found while SMTP sends, so the copy costs one APPEND more.
+        sent_folder = _executor.submit(contextvars.copy_context().run, self._sent_folder)
+        try:
+            refused = send(
+                self._connection,
+                self._password,
+                outgoing.recipients,
+                outgoing.as_bytes(),
+                self._timeout,
+            )
+        finally:
+            wait([sent_folder])  # the session is the worker's until it is done
+        copy_id = None
+        try:
+            # The message has left: nothing after this may fail the send (a retry would
+            # send it twice), so the copy and the flag are best effort.
+            with self._exchange():
+                copy_id = self._keep_sent_copy(outgoing, sent_folder.result())
+                if replying_to is not None:
+                    _, uid = self._locate(replying_to.id, readonly=False)
+                    self._session().add_flags([uid], [ANSWERED])
+        except MailbridgeError as error:
+            logger.warning(
+                "sent; keeping the copy or marking the original answered failed",
+                extra={"error_code": error.code},
+            )
+        references = outgoing.message.get("References")
+        return Delivered(
+            id=copy_id,
+            thread_id=thread_id(
+                outgoing.message_id.encode(),
+                (outgoing.message.get("In-Reply-To") or "").encode() or None,
+                references.encode() if references else None,
+            ),
+            refused=refused,
+        )
+
+    def _sent_folder(self) -> str | None:
+        with self._exchange():
+            try:
+                return self._folder_name("sent")
+            except MailbridgeError as missing:
+                if missing.code != ErrorCode.FOLDER_NOT_FOUND:
+                    raise
+                return None  # no folder marked \\Sent: sent, with no copy kept
+
+    def _keep_sent_copy(self, outgoing: Outgoing, name: str | None) -> str | None:
+        if name is None:
+            return None
+        answer = self._session().append(
+            name, outgoing.as_bytes(with_bcc=True), flags=[SEEN], msg_time=datetime.now(UTC)
+        )
+        appended = _APPENDUID.search(answer or b"")
+        if appended is None:  # no UIDPLUS: the copy is there, its UID unknown
+            return None
+        return pack("imap", "sent", appended[1].decode(), appended[2].decode())
+
+
+def _headers(raw: bytes) -> dict[str, bytes]:
+    """The threading headers of a raw message, unfolded."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    unfolded = re.sub(rb"\r?\n[ \t]+", b" ", head)
+    found: dict[str, bytes] = {}
+    for line in unfolded.splitlines():
+        name, _, value = line.partition(b":")
+        key = name.strip().lower().decode("ascii", "replace")
+        if key in ("message-id", "in-reply-to", "references") and key not in found:
+            found[key] = value.strip()
+    return found
+
+
+class ImapMailboxes:
+    @contextmanager
+    def open(self, connection: Connection, credential: str) -> Iterator[ImapMailbox]:
+        assert isinstance(connection, ImapConnection)
+        with ExitStack() as stack:
+            yield ImapMailbox(connection, credential, stack)
+
+
+ADAPTER = ImapMailboxes()

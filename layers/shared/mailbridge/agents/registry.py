@@ -1,0 +1,61 @@
+"""The platform registers its agents here (their organization comes from its token) and
+removes them with everything this service keeps for them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import AfterValidator, Field
+
+from ..connections.service import disconnect
+from ..core.errors import agent_not_found
+from ..core.fields import printable
+from ..core.types import PlatformId, StrictModel, example
+from .access import require_person
+from .models import Agent, Caller
+
+if TYPE_CHECKING:
+    from ..storage.protocols import AgentStore, OrgStore, SecretStore
+
+
+class AgentRequest(StrictModel):
+    """PUT body of an agent: what the platform knows of it that matters here."""
+
+    model_config = example({"name": "Support agent", "client_org_id": "acme"})
+
+    name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable)]
+    client_org_id: PlatformId | None = Field(
+        default=None, description="The client organization the agent works for, if any."
+    )
+
+
+def register_agent(
+    agents: AgentStore, caller: Caller, agent_id: str, request: AgentRequest
+) -> Agent:
+    """Register the agent in the caller's organization, or update it there. An agent of
+    another organization is not found (its id is not the caller's to take)."""
+    require_person(caller)
+    agent = Agent(
+        agent_id=agent_id,
+        org_id=caller.org_id,
+        name=request.name,
+        client_org_id=request.client_org_id,
+    )
+    if not agents.put_agent(agent):
+        raise agent_not_found(agent_id)
+    return agent
+
+
+def delete_agent(
+    agents: AgentStore, secrets: SecretStore, orgs: OrgStore, caller: Caller, agent_id: str
+) -> None:
+    """Revoke its grant at the provider, then delete its connection, secrets, counters,
+    idempotency records and the agent itself. Deleting what is gone (or was never the
+    caller's to see) succeeds, so a retry after a failure half-way finishes the job."""
+    require_person(caller)
+    agent, config = agents.load(agent_id)
+    if agent is None or agent.org_id != caller.org_id:
+        return
+    disconnect(agents, secrets, orgs, agent, config)
+    # The agent last: until it is gone, a retry finds it and finishes.
+    agents.delete_agent(agent_id)

@@ -1,0 +1,171 @@
+"""What the mail routes take and give: messages and their summaries, pages, attachments, and
+what sending takes and returns. Ids and cursors are opaque strings (see `ids`)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from ..core.fields import EmailAddress, printable
+from ..core.types import StrictModel, example
+
+Folder = Literal["inbox", "sent", "drafts", "trash"]
+# Gmail and Exchange take at most 100 recipients per message; one address list of an agent
+# should never come near it.
+MAX_RECIPIENTS = 100
+# What one message may carry in attachments, decoded: well inside Lambda's 6 MB request
+# limit once base64 and JSON are around it.
+MAX_ATTACHMENT_BYTES = 3 * 1024 * 1024
+# Text and HTML bodies are returned up to this size each, then cut (`truncated`).
+MAX_BODY_CHARACTERS = 512 * 1024
+# Opaque ids: base64url, as `ids` makes them.
+OPAQUE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,2048}$"
+
+
+class Address(BaseModel):
+    address: str
+    name: str | None = None
+
+
+class MessageSummary(BaseModel):
+    id: str = Field(description="Opaque and stable; use it to read, mark or reply.")
+    thread_id: str = Field(description="Opaque; the same for every message of a conversation.")
+    folder: Folder
+    sender: Address | None = Field(description="The From address.")
+    to: list[Address]
+    subject: str
+    received_at: datetime
+    read: bool
+    message_id: str | None = Field(description="The Message-ID header.")
+
+
+class MessagePage(BaseModel):
+    messages: list[MessageSummary] = Field(description="Newest first.")
+    next_cursor: str | None = Field(description="Pass it as `cursor` for the next page.")
+
+
+class AttachmentInfo(BaseModel):
+    id: str = Field(description="Download it at .../attachments/{id}.")
+    filename: str | None
+    content_type: str
+    size: int = Field(description="Decoded size in bytes.")
+    inline: bool = Field(description="Shown in the body (an image, say) rather than attached.")
+    content_id: str | None = None
+
+
+class AttachmentContent(AttachmentInfo):
+    content: str = Field(description="The attachment's bytes, in base64.")
+
+
+class Message(MessageSummary):
+    cc: list[Address]
+    reply_to: list[Address]
+    date: datetime | None = Field(description="The Date header, as the sender wrote it.")
+    in_reply_to: str | None
+    references: list[str]
+    text: str | None = Field(description="The text/plain body, decoded to UTF-8.")
+    html: str | None = Field(description="The text/html body, decoded to UTF-8.")
+    truncated: bool = Field(description=f"A body was cut at {MAX_BODY_CHARACTERS} characters.")
+    attachments: list[AttachmentInfo]
+
+
+class ReadState(StrictModel):
+    """PATCH body of a message."""
+
+    model_config = example({"read": True})
+
+    read: bool
+
+
+# ---- sending ---------------------------------------------------------------------------
+
+
+def _one_line(value: str) -> str:
+    """Header text: printable, no line breaks (no header can be injected through it)."""
+    printable(value)
+    if "\n" in value or "\r" in value:
+        raise ValueError("must be one line")
+    return value
+
+
+_FILENAME_FORBIDDEN = re.compile(r'[\\/"\x00-\x1f\x7f]')
+
+
+def _filename(value: str) -> str:
+    if _FILENAME_FORBIDDEN.search(value) or value in {".", ".."}:
+        raise ValueError("must be a file name: no path separators, quotes or control characters")
+    return value
+
+
+def _base64(value: str) -> str:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64") from None
+    return value
+
+
+Subject = Annotated[str, Field(max_length=998), AfterValidator(_one_line)]
+DisplayName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]
+_MIME_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"  # RFC 6838
+ContentType = Annotated[str, Field(max_length=255, pattern=rf"^{_MIME_NAME}/{_MIME_NAME}$")]
+
+
+class OutgoingAttachment(StrictModel):
+    filename: Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_filename)]
+    content_type: ContentType = "application/octet-stream"
+    content: Annotated[str, AfterValidator(_base64)] = Field(description="Base64.")
+
+    @property
+    def data(self) -> bytes:
+        return base64.b64decode(self.content)
+
+
+class SendRequest(StrictModel):
+    """POST body: a new message, or a reply when `reply_to_message_id` is given (its `to`
+    then defaults to the original's Reply-To or sender, and its subject to the original's).
+    `text` or `html` is required, and at most 100 recipients in all."""
+
+    model_config = example(
+        {
+            "to": ["customer@example.com"],
+            "subject": "Your order",
+            "text": "It shipped today.",
+        }
+    )
+
+    to: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    cc: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    bcc: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    subject: Subject | None = Field(
+        default=None,
+        description="Required for a new message; a reply's defaults to the original's.",
+    )
+    text: str | None = Field(default=None, max_length=1_000_000)
+    html: str | None = Field(default=None, max_length=2_000_000)
+    attachments: list[OutgoingAttachment] = Field(default_factory=list, max_length=20)
+    reply_to_message_id: Annotated[str, Field(pattern=OPAQUE_ID_PATTERN)] | None = Field(
+        default=None, description="Reply in this message's thread."
+    )
+    sender_name: DisplayName | None = Field(
+        default=None,
+        description="Shown with the connection's address; defaults to the agent's name.",
+    )
+
+
+class SentMessage(BaseModel):
+    id: str | None = Field(
+        description="The sent message's id in the mailbox; null when the server kept no copy."
+    )
+    thread_id: str
+    message_id: str = Field(description="The Message-ID header it was sent with.")
+    recipients: list[str] = Field(description="Everyone it was sent to, Bcc included.")
+    refused: list[str] = Field(
+        description="Recipients the mail server refused while taking the others (IMAP/SMTP)."
+    )
+    sent_at: datetime
