@@ -44,6 +44,8 @@ from support import (
 
 # What the service lets out, over the whole run (secret_hygiene.py).
 HYGIENE = SecretHygiene()
+# The passwords of the mailboxes tests make, searched for like the others.
+MAILBOX_PASSWORDS: set[str] = set()
 
 # Lambda sets a function's environment before its code loads, and Powertools reads its own
 # variables once, when the layer's logger and metrics are made: test modules that import the
@@ -125,11 +127,11 @@ def local_api(
     with LocalApi(parameters=Sandbox.parameters()) as api, secrets_kept_from(api):
         yield api
     # The whole suite has run through this API: did any secret ever leave?
-    canaries = {MAILBOX_PASSWORD} | microsoft.secrets | google.secrets
+    canaries = {MAILBOX_PASSWORD} | MAILBOX_PASSWORDS | microsoft.secrets | google.secrets
     leaks = HYGIENE.leaks(canaries)
     kept = ", ".join(f"{count} {kind}s" for kind, count in sorted(HYGIENE.kept.items()))
     report = [
-        f"{len(canaries)} canaries (mailbox password; client secrets, authorization codes, "
+        f"{len(canaries)} canaries (mailbox passwords; client secrets, authorization codes, "
         f"access and refresh tokens and PKCE verifiers of the fake providers)",
         f"searched in {kept}: {len(leaks)} found",
     ]
@@ -231,6 +233,7 @@ def mailbox_factory(dovecot: DovecotServer, smtp: SmtpServer) -> Callable[[], Ma
 
     def make() -> Mailbox:
         mailbox = Mailbox(f"box-{uuid.uuid4().hex[:10]}@example.com", secrets.token_urlsafe(12))
+        MAILBOX_PASSWORDS.add(mailbox.password)  # canaries too
         for server in (dovecot, smtp):
             server.set_password(mailbox.login, mailbox.password)
         return mailbox

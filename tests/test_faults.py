@@ -23,12 +23,13 @@ from typing import Any
 import boto3
 import pytest
 from aws_calls import FAULTS, AwsCall, AwsCalls
-from mailbridge_tools.sandbox import FakeGoogle, FakeMicrosoft
+from mailbridge_tools.sandbox import FakeGoogle, FakeMicrosoft, SmtpServer
 from support import (
     GOOGLE_ACCOUNT,
     MAILBOX_PASSWORD,
     MS_ACCOUNT,
     REPORTS,
+    ApiClient,
     ApiResponse,
     OAuthAgent,
     Org,
@@ -90,6 +91,9 @@ class Flow:
     retry: Callable[[Run], ApiResponse]  # what a user does after a retryable error
     secrets_prefix: Callable[[Run], str]  # the flow's secrets live under it
     connected_after: bool = False  # the agent's connection must work after the retry
+    # A send: a lost write of its idempotency record leaves the key held (409
+    # request_in_progress, to the request and its retries) until it expires; never twice.
+    holds_key: bool = False
 
     def ok(self, response: ApiResponse) -> bool:
         if response.headers.get("Content-Type", "").startswith("text/html"):
@@ -261,6 +265,56 @@ def oauth_flows(local_api: Any, microsoft: FakeMicrosoft, google: FakeGoogle) ->
     ]  # fmt: skip
 
 
+def agent_flows(local_api: Any, imap_body: Body, smtp: SmtpServer) -> list[Flow]:
+    def platform(run: Run) -> ApiClient:
+        token = local_api.issuer.mint(
+            sub="platform", org_id=run.org.org_id, scopes=("agents.manage",)
+        )
+        return ApiClient(local_api.url, token)
+
+    def new_agent(run: Run) -> None:
+        run.context["agent"] = f"agent-{uuid.uuid4().hex[:10]}"
+
+    def register(run: Run) -> ApiResponse:
+        return platform(run).put(f"/bridge/agents/{run.context['agent']}", {"name": "Added"})
+
+    def registered(run: Run) -> Hashable:
+        from mailbridge.storage.agents import DynamoAgentStore
+
+        agent, _ = DynamoAgentStore().load(run.context["agent"])
+        # Each run is another organization: the state says the agent is the run's.
+        return (agent.org_id == run.org.org_id, agent.name) if agent else None
+
+    def connected(run: Run) -> None:
+        assert run.org.client.put(run.org.config_path, imap_body()).status == 200
+        assert run.org.client.post(run.org.config_path + "/test").json()["ok"] is True
+        run.context |= {"agent": run.org.agent_id, "key": uuid.uuid4().hex}
+        run.context["subject"] = f"Fault run {run.context['key']}"
+
+    def remove(run: Run) -> ApiResponse:
+        return platform(run).delete(f"/bridge/agents/{run.org.agent_id}")
+
+    def send(run: Run) -> ApiResponse:
+        message = {"to": ["someone@example.org"], "subject": run.context["subject"], "text": "x"}
+        return run.org.client.request(
+            "POST",
+            f"/bridge/agents/{run.org.agent_id}/mail/send",
+            message,
+            headers={"Idempotency-Key": run.context["key"]},
+        )
+
+    def times_sent(run: Run) -> Hashable:
+        subject = f"Subject: {run.context['subject']}".encode()
+        return sum(1 for received in smtp.messages if subject in received.content)
+
+    return [
+        Flow("register an agent", new_agent, register, registered, register, _agent_prefix),
+        Flow("remove an agent", connected, remove, registered, remove, _agent_prefix),
+        Flow("send a message", connected, send, times_sent, send, _agent_prefix,
+             holds_key=True),
+    ]  # fmt: skip
+
+
 def org_flows(google: FakeGoogle) -> list[Flow]:
     app_path = "/bridge/orgs/{org}/email-oauth-apps/google"
     policy_path = "/bridge/client-orgs/{client_org}/email-policy"
@@ -325,11 +379,20 @@ def org_flows(google: FakeGoogle) -> list[Flow]:
 
 @pytest.fixture
 def flows(
-    imap_body: Body, local_api: Any, microsoft: FakeMicrosoft, google: FakeGoogle
+    imap_body: Body,
+    local_api: Any,
+    microsoft: FakeMicrosoft,
+    google: FakeGoogle,
+    smtp: SmtpServer,
 ) -> dict[str, Flow]:
     microsoft.add_account(MS_ACCOUNT, inbox_total=42, inbox_unread=7)
     google.add_account(GOOGLE_ACCOUNT, inbox_total=1200, inbox_unread=31)
-    every = imap_flows(imap_body) + oauth_flows(local_api, microsoft, google) + org_flows(google)
+    every = (
+        imap_flows(imap_body)
+        + oauth_flows(local_api, microsoft, google)
+        + org_flows(google)
+        + agent_flows(local_api, imap_body, smtp)
+    )
     return {flow.name: flow for flow in every}
 
 
@@ -346,6 +409,9 @@ FLOW_NAMES = [
     "delete a shared app",
     "save a client-org policy",
     "delete a client org",
+    "register an agent",
+    "remove an agent",
+    "send a message",
 ]
 
 
@@ -395,6 +461,11 @@ def test_a_failing_aws_call_leaves_whole_state(
                 # The state was taken (single use) and the answer lost: the page says to
                 # click Authorize again, which the retry does.
                 assert (call.operation, fault) == ("DeleteItem", "lost_response"), where
+            elif flow.holds_key and answer == "409 request_in_progress":
+                # The idempotency record was written and its answer lost: the key stays
+                # held until the record's time runs out, and nothing was sent.
+                assert (call.operation, fault) == ("PutItem", "lost_response"), where
+                assert response.headers["Retry-After"], where
             else:
                 # Retryable, and says so: a hint (JSON or page) and, for JSON, Retry-After.
                 assert response.status == 503, f"{where}: answered {answer}"
@@ -406,7 +477,12 @@ def test_a_failing_aws_call_leaves_whole_state(
             assert not _dangling(run, flow), f"{where}: a record points at a missing secret"
             left = _orphans(run, flow)
             retried = flow.retry(run)
-            assert flow.ok(retried), f"{where}: the retry answered {_answer(retried)}"
+            held = flow.holds_key and _answer(retried) == "409 request_in_progress"
+            assert flow.ok(retried) or held, f"{where}: the retry answered {_answer(retried)}"
+            # Done once, whatever failed on the way: never twice, never half (a key still
+            # held may or may not have sent: its record's write, or its answer, was lost).
+            expected = (old, new) if held else (new,)
+            assert flow.state(run) in expected, f"{where}: after the retry"
             assert not _orphans(run, flow), f"{where}: secrets left: {_orphans(run, flow)}"
             if flow.connected_after:
                 # No lost refresh token, no broken record: the connection still works.
