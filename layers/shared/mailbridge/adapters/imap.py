@@ -9,7 +9,7 @@ from __future__ import annotations
 import imaplib
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import LoginError
@@ -97,8 +97,8 @@ def logged_in(connection: ImapConnection, password: str, timeout: float) -> Iter
 
 
 def _close(client: IMAPClient) -> None:
-    # LOGOUT is a courtesy: the outcome is already known when it fails.
-    try:
-        client.logout()
-    except (OSError, imaplib.IMAP4.error):
-        client.shutdown()
+    """LOGOUT without waiting for the answer, which nothing needs (a round trip saved), then
+    close: a courtesy to the server, whose failure changes no outcome."""
+    with suppress(OSError):
+        client.socket().sendall(b"bye LOGOUT\r\n")
+    client.shutdown()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import smtplib
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from ..connections.models import ImapConnection, Security, ServerSettings
 from ..core.errors import ErrorCode, MailServerError
@@ -80,6 +80,13 @@ def _refusal(
     return server_error(ErrorCode.MESSAGE_REFUSED, "SMTP", server)
 
 
+def _quit(client: smtplib.SMTP) -> None:
+    """QUIT without waiting for the answer, which nothing needs: a round trip saved."""
+    with suppress(OSError, smtplib.SMTPException):
+        client.send("QUIT\r\n")
+    client.close()
+
+
 @contextmanager
 def _logged_in(connection: ImapConnection, password: str, timeout: float) -> Iterator[smtplib.SMTP]:
     """A dialogue secured and authenticated; QUIT at the end. Failures are MailServerErrors."""
@@ -96,7 +103,7 @@ def _logged_in(connection: ImapConnection, password: str, timeout: float) -> Ite
             )
         else:
             client = _SMTP(server.host, server.port, local_hostname=_EHLO_NAME, timeout=timeout)
-        with client:
+        try:
             client.ehlo()
             if server.security is Security.STARTTLS:
                 if not client.has_extn("starttls"):
@@ -107,6 +114,8 @@ def _logged_in(connection: ImapConnection, password: str, timeout: float) -> Ite
                 raise server_error(ErrorCode.AUTH_UNAVAILABLE, "SMTP", server)
             client.login(connection.username, password)
             yield client
+        finally:
+            _quit(client)
     except smtplib.SMTPAuthenticationError as error:
         raise server_error(ErrorCode.AUTH_FAILED, "SMTP", server) from error
     except smtplib.SMTPServerDisconnected as error:
