@@ -1,4 +1,5 @@
-"""`make bench`: one table of cold starts, the layer's size and connection-test latency.
+"""`make bench`: one table of cold starts, the layer's size, and the latency of the connection
+test and of the mail routes.
 
 Exits 1 when a budget fails, after printing everything.
 """
@@ -21,9 +22,9 @@ from mailbridge_tools.template import (
 )
 
 from .imports import CONNECTION_TEST_ROUTE, function_serving, import_targets, measure_imports
-from .latency import ONE_WAY_DELAY, LatencyReport, Mailbox, MailLab
+from .latency import ONE_WAY_DELAY, LatencyReport, Mailbox, MailLab, MailLatency
 from .layer import LayerSpec, build_layer, measure_layer
-from .report import import_rows, latency_rows, layer_rows, machine, markdown_table
+from .report import import_rows, latency_rows, layer_rows, machine, mail_rows, markdown_table
 
 SMALL_MAILBOX = Mailbox("small@example.com", 10)
 LARGE_MAILBOX = Mailbox("large@example.com", 50_000)
@@ -47,8 +48,10 @@ def main() -> None:
     rows += layer_rows(layer)
 
     _progress(f"connection test: filling a {LARGE_MAILBOX.messages:,}-message mailbox, then checks")
-    latency = _measure_latency(template, options.latency_runs)
+    latency, mail = _measure_latency(template, options.latency_runs)
     rows += latency_rows(latency, options.latency_runs, DIRECT_RUNS, ONE_WAY_DELAY)
+    small, large = SMALL_MAILBOX.messages, LARGE_MAILBOX.messages
+    rows += mail_rows(mail, small, large, options.latency_runs, ONE_WAY_DELAY)
 
     print(f"Machine: {machine()}\n")
     print(
@@ -72,9 +75,10 @@ def main() -> None:
         sys.exit(1)
 
 
-def _measure_latency(template: dict[str, object], runs: int) -> LatencyReport:
-    """The checks run in this process, with the connection-test function's settings from the
-    template, as a deployment allowing the lab's loopback servers would have them."""
+def _measure_latency(template: dict[str, object], runs: int) -> tuple[LatencyReport, MailLatency]:
+    """The checks and the mail routes' work run in this process, with the connection-test
+    function's settings from the template, as a deployment allowing the lab's loopback
+    servers would have them."""
     function = function_serving(template, CONNECTION_TEST_ROUTE)
     with tempfile.TemporaryDirectory(prefix="mailbridge-bench-") as directory:
         ca = CertificateAuthority.create(Path(directory))
@@ -83,7 +87,7 @@ def _measure_latency(template: dict[str, object], runs: int) -> LatencyReport:
         os.environ.update(function_environment(template, function, resolved))
         os.environ["MAIL_EXTRA_CA_FILE"] = str(ca.ca_path)
         with MailLab(cert, key, SMALL_MAILBOX, LARGE_MAILBOX) as lab:
-            return lab.measure(runs, DIRECT_RUNS)
+            return lab.measure(runs, DIRECT_RUNS), lab.measure_mail(runs)
 
 
 def _progress(message: str) -> None:

@@ -9,17 +9,22 @@ MAIL_EXTRA_PORTS, MAIL_EXTRA_CA_FILE.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 from mailbridge.connections.checks import check_mail_servers
 from mailbridge.connections.mail_servers import mail_servers
 from mailbridge.connections.models import ImapConnection, Security, ServerSettings
+from mailbridge.core.settings import settings
+from mailbridge.mail.compose import compose
+from mailbridge.mail.mailboxes import open_mailbox
 from mailbridge_tools.sandbox import DovecotServer, SmtpServer
 
 from .latency_proxy import LatencyProxy
@@ -35,6 +40,14 @@ PASSWORD = "bench-app-password"  # noqa: S105 - the lab's own throwaway accounts
 # are not in them: nothing needs their answer (BENCHMARKS.md has the reasoning).
 IMAP_TLS_MINIMUM = ("TCP", "TLS 1.3", "greeting", "LOGIN", "STATUS")
 SMTP_STARTTLS_MINIMUM = ("TCP", "greeting", "EHLO", "STARTTLS", "TLS 1.3", "EHLO", "AUTH")
+# A message to one recipient: the same dialogue, then its envelope and itself.
+SMTP_SEND_MINIMUM = (*SMTP_STARTTLS_MINIMUM, "MAIL", "RCPT", "DATA", "message")
+# The mail routes' budgets: a page of the newest messages costs the same round trips in a
+# large mailbox as in a small one; a send, the SMTP minimum and one APPEND of latency,
+# within 20% (TLS and the servers' work). SMTP's round trips are counted exactly; an IMAP
+# login after SMTP rather than meanwhile would add at least 4 round trips, a third of the floor.
+LIST_LIMIT = 50
+SEND_BUDGET = 1.2
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,39 @@ class LatencyReport:
     @property
     def direct_mailbox_size_ratio(self) -> float:
         return self.direct_imap_large / self.direct_imap
+
+
+@dataclass(frozen=True)
+class MailLatency:
+    list_small: CheckTiming  # the newest LIST_LIMIT messages of the small mailbox
+    list_large: CheckTiming  # ... and of the large one
+    send: CheckTiming  # SMTP's round trips; the seconds of the whole send, sent copy included
+    send_imap_round_trips: int  # IMAP's, beside SMTP: login and LIST meanwhile, then APPEND
+
+    @property
+    def send_floor(self) -> float:
+        """The latency a send cannot avoid: the SMTP minimum, then one APPEND."""
+        return (len(SMTP_SEND_MINIMUM) + 1) * 2 * ONE_WAY_DELAY
+
+    @property
+    def send_ratio(self) -> float:
+        return self.send.seconds / self.send_floor
+
+
+@contextmanager
+def _mail_timeout(seconds: float) -> Iterator[None]:
+    """This process's settings, with MAIL_TIMEOUT_SECONDS at `seconds` meanwhile."""
+    previous = os.environ.get("MAIL_TIMEOUT_SECONDS")
+    os.environ["MAIL_TIMEOUT_SECONDS"] = str(seconds)
+    settings.cache_clear()
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["MAIL_TIMEOUT_SECONDS"]
+        else:
+            os.environ["MAIL_TIMEOUT_SECONDS"] = previous
+        settings.cache_clear()
 
 
 class MailLab:
@@ -158,6 +204,54 @@ class MailLab:
             small=self.small,
             large=self.large,
         )
+
+    def measure_mail(self, runs: int) -> MailLatency:
+        """The mail routes' IMAP and SMTP work, through the proxies: listing a page in each
+        mailbox, and sending a message (its copy appended to the Sent folder)."""
+
+        def listing(mailbox: Mailbox) -> Callable[[], None]:
+            connection = self.connection(mailbox)
+
+            def run() -> None:
+                with open_mailbox(connection, PASSWORD) as box:
+                    page = box.list_messages(
+                        "inbox", unread_only=False, cursor=None, limit=LIST_LIMIT
+                    )
+                listed = len(page.messages)
+                _expect(listed == min(LIST_LIMIT, mailbox.messages), f"{mailbox}: {listed}")
+
+            return run
+
+        connection = self.connection(self.small)
+
+        def send() -> None:
+            outgoing = compose(
+                sender=self.small.address,
+                sender_name="Bench",
+                to=["someone@example.org"],
+                cc=[],
+                bcc=[],
+                subject="Latency",
+                text="One message.",
+                html=None,
+                attachments=[],
+                replying_to=None,
+                now=datetime.now(UTC),
+                message_key=str(time.monotonic_ns()),
+            )
+            with open_mailbox(connection, PASSWORD) as box:
+                sent = box.send(outgoing, replying_to=None)
+            _expect(sent.id is not None, "no copy in the Sent folder")
+
+        # A send through the proxies takes longer than a test suite's short mail timeout:
+        # the mail routes run here with the checks' (a deployment's default).
+        with _mail_timeout(CHECK_TIMEOUT):
+            list_small = self._check_timing(listing(self.small), self.imap_proxy, runs, ())
+            list_large = self._check_timing(listing(self.large), self.imap_proxy, runs, ())
+            sending = self._check_timing(send, self.smtp_proxy, runs, SMTP_SEND_MINIMUM)
+        imap_traces = self.imap_proxy.take_traces()
+        _expect(len(imap_traces) == runs, f"{len(imap_traces)} IMAP connections for {runs} sends")
+        return MailLatency(list_small, list_large, sending, max(t.round_trips for t in imap_traces))
 
     @staticmethod
     def _check_timing(

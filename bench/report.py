@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .imports import BOTO3_FLOOR, FRAMEWORK_FLOOR, ImportResult
-from .latency import CONCURRENCY_BUDGET, MAILBOX_SIZE_BUDGET, LatencyReport
+from .latency import (
+    CONCURRENCY_BUDGET,
+    LIST_LIMIT,
+    MAILBOX_SIZE_BUDGET,
+    SEND_BUDGET,
+    LatencyReport,
+    MailLatency,
+)
 from .layer import LAYER_BUDGET_MB, MB, LayerReport
 
 
@@ -131,6 +138,32 @@ def latency_rows(latency: LatencyReport, runs: int, direct_runs: int, delay: flo
     ]
 
 
+def mail_rows(mail: MailLatency, small: int, large: int, runs: int, delay: float) -> list[Row]:
+    same = mail.list_large.round_trips == mail.list_small.round_trips
+    return [
+        Row(f"**Mail routes** (IMAP/SMTP): through the same proxies, median of {runs}"),
+        Row(
+            measure=f"list the newest {LIST_LIMIT}, {large:,} vs {small:,} messages",
+            value=f"{_ms(mail.list_large.seconds)} vs {_ms(mail.list_small.seconds)} ms",
+            compared=f"{mail.list_large.round_trips} vs {mail.list_small.round_trips} round trips",
+            budget="the same round trips",
+            verdict=verdict(same),
+            note="a page is fetched by position from the folder's end: no whole-mailbox "
+            "SEARCH or FETCH",
+        ),
+        Row(
+            measure="send one message, its copy appended to the Sent folder",
+            value=f"{mail.send.seconds * 1000:.0f} ms",
+            compared=f"{mail.send_ratio:.2f}x the SMTP minimum and one APPEND "
+            f"({mail.send_floor * 1000:.0f} ms)",
+            budget=f"≤ {SEND_BUDGET}x",
+            verdict=verdict(mail.send_ratio <= SEND_BUDGET),
+            note=f"SMTP {mail.send.round_trips} round trips (minimum {len(mail.send.minimum)}); "
+            f"IMAP {mail.send_imap_round_trips}, its login while SMTP sends",
+        ),
+    ]
+
+
 def markdown_table(rows: list[Row]) -> str:
     header = Row("Measure", "Value", "Compared", "Budget", "Verdict", "Notes")
     lines = [_cells(header), "|" + "---|" * 6]
@@ -164,3 +197,7 @@ def machine() -> str:
         # The machine may be shared: a busy one inflates the times.
         f"1-minute load average at the end {os.getloadavg()[0]:.2f}"
     )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}"
