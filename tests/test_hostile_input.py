@@ -94,9 +94,9 @@ def test_if_match_refuses_a_stale_version(org: Org, imap_body: Body) -> None:
 
 def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body) -> None:
     """Without If-Match, the last writer wins; no save is lost half-way, no record is torn,
-    and the password the record uses is the one saved with its settings. Lambda runs
-    concurrent requests in separate instances (the local run, like one instance, takes them
-    in turn): threads calling the save path stand in for them."""
+    and the password the record uses is the one saved with its settings. Threads calling
+    the save path stand in for Lambda's concurrent instances, many more than the local run's
+    gateway would start for a few clients."""
     from mailbridge.agents.models import Caller
     from mailbridge.connections.models import ImapConfigRequest
     from mailbridge.connections.service import save_email_config

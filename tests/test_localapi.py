@@ -6,8 +6,10 @@ import base64
 import http.client
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,9 @@ Resources:
 ECHO_APP = """
 import json
 import os
+import time
+
+BUSY = []  # this instance's requests in flight
 
 
 def handler(event, context):
@@ -100,6 +105,12 @@ def handler(event, context):
         raise RuntimeError("boom")
     if event["rawPath"] == "/things/plain":
         return {"plain": True}
+    if event["rawPath"] == "/things/slow":
+        BUSY.append(1)
+        time.sleep(0.3)
+        overlapped = len(BUSY) > 1
+        BUSY.pop()
+        return {"instance": id(BUSY), "overlapped": overlapped}
     return {
         "statusCode": 200,
         "headers": {"Content-Type": "application/json"},
@@ -268,6 +279,19 @@ def test_function_runs_with_template_environment_and_context(api: LocalApi) -> N
     assert echo["context"]["function_name"] == "EchoFunction"
     assert echo["context"]["memory_limit_in_mb"] == 256
     assert 0 < echo["context"]["remaining_ms"] <= 10_000
+
+
+def test_concurrent_requests_run_in_instances_of_their_own(api: LocalApi) -> None:
+    """As Lambda scales out: an instance never takes two requests at once; a busy function
+    gets another instance, and an idle one is used again."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        started = time.monotonic()
+        answers = list(pool.map(lambda _: echoed(api, "GET", "/things/slow"), range(3)))
+        elapsed = time.monotonic() - started
+    assert not any(answer["overlapped"] for answer in answers)
+    instances = {answer["instance"] for answer in answers}
+    assert len(instances) == 3 and elapsed < 0.8, (instances, elapsed)  # not one by one
+    assert echoed(api, "GET", "/things/slow")["instance"] in instances
 
 
 def test_bodies_pass_as_text_or_base64(api: LocalApi) -> None:

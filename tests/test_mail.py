@@ -6,8 +6,10 @@ organization's policy, and the status each use leaves."""
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
@@ -215,6 +217,31 @@ def test_an_idempotency_key_goes_with_one_message(imap_agent: MailAgent) -> None
     assert (missing.status, missing.error["code"]) == (422, "missing_field")
 
 
+def test_concurrent_retries_of_one_send_send_it_once(
+    imap_agent: MailAgent, smtp: SmtpServer
+) -> None:
+    """A client retrying impatiently: eight requests with one key at once (separate Lambda
+    instances in production; threads here)."""
+    body = {"to": ["customer@example.org"], "subject": "Once", "text": "Only once."}
+    before = len(smtp.messages)
+
+    def attempt(_: int) -> tuple[int, str]:
+        response = imap_agent.runtime.request(
+            "POST", imap_agent.send_path, body, headers={"Idempotency-Key": "race-1"}
+        )
+        return response.status, response.text
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(attempt, range(8)))
+    statuses = sorted(status for status, _ in answers)
+    assert set(statuses) <= {200, 409} and 200 in statuses, answers
+    assert len(smtp.messages) == before + 1
+    # Whoever was told "in progress" gets the one result by retrying.
+    results = {text for status, text in answers if status == 200}
+    assert len(results) == 1
+    assert imap_agent.send(body, key="race-1") == json.loads(results.pop())
+
+
 def test_a_reply_threads_with_the_original_and_marks_it_answered(
     imap_agent: MailAgent, smtp: SmtpServer, dovecot: DovecotServer
 ) -> None:
@@ -324,8 +351,41 @@ def test_the_policy_is_checked_before_anything_leaves(
         headers={"Idempotency-Key": "p-3"},
     )
     assert (limited.status, limited.error["code"]) == (429, "sending_limit_reached")
+    # A reply is checked against whom it goes to: the original's sender, here not allowed.
+    agent.deliver(_message(sender="stranger@elsewhere.example"))
+    original = _page(agent, limit=1)["messages"][0]
+    reply = agent.runtime.request(
+        "POST",
+        agent.send_path,
+        {"reply_to_message_id": original["id"], "text": "x"},
+        headers={"Idempotency-Key": "p-4"},
+    )
+    assert (reply.status, reply.error["code"]) == (422, "recipients_not_allowed")
     assert int(limited.headers["Retry-After"]) >= 1
     assert len(smtp.messages) == before + 2
+
+
+def test_concurrent_sends_never_exceed_the_limit(
+    local_api: Any,
+    org: Org,
+    mailbox_factory: Callable[[], Mailbox],
+    imap_body: Callable[..., dict[str, Any]],
+    dovecot: DovecotServer,
+    smtp: SmtpServer,
+) -> None:
+    policy_body = {"name": "Acme", "limits": {"per_hour": 3}}
+    agent = _client_org_agent(local_api, org, mailbox_factory(), imap_body, dovecot, policy_body)
+    before = len(smtp.messages)
+
+    def attempt(number: int) -> int:
+        message = {"to": [f"x{number}@example.org"], "subject": "x", "text": "x"}
+        headers = {"Idempotency-Key": f"burst-{number}"}
+        return agent.runtime.request("POST", agent.send_path, message, headers=headers).status
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = sorted(pool.map(attempt, range(8)))
+    assert statuses == [200] * 3 + [429] * 5
+    assert len(smtp.messages) == before + 3
 
 
 def test_an_agent_outside_the_client_orgs_domain_cannot_send(

@@ -15,12 +15,15 @@ from types import ModuleType
 _LOADING = threading.Lock()
 
 
-def load_function_module(function: str, code_uri: Path, handler: str) -> ModuleType:
-    """A function's handler module, imported as Lambda would import it."""
+def load_function_module(
+    function: str, code_uri: Path, handler: str, instance: int = 0
+) -> ModuleType:
+    """A function's handler module, imported as Lambda would import it; each `instance` of
+    the function has its own (its own app, stores and clients), as Lambda's instances do."""
     module_path = handler.rpartition(".")[0]
     source = code_uri / f"{module_path.replace('.', '/')}.py"
     # Every function's module is app.py: a name per function keeps them apart.
-    module_name = f"mailbridge_fn_{function}"
+    module_name = f"mailbridge_fn_{function}" + (f"_{instance}" if instance else "")
     # One import per function, even when a request and the OpenAPI document ask at once.
     with _LOADING:
         if module_name in sys.modules:

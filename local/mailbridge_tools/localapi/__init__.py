@@ -7,11 +7,14 @@ What SAM deploys, emulated in one process from template.yaml:
   JWT authorizer (tokens from a DevIssuer), the 2.0 event and the response mapping (gateway;
   server is the HTTP in front of it).
 - Lambda: each function's handler module, loaded from its CodeUri under a name of its own,
-  with the template's environment, and one request at a time per function as on Lambda
-  (lambda_runtime).
+  with the template's environment; as on Lambda, an instance takes one request at a time
+  and concurrent requests get instances of their own, each its own load of the module
+  (lambda_runtime), so races between requests are real here too.
 
 All functions share this process's environment, so a variable that two functions would set
-to different values is refused rather than guessed. Not emulated: Lambda's timeout (the
+to different values is refused rather than guessed. Instances also share the process's
+logger and metrics, so under concurrency a log line may carry another request's keys; on
+Lambda each instance is a process of its own. Not emulated: Lambda's timeout (the
 context reports the time left, nothing stops a slow handler), ANY methods, {proxy+} paths.
 
 Here LocalApi puts them together; web serves the Email tab and the OpenAPI document beside

@@ -1,7 +1,7 @@
 """What Lambda does for each function: its handler, loaded from its CodeUri on first use, run
-one request at a time with a context object, and the template's environment, which all
-functions share in this one process (a variable two of them would set differently is
-refused rather than guessed)."""
+with a context object, one request at a time per instance and in as many instances as there
+are concurrent requests; and the template's environment, which all functions share in this
+one process (a variable two of them would set differently is refused rather than guessed)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ class LambdaContext:
 
 
 class LambdaFunction:
-    """One function's handler, loaded on first use, invoked one request at a time."""
+    """One function, scaled out as Lambda does: a request goes to an idle instance, or to a
+    new one when every instance is busy, so concurrent requests really run concurrently.
+    An instance is its own load of the handler module and takes one request at a time."""
 
     def __init__(self, route: Route, memory_mb: int, timeout_seconds: float) -> None:
         self.name = route.function
@@ -42,14 +44,13 @@ class LambdaFunction:
         self._handler_name = route.handler
         self._memory_mb = memory_mb
         self._timeout_seconds = timeout_seconds
-        self._handler: Handler | None = None
-        # Lambda never runs two requests in one instance; handlers may rely on it.
+        self._idle: list[Handler] = []
+        self._instances = 0
         self._lock = threading.Lock()
 
     def invoke(self, event: dict[str, Any]) -> Any:
-        with self._lock:
-            if self._handler is None:
-                self._handler = self._load()
+        handler = self._take_instance()
+        try:
             context = LambdaContext(
                 function_name=self.name,
                 memory_limit_in_mb=self._memory_mb,
@@ -57,10 +58,18 @@ class LambdaFunction:
                 aws_request_id=str(uuid.uuid4()),
                 deadline=time.monotonic() + self._timeout_seconds,
             )
-            return self._handler(event, context)
+            return handler(event, context)
+        finally:
+            with self._lock:
+                self._idle.append(handler)
 
-    def _load(self) -> Handler:
-        module = load_function_module(self.name, self._code_uri, self._handler_name)
+    def _take_instance(self) -> Handler:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            instance = self._instances
+            self._instances += 1
+        module = load_function_module(self.name, self._code_uri, self._handler_name, instance)
         handler: Handler = getattr(module, self._handler_name.rpartition(".")[2])
         return handler
 
