@@ -5,6 +5,9 @@ latency and money). The budgets:
 - PUT email-config: at most one Secrets Manager write and one DynamoDB write;
 - POST .../test: at most one Secrets Manager read, plus one write when a token was
   refreshed; a warm instance reads no secret version it has read before.
+The mail routes are held to the same: a read of the agent, one of its secret on a new
+instance, and for a send its idempotency record (written, then completed) and a counter
+write per limit of the client organization's policy.
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ from typing import Any
 import pytest
 from aws_calls import AwsCall, AwsCalls
 from mailbridge_tools.sandbox import FakeGoogle
-from support import CALLBACK, REPORTS, OAuthAgent, Org, age_tokens, make_org, register_agent
+from support import (
+    CALLBACK,
+    REPORTS,
+    MailAgent,
+    OAuthAgent,
+    Org,
+    age_tokens,
+    make_org,
+    register_agent,
+)
 
 Body = Callable[..., dict[str, Any]]
 _SECRET_READS = {"GetSecretValue", "BatchGetSecretValue"}
@@ -159,3 +171,39 @@ def test_an_oauth_test_reads_one_secret_and_writes_only_a_refreshed_token(
     # The app's secret version was read before: only the new tokens.
     assert [call.operation for call in secrets(calls, writes=False)] == ["GetSecretValue"]
     assert [call.operation for call in secrets(calls, writes=True)] == ["PutSecretValue"]
+
+
+def test_the_mail_routes_read_the_agent_once_and_its_secret_once_per_instance(
+    imap_agent: MailAgent, aws_calls: AwsCalls, cold: Callable[[], None]
+) -> None:
+    imap_agent.deliver(b"From: a@example.net\r\nSubject: Hi\r\n\r\nHello.\r\n")
+    # Connected already: a use that changes no status writes nothing.
+    assert imap_agent.org.client.post(imap_agent.org.config_path + "/test").json()["ok"]
+    cold()
+
+    def page() -> Any:
+        return imap_agent.runtime.get(imap_agent.messages_path(limit=10))
+
+    first = counted(aws_calls, "list messages, IMAP, a new instance", page)
+    assert [str(call) for call in first] == ["dynamodb.Query", "secretsmanager.GetSecretValue"]
+    again = counted(aws_calls, "list messages, IMAP, the same instance", page)
+    assert [str(call) for call in again] == ["dynamodb.Query"]
+
+    message = {"to": ["someone@example.org"], "subject": "Hi", "text": "Hello."}
+    sent = counted(
+        aws_calls, "send, IMAP, the secret read before", lambda: imap_agent.send(message, key="k")
+    )
+    # The key's record, the agent, the shared apps and client organization, the record
+    # completed (and with a policy, one counter write per limit).
+    operations = [str(call) for call in sent]
+    assert operations == [
+        "dynamodb.PutItem",
+        "dynamodb.Query",
+        "dynamodb.BatchGetItem",
+        "dynamodb.UpdateItem",
+    ], operations
+    retried = counted(
+        aws_calls, "send, the same key again", lambda: imap_agent.send(message, key="k")
+    )
+    # The key's conditional put fails and hands back the stored result: nothing else.
+    assert [str(call) for call in retried] == ["dynamodb.PutItem"]

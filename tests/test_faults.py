@@ -291,6 +291,14 @@ def agent_flows(local_api: Any, imap_body: Body, smtp: SmtpServer) -> list[Flow]
         run.context |= {"agent": run.org.agent_id, "key": uuid.uuid4().hex}
         run.context["subject"] = f"Fault run {run.context['key']}"
 
+    def connected_under_policy(run: Run) -> None:
+        """The agent in a client organization whose policy counts each message."""
+        policy = {"name": "Acme", "allowed_recipients": ["example.org"], "limits": {"per_hour": 50}}
+        assert run.org.client.put("/bridge/client-orgs/acme/email-policy", policy).status == 200
+        member = {"name": "Agent", "client_org_id": "acme"}
+        assert platform(run).put(f"/bridge/agents/{run.org.agent_id}", member).status == 200
+        connected(run)
+
     def remove(run: Run) -> ApiResponse:
         return platform(run).delete(f"/bridge/agents/{run.org.agent_id}")
 
@@ -310,8 +318,8 @@ def agent_flows(local_api: Any, imap_body: Body, smtp: SmtpServer) -> list[Flow]
     return [
         Flow("register an agent", new_agent, register, registered, register, _agent_prefix),
         Flow("remove an agent", connected, remove, registered, remove, _agent_prefix),
-        Flow("send a message", connected, send, times_sent, send, _agent_prefix,
-             holds_key=True),
+        Flow("send under a policy", connected_under_policy, send, times_sent, send,
+             _agent_prefix, holds_key=True),
     ]  # fmt: skip
 
 
@@ -411,7 +419,7 @@ FLOW_NAMES = [
     "delete a client org",
     "register an agent",
     "remove an agent",
-    "send a message",
+    "send under a policy",
 ]
 
 

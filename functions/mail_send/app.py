@@ -67,6 +67,7 @@ def send(
     )
     # A crash in the middle frees the key when this invocation's time is up, not in a day.
     config.register_lambda_context(app.lambda_context)
+    sent_here: list[SentMessage] = []  # what this invocation sent, whatever happens after
 
     @idempotent_function(
         data_keyword_argument="attempt",
@@ -76,7 +77,9 @@ def send(
         key_prefix="send",
     )
     def send_once(attempt: dict[str, object]) -> SentMessage:
-        return send_message(stores, caller, agentId, request, idempotency_key=idempotency_key)
+        sent = send_message(stores, caller, agentId, request, idempotency_key=idempotency_key)
+        sent_here.append(sent)
+        return sent
 
     attempt = {"key": idempotency_key, "request": request.model_dump(mode="json")}
     try:
@@ -96,7 +99,12 @@ def send(
             retry_after=2,
         ) from None
     except IdempotencyPersistenceLayerError as error:
-        raise storage_unavailable("DynamoDB") from error
+        if not sent_here:
+            raise storage_unavailable("DynamoDB") from error
+        # The message left and only its result could not be recorded: answering a failure
+        # would have the client send it again.
+        logger.warning("sent; recording the result under the key failed")
+        sent = sent_here[0]
     logger.info("message sent", extra={"recipients": len(sent.recipients)})
     return sent
 
