@@ -45,7 +45,6 @@ class ErrorCode(StrEnum):
     FOLDER_NOT_FOUND = "folder_not_found"
     ATTACHMENT_NOT_FOUND = "attachment_not_found"
     AGENT_TOKEN_NOT_ALLOWED = "agent_token_not_allowed"
-    IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required"
     # What is stored does not allow it
     NOT_CONFIGURED = "not_configured"
     NOT_OAUTH = "not_oauth"
