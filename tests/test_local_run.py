@@ -5,6 +5,7 @@ by each of the three methods and test it, and no secret shows up in a response o
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -49,6 +50,28 @@ def launched(*arguments: str) -> Iterator[LocalRun]:
         process.stdout.close()
 
 
+def curl(line: str, variables: dict[str, str]) -> requests.Response:
+    """What this printed `curl -s [-X METHOD] [-H HEADER]... URL [--json BODY]` line does,
+    with the shell's variables (and placeholders) replaced."""
+    for name, value in variables.items():
+        line = line.replace(name, value)
+    words = shlex.split(line)
+    assert words[:2] == ["curl", "-s"], line
+    method, headers, url, body = "GET", {}, "", None
+    options = iter(words[2:])
+    for word in options:
+        if word == "-X":
+            method = next(options)
+        elif word == "-H":
+            name, _, value = next(options).partition(": ")
+            headers[name] = value
+        elif word == "--json":
+            body = json.loads(next(options))
+        else:
+            url = word
+    return requests.request(method, url, headers=headers, json=body, timeout=30)
+
+
 @pytest.fixture(scope="module")
 def local_run() -> Iterator[LocalRun]:
     require_component(dovecot_binary() is not None, "Dovecot (Debian package dovecot-imapd)")
@@ -88,6 +111,26 @@ def test_the_printed_commands_connect_the_demo_agent(local_run: LocalRun) -> Non
     assert tested["email"] == body["email"]
     assert read["status"] == "connected"
 
+    # The agent's runtime reads its newest unread message and replies, by the printed lines.
+    agent_token = local_run.line("export MAILBRIDGE_AGENT_TOKEN=").split("=", 1)[1]
+    variables = {"$MAILBRIDGE_AGENT_TOKEN": agent_token}
+    listed = curl(local_run.line("messages?unread=true"), variables)
+    assert listed.status_code == 200, listed.text
+    newest = listed.json()["messages"][0]
+    variables["<id>"] = newest["id"]
+    opened = curl(local_run.line("messages/<id>"), variables)
+    assert opened.status_code == 200 and opened.json()["text"], opened.text
+    original = opened.json()
+    replied = curl(local_run.line("Idempotency-Key"), variables)
+    assert replied.status_code == 200, replied.text
+    assert replied.json()["recipients"] == [
+        (original["reply_to"] or [original["sender"]])[0]["address"]
+    ]
+    sent = ApiClient(url, agent_token).get("/bridge/agents/demo-agent/mail/messages?folder=sent")
+    assert sent.json()["messages"][0]["subject"] == "Re: " + original["subject"], sent.text
+    assert sent.json()["messages"][0]["thread_id"] == original["thread_id"]
+    texts = [listed.text, opened.text, replied.text, sent.text]
+
     # The OAuth methods, through the sandbox's fake providers.
     ca_file = local_run.line("CA certificate").rsplit(" ", 1)[1]
     for provider, account in (("microsoft", "contoso"), ("google", "workspace")):
@@ -111,6 +154,6 @@ def test_the_printed_commands_connect_the_demo_agent(local_run: LocalRun) -> Non
     logs = local_run.process.stdout.read()
     assert '"message"' in logs  # the handlers' JSON log lines are there...
     secret = local_run.line('"provider": "microsoft"').split('"client_secret": "')[1].split('"')[0]
-    for text in [*(r.text for r in responses), logs]:
+    for text in [*(r.text for r in responses), *texts, logs]:
         assert body["password"] not in text  # ...and neither the password
         assert secret not in text  # nor the client secret are

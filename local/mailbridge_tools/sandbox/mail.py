@@ -258,6 +258,9 @@ class Sandbox:
         path = f"{api_url}/bridge/agents/{agent_id}/email-config"
         auth = '-H "Authorization: Bearer $MAILBRIDGE_TOKEN"'
         bodies = self.connection_bodies()
+        mail = f"{api_url}/bridge/agents/{agent_id}/mail"
+        agent_auth = '-H "Authorization: Bearer $MAILBRIDGE_AGENT_TOKEN"'
+        reply = {"reply_to_message_id": "<id>", "text": "Thank you, I am on it."}
         return "\n".join(
             [
                 "Sandbox: a mailbox, and fake Microsoft and Google sign-in, on loopback.",
@@ -273,5 +276,11 @@ class Sandbox:
                 " redirects to the callback page), and test:",
                 f'    curl -s -X POST {auth} {path}/authorize --json \'{{"origin": "{api_url}"}}\'',
                 f"    curl -s -X POST {auth} {path}/test",
+                "  Then read and reply as the agent's runtime: its newest unread message, the"
+                " whole of one (an id from the list), a reply in its thread:",
+                f'    curl -s {agent_auth} "{mail}/messages?unread=true&limit=1"',
+                f"    curl -s {agent_auth} {mail}/messages/<id>",
+                f'    curl -s -X POST {agent_auth} -H "Idempotency-Key: reply-1" {mail}/send'
+                f" --json '{json.dumps(reply)}'",
             ]
         )
