@@ -340,6 +340,18 @@ def test_gmail_throttles_the_next_request_with_retry_after(
     assert client.call("GET", "/messages").status_code == 200
 
 
+def test_gmail_also_throttles_with_a_403_that_names_a_rate_limit(
+    google: FakeGoogle, gmail: tuple[str, Client]
+) -> None:
+    _, client = gmail
+    google.throttle_next("/users/me/messages", status=403, retry_after=None)
+    throttled = client.call("GET", "/messages")
+    assert throttled.status_code == 403 and "Retry-After" not in throttled.headers
+    (detail,) = throttled.json()["error"]["errors"]
+    assert (detail["domain"], detail["reason"]) == ("usageLimits", "rateLimitExceeded")
+    assert client.call("GET", "/messages").status_code == 200
+
+
 # -- Microsoft Graph
 
 
@@ -412,9 +424,8 @@ def test_graph_pages_a_folder_newest_first_through_absolute_next_links(
     folder_id = answer["value"][0]["parentFolderId"]
     by_id = client.call("GET", f"/mailFolders/{folder_id}/messages", headers=IMMUTABLE)
     assert len(by_id.json()["value"]) == 5
-    assert (
-        client.call("GET", "/mailFolders/inbox/messages", params={"$top": 1001}).status_code == 400
-    )
+    for refused in ({"$top": 1001}, {"$skip": 2**31}, {"$skip": "1e3"}, {"$skiptoken": "x"}):
+        assert client.call("GET", "/mailFolders/inbox/messages", params=refused).status_code == 400
     assert client.call("GET", "/mailFolders/nowhere/messages").status_code == 404
 
 
@@ -506,6 +517,19 @@ def test_graph_patch_marks_read_and_changes_only_drafts(
     assert microsoft.messages(email)[0].read
     assert client.call("PATCH", path, json={"isRead": "yes"}).status_code == 400
     assert client.call("PATCH", path, json={"subject": "New"}).status_code == 400
+
+
+def test_graph_delete_takes_the_message_out_of_every_folder(
+    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+) -> None:
+    email, client = graph
+    draft = client.call("POST", "/messages", **mime(mail("Drop me", sender=email))).json()
+    path = f"/messages/{draft['id']}"
+    assert client.call("DELETE", path).status_code == 204
+    assert microsoft.messages(email) == []
+    assert client.call("GET", path, headers=IMMUTABLE).status_code == 404
+    assert client.call("DELETE", path).status_code == 404
+    assert client.call("DELETE", "/messages/12345").status_code == 400
 
 
 def test_graph_create_reply_drafts_in_the_conversation_with_threading_headers(
@@ -610,14 +634,17 @@ def test_graph_enforces_delegated_scopes(
     assert patched.status_code == (200 if write == 201 else 403)
 
 
+@pytest.mark.parametrize(
+    ("status", "code"), [(429, "TooManyRequests"), (503, "serviceNotAvailable")]
+)
 def test_graph_throttles_the_next_request_with_retry_after(
-    microsoft: FakeMicrosoft, graph: tuple[str, Client]
+    microsoft: FakeMicrosoft, graph: tuple[str, Client], status: int, code: str
 ) -> None:
     _, client = graph
-    microsoft.throttle_next("/mailFolders/inbox/messages", retry_after=3)
+    microsoft.throttle_next("/mailFolders/inbox/messages", retry_after=3, status=status)
     throttled = client.call("GET", "/mailFolders/inbox/messages")
-    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "3"
-    assert throttled.json()["error"]["code"] == "TooManyRequests"
+    assert throttled.status_code == status and throttled.headers["Retry-After"] == "3"
+    assert throttled.json()["error"]["code"] == code
     assert client.call("GET", "/mailFolders/inbox/messages").status_code == 200
 
 

@@ -1,16 +1,19 @@
 """The agent's mailbox through Microsoft Graph and the Gmail API (the fake providers check
 what the real ones do: scopes, ids, raw RFC 5322, threads): the same routes and answers as
-over IMAP, with immutable Graph ids, Gmail threads, throttling and broken grants."""
+over IMAP, with immutable Graph ids, Gmail threads, throttling and broken grants; forged ids
+and cursors find nothing, and a failed Graph send leaves no draft behind."""
 
 from __future__ import annotations
 
 import base64
+import json
+import re
 import uuid
 from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
-from mailbridge_tools.sandbox import FakeMicrosoft
+from mailbridge_tools.sandbox import FakeGoogle, FakeMicrosoft
 from support import GOOGLE_ACCOUNT, MS_ACCOUNT, MailAgent, Mailbox, OAuthAgent
 
 
@@ -34,6 +37,11 @@ def _raw(subject: str, *, message_id: str | None = None, to: str = MS_ACCOUNT) -
         "Date: Mon, 30 Nov 2026 09:00:00 +0000\r\nMIME-Version: 1.0\r\n"
         'Content-Type: text/plain; charset="utf-8"\r\n\r\nHello there.\r\n'
     ).encode()
+
+
+def _forged(*parts: str) -> str:
+    """An opaque id or cursor as a caller can make one: the parts, packed as mail.ids does."""
+    return base64.urlsafe_b64encode("\x1f".join(parts).encode()).decode().rstrip("=")
 
 
 def _first(agent: MailAgent, **query: Any) -> dict[str, Any]:
@@ -113,6 +121,100 @@ def test_throttling_asks_to_retry_and_leaves_the_status_alone(
     assert agent.get()["status"] == "connected"
 
 
+# Ids a caller can forge, for each provider ("{id}" is a real message's): paths that would
+# take the agent's token elsewhere on the provider's host (its sign-in page, a thread's trash,
+# another mailbox), an id the provider finds malformed (400) and one it does not know (404).
+_FORGED_IDS = {
+    "google": [
+        ("gmail", "../../../../../o/oauth2/v2/auth?"),
+        ("gmail", "../threads/{id}/trash?"),
+        ("gmail", "../../other@example.com/messages/{id}"),
+        ("gmail", "{id}/../../../../../token"),
+        ("gmail", "abc"),
+        ("gmail", "0123456789abcdef"),
+    ],
+    "microsoft": [
+        ("graph", "inbox", "../../../../common/oauth2/v2.0/authorize?"),
+        ("graph", "inbox", ".."),
+        ("graph", "inbox", "../../users/other@contoso.example/messages/{id}"),
+        ("graph", "inbox", "{id}/move?"),
+        ("graph", "inbox", "12345"),
+        ("graph", "inbox", "AAkALgunknown="),
+    ],
+}
+# What the message routes the mailbox may reach look like, at each fake.
+_MESSAGE_ROUTES = {
+    "google": re.compile(r"/gmail/v1/users/me/messages/[0-9a-f]+(/modify)?"),
+    "microsoft": re.compile(r"/v1\.0/me/messages/[A-Za-z0-9=_-]+(/\$value)?"),
+}
+
+
+def test_unknown_or_forged_ids_find_nothing(connected: MailAgent, agent: OAuthAgent) -> None:
+    real = agent.fake.deliver(connected.login, _raw("Keep me", to=connected.login))
+    before = len(agent.fake.requests)
+    forged = [
+        _forged(*(part.format(id=real) for part in parts)) for parts in _FORGED_IDS[agent.provider]
+    ]
+    for message_id in [*forged, "bm90LWFuLWlk", "A" * 40]:
+        path = connected.message_path(message_id)
+        for response in (
+            connected.runtime.get(path),
+            connected.runtime.request("PATCH", path, {"read": True}),
+        ):
+            assert (response.status, response.error["code"]) == (404, "message_not_found")
+    seen = agent.fake.requests[before:]
+    assert seen and all(_MESSAGE_ROUTES[agent.provider].fullmatch(path) for _, path in seen)
+    (held,) = agent.fake.messages(connected.login)
+    assert not held.read and held.folder == "inbox" and "TRASH" not in held.labels
+    assert agent.get()["status"] == "connected"
+
+
+def test_an_id_gmail_lists_that_is_not_gmails_is_never_requested(
+    google_agent: OAuthAgent, google: FakeGoogle, local_api: Any
+) -> None:
+    assert google_agent.connect().status == 200
+    mail = MailAgent(
+        local_api, google_agent.org, Mailbox(GOOGLE_ACCOUNT, ""), deliver=lambda *_, **__: None
+    )
+    hostile = {"messages": [{"id": "../../../../../o/oauth2/v2/auth?", "threadId": "1"}]}
+    google.answer_next("/users/me/messages", 200, json.dumps(hostile))
+    before = len(google.requests)
+    failed = mail.runtime.get(mail.messages_path())
+    assert (failed.status, failed.error["code"]) == (502, "provider_error")
+    assert google.requests[before:] == [("GET", "/gmail/v1/users/me/messages")]
+
+
+_FORGED_POSITIONS = {
+    "google": ["12345"],  # a page token Gmail never gave
+    "microsoft": ["$skip=-1", "$skip=1e3", f"$skip={2**31}", "$skiptoken=forged", "$top=1"],
+}
+
+
+def test_forged_cursors_are_invalid_cursors(connected: MailAgent, agent: OAuthAgent) -> None:
+    kind = "gmail-page" if agent.provider == "google" else "graph-page"
+    for position in _FORGED_POSITIONS[agent.provider]:
+        cursor = _forged(kind, "inbox", "all", position)
+        response = connected.runtime.get(connected.messages_path(cursor=cursor))
+        assert (response.status, response.error["field"]) == (422, "cursor"), position
+    assert agent.get()["status"] == "connected"
+
+
+# How each provider also throttles, besides 429: (status, Retry-After it sends, Retry-After
+# answered). Gmail: 403 with a rate limit's reason, usually without a Retry-After; Graph: 503.
+_THROTTLED_OTHERWISE = {"google": (403, None, "60"), "microsoft": (503, 5, "5")}
+
+
+def test_throttling_by_another_status_is_throttling_too(
+    connected: MailAgent, agent: OAuthAgent
+) -> None:
+    status, retry_after, answered = _THROTTLED_OTHERWISE[agent.provider]
+    agent.fake.throttle_next("/messages", status=status, retry_after=retry_after)
+    throttled = connected.runtime.get(connected.messages_path())
+    assert (throttled.status, throttled.error["code"]) == (429, "provider_throttled")
+    assert throttled.headers["Retry-After"] == answered
+    assert agent.get()["status"] == "connected"
+
+
 def test_a_revoked_grant_turns_the_agent_to_error(connected: MailAgent, agent: OAuthAgent) -> None:
     agent.fake.revoke_all_grants()
     failed = connected.runtime.get(connected.messages_path())
@@ -164,3 +266,45 @@ def test_gmail_is_sent_the_message_raw_with_its_attachment(
     assert raw["Subject"] == "Label" and raw["To"] == "customer@example.org"
     (attached,) = mail.runtime.get(mail.message_path(sent["id"])).json()["attachments"]
     assert (attached["filename"], attached["size"]) == ("label.txt", 5)
+
+
+@pytest.mark.parametrize(
+    ("failure", "answer", "went_out"),
+    [
+        ("throttled", (429, "provider_throttled"), False),
+        ("server_error", (502, "provider_error"), False),
+        # The fake sends it, then never answers: the answer is lost, not the message.
+        ("timeout", (502, "timeout"), True),
+    ],
+)
+def test_a_failed_graph_send_leaves_no_draft_behind(
+    microsoft_agent: OAuthAgent,
+    microsoft: FakeMicrosoft,
+    local_api: Any,
+    failure: str,
+    answer: tuple[int, str],
+    went_out: bool,
+) -> None:
+    assert microsoft_agent.connect().status == 200
+    mail = MailAgent(
+        local_api, microsoft_agent.org, Mailbox(MS_ACCOUNT, ""), deliver=lambda *_, **__: None
+    )
+    if failure == "throttled":
+        microsoft.throttle_next("/send")
+    elif failure == "server_error":
+        microsoft.answer_next("/send", 500, "{}")
+    else:
+        microsoft.stall_next("/send", "silent")
+    body = {"to": ["customer@example.org"], "subject": "Once", "text": "Only once."}
+    key = uuid.uuid4().hex
+    failed = mail.runtime.request("POST", mail.send_path, body, headers={"Idempotency-Key": key})
+    assert (failed.status, failed.error["code"]) == answer
+
+    def held(folder: str) -> int:
+        return sum(m.folder == folder for m in microsoft.messages(MS_ACCOUNT))
+
+    # A draft that went out is the copy in Sent Items, and stays.
+    assert (held("drafts"), held("sentitems")) == (0, int(went_out))
+    sent = mail.send(body, key=key)
+    assert (held("drafts"), held("sentitems")) == (0, int(went_out) + 1)
+    assert mail.runtime.get(mail.message_path(sent["id"])).json()["folder"] == "sent"

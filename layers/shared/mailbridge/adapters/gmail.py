@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -17,11 +18,18 @@ from typing import Any
 from ..connections.models import Connection
 from ..core.errors import ErrorCode
 from ..core.settings import settings
-from ..mail.ids import pack, pack_cursor, unpack_cursor, unpack_message_id
+from ..mail.ids import (
+    invalid_cursor,
+    message_not_found,
+    pack,
+    pack_cursor,
+    unpack_cursor,
+    unpack_message_id,
+)
 from ..mail.mailboxes import Delivered, FetchedMessage, Outgoing
 from ..mail.models import Address, Folder, MessagePage, MessageSummary
 from ..oauth.providers import REQUIRED_PERMISSIONS, Permission
-from .provider_http import call, reading_answer
+from .provider_http import call, message_segment, path_segment, reading_answer
 
 _PROVIDER = "google"
 _READ, _SEND = REQUIRED_PERMISSIONS[_PROVIDER][:2]
@@ -32,6 +40,8 @@ _MODIFY = Permission(
 )
 _LABELS: dict[Folder, str] = {"inbox": "INBOX", "sent": "SENT", "drafts": "DRAFT", "trash": "TRASH"}
 _SUMMARY_HEADERS = ["From", "To", "Subject", "Message-ID"]
+# Gmail's message ids: hex (16 digits today).
+_ID = re.compile(r"[0-9a-fA-F]{1,32}")
 # A page's summaries are fetched side by side: Gmail's list gives ids only.
 _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="gmail-summary")
 
@@ -64,6 +74,12 @@ def _received(message: dict[str, Any]) -> datetime:
     return datetime.fromtimestamp(int(message["internalDate"]) / 1000, UTC)
 
 
+def _gmail_id(message_id: str) -> str:
+    """The Gmail id an opaque message id holds, ready for a URL's path."""
+    (gmail_id,) = unpack_message_id(message_id, "gmail", 1)
+    return message_segment(gmail_id, _ID)
+
+
 class GmailMailbox:
     def __init__(self, access_token: str) -> None:
         self._token = access_token
@@ -85,9 +101,12 @@ class GmailMailbox:
         listing_key = (folder, "unread" if unread_only else "all")
         if cursor is not None:
             params["pageToken"] = unpack_cursor(cursor, "gmail-page", listing_key)
-        listing = self._json("GET", "/messages", _READ, params=params)
+        # Gmail refuses a page token it did not give (400): a forged cursor.
+        listing = self._json(
+            "GET", "/messages", _READ, params=params, unknown=invalid_cursor if cursor else None
+        )
         with reading_answer(_PROVIDER):
-            ids = [str(entry["id"]) for entry in listing.get("messages", [])]
+            ids = [path_segment(str(entry["id"]), _ID) for entry in listing.get("messages", [])]
             token = listing.get("nextPageToken")
         summaries = list(
             _executor.map(
@@ -117,9 +136,12 @@ class GmailMailbox:
             )
 
     def fetch(self, message_id: str) -> FetchedMessage:
-        (gmail_id,) = unpack_message_id(message_id, "gmail", 1)
         message = self._json(
-            "GET", f"/messages/{gmail_id}", _READ, params={"format": "raw"}, names_a_message=True
+            "GET",
+            f"/messages/{_gmail_id(message_id)}",
+            _READ,
+            params={"format": "raw"},
+            unknown=message_not_found,
         )
         with reading_answer(_PROVIDER):
             labels = list(message.get("labelIds", []))
@@ -134,15 +156,14 @@ class GmailMailbox:
             )
 
     def set_read(self, message_id: str, read: bool) -> None:
-        (gmail_id,) = unpack_message_id(message_id, "gmail", 1)
         change = {"removeLabelIds" if read else "addLabelIds": ["UNREAD"]}
         call(
             _PROVIDER,
             "POST",
-            f"{self._base}/messages/{gmail_id}/modify",
+            f"{self._base}/messages/{_gmail_id(message_id)}/modify",
             self._token,
             needs=_MODIFY,
-            names_a_message=True,
+            unknown=message_not_found,
             json=change,
         )
 

@@ -10,14 +10,16 @@ Graph puts in the original's conversation, then sent.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ..connections.models import Connection
-from ..core.errors import ErrorCode
+from ..core.deadline import Deadline
+from ..core.errors import ErrorCode, MailbridgeError, ProviderError
 from ..core.settings import settings
 from ..mail.ids import (
     invalid_cursor,
@@ -30,7 +32,7 @@ from ..mail.ids import (
 from ..mail.mailboxes import Delivered, FetchedMessage, Outgoing
 from ..mail.models import Address, Folder, MessagePage, MessageSummary
 from ..oauth.providers import REQUIRED_PERMISSIONS, Permission
-from .provider_http import call, reading_answer
+from .provider_http import call, message_segment, path_segment, reading_answer
 
 _PROVIDER = "microsoft"
 _READ, _SEND = REQUIRED_PERMISSIONS[_PROVIDER][:2]
@@ -48,6 +50,10 @@ _SUMMARY_FIELDS = (
 # Where Graph's next page starts, in its nextLink: the only part of it we keep, so that a
 # cursor can never send the agent's token anywhere but to Graph.
 _PAGE_PARAMETERS = ("$skip", "$skiptoken")
+# A $skip Graph takes: an OData Int32.
+_SKIP, _MAX_SKIP = re.compile(r"[0-9]{1,10}"), 2**31 - 1
+# Graph's ids (immutable or not): base64url, padded.
+_ID = re.compile(r"[A-Za-z0-9_=-]{1,512}")
 
 
 def _address(entry: dict[str, Any] | None) -> Address | None:
@@ -58,6 +64,10 @@ def _address(entry: dict[str, Any] | None) -> Address | None:
 
 def _received(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _valid_skip(value: str) -> bool:
+    return _SKIP.fullmatch(value) is not None and int(value) <= _MAX_SKIP
 
 
 class GraphMailbox:
@@ -96,10 +106,17 @@ class GraphMailbox:
             params["$filter"] = "receivedDateTime ge 1900-01-01T00:00:00Z and isRead eq false"
         if cursor is not None:
             name, _, value = unpack_cursor(cursor, "graph-page", listing_key).partition("=")
-            if name not in _PAGE_PARAMETERS:
+            if name not in _PAGE_PARAMETERS or (name == "$skip" and not _valid_skip(value)):
                 raise invalid_cursor()
             params[name] = value
-        page = self._json("GET", f"/mailFolders/{_FOLDERS[folder]}/messages", _READ, params=params)
+        # Graph refuses a $skiptoken it did not give (400): a forged cursor.
+        page = self._json(
+            "GET",
+            f"/mailFolders/{_FOLDERS[folder]}/messages",
+            _READ,
+            params=params,
+            unknown=invalid_cursor if cursor else None,
+        )
         with reading_answer(_PROVIDER):
             summaries = [self._summary(folder, message) for message in page["value"]]
             next_link = page.get("@odata.nextLink")
@@ -131,7 +148,7 @@ class GraphMailbox:
         folder, graph_id = unpack_message_id(message_id, "graph", 2)
         if folder not in _FOLDERS:
             raise message_not_found()
-        return folder, quote(graph_id, safe="")
+        return folder, message_segment(graph_id, _ID)
 
     def fetch(self, message_id: str) -> FetchedMessage:
         folder, graph_id = self._graph_id(message_id)
@@ -141,9 +158,9 @@ class GraphMailbox:
             path,
             _READ,
             params={"$select": "conversationId,isRead,receivedDateTime"},
-            names_a_message=True,
+            unknown=message_not_found,
         )
-        raw = self._call("GET", f"{path}/$value", _READ, names_a_message=True).content
+        raw = self._call("GET", f"{path}/$value", _READ, unknown=message_not_found).content
         with reading_answer(_PROVIDER):
             return FetchedMessage(
                 id=message_id,
@@ -157,7 +174,7 @@ class GraphMailbox:
     def set_read(self, message_id: str, read: bool) -> None:
         _, graph_id = self._graph_id(message_id)
         change = {"isRead": read}
-        self._call("PATCH", f"/messages/{graph_id}", _WRITE, names_a_message=True, json=change)
+        self._call("PATCH", f"/messages/{graph_id}", _WRITE, unknown=message_not_found, json=change)
 
     def send(self, outgoing: Outgoing, *, replying_to: FetchedMessage | None) -> Delivered:
         # A draft from MIME (Graph reads Bcc from it), then sent: the draft's immutable id is
@@ -173,22 +190,36 @@ class GraphMailbox:
             _WRITE,
             data=mime,
             headers={"Content-Type": "text/plain"},
-            names_a_message=replying_to is not None,
+            unknown=message_not_found if replying_to is not None else None,
             refused=ErrorCode.MESSAGE_REFUSED,
         )
         with reading_answer(_PROVIDER):
             draft_id, conversation = str(draft["id"]), str(draft["conversationId"])
-        self._call(
-            "POST",
-            f"/messages/{quote(draft_id, safe='')}/send",
-            _SEND,
-            refused=ErrorCode.MESSAGE_REFUSED,
-        )
+            draft_path = f"/messages/{path_segment(draft_id, _ID)}"
+        try:
+            self._call("POST", f"{draft_path}/send", _SEND, refused=ErrorCode.MESSAGE_REFUSED)
+        except ProviderError:
+            self._discard(draft_path)
+            raise
         return Delivered(
             id=pack("graph", "sent", draft_id),
             thread_id=pack("graph-thread", conversation),
             refused=[],
         )
+
+    def _discard(self, draft_path: str) -> None:
+        """Deletes a draft whose send failed, so that retries leave none behind in Drafts:
+        best effort, within one provider timeout. Only while it is still a draft: a send that
+        timed out may have gone through, and then it is the copy in Sent Items."""
+        try:
+            with Deadline(settings().provider_timeout_seconds):
+                draft = self._json("GET", draft_path, _READ, params={"$select": "isDraft"})
+                with reading_answer(_PROVIDER):
+                    still_a_draft = draft["isDraft"] is True
+                if still_a_draft:
+                    self._call("DELETE", draft_path, _WRITE)
+        except MailbridgeError:
+            pass  # the caller hears of the failed send, not of this
 
 
 class GraphMailboxes:

@@ -4,18 +4,20 @@ on, failures classified into `ProviderError`s."""
 
 from __future__ import annotations
 
+import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
+from urllib.parse import quote
 
 import requests
 import urllib3
 
 from ..core.deadline import Deadline, watch
-from ..core.errors import ErrorCode, ProviderError
+from ..core.errors import ErrorCode, MailbridgeError, ProviderError
 from ..core.settings import settings
 from ..mail.ids import message_not_found
 from ..oauth.providers import Permission, permission_problem
@@ -66,6 +68,8 @@ class _DeadlineSession(requests.Session):
 
 # A provider that throttles without saying for how long.
 _RETRY_AFTER_SECONDS = 60
+# Google's reasons for a 403 that asks to slow down rather than says the grant is short.
+_RATE_LIMITED = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 
 
 @cache
@@ -106,6 +110,41 @@ def reading_answer(provider: str) -> Iterator[None]:
         raise ProviderError(ErrorCode.PROVIDER_ERROR, provider) from error
 
 
+def path_segment(value: str, pattern: re.Pattern[str]) -> str:
+    """An id as one segment of a URL's path, if the whole of it looks like the provider's ids
+    (`pattern`); else ValueError. Ids are hostile input: a `..`, `/` or `?` would take the
+    request, and the agent's token, elsewhere on the provider's host."""
+    if pattern.fullmatch(value) is None:
+        raise ValueError("not an id of this provider")
+    return quote(value, safe="")
+
+
+def message_segment(value: str, pattern: re.Pattern[str]) -> str:
+    """A caller's message id as a path segment: one that cannot be the provider's finds
+    nothing, as an unknown one does, and is never sent."""
+    try:
+        return path_segment(value, pattern)
+    except ValueError:
+        raise message_not_found() from None
+
+
+def _reasons(response: requests.Response) -> set[str]:
+    """The reasons a Google API error gives (`error.errors[].reason`); none for another
+    shape, or a body that is not JSON."""
+    try:
+        details = response.json()["error"]["errors"]
+        return {str(detail["reason"]) for detail in details}
+    except (KeyError, TypeError, ValueError):
+        return set()
+
+
+def _throttled(response: requests.Response, provider: str) -> ProviderError:
+    retry_after = response.headers.get("Retry-After", "")
+    valid = retry_after.isascii() and retry_after.isdigit()  # "²" is a digit, not a number
+    seconds = int(retry_after) if valid else _RETRY_AFTER_SECONDS
+    return ProviderError(ErrorCode.PROVIDER_THROTTLED, provider, retry_after=max(1, seconds))
+
+
 def call(
     provider: str,
     method: str,
@@ -113,15 +152,16 @@ def call(
     access_token: str,
     *,
     needs: Permission,
-    names_a_message: bool = False,
+    unknown: Callable[[], MailbridgeError] | None = None,
     refused: ErrorCode = ErrorCode.PROVIDER_ERROR,
     headers: dict[str, str] | None = None,
     **arguments: Any,
 ) -> requests.Response:
     """A mail API request with the agent's access token, answered or classified: 401 asks
-    for re-authorization, 403 means the grant lacks `needs`, 404 of a URL that
-    `names_a_message` is `message_not_found`, 429 asks to slow down (Retry-After kept), and
-    another 4xx is `refused`."""
+    for re-authorization, 403 means the grant lacks `needs` (unless Google says it is a rate
+    limit), 400 or 404 of a request that names something of the caller's (a message, a page)
+    is `unknown()`: the provider finds it malformed or does not know it. A 429, or a 503 that
+    says when to come back, asks to slow down (Retry-After kept); another 4xx is `refused`."""
     try:
         response = session().request(
             method,
@@ -135,14 +175,14 @@ def call(
     status = response.status_code
     if status == 401:
         raise ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, provider)
+    if status == 429 or (status == 503 and "Retry-After" in response.headers):
+        raise _throttled(response, provider)
     if status == 403:
+        if _reasons(response) & _RATE_LIMITED:
+            raise _throttled(response, provider)
         raise permission_problem(provider, [needs])
-    if status == 404 and names_a_message:
-        raise message_not_found()
-    if status == 429:
-        retry_after = response.headers.get("Retry-After", "")
-        seconds = int(retry_after) if retry_after.isdigit() else _RETRY_AFTER_SECONDS
-        raise ProviderError(ErrorCode.PROVIDER_THROTTLED, provider, retry_after=max(1, seconds))
+    if status in (400, 404) and unknown is not None:
+        raise unknown()
     if 400 <= status < 500:
         raise ProviderError(refused, provider)
     if not response.ok:

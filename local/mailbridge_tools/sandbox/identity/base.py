@@ -271,6 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
             query_items,
         )
         provider = self.server.provider
+        provider.requests.append((request.method, request.path))
         misbehaviour = provider.take_misbehaviour(request.path)
         reply = misbehaviour if isinstance(misbehaviour, Reply) else provider.dispatch(request)
         data = reply.body.encode() if isinstance(reply.body, str) else reply.body
@@ -293,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             provider.stopped.wait()
 
-    do_GET = do_POST = do_PATCH = _handle
+    do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
 
 class _Server(ThreadingHTTPServer):
@@ -318,8 +319,9 @@ class FakeProvider:
     # one whose token holds none of the scopes the endpoint needs.
     _UNAUTHENTICATED: ClassVar[dict[str, Any]]
     _INSUFFICIENT_SCOPE: ClassVar[dict[str, Any]]
-    # ...and for a request it throttles (429, with Retry-After).
-    _TOO_MANY_REQUESTS: ClassVar[dict[str, Any]]
+    # ...and for a request it throttles, by the status it answers: 429, and the other
+    # statuses the provider throttles with.
+    _THROTTLED: ClassVar[dict[int, dict[str, Any]]]
 
     def __init__(self, cert: Path, key: Path) -> None:
         self._context = server_context(cert, key)
@@ -332,6 +334,8 @@ class FakeProvider:
         self.refresh_tokens: dict[str, Grant] = {}
         self.access_tokens: dict[str, AccessToken] = {}
         self.token_requests: list[dict[str, str]] = []
+        # Every request received, as (method, path): tests check where a client's went.
+        self.requests: list[tuple[str, str]] = []
         self.refresh_count = 0
         # Every secret value handed out or received: codes, tokens, verifiers, client secrets.
         self.secrets: set[str] = set()
@@ -404,11 +408,15 @@ class FakeProvider:
             suffix = next((s for s in self._misbehaviours if path.endswith(s)), None)
             return self._misbehaviours.pop(suffix) if suffix is not None else None
 
-    def throttle_next(self, path_suffix: str, *, retry_after: int = 1) -> None:
-        """The next request to a path ending with `path_suffix` is refused as throttled: 429
-        with a Retry-After of `retry_after` seconds, in the provider's error shape."""
-        reply = json_reply(429, {"error": self._TOO_MANY_REQUESTS})
-        reply.headers["Retry-After"] = str(retry_after)
+    def throttle_next(
+        self, path_suffix: str, *, retry_after: int | None = 1, status: int = 429
+    ) -> None:
+        """The next request to a path ending with `path_suffix` is refused as throttled:
+        `status` (429, Google's 403 rateLimitExceeded, Graph's 503) in the provider's error
+        shape, with a Retry-After of `retry_after` seconds (None: without one)."""
+        reply = json_reply(status, {"error": self._THROTTLED[status]})
+        if retry_after is not None:
+            reply.headers["Retry-After"] = str(retry_after)
         with self._lock:
             self._misbehaviours[path_suffix] = reply
 

@@ -85,17 +85,33 @@ class FakeGoogle(FakeProvider):
         "message": "Request had insufficient authentication scopes.",
         "status": "PERMISSION_DENIED",
     }
-    _TOO_MANY_REQUESTS: ClassVar[dict[str, Any]] = {
-        "code": 429,
-        "message": "Too many concurrent requests for user.",
-        "errors": [
-            {
-                "message": "Too many concurrent requests for user.",
-                "domain": "global",
-                "reason": "rateLimitExceeded",
-            }
-        ],
-        "status": "RESOURCE_EXHAUSTED",
+    # Gmail throttles with 429, and with 403 and a rate limit's reason (usually without a
+    # Retry-After).
+    _THROTTLED: ClassVar[dict[int, dict[str, Any]]] = {
+        429: {
+            "code": 429,
+            "message": "Too many concurrent requests for user.",
+            "errors": [
+                {
+                    "message": "Too many concurrent requests for user.",
+                    "domain": "global",
+                    "reason": "rateLimitExceeded",
+                }
+            ],
+            "status": "RESOURCE_EXHAUSTED",
+        },
+        403: {
+            "code": 403,
+            "message": "Rate Limit Exceeded",
+            "errors": [
+                {
+                    "message": "Rate Limit Exceeded",
+                    "domain": "usageLimits",
+                    "reason": "rateLimitExceeded",
+                }
+            ],
+            "status": "PERMISSION_DENIED",
+        },
     }
 
     def __init__(self, cert: Path, key: Path) -> None:

@@ -1,7 +1,7 @@
 """Fake Microsoft: Entra ID's v2.0 endpoints under a tenant (discovery, authorize, token) and
 a Microsoft Graph subset: /v1.0/me, the inbox folder, and messages (list, get, MIME, mark
-read, drafts from MIME or JSON, replies, attachments, send). Each refresh hands out a new
-refresh token and leaves the used one valid, as at Microsoft.
+read, drafts from MIME or JSON, replies, attachments, send, delete). Each refresh hands out a
+new refresh token and leaves the used one valid, as at Microsoft.
 
 Message ids come in two forms, as at Graph: immutable ones (never change) only for requests
 with `Prefer: IdType="ImmutableId"`, regular ones otherwise, which change when the message
@@ -65,6 +65,7 @@ _REGULAR = "AAMk"  # ...and regular ones
 # Graph's well-known folder names; the fake's mail is in the first three.
 _FOLDERS = ("inbox", "sentitems", "drafts", "deleteditems", "archive", "junkemail")
 _DEFAULT_TOP, _MAX_TOP = 10, 1000
+_MAX_SKIP = 2**31 - 1  # $skip is an OData Int32
 _PREVIEW_LENGTH = 255
 # Bigger attachments need an upload session (not faked).
 _ATTACHMENT_LIMIT = 3 * 1024 * 1024
@@ -167,9 +168,16 @@ class FakeMicrosoft(FakeProvider):
         "code": "ErrorAccessDenied",
         "message": "Access is denied. Check credentials and try again.",
     }
-    _TOO_MANY_REQUESTS: ClassVar[dict[str, Any]] = {
-        "code": "TooManyRequests",
-        "message": "Too many requests. Retry after the time the Retry-After header gives.",
+    # Graph throttles with 429, and when overloaded with 503 (and a Retry-After).
+    _THROTTLED: ClassVar[dict[int, dict[str, Any]]] = {
+        429: {
+            "code": "TooManyRequests",
+            "message": "Too many requests. Retry after the time the Retry-After header gives.",
+        },
+        503: {
+            "code": "serviceNotAvailable",
+            "message": "The service is temporarily unavailable. Retry after a delay.",
+        },
     }
 
     def __init__(
@@ -218,6 +226,7 @@ class FakeMicrosoft(FakeProvider):
             ("GET", re.compile(_MESSAGES + "/([^/]+)"), self._graph(_MAIL_READ, self._get)),
             ("GET", re.compile(_MESSAGES + r"/([^/]+)/\$value"), self._graph(_MAIL_READ, _mime)),
             ("PATCH", re.compile(_MESSAGES + "/([^/]+)"), self._graph(_MAIL_WRITE, self._update)),
+            ("DELETE", re.compile(_MESSAGES + "/([^/]+)"), self._graph(_MAIL_WRITE, self._delete)),
             ("POST", re.compile(_MESSAGES), self._graph(_MAIL_WRITE, self._create)),
             (
                 "POST",
@@ -262,7 +271,10 @@ class FakeMicrosoft(FakeProvider):
 
     def _list(self, request: Request, account: Account, held: list[StoredMessage]) -> Reply:
         top = _number(request, "$top", _DEFAULT_TOP, 1, _MAX_TOP)
-        skip = _number(request, "$skip", 0, 0, None)
+        skip = _number(request, "$skip", 0, 0, _MAX_SKIP)
+        if "$skiptoken" in request.query:
+            # The fake pages by $skip: any $skiptoken is one it never gave.
+            raise ApiError(_error(400, "BadRequest", "Invalid $skiptoken."))
         clauses = _filter(request.query.get("$filter"))
         oldest_first = _order(request.query.get("$orderby"))
         # Graph refuses to sort on what the filter does not start with ("Update to Filtering
@@ -313,6 +325,14 @@ class FakeMicrosoft(FakeProvider):
             if set(changes) & _DRAFT_FIELDS:
                 held.raw = _edited(held.parsed(), edits, changes)
         return self._answer(request, 200, self._message(request, token.account, held, None))
+
+    def _delete(self, request: Request, token: AccessToken) -> Reply:
+        """Graph's DELETE: the message leaves every folder (for the mailbox's recoverable
+        items, which the fake does not keep)."""
+        held = _find(token.account, request.path_args[0])
+        with self._lock:
+            token.account.mailbox.remove(held)
+        return Reply(204)
 
     def _create(self, request: Request, token: AccessToken) -> Reply:
         """A draft, from base64 MIME (Content-Type: text/plain) or Graph's JSON."""
@@ -644,7 +664,7 @@ def _find(account: Account, message_id: str) -> StoredMessage:
     return found[0]
 
 
-def _number(request: Request, name: str, default: int, low: int, high: int | None) -> int:
+def _number(request: Request, name: str, default: int, low: int, high: int) -> int:
     text = request.query.get(name)
     if text is None:
         return default
@@ -652,7 +672,7 @@ def _number(request: Request, name: str, default: int, low: int, high: int | Non
         value = int(text)
     except ValueError:
         value = low - 1
-    if value < low or (high is not None and value > high):
+    if not low <= value <= high:
         raise ApiError(_error(400, "BadRequest", f"Invalid value for {name}: {text}"))
     return value
 
