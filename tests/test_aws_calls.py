@@ -193,17 +193,17 @@ def test_the_mail_routes_read_the_agent_once_and_its_secret_once_per_instance(
     sent = counted(
         aws_calls, "send, IMAP, the secret read before", lambda: imap_agent.send(message, key="k")
     )
-    # The key's record, the agent, the shared apps and client organization, the record
-    # completed (and with a policy, one counter write per limit).
+    # The agent (who may send is checked first), the key's record, the shared apps and client
+    # organization, the record completed (and with a policy, one counter write per limit).
     operations = [str(call) for call in sent]
     assert operations == [
-        "dynamodb.PutItem",
         "dynamodb.Query",
+        "dynamodb.PutItem",
         "dynamodb.BatchGetItem",
         "dynamodb.UpdateItem",
     ], operations
     retried = counted(
         aws_calls, "send, the same key again", lambda: imap_agent.send(message, key="k")
     )
-    # The key's conditional put fails and hands back the stored result: nothing else.
-    assert [str(call) for call in retried] == ["dynamodb.PutItem"]
+    # The agent, then the key's conditional put, which fails and hands back the stored result.
+    assert [str(call) for call in retried] == ["dynamodb.Query", "dynamodb.PutItem"]

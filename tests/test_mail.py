@@ -206,9 +206,28 @@ def test_a_message_goes_out_once_and_its_copy_lands_in_the_sent_folder(
     assert len(smtp.messages) == before + 1
 
 
-def test_an_idempotency_key_goes_with_one_message(imap_agent: MailAgent) -> None:
+def test_an_idempotency_key_goes_with_one_message(imap_agent: MailAgent, local_api: Any) -> None:
     body = {"to": ["customer@example.org"], "subject": "One", "text": "One."}
     imap_agent.send(body, key="key-1")
+    # Replayed by anyone who may not send as this agent, the key reveals nothing: the first
+    # result is the agent's own.
+    org_id, path = imap_agent.org.org_id, imap_agent.send_path
+    strangers = {
+        "another organization": make_org(local_api).client.token,
+        "another agent": local_api.issuer.mint(
+            sub="r", org_id=org_id, agent_id="someone-else", scopes=("mail.send",)
+        ),
+        "a member": local_api.issuer.mint(
+            sub="m", org_id=org_id, role="member", scopes=("mail.send",)
+        ),
+    }
+    for who, token in strangers.items():
+        for text in ("One.", "Other."):
+            replay = ApiClient(local_api.url, token).request(
+                "POST", path, {**body, "text": text}, headers={"Idempotency-Key": "key-1"}
+            )
+            assert replay.status in (403, 404), (who, replay.text)
+            assert "message_id" not in replay.text, who
     other = imap_agent.runtime.request(
         "POST", imap_agent.send_path, {**body, "text": "Two."}, headers={"Idempotency-Key": "key-1"}
     )
@@ -473,6 +492,29 @@ def test_a_broken_login_turns_the_agent_to_error_and_a_success_clears_it(
     assert status["last_error"]["code"] == "auth_failed" and status["last_error"]["hint"]
     dovecot.set_password(imap_agent.login, imap_agent.password)
     assert imap_agent.runtime.get(imap_agent.messages_path()).status == 200
+    status = imap_agent.org.client.get(config_path).json()
+    assert (status["status"], status["last_error"]) == ("connected", None)
+
+
+def test_reading_does_not_clear_a_failure_to_send(imap_agent: MailAgent, smtp: SmtpServer) -> None:
+    """Reading says nothing of sending (an IMAP login is not SMTP's): only a send that works
+    clears a failed one."""
+    config_path = imap_agent.org.config_path
+    message = {"to": ["a@example.org"], "subject": "x", "text": "x"}
+    smtp.set_password(imap_agent.login, "changed-elsewhere")
+    failed = imap_agent.runtime.request(
+        "POST", imap_agent.send_path, message, headers={"Idempotency-Key": "s-1"}
+    )
+    assert (failed.status, failed.error["code"]) == (409, "auth_failed")
+    assert imap_agent.runtime.get(imap_agent.messages_path()).status == 200
+    status = imap_agent.org.client.get(config_path).json()
+    assert status["status"] == "error"
+    assert (status["last_error"]["code"], status["last_error"]["during"]) == (
+        "auth_failed",
+        "sending",
+    )
+    smtp.set_password(imap_agent.login, imap_agent.password)
+    imap_agent.send(message, key="s-2")
     status = imap_agent.org.client.get(config_path).json()
     assert (status["status"], status["last_error"]) == ("connected", None)
 

@@ -63,7 +63,9 @@ function render() {
   const lastError = view && view.last_error;
   $("last-error").hidden = !lastError;
   if (lastError) {
-    $("last-error-message").textContent = lastError.message;
+    // The agent's own use of its mail failed, not a test: say which.
+    const during = { reading: "Reading mail failed: ", sending: "Sending failed: " }[lastError.during];
+    $("last-error-message").textContent = (during || "") + lastError.message;
     $("last-error-hint").textContent = lastError.hint || "";
   }
 
@@ -185,7 +187,7 @@ function renderTest(result) {
     lines.push(
       `<div class="stats"><div class="stat"><strong id="inbox-total"></strong>messages in the inbox</div>` +
       `<div class="stat"><strong id="inbox-unread"></strong>unread</div>` +
-      `<div class="stat"><strong id="confirmed-email"></strong>confirmed address</div></div>`,
+      `<div class="stat"><strong id="confirmed-email"></strong>${result.login ? "login accepted" : "confirmed address"}</div></div>`,
     );
   } else {
     lines.push(`<p class="result-error" id="test-error"></p><p class="hint" id="test-hint"></p>`);
@@ -195,7 +197,8 @@ function renderTest(result) {
   if (result.ok) {
     $("inbox-total").textContent = result.inbox.total.toLocaleString();
     $("inbox-unread").textContent = result.inbox.unread.toLocaleString();
-    $("confirmed-email").textContent = result.email;
+    // IMAP confirms the login it accepted (an address or not); OAuth, the account's address.
+    $("confirmed-email").textContent = result.login || result.email;
   } else {
     $("test-error").textContent = result.error.message;
     $("test-hint").textContent = result.error.hint || "";

@@ -19,13 +19,12 @@ from mailbridge.mail.models import (
 )
 from mailbridge.mail.service import Stores, get_attachment, get_message, list_messages, set_read
 from mailbridge.storage.agents import DynamoAgentStore
-from mailbridge.storage.counters import DynamoCounterStore
 from mailbridge.storage.orgs import DynamoOrgStore
 from mailbridge.storage.secrets import SecretsManagerStore
 from pydantic.json_schema import SkipJsonSchema
 
 app = create_app()
-stores = Stores(DynamoAgentStore(), SecretsManagerStore(), DynamoOrgStore(), DynamoCounterStore())
+stores = Stores(DynamoAgentStore(), SecretsManagerStore(), DynamoOrgStore())
 TAGS = ["Mail"]
 READ = jwt_with(MAIL_READ)
 # Reading runs into the provider or mail server: its failures (502), its throttling (429),
@@ -87,9 +86,7 @@ def read_message(agentId: AgentId, messageId: MessageId) -> Message:
 def download_attachment(
     agentId: AgentId,
     messageId: MessageId,
-    attachmentId: Annotated[
-        str, Path(pattern=r"^[0-9]{1,4}$", description="As the message lists it.")
-    ],
+    attachmentId: AttachmentId,
 ) -> AttachmentContent:
     info, content = get_attachment(stores, current_caller(app), agentId, messageId, attachmentId)
     return AttachmentContent(**info.model_dump(), content=base64.b64encode(content).decode())

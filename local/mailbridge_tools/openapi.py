@@ -3,7 +3,7 @@
 
 Each function of template.yaml is imported as Lambda would import it, and its Powertools
 resolver describes its routes from the models it validates with and the responses its route
-decorators declare. The five documents are merged into one and held against the template,
+decorators declare. The functions' documents are merged into one and held against the template,
 which decides what API Gateway routes to each function and which routes need the JWT.
 """
 

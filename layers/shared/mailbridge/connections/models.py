@@ -201,8 +201,18 @@ class Problem(BaseModel):
         return cls(code=error.code, message=error.message, hint=error.hint)
 
 
+# What the agent's runtime was doing with its mail when the connection failed.
+MailUse = Literal["reading", "sending"]
+
+
 class LastError(Problem):
     at: datetime
+    during: MailUse | None = Field(
+        default=None,
+        description="`reading` or `sending` when the agent's own use of its mail failed (only "
+        "a success of the same use, a test or a save clears it); none for a test or a "
+        "sign-in.",
+    )
 
 
 class InboxCounts(BaseModel):

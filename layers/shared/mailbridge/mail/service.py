@@ -4,20 +4,33 @@ unread, send and reply.
 Every use case opens the agent's mailbox with the credential its connection needs (the stored
 password, or an access token from the one refresh path) and keeps the agent's status honest:
 an authentication or authorization failure turns it to Error with the classified last error,
-exactly as a connection test would; a later success brings it back to Connected.
+exactly as a connection test would, noting whether reading or sending failed; a later success
+of the same use brings it back to Connected (reading says nothing of sending: an IMAP login
+is not SMTP's, a grant may allow one and not the other).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from pydantic import TypeAdapter, ValidationError
+
 from ..agents.access import load_agent_for_its_mail
 from ..agents.models import Agent, Caller
-from ..connections.models import ImapConnection, LastError, Problem, Status, StoredConfig
+from ..connections.models import (
+    ImapConnection,
+    LastError,
+    MailUse,
+    Problem,
+    Status,
+    StoredConfig,
+)
 from ..core.errors import ErrorCode, InvalidField, MailbridgeError, MailServerError, ProviderError
+from ..core.fields import EmailAddress
 from ..oauth.tokens import fresh_access_token
 from ..orgs.models import ClientOrg
 from ..orgs.sending_policy import authorize_message, give_back, require_email_domain
@@ -36,7 +49,7 @@ from .models import (
 from .parsing import ParsedMessage, attachment, parse_message
 
 if TYPE_CHECKING:
-    from ..storage.protocols import AgentStore, CounterStore, OrgStore, SecretStore
+    from ..storage.protocols import AgentStore, CounterStore, OrgStore, SecretStore, SendRecords
 
 # Failures that say the connection itself is broken until someone fixes it: they turn the
 # agent to Error. Anything else (a timeout, throttling, one refused recipient) is answered
@@ -52,24 +65,33 @@ _BREAKS_THE_CONNECTION = frozenset(
         ErrorCode.OAUTH_APP_REMOVED,
     }
 )
+_ADDRESS: TypeAdapter[str] = TypeAdapter(EmailAddress)
 # What Lambda can answer: 6 MB in all, and base64 makes 4 bytes of 3.
 MAX_DOWNLOAD_BYTES = 4 * 1024 * 1024
 
 
 class Stores:
-    """The stores every mail use case needs, as the handler built them."""
+    """The stores reading the agent's mail needs, as the handler built them."""
+
+    def __init__(self, agents: AgentStore, secrets: SecretStore, orgs: OrgStore) -> None:
+        self.agents, self.secrets, self.orgs = agents, secrets, orgs
+
+
+class SendStores(Stores):
+    """...and sending: the counters of the client organization's limits."""
 
     def __init__(
         self, agents: AgentStore, secrets: SecretStore, orgs: OrgStore, counters: CounterStore
     ) -> None:
-        self.agents, self.secrets, self.orgs, self.counters = agents, secrets, orgs, counters
+        super().__init__(agents, secrets, orgs)
+        self.counters = counters
 
 
 @contextmanager
-def _mailbox(stores: Stores, agent: Agent, config: StoredConfig) -> Iterator[Mailbox]:
+def _mailbox(stores: Stores, agent: Agent, config: StoredConfig, use: MailUse) -> Iterator[Mailbox]:
     """The agent's mailbox, open with its credential, recording what its use says of the
     connection."""
-    with _recording(stores.agents, config):
+    with _recording(stores.agents, config, use):
         if isinstance(config.connection, ImapConnection):
             assert config.secret is not None  # an IMAP connection is saved with its password
             credential = stores.secrets.read(config.secret)[0]["password"]
@@ -82,24 +104,27 @@ def _mailbox(stores: Stores, agent: Agent, config: StoredConfig) -> Iterator[Mai
 
 
 @contextmanager
-def _recording(agents: AgentStore, config: StoredConfig) -> Iterator[None]:
+def _recording(agents: AgentStore, config: StoredConfig, use: MailUse) -> Iterator[None]:
     try:
         yield
     except (ProviderError, MailServerError) as failure:
         if failure.code in _BREAKS_THE_CONNECTION:
-            _record(agents, config, Status.ERROR, failure)
+            problem = Problem.of(failure).model_dump()
+            _record(
+                agents, config, Status.ERROR, LastError(**problem, at=datetime.now(UTC), during=use)
+            )
         raise
-    if config.status in (Status.ERROR, Status.CONFIGURED):
+    failed = config.last_error
+    if config.status is Status.CONFIGURED or (
+        config.status is Status.ERROR and failed is not None and failed.during == use
+    ):
         _record(agents, config, Status.CONNECTED, None)
 
 
 def _record(
-    agents: AgentStore, config: StoredConfig, status: Status, failure: MailbridgeError | None
+    agents: AgentStore, config: StoredConfig, status: Status, last_error: LastError | None
 ) -> None:
     """Best effort and only over the version that was used: a save meanwhile wins."""
-    last_error = (
-        LastError(**Problem.of(failure).model_dump(), at=datetime.now(UTC)) if failure else None
-    )
     agents.update_status(config.model_copy(update={"status": status, "last_error": last_error}))
 
 
@@ -128,7 +153,7 @@ def list_messages(
     limit: int,
 ) -> MessagePage:
     agent, config = _connected(stores, caller, agent_id)
-    with _mailbox(stores, agent, config) as mailbox:
+    with _mailbox(stores, agent, config, "reading") as mailbox:
         return mailbox.list_messages(folder, unread_only=unread_only, cursor=cursor, limit=limit)
 
 
@@ -158,7 +183,7 @@ def _message(fetched: FetchedMessage) -> Message:
 
 def get_message(stores: Stores, caller: Caller, agent_id: str, message_id: str) -> Message:
     agent, config = _connected(stores, caller, agent_id)
-    with _mailbox(stores, agent, config) as mailbox:
+    with _mailbox(stores, agent, config, "reading") as mailbox:
         return _message(mailbox.fetch(message_id))
 
 
@@ -166,7 +191,7 @@ def get_attachment(
     stores: Stores, caller: Caller, agent_id: str, message_id: str, attachment_id: str
 ) -> tuple[AttachmentInfo, bytes]:
     agent, config = _connected(stores, caller, agent_id)
-    with _mailbox(stores, agent, config) as mailbox:
+    with _mailbox(stores, agent, config, "reading") as mailbox:
         fetched = mailbox.fetch(message_id)
     found = attachment(fetched.raw, attachment_id)
     if found is None:
@@ -186,7 +211,7 @@ def get_attachment(
 
 def set_read(stores: Stores, caller: Caller, agent_id: str, message_id: str, read: bool) -> None:
     agent, config = _connected(stores, caller, agent_id)
-    with _mailbox(stores, agent, config) as mailbox:
+    with _mailbox(stores, agent, config, "reading") as mailbox:
         mailbox.set_read(message_id, read)
 
 
@@ -197,8 +222,6 @@ def _check_request(request: SendRequest) -> None:
     """What the request's fields cannot say alone, each naming the field at fault."""
     if request.text is None and request.html is None:
         raise InvalidField("text", "text or html is required.")
-    if len(request.to) + len(request.cc) + len(request.bcc) > MAX_RECIPIENTS:
-        raise InvalidField("to", f"At most {MAX_RECIPIENTS} recipients in all (to, cc, bcc).")
     if sum(len(attached.data) for attached in request.attachments) > MAX_ATTACHMENT_BYTES:
         raise InvalidField(
             "attachments", f"Attachments may take at most {MAX_ATTACHMENT_BYTES} bytes in all."
@@ -211,15 +234,19 @@ def _check_request(request: SendRequest) -> None:
 
 
 def _sender(config: StoredConfig, client_org: ClientOrg | None) -> str:
-    """The connection's own address, which must fit the client organization's domain."""
+    """The connection's own address, which must fit the client organization's domain, as
+    must an IMAP login that is an address (saved before the rule, or before the domain)."""
     connection = config.connection
     if isinstance(connection, ImapConnection):
         address = connection.email
+        addresses = [address, connection.username] if "@" in connection.username else [address]
     else:
         assert connection.authorization is not None  # a token was handed out for it
         address = connection.authorization.email
+        addresses = [address]
     try:
-        require_email_domain(client_org, address, "from")
+        for used in addresses:
+            require_email_domain(client_org, used, "from")
     except InvalidField as outside:
         raise MailbridgeError(
             ErrorCode.EMAIL_DOMAIN_NOT_ALLOWED, outside.message, hint=outside.hint
@@ -228,28 +255,63 @@ def _sender(config: StoredConfig, client_org: ClientOrg | None) -> str:
 
 
 def _reply_recipients(original: ParsedMessage) -> list[str]:
-    """Whom a reply goes to by default: the original's Reply-To (RFC 5322), else its sender."""
+    """Whom a reply goes to by default: the original's Reply-To (RFC 5322), else its sender.
+    They come from someone else's message: held to the rules of a request's own `to`."""
     chosen = original.reply_to or ([original.sender] if original.sender else [])
-    return [address.address for address in chosen]
+    if not chosen:
+        raise InvalidField("to", "The message replied to names no one to reply to.")
+    if len(chosen) > MAX_RECIPIENTS:
+        raise InvalidField(
+            "to",
+            f"The message replied to asks for replies to more than {MAX_RECIPIENTS} addresses.",
+            hint="Give `to` explicitly.",
+        )
+    try:
+        return [_ADDRESS.validate_python(address.address) for address in chosen]
+    except ValidationError:
+        raise InvalidField(
+            "to",
+            "The message replied to gives a reply address that is not one this service can "
+            "write to.",
+            hint="Give `to` explicitly.",
+        ) from None
 
 
 def send_message(
-    stores: Stores,
+    stores: SendStores,
+    sends: SendRecords,
     caller: Caller,
     agent_id: str,
     request: SendRequest,
     *,
     idempotency_key: str,
 ) -> SentMessage:
-    """Send a new message or a reply, once the client organization's policy allows it: its
-    recipients, its hourly and daily limits (counted before anything leaves, given back if
-    nothing did), and the sending address's domain."""
+    """Send a new message or a reply, exactly once per `idempotency_key`, once the client
+    organization's policy allows it: its recipients, its hourly and daily limits (counted
+    before anything leaves, given back if nothing did), and the sending address's domain.
+    Who may send is checked before the key is looked at: another caller's key reveals
+    nothing."""
     _check_request(request)
     agent, config = _connected(stores, caller, agent_id)
+    payload = request.model_dump(mode="json")
+    # The same send (key and request) always has the same Message-ID; a key used again after
+    # it expired, for another message, another one.
+    message_key = "\n".join([agent_id, idempotency_key, json.dumps(payload, sort_keys=True)])
+    return sends.once(
+        agent_id,
+        idempotency_key,
+        payload,
+        lambda: _send(stores, agent, config, request, message_key),
+    )
+
+
+def _send(
+    stores: SendStores, agent: Agent, config: StoredConfig, request: SendRequest, message_key: str
+) -> SentMessage:
     _, client_org = stores.orgs.agent_context(agent.org_id, agent.client_org_id)
     sender = _sender(config, client_org)
     now = datetime.now(UTC)
-    with _mailbox(stores, agent, config) as mailbox:
+    with _mailbox(stores, agent, config, "sending") as mailbox:
         original = None
         if request.reply_to_message_id is not None:
             original = mailbox.fetch(request.reply_to_message_id)
@@ -271,14 +333,14 @@ def send_message(
             attachments=request.attachments,
             replying_to=replying_to,
             now=now,
-            message_key=f"{agent_id}\n{idempotency_key}",
+            message_key=message_key,
         )
-        if not outgoing.recipients:
-            raise InvalidField("to", "The original message names no one to reply to.")
+        if len(outgoing.recipients) > MAX_RECIPIENTS:
+            raise InvalidField("to", f"At most {MAX_RECIPIENTS} recipients in all (to, cc, bcc).")
         counted = authorize_message(stores.counters, client_org, outgoing.recipients, now=now)
         try:
             delivered = mailbox.send(outgoing, replying_to=original)
-        except MailbridgeError:
+        except Exception:
             give_back(stores.counters, counted)
             raise
     return SentMessage(

@@ -10,6 +10,7 @@ Table layout (one table, see template.yaml):
     pk = "SENDING#<org>#<client org>", sk = "SENT#<window>#<key>"  messages sent (TTL)
     pk = "RATE#AGENT#<id>" or "RATE#ORG#<id>", sk = "TESTS#<window>#<key>"  tests run (TTL)
     pk = "ORG#<org>" or "ORG#<org>#CLIENT_ORG#<id>", sk = "OAUTH_APP#<provider>"  a shared app
+    pk = "IDEMPOTENCY#<agent_id>", sk = "send#<hash of the key>"  a send by its key (TTL)
 An agent and its config share a partition, so both come back in one Query. A client
 organization lives inside its organization's keys: ids are the platform's, and two
 organizations may well both have a client called "acme".
@@ -25,4 +26,5 @@ they were written with (`secrets`).
     orgs.py            client organizations and shared OAuth apps
     counters.py        counting windows (rate and sending limits)
     secrets.py         Secrets Manager, with a per-instance cache of secret versions
+    idempotency.py     the agent's sends by Idempotency-Key (Powertools idempotency)
 """

@@ -4,12 +4,14 @@ conditional write that lost a race is `StaleWrite` where a method says so."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..agents.models import Agent
 from ..connections.models import StoredConfig, TokenRef
 from ..core.types import SecretRef
 from ..core.windows import Window
+from ..mail.models import SentMessage
 from ..oauth.models import PendingAuthorization
 from ..orgs.models import AppOwner, ClientOrg, SharedApp
 
@@ -31,9 +33,17 @@ class AgentStore(Protocol):
         records. Its secrets are the SecretStore's."""
         ...
 
-    def put_config(self, config: StoredConfig, *, replaces_version: int | None) -> None:
+    def mark_deleting(self, agent_id: str, org_id: str) -> bool:
+        """Mark the agent as being removed, if it is there and the organization's (False
+        otherwise): from then on no config can be written for it."""
+        ...
+
+    def put_config(
+        self, config: StoredConfig, *, replaces_version: int | None, org_id: str
+    ) -> None:
         """Write the whole record if it is still at `replaces_version` (None: must not
-        exist); else `StaleWrite`."""
+        exist) and its agent is there, `org_id`'s, and not being removed; else
+        `StaleWrite`."""
         ...
 
     def update_status(self, config: StoredConfig) -> bool:
@@ -102,6 +112,18 @@ class CounterStore(Protocol):
 
     def give_back(self, kind: str, windows: list[tuple[str, Window]]) -> None:
         """Uncount one event counted in these windows (it did not happen after all)."""
+        ...
+
+
+class SendRecords(Protocol):
+    """An agent's sends by Idempotency-Key, so that each runs once."""
+
+    def once(
+        self, agent_id: str, key: str, request: dict[str, Any], send: Callable[[], SentMessage]
+    ) -> SentMessage:
+        """`send()`, unless a send under this key ran (its result, without running) or runs
+        (`request_in_progress`); `idempotency_key_reused` if the key went with another
+        request."""
         ...
 
 
