@@ -5,9 +5,14 @@ found, and removing one leaves nothing of it behind."""
 from __future__ import annotations
 
 import os
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
+import pytest
 from support import ApiClient, Org, make_org
 
 
@@ -35,6 +40,11 @@ def test_the_platform_registers_and_updates_agents_in_its_organization(
         "name": "Sales agent",
         "client_org_id": None,
     }
+    # A client organization that does not exist (a typo) would put the agent under no
+    # policy: refused; once its policy is saved, it exists.
+    unknown = platform.put(path, {"name": "Sales agent", "client_org_id": "acme"})
+    assert (unknown.status, unknown.error["field"]) == (422, "client_org_id")
+    assert org.client.put("/bridge/client-orgs/acme/email-policy", {"name": "Acme"}).status == 200
     updated = platform.put(path, {"name": "Sales agent", "client_org_id": "acme"})
     assert updated.json()["client_org_id"] == "acme"
     # The Email tab of the organization sees it at once.
@@ -83,3 +93,91 @@ def test_removing_an_agent_leaves_nothing_behind(local_api: Any, org: Org, imap_
     assert boto3.client("secretsmanager").list_secrets(Filters=secret_prefix)["SecretList"] == []
     assert org.client.get(org.config_path).error["code"] == "agent_not_found"
     assert platform.delete(path).status == 204  # again: nothing left to do
+
+
+def test_a_save_racing_the_removal_never_outlives_the_agent(org: Org, imap_body: Any) -> None:
+    """Saves keep coming while the platform removes the agent (separate Lambda instances in
+    production; threads here, on the save and removal paths). Whatever the interleaving,
+    nothing of the agent is left once it is gone: the same id registered again, even by
+    another organization, starts from nothing."""
+    from mailbridge.agents.models import Caller
+    from mailbridge.agents.registry import AgentRequest, delete_agent, register_agent
+    from mailbridge.connections.models import ImapConfigRequest
+    from mailbridge.connections.service import save_email_config
+    from mailbridge.core.errors import MailbridgeError
+    from mailbridge.storage.agents import DynamoAgentStore
+    from mailbridge.storage.orgs import DynamoOrgStore
+    from mailbridge.storage.secrets import SecretsManagerStore
+
+    agents, secrets, orgs = DynamoAgentStore(), SecretsManagerStore(), DynamoOrgStore()
+    caller = Caller(subject="user", org_id=org.org_id)
+    platform = Caller(subject="platform", org_id=org.org_id)
+    request = ImapConfigRequest.model_validate(imap_body())
+    for round_ in range(8):
+        agent_id = f"racing-{round_}-{uuid.uuid4().hex[:6]}"
+        register_agent(agents, orgs, platform, agent_id, AgentRequest(name="Racing"))
+        saving = threading.Event()
+        saving.set()
+
+        def keep_saving(agent_id: str, saving: threading.Event) -> int:
+            saved = 0
+            while saving.is_set():
+                try:
+                    save_email_config(agents, secrets, orgs, caller, agent_id, request)
+                    saved += 1
+                except MailbridgeError as error:
+                    # The agent is gone, or going; or its secret kept being created and
+                    # deleted under this save (a retryable 503).
+                    assert error.code in (
+                        "agent_not_found",
+                        "concurrent_update",
+                        "storage_unavailable",
+                    ), error.code
+            return saved
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            savers = [pool.submit(keep_saving, agent_id, saving) for _ in range(4)]
+            time.sleep(0.02 * round_)  # the removal lands at a different point each round
+            delete_agent(agents, secrets, orgs, platform, agent_id)
+            saving.clear()
+            assert sum(saver.result() for saver in savers) >= 0
+        assert _items(f"AGENT#{agent_id}") == [], f"round {round_}: something outlived the agent"
+        names = [secrets.name_for(agent_id), secrets.token_name_for(agent_id)]
+        left = [name for name in names if _secret_exists(name)]
+        assert left == [], f"round {round_}: secrets outlived the agent"
+
+
+def _secret_exists(name: str) -> bool:
+    try:
+        boto3.client("secretsmanager").describe_secret(SecretId=name)
+    except boto3.client("secretsmanager").exceptions.ResourceNotFoundException:
+        return False
+    return True
+
+
+def test_no_connection_is_written_for_an_agent_removed_or_being_removed(
+    org: Org, imap_body: Any
+) -> None:
+    """The condition a save's write carries, step by step: the interleavings the race above
+    reaches only sometimes."""
+    from mailbridge.core.errors import StaleWrite
+    from mailbridge.storage.agents import DynamoAgentStore
+
+    agents = DynamoAgentStore()
+    assert org.client.put(org.config_path, imap_body()).status == 200
+    _, loaded = agents.load(org.agent_id)
+    assert loaded is not None
+    # What a save that read the record before the removal started would write.
+    record = loaded.model_copy(update={"version": loaded.version + 1})
+
+    with pytest.raises(StaleWrite):  # the agent is another organization's
+        agents.put_config(record, replaces_version=loaded.version, org_id="someone-else")
+    assert agents.mark_deleting(org.agent_id, org.org_id)
+    with pytest.raises(StaleWrite):  # being removed
+        agents.put_config(record, replaces_version=loaded.version, org_id=org.org_id)
+    assert org.client.get(org.config_path).error["code"] == "agent_not_found"
+    agents.delete_agent(org.agent_id)
+    with pytest.raises(StaleWrite):  # removed
+        agents.put_config(record, replaces_version=None, org_id=org.org_id)
+    assert _items(f"AGENT#{org.agent_id}") == []
+    assert not agents.mark_deleting(org.agent_id, org.org_id)

@@ -30,7 +30,7 @@ MANAGE = jwt_with(AGENTS_MANAGE)
     responses=success("The agent.") | errors(401, 403, 404, 422, 503),
 )
 def put_agent(agentId: AgentId, request: Annotated[AgentRequest, Body()]) -> Agent:
-    agent = register_agent(agents, current_caller(app), agentId, request)
+    agent = register_agent(agents, orgs, current_caller(app), agentId, request)
     logger.info("agent registered", extra={"client_org_id": agent.client_org_id})
     return agent
 

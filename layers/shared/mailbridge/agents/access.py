@@ -35,7 +35,7 @@ def load_agent_for_its_mail(
 
 def _owned(agents: AgentStore, caller: Caller, agent_id: str) -> tuple[Agent, StoredConfig | None]:
     agent, config = agents.load(agent_id)
-    if agent is None or agent.org_id != caller.org_id:
+    if agent is None or agent.deleting or agent.org_id != caller.org_id:
         raise agent_not_found(agent_id)
     return agent, config
 

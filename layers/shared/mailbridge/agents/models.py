@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..core.types import PlatformId
 
@@ -12,6 +12,8 @@ class Agent(BaseModel):
     org_id: PlatformId
     name: str
     client_org_id: PlatformId | None = None
+    # Being removed: only its removal finds it. Never shown.
+    deleting: bool = Field(default=False, exclude=True)
 
 
 class Caller(BaseModel):

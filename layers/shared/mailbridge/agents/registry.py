@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import AfterValidator, Field
 
 from ..connections.service import disconnect
-from ..core.errors import agent_not_found
+from ..core.errors import InvalidField, agent_not_found
 from ..core.fields import printable
 from ..core.types import PlatformId, StrictModel, example
 from .access import require_person
@@ -30,11 +30,18 @@ class AgentRequest(StrictModel):
 
 
 def register_agent(
-    agents: AgentStore, caller: Caller, agent_id: str, request: AgentRequest
+    agents: AgentStore, orgs: OrgStore, caller: Caller, agent_id: str, request: AgentRequest
 ) -> Agent:
     """Register the agent in the caller's organization, or update it there. An agent of
-    another organization is not found (its id is not the caller's to take)."""
+    another organization is not found (its id is not the caller's to take). Its client
+    organization must exist: a misspelt one would leave the agent under no policy at all."""
     require_person(caller)
+    if request.client_org_id is not None and orgs.get(caller.org_id, request.client_org_id) is None:
+        raise InvalidField(
+            "client_org_id",
+            f"No client organization {request.client_org_id!r} in your account.",
+            hint="Save the client organization's email policy first: that creates it.",
+        )
     agent = Agent(
         agent_id=agent_id,
         org_id=caller.org_id,
@@ -53,8 +60,12 @@ def delete_agent(
     idempotency records and the agent itself. Deleting what is gone (or was never the
     caller's to see) succeeds, so a retry after a failure half-way finishes the job."""
     require_person(caller)
+    # Marked first: from then on no save can write a connection for it, so the config read
+    # next is the last one, and every other route finds the agent gone.
+    if not agents.mark_deleting(agent_id, caller.org_id):
+        return
     agent, config = agents.load(agent_id)
-    if agent is None or agent.org_id != caller.org_id:
+    if agent is None:  # a concurrent removal finished it
         return
     disconnect(agents, secrets, orgs, agent, config)
     # The agent last: until it is gone, a retry finds it and finishes.

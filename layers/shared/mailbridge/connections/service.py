@@ -180,8 +180,16 @@ def save_email_config(
     # An empty secret means "keep the stored one", as the Email tab's field says.
     secret_value = secret.get_secret_value() if secret else ""
     written: SecretRef | None = None  # the new secret: written once, whatever the retries
+    wrote = False
     for _ in range(_SAVE_ATTEMPTS):
-        agent, current = load_owned_agent(agents, caller, agent_id)
+        try:
+            agent, current = load_owned_agent(agents, caller, agent_id)
+        except MailbridgeError as gone:
+            if wrote and gone.code == ErrorCode.AGENT_NOT_FOUND:
+                # Removed meanwhile, perhaps after its removal deleted its secrets: what
+                # this save wrote must not outlive it.
+                secrets.delete(secrets.name_for(agent_id))
+            raise
         if expected_version is not None and expected_version != (current.version if current else 0):
             raise MailbridgeError(
                 ErrorCode.VERSION_MISMATCH,
@@ -217,9 +225,12 @@ def save_email_config(
                 exists=current is not None and current.secret is not None,
                 org_id=agent.org_id,
             )
+            wrote = True
         record = _next_record(agent_id, current, connection, None if inherits else written or kept)
         try:
-            agents.put_config(record, replaces_version=current.version if current else None)
+            agents.put_config(
+                record, replaces_version=current.version if current else None, org_id=agent.org_id
+            )
         except StaleWrite:
             # Whatever changed may have been a disconnect, which deleted what we wrote.
             written = None

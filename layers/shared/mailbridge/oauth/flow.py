@@ -242,6 +242,7 @@ def _finish_authorization(
     agent, config = agents.load(pending.agent_id)
     if (
         agent is None
+        or agent.deleting
         or agent.org_id != pending.org_id
         or config is None
         or config.version != pending.config_version
@@ -311,7 +312,7 @@ def _finish_authorization(
         }
     )
     try:
-        agents.put_config(record, replaces_version=config.version)
+        agents.put_config(record, replaces_version=config.version, org_id=agent.org_id)
     except StaleWrite:  # a save won the race; it decides what happens next
         return _failed(_outdated(), pending, refused=True)
     if problem:

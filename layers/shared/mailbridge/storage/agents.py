@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from ..agents.models import Agent
 from ..connections.models import StoredConfig, TokenRef
@@ -110,11 +113,58 @@ class DynamoAgentStore:
             )
             return [item for page in pages for item in page["Items"]]
 
-    def put_config(self, config: StoredConfig, *, replaces_version: int | None) -> None:
+    def mark_deleting(self, agent_id: str, org_id: str) -> bool:
+        try:
+            conditional_write(
+                self.table,
+                "update_item",
+                Key=self._key(agent_id, _AGENT_SK),
+                UpdateExpression="SET deleting = :yes",
+                ConditionExpression="attribute_exists(pk) AND org_id = :org",
+                ExpressionAttributeValues={":yes": {"BOOL": True}, ":org": {"S": org_id}},
+            )
+        except StaleWrite:
+            return False
+        return True
+
+    def put_config(
+        self, config: StoredConfig, *, replaces_version: int | None, org_id: str
+    ) -> None:
         item = to_item(
             {"pk": _pk(config.agent_id), "sk": _CONFIG_SK, **config.model_dump(mode="json")}
         )
-        conditional_write(self.table, "put_item", Item=item, **version_condition(replaces_version))
+        # With the agent still there, the organization's and not being removed, in the same
+        # transaction: a save racing the agent's removal never outlives it.
+        agent_check = {
+            "TableName": self.table,
+            "Key": self._key(config.agent_id, _AGENT_SK),
+            "ConditionExpression": "attribute_exists(pk) AND org_id = :org "
+            "AND attribute_not_exists(deleting)",
+            "ExpressionAttributeValues": {":org": {"S": org_id}},
+        }
+        put = {
+            "TableName": self.table,
+            "Item": item,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            **version_condition(replaces_version),
+        }
+        transaction: list[Any] = [{"ConditionCheck": agent_check}, {"Put": put}]
+        with storage_errors("DynamoDB"):
+            try:
+                dynamodb().transact_write_items(
+                    TransactItems=transaction,
+                    # botocore retries a call whose answer was lost with this same token,
+                    # which DynamoDB recognizes as the write already applied.
+                    ClientRequestToken=uuid.uuid4().hex,
+                )
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise  # storage_errors answers it
+                reasons = error.response.get("CancellationReasons", [])
+                # Applied by a first attempt whose answer was lost: the record is ours.
+                if len(reasons) == 2 and reasons[1].get("Item") == item:
+                    return
+                raise StaleWrite from None
 
     def update_status(self, config: StoredConfig) -> bool:
         # A test that ran against settings the user has since replaced must not overwrite

@@ -18,11 +18,12 @@ from typing import Any
 from ..core.errors import ErrorCode, MailbridgeError
 from ..core.settings import settings
 from ..core.types import SecretRef
-from .aws import secretsmanager, storage_errors
+from .aws import secretsmanager, storage_errors, storage_unavailable
 
 # Secret versions never change, so a value read once serves every later read of the same
 # version in this instance: a rotated secret is a new version, read at its first use.
 _VALUES_KEPT = 256
+_WRITE_ATTEMPTS = 3
 _values: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
 _values_lock = threading.Lock()
 
@@ -84,23 +85,24 @@ class SecretsManagerStore:
         document = json.dumps(value)
         with storage_errors("Secrets Manager"):
             client = secretsmanager()
-            if exists:
+            # A concurrent save or removal may create or delete it in between: then the
+            # other way, a few times.
+            for _ in range(_WRITE_ATTEMPTS):
                 try:
-                    written = client.put_secret_value(SecretId=name, SecretString=document)
-                    return SecretRef(name=name, version=written["VersionId"])
+                    if exists:
+                        put = client.put_secret_value(SecretId=name, SecretString=document)
+                        return SecretRef(name=name, version=put["VersionId"])
+                    created = client.create_secret(
+                        Name=name,
+                        SecretString=document,
+                        Tags=[{"Key": "mailbridge:org", "Value": org_id}],
+                    )
+                    return SecretRef(name=name, version=created["VersionId"])
                 except client.exceptions.ResourceNotFoundException:
-                    pass  # e.g. an agent that used a shared app until now: create it
-            try:
-                created = client.create_secret(
-                    Name=name,
-                    SecretString=document,
-                    Tags=[{"Key": "mailbridge:org", "Value": org_id}],
-                )
-                version = created["VersionId"]
-            except client.exceptions.ResourceExistsException:
-                # Left behind by a request that failed half-way: take it over.
-                version = client.put_secret_value(SecretId=name, SecretString=document)["VersionId"]
-        return SecretRef(name=name, version=version)
+                    exists = False  # e.g. an agent that used a shared app until now
+                except client.exceptions.ResourceExistsException:
+                    exists = True  # left behind by a request that failed half-way: take it over
+        raise storage_unavailable("Secrets Manager")
 
     def delete(self, name: str) -> None:
         with storage_errors("Secrets Manager"):
