@@ -42,11 +42,14 @@ IMAP_TLS_MINIMUM = ("TCP", "TLS 1.3", "greeting", "LOGIN", "STATUS")
 SMTP_STARTTLS_MINIMUM = ("TCP", "greeting", "EHLO", "STARTTLS", "TLS 1.3", "EHLO", "AUTH")
 # A message to one recipient: the same dialogue, then its envelope and itself.
 SMTP_SEND_MINIMUM = (*SMTP_STARTTLS_MINIMUM, "MAIL", "RCPT", "DATA", "message")
-# The mail routes' budgets: a page of the newest messages costs the same round trips in a
-# large mailbox as in a small one; a send, the SMTP minimum and one APPEND of latency,
-# within 20% (TLS and the servers' work). SMTP's round trips are counted exactly; an IMAP
-# login after SMTP rather than meanwhile would add at least 4 round trips, a third of the floor.
+# The mail routes' budgets: a page of the newest messages, or of the newest unread, costs
+# the same round trips in a large mailbox as in a small one, and the unread page's answers
+# about what the page of the newest does (every message unread: no SEARCH answering them
+# all); a send, the SMTP minimum and one APPEND of latency, within 20% (TLS and the servers'
+# work). SMTP's round trips are counted exactly; an IMAP login after SMTP rather than
+# meanwhile would add at least 4 round trips, a third of the floor.
 LIST_LIMIT = 50
+UNREAD_BYTES_BUDGET = 1.1
 SEND_BUDGET = 1.2
 
 
@@ -61,6 +64,7 @@ class CheckTiming:
     seconds: float  # median
     round_trips: int  # the most any run needed
     minimum: tuple[str, ...]
+    server_bytes: int  # the most any run's server answered
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,16 @@ class LatencyReport:
 class MailLatency:
     list_small: CheckTiming  # the newest LIST_LIMIT messages of the small mailbox
     list_large: CheckTiming  # ... and of the large one
+    unread_small: CheckTiming  # the newest LIST_LIMIT unread (all are) of the small mailbox
+    unread_large: CheckTiming  # ... and of the large one
     send: CheckTiming  # SMTP's round trips; the seconds of the whole send, sent copy included
     send_imap_round_trips: int  # IMAP's, beside SMTP: login and LIST meanwhile, then APPEND
+
+    @property
+    def unread_bytes_ratio(self) -> float:
+        """What the large mailbox's unread page answered over its page of the newest: the
+        same messages, since all are unread."""
+        return self.unread_large.server_bytes / self.list_large.server_bytes
 
     @property
     def send_floor(self) -> float:
@@ -137,7 +149,8 @@ class MailLab:
         with ExitStack() as stack:
             dovecot = stack.enter_context(DovecotServer(self._cert, self._key, users))
             for mailbox in (self.small, self.large):
-                dovecot.add_messages(mailbox.address, mailbox.messages, unseen=1)
+                # Every message unread: what a SEARCH answering every unread UID costs most.
+                dovecot.add_messages(mailbox.address, mailbox.messages, unseen=mailbox.messages)
             smtp = stack.enter_context(SmtpServer(self._cert, self._key, users))
             self.imap_port, self.smtp_port = dovecot.imaps_port, smtp.starttls_port
             self.imap_proxy = stack.enter_context(LatencyProxy(self.imap_port, ONE_WAY_DELAY))
@@ -207,15 +220,16 @@ class MailLab:
 
     def measure_mail(self, runs: int) -> MailLatency:
         """The mail routes' IMAP and SMTP work, through the proxies: listing a page in each
-        mailbox, and sending a message (its copy appended to the Sent folder)."""
+        mailbox, of all messages and of the unread, and sending a message (its copy appended
+        to the Sent folder)."""
 
-        def listing(mailbox: Mailbox) -> Callable[[], None]:
+        def listing(mailbox: Mailbox, *, unread_only: bool = False) -> Callable[[], None]:
             connection = self.connection(mailbox)
 
             def run() -> None:
                 with open_mailbox(connection, PASSWORD) as box:
                     page = box.list_messages(
-                        "inbox", unread_only=False, cursor=None, limit=LIST_LIMIT
+                        "inbox", unread_only=unread_only, cursor=None, limit=LIST_LIMIT
                     )
                 listed = len(page.messages)
                 _expect(listed == min(LIST_LIMIT, mailbox.messages), f"{mailbox}: {listed}")
@@ -248,10 +262,23 @@ class MailLab:
         with _mail_timeout(CHECK_TIMEOUT):
             list_small = self._check_timing(listing(self.small), self.imap_proxy, runs, ())
             list_large = self._check_timing(listing(self.large), self.imap_proxy, runs, ())
+            unread_small = self._check_timing(
+                listing(self.small, unread_only=True), self.imap_proxy, runs, ()
+            )
+            unread_large = self._check_timing(
+                listing(self.large, unread_only=True), self.imap_proxy, runs, ()
+            )
             sending = self._check_timing(send, self.smtp_proxy, runs, SMTP_SEND_MINIMUM)
         imap_traces = self.imap_proxy.take_traces()
         _expect(len(imap_traces) == runs, f"{len(imap_traces)} IMAP connections for {runs} sends")
-        return MailLatency(list_small, list_large, sending, max(t.round_trips for t in imap_traces))
+        return MailLatency(
+            list_small,
+            list_large,
+            unread_small,
+            unread_large,
+            sending,
+            max(trace.round_trips for trace in imap_traces),
+        )
 
     @staticmethod
     def _check_timing(
@@ -262,7 +289,12 @@ class MailLab:
         traces = proxy.take_traces()
         # One connection per run: a check that opened more would show here.
         _expect(len(traces) == runs, f"{len(traces)} connections for {runs} checks")
-        return CheckTiming(seconds, max(trace.round_trips for trace in traces), minimum)
+        return CheckTiming(
+            seconds,
+            max(trace.round_trips for trace in traces),
+            minimum,
+            max(trace.server_bytes for trace in traces),
+        )
 
 
 def _median_seconds(action: Callable[[], object], runs: int) -> float:

@@ -1,5 +1,5 @@
 """A TCP proxy on loopback that puts a real one-way latency on connections, and counts the
-round trips each connection's client waited for.
+round trips each connection's client waited for and the bytes its server answered.
 
 Every chunk reaches the other side `delay` seconds after it was sent, in order, in both
 directions: a request and its answer cost two delays, however many bytes they carry. A new
@@ -29,13 +29,16 @@ class ConnectionTrace:
     other in between. Each server flight is an answer (the greeting answers the connection)."""
 
     server_flights: int = 0
+    server_bytes: int = 0  # TLS records included
     last_sender: Sender | None = None
     client_closed: bool = False
 
-    def record(self, sender: Sender) -> None:
-        # Data the server sends after the client closed is an answer nobody waited for.
-        if sender == "server" and self.last_sender != "server" and not self.client_closed:
-            self.server_flights += 1
+    def record(self, sender: Sender, size: int) -> None:
+        if sender == "server":
+            self.server_bytes += size
+            # Data the server sends after the client closed is an answer nobody waited for.
+            if self.last_sender != "server" and not self.client_closed:
+                self.server_flights += 1
         self.last_sender = sender
 
     @property
@@ -138,7 +141,7 @@ class LatencyProxy:
                 data = await source.read(65536)
                 with self._lock:
                     if data:
-                        trace.record(sender)
+                        trace.record(sender, len(data))
                     elif sender == "client":
                         trace.client_closed = True
                 in_flight.put_nowait((loop.time() + self._delay, data))

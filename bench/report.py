@@ -14,6 +14,7 @@ from .latency import (
     LIST_LIMIT,
     MAILBOX_SIZE_BUDGET,
     SEND_BUDGET,
+    UNREAD_BYTES_BUDGET,
     LatencyReport,
     MailLatency,
 )
@@ -140,6 +141,8 @@ def latency_rows(latency: LatencyReport, runs: int, direct_runs: int, delay: flo
 
 def mail_rows(mail: MailLatency, small: int, large: int, runs: int, delay: float) -> list[Row]:
     same = mail.list_large.round_trips == mail.list_small.round_trips
+    unread_same = mail.unread_large.round_trips == mail.unread_small.round_trips
+    unread_bytes = mail.unread_bytes_ratio
     return [
         Row(f"**Mail routes** (IMAP/SMTP): through the same proxies, median of {runs}"),
         Row(
@@ -150,6 +153,18 @@ def mail_rows(mail: MailLatency, small: int, large: int, runs: int, delay: float
             verdict=verdict(same),
             note="a page is fetched by position from the folder's end: no whole-mailbox "
             "SEARCH or FETCH",
+        ),
+        Row(
+            measure=f"list the newest {LIST_LIMIT} unread, {large:,} vs {small:,} messages, "
+            "all unread",
+            value=f"{_ms(mail.unread_large.seconds)} vs {_ms(mail.unread_small.seconds)} ms",
+            compared=f"{mail.unread_large.round_trips} vs {mail.unread_small.round_trips} round "
+            f"trips; {mail.unread_large.server_bytes / 1024:.1f} KiB answered, "
+            f"{unread_bytes:.2f}x the newest {LIST_LIMIT}'s",
+            budget=f"the same round trips; ≤ {UNREAD_BYTES_BUDGET}x the bytes",
+            verdict=verdict(unread_same and unread_bytes <= UNREAD_BYTES_BUDGET),
+            note="their count, then the page's UIDs by position (SEARCH RETURN COUNT, then "
+            "PARTIAL): no SEARCH answering every unread UID",
         ),
         Row(
             measure="send one message, its copy appended to the Sent folder",

@@ -1,6 +1,7 @@
 """Connection-test latency over a slow network (issue 7): the IMAP and SMTP checks through
 proxies adding 100 ms each way. The checks overlap, a 50,000-message mailbox costs what a
-10-message one does, and no check gains a round trip. `make bench` prints the figures."""
+10-message one does, and no check gains a round trip; so do the mail routes' pages, of all
+messages and of the unread (issue 11). `make bench` prints the figures."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from mailbridge_bench.latency import (
     SEND_BUDGET,
     SMTP_SEND_MINIMUM,
     SMTP_STARTTLS_MINIMUM,
+    UNREAD_BYTES_BUDGET,
     LatencyReport,
     Mailbox,
     MailLab,
@@ -71,6 +73,18 @@ def test_no_check_gains_a_round_trip(latency: LatencyReport) -> None:
 def test_a_page_costs_the_same_round_trips_in_a_large_mailbox(mail: MailLatency) -> None:
     assert mail.list_large.round_trips == mail.list_small.round_trips
     assert mail.list_large.seconds <= MAILBOX_SIZE_BUDGET * mail.list_small.seconds
+
+
+def test_an_unread_page_costs_the_same_in_a_large_mailbox(mail: MailLatency) -> None:
+    assert mail.unread_large.round_trips == mail.unread_small.round_trips
+    # Two more than the page of the newest: the unread messages' count, then the page's UIDs.
+    assert mail.unread_large.round_trips == mail.list_large.round_trips + 2
+    # Every message of the lab is unread: a SEARCH answering every unread UID would answer
+    # 50,000 of them (some 290 KB) besides the page.
+    assert mail.unread_bytes_ratio <= UNREAD_BYTES_BUDGET, (
+        mail.unread_large.server_bytes,
+        mail.list_large.server_bytes,
+    )
 
 
 def test_a_send_costs_the_smtp_minimum_and_one_append(mail: MailLatency) -> None:

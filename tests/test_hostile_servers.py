@@ -1,6 +1,7 @@
 """Mail servers and providers that answer, but not what they should: a missing or garbled
-STATUS, a number too large to store, JSON that is not the expected object, or no JSON at
-all. Each is the server's error (`server_error`, `provider_error`), never a 500 of ours."""
+STATUS or unread SEARCH, a number too large to store, JSON that is not the expected object,
+or no JSON at all. Each is the server's error (`server_error`, `provider_error`), never a
+500 of ours."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ Body = Callable[..., dict[str, Any]]
 def test_an_imap_server_that_garbles_status(
     org: Org, imap_body: Body, server_cert: tuple[Path, Path], status_lines: list[bytes]
 ) -> None:
-    with ScriptedImapServer(server_context(*server_cert), status_lines) as imap:
+    with ScriptedImapServer(server_context(*server_cert), {b"STATUS": status_lines}) as imap:
         body = imap_body()
         body["imap"]["port"] = imap.port
         assert org.client.put(org.config_path, body).status == 200
@@ -40,6 +41,34 @@ def test_an_imap_server_that_garbles_status(
     imap_check = next(check for check in response.json()["checks"] if check["name"] == "imap")
     assert imap_check["error"]["code"] == "server_error"
     assert org.client.get(org.config_path).json()["last_error"]["code"] == "server_error"
+
+
+@pytest.mark.parametrize(
+    "search_lines",
+    [
+        # Four billion UIDs for a page of 50: a set is never expanded past what was asked.
+        [b'* ESEARCH (TAG "x") UID COUNT 3 PARTIAL (1:3 1:4294967295)'],
+        [b'* ESEARCH (TAG "x") UID COUNT lots'],
+        [b'* ESEARCH (TAG "x") UID COUNT 3 PARTIAL (1:3 2:x)'],
+        [b'* ESEARCH (TAG "x") UID COUNT'],
+        [],  # no ESEARCH at all
+    ],
+    ids=["too-many-uids", "not-a-count", "not-a-set", "no-value", "absent"],
+)
+def test_an_imap_server_that_garbles_an_unread_search(
+    org: Org, imap_body: Body, server_cert: tuple[Path, Path], search_lines: list[bytes]
+) -> None:
+    answers = {
+        b"CAPABILITY": [b"* CAPABILITY IMAP4rev1 AUTH=PLAIN ESEARCH CONTEXT=SEARCH"],
+        b"EXAMINE": [b"* 3 EXISTS", b"* OK [UIDVALIDITY 7] UIDs valid"],
+        b"UID": search_lines,  # UID SEARCH RETURN (...)
+    }
+    with ScriptedImapServer(server_context(*server_cert), answers) as imap:
+        body = imap_body()
+        body["imap"]["port"] = imap.port
+        assert org.client.put(org.config_path, body).status == 200
+        response = org.client.get(f"/bridge/agents/{org.agent_id}/mail/messages?unread=true")
+    assert (response.status, response.error["code"]) == (502, "server_error"), response.text
 
 
 # (provider, step, endpoint, answer): what the provider sends instead of the right answer.

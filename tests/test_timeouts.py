@@ -1,6 +1,7 @@
 """Timeouts on every provider path. A server that accepts and never answers, and one that
 answers one byte a second (each read succeeds, so only a deadline on the whole exchange
-ends it), end in the `timeout` code within the configured limit, through the HTTP API."""
+ends it), end in the `timeout` code within the configured limit, through the HTTP API; an
+IMAP server that drips once SMTP has sent holds the send no longer."""
 
 from __future__ import annotations
 
@@ -12,9 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mailbridge_tools.sandbox import BlackholeServer, SlowDripServer
+from mailbridge_tools.sandbox import (
+    BlackholeServer,
+    DovecotServer,
+    ScriptedImapServer,
+    SlowDripServer,
+    SmtpServer,
+)
 from mailbridge_tools.sandbox.tls import server_context
-from support import MAIL_TIMEOUT_SECONDS, OAuthAgent, Org, age_tokens, posted
+from support import (
+    MAIL_TIMEOUT_SECONDS,
+    MailAgent,
+    Mailbox,
+    OAuthAgent,
+    Org,
+    age_tokens,
+    posted,
+)
 
 LIMIT = MAIL_TIMEOUT_SECONDS  # the tests' mail and provider timeouts
 SLACK = 1.5  # seconds for everything around the stalled exchange
@@ -53,6 +68,37 @@ def test_mail_servers_that_stall_end_in_timeout(
     # Both checks run at once, each bounded by the limit: not twice the limit.
     assert elapsed < LIMIT + SLACK, elapsed
     assert org.client.get(org.config_path).json()["last_error"]["code"] == "timeout"
+
+
+def test_an_imap_server_that_drips_the_sent_copy_holds_the_send_no_longer(
+    local_api: Any,
+    org: Org,
+    mailbox_factory: Callable[[], Mailbox],
+    imap_body: Body,
+    server_cert: tuple[Path, Path],
+    smtp: SmtpServer,
+    dovecot: DovecotServer,
+) -> None:
+    """The session that found the Sent folder (on a thread, while SMTP sent) is reused for
+    the APPEND, which the server answers a byte at a time for longer than the limit: the
+    deadline of the copy's exchange must watch a socket an earlier exchange opened."""
+    mailbox = mailbox_factory()
+    folders = {b"LIST": [rb'* LIST (\Sent) "/" Sent']}
+    slow = b"+ " + b"." * 40 + b"\r\n"  # 10 s at 0.25 s a byte
+    with ScriptedImapServer(
+        server_context(*server_cert), folders, drip=b"APPEND", dripped=slow, interval=0.25
+    ) as imap:
+        body = imap_body(email=mailbox.login, password=mailbox.password)
+        body["imap"]["port"] = imap.port
+        assert org.client.put(org.config_path, body).status == 200
+        agent = MailAgent(local_api, org, mailbox, deliver=dovecot.deliver)
+        before = len(smtp.messages)
+        started = time.monotonic()
+        sent = agent.send({"to": ["a@example.org"], "subject": "x", "text": "x"}, key="drip")
+        elapsed = time.monotonic() - started
+    assert elapsed < LIMIT + SLACK, elapsed
+    # It left, so it is reported sent; the copy is best effort, and none was kept.
+    assert len(smtp.messages) == before + 1 and sent["id"] is None
 
 
 # (provider, step, the endpoint that stalls): every call the service makes to a provider.

@@ -1,6 +1,7 @@
 """A real Dovecot IMAP server on loopback, run as a child process with its own config: its
 Sent, Drafts and Trash folders carry their RFC 6154 special-use flags, and tests put mail in
-(Maildir files) and read folders back (IMAP)."""
+(Maildir files), read folders back (IMAP), and may read the commands clients sent (Dovecot's
+rawlog)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def _accounts() -> tuple[str, str]:
 
 
 _PASSWD_RECHECK_SECONDS = 1.1
+# How long a recorded session may take to end once its client is done.
+_SESSION_END_SECONDS = 5.0
 
 
 def _listener(name: str, port: int, extra: str = "") -> str:
@@ -71,6 +74,10 @@ class DovecotServer:
     With `offer_starttls=False` it runs without TLS at all (no IMAPS port), to show what a
     client does when a server does not offer STARTTLS. The Sent folder is called
     `sent_folder`: a client must find it by its \\Sent flag, whatever its name.
+
+    `capabilities` replaces what it advertises after login (Dovecot's `imap_capability`), to
+    play a server without some extension; it still serves them to a client that asks anyway.
+    With `record=True` it keeps the commands of every session, for `commands()`.
     """
 
     def __init__(
@@ -81,6 +88,8 @@ class DovecotServer:
         *,
         offer_starttls: bool = True,
         sent_folder: str = "Sent",
+        capabilities: str | None = None,
+        record: bool = False,
     ) -> None:
         binary = dovecot_binary()
         if binary is None:
@@ -90,6 +99,8 @@ class DovecotServer:
         self._users = users
         self._tls = offer_starttls
         self.sent_folder = sent_folder
+        self._capabilities = capabilities
+        self._record = record
         self.imap_port = free_port()
         self._imaps_port = free_port() if offer_starttls else None
         self._process: subprocess.Popen[bytes] | None = None
@@ -185,6 +196,31 @@ class DovecotServer:
         staged = passwd.with_suffix(".new")
         staged.write_text(f"{login}:{self._users[login]}::::::\n")
         staged.replace(passwd)  # whole, or not at all, for a reader in between
+        recorded = self.root / "rawlog" / login
+        if self._record and not recorded.exists():
+            recorded.mkdir(parents=True)  # Dovecot records only into a directory that exists
+            self._hand_to_dovecot(recorded)
+
+    def commands(self, login: str) -> list[str]:
+        """What clients sent in `login`'s sessions since the server started (with
+        `record=True`), oldest session first, without tags: once every session has logged
+        out. Recording starts after LOGIN, so no password is in it; an APPEND's message is."""
+        if not self._record:
+            raise RuntimeError("this server does not record sessions")
+        ends_at = time.monotonic() + _SESSION_END_SECONDS
+        while True:
+            sessions = [
+                path.read_bytes().decode("utf-8", "replace").splitlines()
+                for path in sorted((self.root / "rawlog" / login).glob("*.in"))
+            ]
+            if all(lines and lines[-1].upper().endswith(" LOGOUT") for lines in sessions):
+                break
+            if time.monotonic() > ends_at:
+                raise TimeoutError(f"a session of {login} did not log out")
+            time.sleep(0.02)
+        # Each line: the time it was read, then what the client sent (a command: its tag first).
+        sent = [line.partition(" ")[2] for lines in sessions for line in lines]
+        return [line.partition(" ")[2] or line for line in sent]
 
     def deliver(self, login: str, raw: bytes, *, unseen: bool = True) -> None:
         """Puts the exact message `raw` in `login`'s INBOX, as a delivery agent does (a
@@ -275,6 +311,11 @@ class DovecotServer:
                 ("Trash", "\\Trash"),
             )
         )
+        options = ""
+        if self._capabilities is not None:
+            options += f"imap_capability = {self._capabilities}\n"
+        if self._record:
+            options += f"rawlog_dir = {self.root}/rawlog/%u\n"
         config = self.root / "dovecot.conf"
         config.write_text(
             f"base_dir = {self.root}/run\n"
@@ -291,6 +332,7 @@ class DovecotServer:
             # Nor the next login after one (Dovecot's per-IP auth penalty): no penalty socket.
             "service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n"
             f"{tls}"
+            f"{options}"
             "passdb {\n"
             "  driver = passwd-file\n"
             f"  args = scheme=PLAIN username_format=%u {self.root}/passwd.d/%u\n"

@@ -1,5 +1,6 @@
 """Loopback ports for sandbox servers, and servers that misbehave: one that never answers,
-one that answers a byte at a time, and an IMAP server that says what it is told."""
+one that answers a byte at a time, and an IMAP server that says what it is told (and may
+answer one command a byte at a time)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,14 @@ class _ThreadPerConnection:
     def _serve(self, client: socket.socket) -> None:
         raise NotImplementedError
 
+    def _drip(self, client: socket.socket, data: bytes, interval: float) -> None:
+        """Sends `data` one byte per `interval` seconds: each read succeeds, so only a
+        deadline on the whole exchange ends it."""
+        for byte in data:
+            if self._stopped.wait(interval):
+                return
+            client.sendall(bytes([byte]))
+
 
 class SlowDripServer(_ThreadPerConnection):
     """Answers every connection with a greeting one byte per `interval` seconds (after a TLS
@@ -139,19 +148,31 @@ class SlowDripServer(_ThreadPerConnection):
         self._interval = interval
 
     def _serve(self, client: socket.socket) -> None:
-        for byte in self._greeting:
-            if self._stopped.wait(self._interval):
-                return
-            client.sendall(bytes([byte]))
+        self._drip(client, self._greeting, self._interval)
 
 
 class ScriptedImapServer(_ThreadPerConnection):
-    """An IMAP server over implicit TLS that takes any login and answers STATUS with the
-    lines it is given: what a broken or hostile server may say, for the tests."""
+    """An IMAP server over implicit TLS that takes any login and answers each command with
+    the untagged lines `answers` names for it, then OK: what a broken or hostile server may
+    say, for the tests. The command named `drip` is answered with `dripped` instead, one byte
+    per `interval` seconds, after which the server hangs up."""
 
-    def __init__(self, tls: ssl.SSLContext, status_lines: list[bytes]) -> None:
+    def __init__(
+        self,
+        tls: ssl.SSLContext,
+        answers: dict[bytes, list[bytes]],
+        *,
+        drip: bytes | None = None,
+        dripped: bytes = b"+ go ahead, slowly\r\n",
+        interval: float = 0.5,
+    ) -> None:
         super().__init__(tls)
-        self._status_lines = status_lines
+        self._answers = {
+            b"CAPABILITY": [b"* CAPABILITY IMAP4rev1 AUTH=PLAIN"],
+            b"LOGOUT": [b"* BYE scripted"],
+            **answers,
+        }
+        self._drip_command, self._dripped, self._interval = drip, dripped, interval
 
     def _serve(self, client: socket.socket) -> None:
         with client.makefile("rwb") as stream:
@@ -160,11 +181,10 @@ class ScriptedImapServer(_ThreadPerConnection):
             for line in stream:
                 tag, _, rest = line.partition(b" ")
                 command = rest.split(maxsplit=1)[0].upper() if rest.strip() else b""
-                answers = {
-                    b"CAPABILITY": [b"* CAPABILITY IMAP4rev1 AUTH=PLAIN"],
-                    b"STATUS": self._status_lines,
-                    b"LOGOUT": [b"* BYE scripted"],
-                }.get(command, [])
+                if command == self._drip_command:
+                    self._drip(client, self._dripped, self._interval)
+                    return
+                answers = self._answers.get(command, [])
                 stream.write(b"".join(answer + b"\r\n" for answer in answers))
                 stream.write(tag + b" OK done\r\n")
                 stream.flush()

@@ -1,6 +1,6 @@
 """A real SMTP submission server (aiosmtpd) on loopback: STARTTLS and implicit TLS. It keeps
-what it receives, byte for byte, and refuses the next command a test names, as a throttling
-server does."""
+what it receives, byte for byte, and refuses the next step a test names (the greeting or a
+command), as a throttling server does."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from .network import LOOPBACK, free_port
 from .tls import server_context
@@ -23,7 +23,8 @@ from .tls import server_context
 logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
-Command = Literal["MAIL", "RCPT", "DATA"]
+# The greeting, then each command of a submission in its order.
+Command = Literal["GREETING", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class _Mailroom:
         login, password = data.login.decode(), data.password.decode()
         return AuthResult(success=self._users.get(login) == password, handled=False)
 
-    def _refusal(self, server: SMTP, command: Command) -> str | None:
+    def refusal(self, server: SMTP, command: Command) -> str | None:
         """The reply a test asked the next `command` to get, if any; after a 421 the server
         closes the connection, as RFC 5321 has it."""
         with self._lock:
@@ -72,6 +73,21 @@ class _Mailroom:
             asyncio.get_running_loop().call_soon(server.transport.close)
         return reply
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, replies: list[str]
+    ) -> list[str]:
+        refusal = self.refusal(server, "EHLO")
+        if refusal is not None:
+            return [refusal]
+        session.host_name = hostname  # what aiosmtpd does without this hook
+        return replies
+
+    async def handle_AUTH(
+        self, server: SMTP, session: Session, envelope: Envelope, args: list[str]
+    ) -> object:
+        refusal = self.refusal(server, "AUTH")
+        return MISSING if refusal is None else refusal  # MISSING: authenticate as usual
+
     async def handle_MAIL(
         self,
         server: SMTP,
@@ -80,7 +96,7 @@ class _Mailroom:
         address: str,
         options: list[str],
     ) -> str:
-        refusal = self._refusal(server, "MAIL")
+        refusal = self.refusal(server, "MAIL")
         if refusal is not None:
             return refusal
         # What aiosmtpd does without this hook.
@@ -96,7 +112,7 @@ class _Mailroom:
         address: str,
         options: list[str],
     ) -> str:
-        refusal = self._refusal(server, "RCPT")
+        refusal = self.refusal(server, "RCPT")
         if refusal is not None:
             return refusal
         envelope.rcpt_tos.append(address)
@@ -104,7 +120,7 @@ class _Mailroom:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        refusal = self._refusal(server, "DATA")
+        refusal = self.refusal(server, "DATA")
         if refusal is not None:
             return refusal
         # aiosmtpd's original_content: the DATA bytes, dot-unstuffed and otherwise untouched.
@@ -116,14 +132,34 @@ class _Mailroom:
         return "250 Message accepted for delivery"
 
 
+class _Server(SMTP):
+    """aiosmtpd's server, refusing what it has no handler hook for: the greeting (after which
+    it hangs up) and STARTTLS."""
+
+    async def _handle_client(self) -> None:
+        refusal = self.event_handler.refusal(self, "GREETING")
+        if refusal is None:
+            await super()._handle_client()
+        elif self.transport is not None:
+            await self.push(refusal)
+            self.transport.close()
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        refusal = self.event_handler.refusal(self, "STARTTLS")
+        if refusal is None:
+            await super().smtp_STARTTLS(arg)
+        else:
+            await self.push(refusal)
+
+
 class _Controller(Controller):
     def factory(self) -> SMTP:
         # The implicit-TLS port and the no-STARTTLS trap advertise AUTH without STARTTLS
         # on purpose; aiosmtpd warns about that for every connection.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
-            server: SMTP = super().factory()  # type: ignore[no-untyped-call]
-            return server
+            return _Server(self.handler, **self.SMTP_kwargs)
 
 
 class SmtpServer:
@@ -179,8 +215,8 @@ class SmtpServer:
         self._mailroom.set_password(login, password)
 
     def refuse_next(self, command: Command, reply: str = "451 4.7.1 Try again later") -> None:
-        """The next MAIL, RCPT or DATA (on either port) gets `reply` instead: a temporary
-        error such as 451, or 421, after which the server hangs up."""
+        """The next greeting or command so named (on either port) gets `reply` instead: a
+        temporary error such as 451 or 454, or 421, after which the server hangs up."""
         self._mailroom.refuse_next(command, reply)
 
     def __enter__(self) -> SmtpServer:

@@ -1,11 +1,16 @@
 """An agent's mailbox over IMAP and SMTP, behind the `mail.mailboxes` port.
 
 Reading goes by UID and by sequence ranges from the end of the folder, never by a
-whole-mailbox SEARCH or FETCH, so a page costs the same round trips in a 10-message and a
-50,000-message mailbox. Ids are the folder, UIDVALIDITY and UID (never sequence numbers, which
-shift); a changed UIDVALIDITY makes old ids and cursors find nothing rather than the wrong
-message. Sending goes by SMTP, and the sent copy to the folder the server marks `\\Sent`
-(RFC 6154): found by its flag, never guessed by its name.
+whole-mailbox FETCH, so a page costs the same round trips in a 10-message and a
+50,000-message mailbox. Unread messages are found by a SEARCH whose answer is bounded where
+the server allows it (RFC 5267's CONTEXT=SEARCH: their count, then the page's UIDs by
+position); elsewhere the SEARCH answers every unread UID. Ids are the folder, UIDVALIDITY and
+UID (never sequence numbers, which shift); a changed UIDVALIDITY makes old ids and cursors
+find nothing rather than the wrong message. Sending goes by SMTP, and the sent copy to the
+folder the server marks `\\Sent` (RFC 6154): found by its flag, never guessed by its name.
+
+Every operation is one exchange under its own deadline, which watches the session whichever
+exchange opened it; the invocation's deadline watches it too.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from typing import Any, cast
 
 from imapclient import IMAPClient
 from imapclient.imapclient import ANSWERED, SEEN
+from imapclient.response_parser import parse_response
 
 from ..connections.models import Connection, ImapConnection
+from ..core.deadline import watch
 from ..core.errors import ErrorCode, MailbridgeError
 from ..core.observability import logger
 from ..core.settings import settings
@@ -53,6 +60,8 @@ _SUMMARY = [
 _REFERENCES = b"BODY[HEADER.FIELDS (REFERENCES)]"
 _MESSAGE_ID = re.compile(rb"<[^<>\s]+>")
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
+# A folder as imapclient lists it: its flags, its hierarchy delimiter and its name.
+_Listed = list[tuple[tuple[bytes, ...], bytes, str]]
 # The sent copy's folder is looked up while SMTP sends: one worker per invocation is enough.
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-sent-folder")
 
@@ -100,13 +109,20 @@ class ImapMailbox:
         self._timeout = settings().mail_timeout_seconds
         self._client: IMAPClient | None = None
         self._folders: dict[Folder, str] | None = None
+        # Where the mailbox was opened: under the invocation's deadline, which must watch the
+        # session too, whichever exchange (and thread) opens it.
+        self._opened_in = contextvars.copy_context()
 
     # -- the session
     @contextmanager
     def _exchange(self) -> Iterator[None]:
-        """One operation: within the mail timeout, its failures MailServerErrors."""
+        """One operation: within the mail timeout, its failures MailServerErrors. A deadline
+        watches only the sockets it is given: a session an earlier exchange opened (another
+        thread's, or a read's before a reply) is given to this one's."""
         server = self._connection.imap
         with whole_exchange_within(self._timeout, "IMAP", server), imap_errors(server):
+            if self._client is not None:
+                watch(self._client.socket())
             yield
 
     def _session(self) -> IMAPClient:
@@ -115,6 +131,7 @@ class ImapMailbox:
             client = self._stack.enter_context(
                 logged_in(self._connection, self._password, self._timeout)
             )
+            self._opened_in.run(watch, client.socket())
             client.normalise_times = False  # INTERNALDATE with its zone, made UTC here
             self._client = client
         return self._client
@@ -124,7 +141,7 @@ class ImapMailbox:
             return "INBOX"
         if self._folders is None:
             self._folders = {}
-            for flags, _, name in self._session().list_folders():
+            for flags, _, name in _special_use_folders(self._session()):
                 for known, flag in _SPECIAL_USE.items():
                     if flag in flags:
                         self._folders.setdefault(cast(Folder, known), name)
@@ -148,6 +165,9 @@ class ImapMailbox:
         with self._exchange():
             client = self._session()
             name = self._folder_name(folder)
+            # Asked before SELECT, which discards the capabilities the login's answer listed
+            # (most servers list them there): after it, asking costs a round trip.
+            bounded = unread_only and client.has_capability("CONTEXT=SEARCH")
             selected = client.select_folder(name, readonly=True)
             validity, exists = int(selected[b"UIDVALIDITY"]), int(selected[b"EXISTS"])
             listing_key = (folder, "unread" if unread_only else "all", str(validity))
@@ -158,7 +178,7 @@ class ImapMailbox:
                     raise invalid_cursor()
                 before = int(position)
             if unread_only:
-                uids, more = self._unread(client, before, limit)
+                uids, more = self._unread(client, before, limit, bounded=bounded)
                 fetched = client.fetch(uids, _SUMMARY) if uids else {}
             else:
                 fetched, more = self._newest(client, exists, before, limit)
@@ -173,14 +193,35 @@ class ImapMailbox:
         return MessagePage(messages=[summary for _, summary in summaries], next_cursor=next_cursor)
 
     @staticmethod
-    def _unread(client: IMAPClient, before: int | None, limit: int) -> tuple[list[int], bool]:
-        """The newest unread UIDs below `before`: the server's index answers the SEARCH, and
-        only the UIDs come back."""
-        criteria: list[Any] = ["UNSEEN"]
+    def _unread(
+        client: IMAPClient, before: int | None, limit: int, *, bounded: bool
+    ) -> tuple[list[int], bool]:
+        """The newest `limit` unread UIDs below `before`, and whether there are more; with
+        `bounded` (the server has CONTEXT=SEARCH), from answers bounded by the page."""
+        if before is not None and before <= 1:
+            return [], False
+        criteria = [b"UNSEEN"]
         if before is not None:
-            criteria += ["UID", f"1:{max(1, before - 1)}"]
-        uids = sorted(uid for uid in client.search(criteria) if before is None or uid < before)
-        return uids[-limit:], len(uids) > limit
+            criteria += [b"UID", f"1:{before - 1}".encode()]
+        if not bounded:
+            # Only the UIDs, answered from the server's index, but every unread one of them.
+            found = sorted(uid for uid in client.search(criteria) if before is None or uid < before)
+            return found[-limit:], len(found) > limit
+        # Their count, then the last `limit` of them by position (RFC 5267's PARTIAL counts
+        # from the lowest UID): two bounded answers, whatever the mailbox holds.
+        count = _esearch(client, b"COUNT", criteria)
+        if not isinstance(count, int) or count < 0:
+            raise ValueError("the server's COUNT is not a count")
+        if count == 0:
+            return [], False
+        window = f"{max(1, count - limit + 1)}:{count}".encode()
+        answer = _esearch(client, b"PARTIAL " + window, criteria)
+        if not isinstance(answer, tuple) or len(answer) != 2:
+            raise ValueError("the server's PARTIAL is not a range and its UIDs")
+        uids = _uid_set(answer[1], limit)
+        if before is not None and any(uid >= before for uid in uids):
+            raise ValueError("the server's UIDs are not below the cursor")
+        return sorted(uids), count > limit
 
     @staticmethod
     def _newest(
@@ -323,6 +364,53 @@ class ImapMailbox:
         if appended is None:  # no UIDPLUS: the copy is there, its UID unknown
             return None
         return pack("imap", "sent", appended[1].decode(), appended[2].decode())
+
+
+def _special_use_folders(client: IMAPClient) -> _Listed:
+    """The folders that may have a special use. A server with SPECIAL-USE lists just those,
+    with their flags, for the selection option (RFC 6154), and need not flag them in a plain
+    LIST; a server without it flags them in a plain LIST, if at all."""
+    if not client.has_capability("SPECIAL-USE"):
+        return cast(_Listed, client.list_folders())
+    # imapclient has no call for LIST's selection options; its parsing of LIST serves.
+    answer = client._raw_command_untagged(b"LIST", [b"(SPECIAL-USE)", b'""', b'"*"'], uid=False)
+    return cast(_Listed, client._proc_folder_list(answer))
+
+
+def _esearch(client: IMAPClient, returning: bytes, criteria: list[bytes]) -> object:
+    """`UID SEARCH RETURN (returning) criteria` (RFC 4731): what the answer gives for the
+    option named first in `returning`, or None if it gives nothing for it."""
+    lines = client._raw_command_untagged(
+        b"SEARCH", [b"RETURN", b"(" + returning + b")", *criteria], response_name="ESEARCH"
+    )
+    if len(lines) != 1 or not isinstance(lines[0], bytes):
+        raise ValueError("not one ESEARCH answer")
+    # Its words in any case (the values are numbers); after the command's tag (a correlator)
+    # and the UID marker: names and values, in pairs.
+    items = [item.upper() if isinstance(item, bytes) else item for item in parse_response(lines)]
+    if items and isinstance(items[0], tuple):
+        items = items[1:]
+    if items[:1] == [b"UID"]:
+        items = items[1:]
+    answered = dict(zip(items[::2], items[1::2], strict=True))
+    return answered.get(returning.split()[0])
+
+
+def _uid_set(found: object, most: int) -> list[int]:
+    """The UIDs of a set as ESEARCH answers it (`3:5,9`; NIL when empty), at most `most` of
+    them: what was asked for. A server's answer is not trusted to be that small."""
+    if found is None:
+        return []
+    # A set of one UID parses as a number.
+    text = found.decode("ascii") if isinstance(found, bytes) else str(found)
+    uids: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition(":")
+        first, last = sorted((int(low), int(high or low)))
+        if first < 1 or len(uids) + last - first + 1 > most:
+            raise ValueError("the server's UID set is not the page asked for")
+        uids.extend(range(first, last + 1))
+    return uids
 
 
 def _headers(raw: bytes) -> dict[str, bytes]:

@@ -7,6 +7,7 @@ import smtplib
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING
 
 from ..connections.models import ImapConnection, Security, ServerSettings
 from ..core.errors import ErrorCode, MailServerError
@@ -18,18 +19,49 @@ from .mailnet import (
     whole_exchange_within,
 )
 
+if TYPE_CHECKING:
+    from smtplib import _AuthObject  # typeshed's: the mechanisms' auth_* methods
+
 # smtplib would otherwise call socket.getfqdn(), a DNS round trip that can stall a Lambda.
 _EHLO_NAME = "mailbridge.invalid"
 # A server that answers 4xx asks to try again later; it rarely says when.
 _RETRY_AFTER_SECONDS = 60
 
 
-class _SMTP(smtplib.SMTP):
+def _temporary(code: int) -> bool:
+    """RFC 5321: a 4xx reply is a transient failure, whatever the command; the same may
+    succeed later."""
+    return 400 <= code < 500
+
+
+def _busy(server: ServerSettings) -> MailServerError:
+    return server_error(ErrorCode.SERVER_BUSY, "SMTP", server, retry_after=_RETRY_AFTER_SECONDS)
+
+
+class _Auth(smtplib.SMTP):
+    def auth(
+        self,
+        mechanism: str,
+        authobject: _AuthObject,
+        *,
+        initial_response_ok: bool = True,
+    ) -> tuple[int, bytes]:
+        """smtplib's login() tries the next mechanism after any refusal; a 4xx (RFC 4954's
+        454) ends it instead: a server asking to wait is not asked again at once."""
+        try:
+            return super().auth(mechanism, authobject, initial_response_ok=initial_response_ok)
+        except smtplib.SMTPAuthenticationError as refused:
+            if not _temporary(refused.smtp_code):
+                raise
+            raise smtplib.SMTPResponseException(refused.smtp_code, refused.smtp_error) from refused
+
+
+class _SMTP(_Auth):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         return open_connection(host, port, timeout)
 
 
-class _SMTP_SSL(smtplib.SMTP_SSL):
+class _SMTP_SSL(_Auth, smtplib.SMTP_SSL):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         return self.context.wrap_socket(
             open_connection(host, port, timeout),
@@ -71,13 +103,32 @@ def _refusal(
     """A 4xx anywhere means "later"; a 5xx is final, and names the recipients it was for
     (our own addresses, never the server's words)."""
     codes = [code] if code else [answer[0] for answer in recipients.values()]
-    if codes and all(400 <= found < 500 for found in codes):
-        return server_error(ErrorCode.SERVER_BUSY, "SMTP", server, retry_after=_RETRY_AFTER_SECONDS)
+    if codes and all(_temporary(found) for found in codes):
+        return _busy(server)
     if recipients:
         return server_error(
             ErrorCode.RECIPIENTS_REFUSED, "SMTP", server, detail=", ".join(sorted(recipients))
         )
     return server_error(ErrorCode.MESSAGE_REFUSED, "SMTP", server)
+
+
+def _answered(server: ServerSettings, error: smtplib.SMTPResponseException) -> MailServerError:
+    """A reply that ended the dialogue: a 4xx at any step asks to try again later (and says
+    nothing of the connection); a refused AUTH is the credentials'; anything else, the
+    server's error."""
+    if _temporary(error.smtp_code):
+        return _busy(server)
+    if isinstance(error, smtplib.SMTPAuthenticationError):
+        return server_error(ErrorCode.AUTH_FAILED, "SMTP", server)
+    return server_error(ErrorCode.SERVER_ERROR, "SMTP", server)
+
+
+def _ehlo(client: smtplib.SMTP) -> None:
+    """EHLO, raising a 4xx, which smtplib returns rather than raises (after a 5xx the server
+    offers no extension, which the steps after it report)."""
+    code, reply = client.ehlo()
+    if _temporary(code):
+        raise smtplib.SMTPHeloError(code, reply)
 
 
 def _quit(client: smtplib.SMTP) -> None:
@@ -104,20 +155,20 @@ def _logged_in(connection: ImapConnection, password: str, timeout: float) -> Ite
         else:
             client = _SMTP(server.host, server.port, local_hostname=_EHLO_NAME, timeout=timeout)
         try:
-            client.ehlo()
+            _ehlo(client)
             if server.security is Security.STARTTLS:
                 if not client.has_extn("starttls"):
                     raise server_error(ErrorCode.STARTTLS_UNAVAILABLE, "SMTP", server)
                 client.starttls(context=tls_context())
-                client.ehlo()
+                _ehlo(client)
             if not client.has_extn("auth"):
                 raise server_error(ErrorCode.AUTH_UNAVAILABLE, "SMTP", server)
             client.login(connection.username, password)
             yield client
         finally:
             _quit(client)
-    except smtplib.SMTPAuthenticationError as error:
-        raise server_error(ErrorCode.AUTH_FAILED, "SMTP", server) from error
+    except smtplib.SMTPResponseException as error:  # the greeting's too (SMTPConnectError)
+        raise _answered(server, error) from error
     except smtplib.SMTPServerDisconnected as error:
         # smtplib reports a read timeout mid-dialogue as a disconnect with the timeout as cause.
         timed_out = isinstance(error.__context__, TimeoutError)

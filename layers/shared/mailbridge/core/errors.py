@@ -307,7 +307,8 @@ _MAIL_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
     ),
     ErrorCode.SERVER_BUSY: (
         "{proto} server {server} asked to try again later.",
-        "Retry after the seconds Retry-After says; nothing was sent this time.",
+        "It is busy, or limiting this account, for now: try again after the seconds "
+        "Retry-After says. A send refused this way did not leave.",
     ),
     ErrorCode.RECIPIENTS_REFUSED: (
         "{proto} server {server} refused recipients: {detail}.",
