@@ -26,9 +26,25 @@ def hostname(value: str) -> str:
     return value.rstrip(".")
 
 
+# What one line of text may not hold: control characters (Unicode's Cc: C0, DEL and C1), line
+# and paragraph separators (Zl, Zp: with Cc, every break str.splitlines() knows) and lone
+# surrogates (Cs, which no UTF-8 can carry). A header or a log line would end at the first,
+# or fail to be written at all.
+NOT_IN_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+LONE_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
 def printable(value: str) -> str:
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError("must not contain control characters")
+    """One line of text: no control character, line break or lone surrogate."""
+    if NOT_IN_ONE_LINE.search(value):
+        raise ValueError("must be one line of text, without control characters or line breaks")
+    return value
+
+
+def encodable(value: str) -> str:
+    """Text that UTF-8 can carry: JSON's \\ud800 escapes can make lone surrogates."""
+    if LONE_SURROGATES.search(value):
+        raise ValueError("must be valid Unicode text: it holds a lone surrogate")
     return value
 
 
@@ -38,11 +54,12 @@ def printable(value: str) -> str:
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 
 
-def _email_address(value: str) -> str:
+def email_address(value: str) -> str:
     local, at, domain = value.rpartition("@")
     domain = domain.lower().rstrip(".")
-    # A host name with a top-level domain (never all digits, unlike an IP address's last part).
-    named = len(domain) <= 253 and bool(_HOSTNAME.fullmatch(domain))
+    # A host name with a top-level domain (never all digits, unlike an IP address's last part),
+    # in ASCII from the start: lower() makes the Kelvin sign a "k".
+    named = value.isascii() and len(domain) <= 253 and bool(_HOSTNAME.fullmatch(domain))
     has_tld = "." in domain and not domain.rpartition(".")[2].isdigit()
     if not (at and len(local) <= 64 and _LOCAL_PART.fullmatch(local) and named and has_tld):
         raise ValueError("must be an email address like name@example.com")
@@ -66,7 +83,7 @@ Hostname = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(ho
 EmailAddress = Annotated[
     str,
     Field(max_length=320, json_schema_extra={"format": "email"}),
-    AfterValidator(_email_address),
+    AfterValidator(email_address),
 ]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Username = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_ascii)]

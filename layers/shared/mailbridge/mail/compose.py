@@ -3,7 +3,9 @@ Gmail's raw send, a Graph draft from MIME): From the connection's address, a Mes
 ours, threading headers for a reply, text and HTML alternatives, attachments.
 
 Every header value comes from a validated field (no line breaks, no control characters),
-and the standard library refuses a header that could still start another one.
+and the standard library refuses a header that could still start another one. The message is
+7-bit: non-ASCII text goes as quoted-printable or base64 and headers as RFC 2047 encoded
+words, which every server and API takes (no SMTP 8BITMIME or SMTPUTF8 needed).
 """
 
 from __future__ import annotations
@@ -12,16 +14,41 @@ import hashlib
 from datetime import datetime
 from email import policy
 from email.headerregistry import Address as HeaderAddress
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import format_datetime
+from typing import Any
 
 from .mailboxes import Outgoing
 from .models import OutgoingAttachment
-from .parsing import ParsedMessage
+from .parsing import ParsedMessage, thread_references
 
-# The References header keeps the thread's root and its latest messages (RFC 5322 3.6.4
-# asks for all; long threads are trimmed as mail clients do).
-_REFERENCES_KEPT = 20
+
+class _MessageIds(BaseHeader):
+    """In-Reply-To and References, written as message ids must be: whole, one a line when they
+    do not fit on one. (The standard library folds an id longer than a line into RFC 2047
+    encoded words, which no longer name the message: Outlook's ids are that long.)"""
+
+    max_count = 1  # RFC 5322 3.6
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        kwds["decoded"] = value
+        kwds["parse_tree"] = None
+
+    def fold(self, *, policy: Policy) -> str:
+        ids = str(self).split()
+        line = f"{self.name}: {' '.join(ids)}"
+        if len(line) <= (policy.max_line_length or len(line)):
+            return line + policy.linesep
+        return f"{self.name}: " + f"{policy.linesep} ".join(ids) + policy.linesep
+
+
+_HEADERS = HeaderRegistry()
+_HEADERS.map_to_type("In-Reply-To", _MessageIds)
+_HEADERS.map_to_type("References", _MessageIds)
+_POLICY = policy.default.clone(cte_type="7bit", header_factory=_HEADERS)
 
 
 def reply_subject(subject: str) -> str:
@@ -46,7 +73,7 @@ def compose(
     """`message_key` names this send (the agent and its Idempotency-Key): the Message-ID is
     made from it, so a send that had to be done again goes out as the same message, which
     mailboxes recognize."""
-    message = EmailMessage(policy=policy.default)
+    message = EmailMessage(policy=_POLICY)
     local, _, domain = sender.rpartition("@")
     message["From"] = HeaderAddress(display_name=sender_name or "", username=local, domain=domain)
     if to:
@@ -57,15 +84,14 @@ def compose(
     message["Date"] = format_datetime(now)
     message_id = f"<{hashlib.sha256(message_key.encode()).hexdigest()[:40]}@{domain}>"
     message["Message-ID"] = message_id
-    if replying_to is not None and replying_to.message_id:
-        message["In-Reply-To"] = replying_to.message_id
-        thread = [*replying_to.references, replying_to.message_id]
-        kept = (
-            thread
-            if len(thread) <= _REFERENCES_KEPT
-            else [thread[0], *thread[-(_REFERENCES_KEPT - 1) :]]
-        )
-        message["References"] = " ".join(kept)
+    if replying_to is not None:
+        # Parsing gives only ids that a header line can hold (`parsing.MESSAGE_ID`): an
+        # original's over-long or malformed ones are not there to break the reply's headers.
+        parent = [replying_to.message_id] if replying_to.message_id else []
+        if parent:
+            message["In-Reply-To"] = parent[0]
+        if thread := thread_references([*replying_to.references, *parent]):
+            message["References"] = " ".join(thread)
     if text is not None:
         message.set_content(text)
     if html is not None:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from ..core.fields import EmailAddress, printable
+from ..core.fields import EmailAddress, encodable, printable
 from ..core.types import StrictModel, example
 
 Folder = Literal["inbox", "sent", "drafts", "trash"]
@@ -21,8 +21,14 @@ MAX_RECIPIENTS = 100
 # What one message may carry in attachments, decoded: well inside Lambda's 6 MB request
 # limit once base64 and JSON are around it.
 MAX_ATTACHMENT_BYTES = 3 * 1024 * 1024
-# Text and HTML bodies are returned up to this size each, then cut (`truncated`).
-MAX_BODY_CHARACTERS = 512 * 1024
+# A message read answers its text and HTML bodies within this many bytes together, counted as
+# they travel in Lambda's answer (6 MB at most): UTF-8, in JSON that Lambda's own JSON carries
+# as a string, so a quote or backslash takes 4 bytes and a line end or tab 3. The rest of the
+# message read stays far below the remaining 2 MB (`parsing` bounds every part of it).
+MAX_BODIES_BYTES = 4 * 1024 * 1024
+# How many attachments a message read lists (its first ones), and how long a file name is.
+MAX_ATTACHMENTS_LISTED = 100
+MAX_FILENAME_CHARACTERS = 255
 # Opaque ids: base64url, as `ids` makes them.
 OPAQUE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,2048}$"
 
@@ -70,7 +76,11 @@ class Message(MessageSummary):
     references: list[str]
     text: str | None = Field(description="The text/plain body, decoded to UTF-8.")
     html: str | None = Field(description="The text/html body, decoded to UTF-8.")
-    truncated: bool = Field(description=f"A body was cut at {MAX_BODY_CHARACTERS} characters.")
+    truncated: bool = Field(
+        description="Part of the message is left out: bodies cut to fit the answer, attachments "
+        f"past the first {MAX_ATTACHMENTS_LISTED}, or headers and parts too long or too deep "
+        "to read."
+    )
     attachments: list[AttachmentInfo]
 
 
@@ -85,20 +95,13 @@ class ReadState(StrictModel):
 # ---- sending ---------------------------------------------------------------------------
 
 
-def _one_line(value: str) -> str:
-    """Header text: printable, no line breaks (no header can be injected through it)."""
-    printable(value)
-    if "\n" in value or "\r" in value:
-        raise ValueError("must be one line")
-    return value
-
-
-_FILENAME_FORBIDDEN = re.compile(r'[\\/"\x00-\x1f\x7f]')
+_FILENAME_FORBIDDEN = re.compile(r'[\\/"]')
 
 
 def _filename(value: str) -> str:
+    printable(value)
     if _FILENAME_FORBIDDEN.search(value) or value in {".", ".."}:
-        raise ValueError("must be a file name: no path separators, quotes or control characters")
+        raise ValueError("must be a file name: no path separators or quotes")
     return value
 
 
@@ -110,14 +113,19 @@ def _base64(value: str) -> str:
     return value
 
 
-Subject = Annotated[str, Field(max_length=998), AfterValidator(_one_line)]
-DisplayName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]
-_MIME_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"  # RFC 6838
-ContentType = Annotated[str, Field(max_length=255, pattern=rf"^{_MIME_NAME}/{_MIME_NAME}$")]
+# Header text is one line (`printable`): no header can be injected through it, and the email
+# package can write it.
+Subject = Annotated[str, Field(max_length=998), AfterValidator(printable)]
+DisplayName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable)]
+_MIME_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"  # RFC 6838
+CONTENT_TYPE_PATTERN = rf"^{_MIME_NAME}/{_MIME_NAME}$"
+ContentType = Annotated[str, Field(max_length=255, pattern=CONTENT_TYPE_PATTERN)]
 
 
 class OutgoingAttachment(StrictModel):
-    filename: Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_filename)]
+    filename: Annotated[
+        str, Field(min_length=1, max_length=MAX_FILENAME_CHARACTERS), AfterValidator(_filename)
+    ]
     content_type: ContentType = "application/octet-stream"
     content: Annotated[str, AfterValidator(_base64)] = Field(description="Base64.")
 
@@ -146,8 +154,8 @@ class SendRequest(StrictModel):
         default=None,
         description="Required for a new message; a reply's defaults to the original's.",
     )
-    text: str | None = Field(default=None, max_length=1_000_000)
-    html: str | None = Field(default=None, max_length=2_000_000)
+    text: Annotated[str, Field(max_length=1_000_000), AfterValidator(encodable)] | None = None
+    html: Annotated[str, Field(max_length=2_000_000), AfterValidator(encodable)] | None = None
     attachments: list[OutgoingAttachment] = Field(default_factory=list, max_length=20)
     reply_to_message_id: Annotated[str, Field(pattern=OPAQUE_ID_PATTERN)] | None = Field(
         default=None, description="Reply in this message's thread."

@@ -1,23 +1,104 @@
 """Reading an RFC 5322 message, whichever provider it came from (IMAP's BODY[], Gmail's raw
 format, Graph's $value): headers, the text and HTML bodies decoded to UTF-8, and attachments.
 
-Messages are input from anyone on the internet: a header that does not parse is left out, a
-body in an unknown charset is decoded with replacement characters, and nothing here raises.
+Messages are input from anyone on the internet, and the standard library's email package is
+not total on them: a few hundred levels of nesting exhaust its parser's recursion, and
+malformed parameters, charsets or encoded words make the parser and its accessors raise
+TypeError, UnicodeError, IndexError... So every call into the package goes through
+`_tolerant`, and what it cannot read is left out: nothing here raises, on any bytes. Headers
+are read as they came, never through the package's structured header parser, and only what
+holds to the service's own rules comes out: addresses that are addresses, message ids a header
+line can hold, one-line text. Everything that comes out is bounded, so that a message read fits
+in Lambda's answer, and `truncated` says when anything was left out.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
-from email.message import EmailMessage
+from email.generator import BytesGenerator
+from email.message import Message
 from email.parser import BytesParser
+from email.policy import Compat32
 from email.utils import getaddresses, parsedate_to_datetime
+from functools import partial
+from io import BytesIO
+from typing import TypeVar
 
-from .models import MAX_BODY_CHARACTERS, Address, AttachmentInfo
+from ..core.fields import LONE_SURROGATES, NOT_IN_ONE_LINE, email_address
+from .models import (
+    CONTENT_TYPE_PATTERN,
+    MAX_ATTACHMENTS_LISTED,
+    MAX_BODIES_BYTES,
+    MAX_FILENAME_CHARACTERS,
+    Address,
+    AttachmentInfo,
+)
 
-_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+_Read = TypeVar("_Read")
+
+
+# A message id (RFC 5322's msg-id: printable ASCII in angle brackets) that one header line
+# (998 characters) can hold after "In-Reply-To: ", so that a reply can always write it back.
+MESSAGE_ID = re.compile(r"<[!-;=?-~]{1,983}>")
+# A References header keeps the thread's root and its latest messages (RFC 5322 3.6.4 asks
+# for all; long threads are trimmed as mail clients do), so no chain makes it too long.
+REFERENCES_KEPT = 20
+
+# What is read of a message at most: levels of MIME nesting, parts, addresses per header (twice
+# what a message may be sent to: a reply can still tell there are too many), characters of a
+# header's text (what a line holds) and of a display name.
+_MAX_DEPTH = 32
+_MAX_PARTS = 1000
+_MAX_ADDRESSES = 200
+_MAX_LINE = 998
+_MAX_NAME = 200
+# How much of a header is decoded: what can still show once cut (RFC 2047 takes at most 12
+# characters for one: four bytes, each =XX), and what the package's accessors see of a header
+# (content types and dispositions with their parameters) or getaddresses of an address list.
+# Decoding takes time in proportion, or more: punycode's is quadratic.
+_ENCODED_PER_CHARACTER = 12
+_MAX_FETCHED = 16 * 1024
+_MAX_ADDRESS_LIST = 256 * 1024
+# Read as UTF-8 when a body names it: no mail is written in it, and it decodes in quadratic
+# time (a hostile body would take minutes).
+_NOT_A_MAIL_CHARSET = "punycode"
+_CONTENT_TYPE = re.compile(CONTENT_TYPE_PATTERN)
+_UNKNOWN_TYPE = "application/octet-stream"
+# Control characters other than tab and line ends mean nothing to a reader, and JSON would
+# write each as a six-byte escape.
+_CONTROL_IN_BODY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# What JSON escapes of what is left: each takes up to 3 bytes more in Lambda's answer (a quote
+# is \" in the message's JSON, then \\\" in Lambda's).
+_ESCAPED = (b'"', b"\\", b"\n", b"\r", b"\t")
+
+
+def _utf8(text: str) -> str:
+    """Header text with the parser's stand-ins for 8-bit bytes (surrogate escapes) read as
+    UTF-8, as RFC 6532 has headers write it."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+class _Utf8Headers(Compat32):
+    """compat32 keeps headers as the strings they came as: its parser takes a tenth of the
+    time the default policy's takes, and its accessors parse nothing they could fail on. Its
+    8-bit header text is read as UTF-8 (RFC 6532), rather than lost to replacement
+    characters."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return _utf8(value[:_MAX_FETCHED])
+
+
+_PARSER = BytesParser(policy=_Utf8Headers())
+# RFC 2047 encoded words decoded, as an unstructured header's text.
+_DECODE = policy.default.header_factory
+# A forwarded message is given back as it came: headers never refolded, CRLF line ends.
+_WRITE_BACK = policy.SMTP.clone(refold_source="none")
 
 
 @dataclass(frozen=True)
@@ -37,124 +118,272 @@ class ParsedMessage:
     attachments: list[AttachmentInfo]
 
 
-def _parse(raw: bytes) -> EmailMessage:
-    message = BytesParser(policy=policy.default).parsebytes(raw)
-    assert isinstance(message, EmailMessage)  # policy.default makes EmailMessages
-    return message
-
-
-def _header(message: EmailMessage, name: str) -> str | None:
-    """A header's decoded value, or None when it is missing or does not parse."""
+def _tolerant(read: Callable[[], _Read], unreadable: _Read) -> _Read:
+    """What `read` gives, or `unreadable` when the email package fails on the message."""
     try:
-        value = message[name]
-    except (ValueError, IndexError, TypeError, AttributeError, LookupError):
+        return read()
+    except Exception:  # the package's failures on hostile input have no common class
+        return unreadable
+
+
+def thread_references(ids: list[str]) -> list[str]:
+    """The ids a References header keeps of a thread's: its root and its latest."""
+    return ids if len(ids) <= REFERENCES_KEPT else [ids[0], *ids[-(REFERENCES_KEPT - 1) :]]
+
+
+def _parse(raw: bytes) -> tuple[Message, bool]:
+    """The message's tree, and whether any of it was left out."""
+    whole: Message | None = _tolerant(lambda: _PARSER.parsebytes(raw), None)
+    if whole is not None:
+        return whole, False
+    # Its headers alone (and a single part's body): nothing there for the parser to fail on.
+    return _PARSER.parsebytes(raw, headersonly=True), True
+
+
+def _header_values(part: Message, name: str) -> list[str]:
+    """A header's values as they came, unfolded."""
+    return [
+        _utf8(re.sub(r"\r\n|\r|\n", "", str(value)))
+        for key, value in part.raw_items()
+        if key.lower() == name
+    ]
+
+
+def _content_type(part: Message) -> str:
+    found = _tolerant(part.get_content_type, _UNKNOWN_TYPE)
+    return found if _CONTENT_TYPE.fullmatch(found) else _UNKNOWN_TYPE
+
+
+def _filename(part: Message) -> str:
+    """A part's file name (RFC 2231, or RFC 2047 as Outlook writes it); empty when none."""
+    return _tolerant(lambda: part.get_filename(""), "")
+
+
+def _valid_address(text: str) -> str | None:
+    try:
+        return email_address(text)
+    except ValueError:
         return None
-    return None if value is None else " ".join(str(value).split())
 
 
-def addresses(message: EmailMessage, name: str) -> list[Address]:
-    """The addresses a header lists; the raw header is read with getaddresses, which takes
-    what the structured parser may choke on."""
-    values = message.get_all(name) or []
-    found = []
-    for display, address in getaddresses([str(value) for value in values]):
-        if "@" in address:
-            found.append(Address(address=address, name=display or None))
-    return found
-
-
-def message_ids(value: str | None) -> list[str]:
-    """The <ids> a References or In-Reply-To header lists, in order."""
-    return _MESSAGE_ID.findall(value or "")
-
-
-def _date(message: EmailMessage) -> datetime | None:
-    text = _header(message, "Date")
+def _body_text(part: Message) -> str:
+    """A body decoded from its charset (UTF-8 when it names none or an unknown one),
+    without control characters or lone surrogates, which no reader wants."""
+    payload = _tolerant(lambda: part.get_payload(decode=True), None)
+    if not isinstance(payload, bytes):
+        return ""
+    named = _tolerant(lambda: codecs.lookup(part.get_content_charset("utf-8")).name, "utf-8")
+    charset = "utf-8" if named == _NOT_A_MAIL_CHARSET else named
+    text = _tolerant(lambda: payload.decode(charset, "replace"), None)
     if text is None:
-        return None
-    try:
-        parsed = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        text = payload.decode("utf-8", "replace")
+    return LONE_SURROGATES.sub("\ufffd", _CONTROL_IN_BODY.sub("", text))
 
 
-def _text_of(part: EmailMessage) -> str:
-    try:
-        content = part.get_content()
-    except (LookupError, UnicodeError, ValueError, AssertionError):
-        # An unknown or lying charset: the bytes, decoded as best UTF-8 can.
-        payload = part.get_payload(decode=True)
-        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-    return content if isinstance(content, str) else ""
+def _answer_bytes(data: bytes, end: int) -> int:
+    """What the first `end` bytes of a body's UTF-8 take in Lambda's answer (see
+    `models.MAX_BODIES_BYTES`)."""
+    return end + 3 * sum(data.count(escaped, 0, end) for escaped in _ESCAPED)
 
 
-def _body(message: EmailMessage, subtype: str) -> EmailMessage | None:
-    try:
-        body = message.get_body(preferencelist=(subtype,))
-    except (KeyError, IndexError, TypeError):
-        return None
-    return body if isinstance(body, EmailMessage) else None
+def _cut(text: str, budget: int) -> str:
+    """The longest start of `text` within `budget`."""
+    data = text.encode()
+    starts = range(min(len(data), budget) + 1)  # a byte takes one at least
+    end = bisect_right(starts, budget, key=partial(_answer_bytes, data)) - 1
+    return data[:end].decode("utf-8", "ignore")  # a character cut in two is left out
 
 
-def _parts(message: EmailMessage) -> list[EmailMessage]:
-    return [part for part in message.walk() if isinstance(part, EmailMessage)]
+def _fit(text: str | None, html: str | None) -> tuple[str | None, str | None, bool]:
+    """Both bodies within MAX_BODIES_BYTES: each may take half, and what the other leaves;
+    and whether either was cut."""
+    text_bytes, html_bytes = (
+        _answer_bytes(data, len(data)) for data in ((text or "").encode(), (html or "").encode())
+    )
+    if text_bytes + html_bytes <= MAX_BODIES_BYTES:
+        return text, html, False
+    if text is not None:
+        text = _cut(text, max(MAX_BODIES_BYTES // 2, MAX_BODIES_BYTES - html_bytes))
+        text_bytes = _answer_bytes(text.encode(), len(text.encode()))
+    if html is not None:
+        html = _cut(html, MAX_BODIES_BYTES - text_bytes)
+    return text, html, True
 
 
-def _is_attachment(part: EmailMessage, bodies: list[EmailMessage]) -> bool:
-    if part.is_multipart() or any(part is body for body in bodies):
-        return False
-    return part.get_content_disposition() in ("attachment", "inline") or bool(part.get_filename())
+def _written(message: Message) -> bytes:
+    buffer = BytesIO()
+    # The default policy's generator writes compat32's messages as well.
+    generator: BytesGenerator[Message] = BytesGenerator(
+        buffer, mangle_from_=False, policy=_WRITE_BACK
+    )
+    generator.flatten(message)
+    return buffer.getvalue()
+
+
+def _content(part: Message) -> bytes | None:
+    """An attachment's bytes: decoded, or a forwarded message (message/*) written back whole;
+    None when the email package cannot give them."""
+    payload = _tolerant(part.get_payload, None)
+    if isinstance(payload, list):
+        held = [inner for inner in payload if isinstance(inner, Message)]
+        return _tolerant(lambda: b"".join(_written(inner) for inner in held), None)
+    decoded = _tolerant(lambda: part.get_payload(decode=True), None)
+    return decoded if isinstance(decoded, bytes) else None
+
+
+class _Reader:
+    """One message, read as far as it can be; `cut` turns true when anything is left out."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.message, self.cut = _parse(raw)
+        self.parts = self._walk()
+
+    def _walk(self) -> list[Message]:
+        """Its parts in order, a forwarded message (message/*) as one: not past _MAX_DEPTH
+        levels or _MAX_PARTS parts."""
+        parts: list[Message] = []
+        pending = [(self.message, 0)]
+        while pending:
+            if len(parts) == _MAX_PARTS:
+                self.cut = True
+                break
+            part, depth = pending.pop()
+            parts.append(part)
+            if _content_type(part).startswith("multipart/"):
+                children = _tolerant(part.get_payload, None)
+                if isinstance(children, list) and depth == _MAX_DEPTH:
+                    self.cut = True
+                elif isinstance(children, list):
+                    pending += [
+                        (child, depth + 1)
+                        for child in reversed(children)
+                        if isinstance(child, Message)
+                    ]
+        return parts
+
+    def _line(self, text: str, limit: int) -> str:
+        """Header text, RFC 2047 encoded words decoded, as one line of at most `limit`
+        characters."""
+        read = text[: limit * _ENCODED_PER_CHARACTER]
+        decoded = _tolerant(lambda: str(_DECODE("x-text", read)), read)
+        line = " ".join(NOT_IN_ONE_LINE.sub(" ", decoded).split())
+        self.cut |= len(line) > limit or len(read) < len(text)
+        return line[:limit]
+
+    def text(self, name: str) -> str:
+        values = _header_values(self.message, name)
+        return self._line(values[0], _MAX_LINE) if values else ""
+
+    def addresses(self, name: str) -> list[Address]:
+        """The addresses a header lists that are addresses by the service's own rule (ASCII,
+        a domain with its top level); anything else is left out."""
+        listed = ", ".join(_header_values(self.message, name))
+        self.cut |= len(listed) > _MAX_ADDRESS_LIST
+        read = listed[:_MAX_ADDRESS_LIST]
+        pairs: list[tuple[str, str]] = _tolerant(lambda: getaddresses([read]), [])
+        found: list[Address] = []
+        for display, text in pairs:
+            address = _valid_address(text)
+            if address is None:
+                continue
+            if len(found) == _MAX_ADDRESSES:
+                self.cut = True
+                break
+            found.append(Address(address=address, name=self._line(display, _MAX_NAME) or None))
+        return found
+
+    def message_ids(self, name: str) -> list[str]:
+        """The ids a header lists (References, In-Reply-To...), in order."""
+        return MESSAGE_ID.findall(" ".join(_header_values(self.message, name)))
+
+    def date(self) -> datetime | None:
+        values = _header_values(self.message, "date")
+        parsed = _tolerant(lambda: parsedate_to_datetime(values[0]), None)
+        if parsed is None:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    def _body_part(self, content_type: str) -> Message | None:
+        return next(
+            (
+                part
+                for part in self.parts
+                if _content_type(part) == content_type
+                and _tolerant(part.get_content_disposition, None) != "attachment"
+            ),
+            None,
+        )
+
+    def bodies(self) -> tuple[Message | None, Message | None]:
+        """The text/plain and text/html parts shown as the message (outside any forwarded
+        one): the first of each that is not an attachment."""
+        return self._body_part("text/plain"), self._body_part("text/html")
+
+    def attachments(self) -> Iterator[tuple[AttachmentInfo, bytes]]:
+        """The first MAX_ATTACHMENTS_LISTED attachments and their content; a forwarded
+        message is one. Ids are positions among the parts."""
+        bodies = self.bodies()
+        listed = 0
+        for index, part in enumerate(self.parts):
+            content_type = _content_type(part)
+            disposition = _tolerant(part.get_content_disposition, None)
+            filename = _filename(part)
+            if content_type.startswith("multipart/") or any(part is body for body in bodies):
+                continue
+            forwarded = content_type.startswith("message/")
+            if not (forwarded or disposition in ("attachment", "inline") or filename):
+                continue
+            content = _content(part) if listed < MAX_ATTACHMENTS_LISTED else None
+            if content is None:
+                self.cut = True
+                continue
+            content_ids = MESSAGE_ID.findall(" ".join(_header_values(part, "content-id")))
+            info = AttachmentInfo(
+                id=str(index),
+                filename=self._line(filename, MAX_FILENAME_CHARACTERS) or None,
+                content_type=content_type,
+                size=len(content),
+                inline=disposition == "inline",
+                content_id=content_ids[0] if content_ids else None,
+            )
+            listed += 1
+            yield info, content
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
-    message = _parse(raw)
-    bodies = [body for body in (_body(message, "plain"), _body(message, "html")) if body]
-    text_part, html_part = _body(message, "plain"), _body(message, "html")
-    text = _text_of(text_part) if text_part else None
-    html = _text_of(html_part) if html_part else None
-    truncated = any(len(body or "") > MAX_BODY_CHARACTERS for body in (text, html))
-    attachments = []
-    for index, part in enumerate(_parts(message)):
-        if not _is_attachment(part, bodies):
-            continue
-        payload = part.get_payload(decode=True)
-        attachments.append(
-            AttachmentInfo(
-                id=str(index),
-                filename=part.get_filename(),
-                content_type=part.get_content_type(),
-                size=len(payload) if isinstance(payload, bytes) else 0,
-                inline=part.get_content_disposition() == "inline",
-                content_id=_header(part, "Content-ID"),
-            )
-        )
-    senders = addresses(message, "From")
-    message_id = message_ids(_header(message, "Message-ID"))
-    in_reply_to = message_ids(_header(message, "In-Reply-To"))
+    reader = _Reader(raw)
+    text_part, html_part = reader.bodies()
+    text, html, bodies_cut = _fit(
+        _body_text(text_part) if text_part else None,
+        _body_text(html_part) if html_part else None,
+    )
+    subject = reader.text("subject")
+    senders, to, cc, reply_to = (
+        reader.addresses(name) for name in ("from", "to", "cc", "reply-to")
+    )
+    message_id, in_reply_to = (reader.message_ids(name) for name in ("message-id", "in-reply-to"))
+    references = reader.message_ids("references")
+    attachments = [info for info, _ in reader.attachments()]
     return ParsedMessage(
-        subject=_header(message, "Subject") or "",
+        subject=subject,
         sender=senders[0] if senders else None,
-        to=addresses(message, "To"),
-        cc=addresses(message, "Cc"),
-        reply_to=addresses(message, "Reply-To"),
-        date=_date(message),
+        to=to,
+        cc=cc,
+        reply_to=reply_to,
+        date=reader.date(),
         message_id=message_id[0] if message_id else None,
         in_reply_to=in_reply_to[0] if in_reply_to else None,
-        references=message_ids(_header(message, "References")),
-        text=text[:MAX_BODY_CHARACTERS] if text is not None else None,
-        html=html[:MAX_BODY_CHARACTERS] if html is not None else None,
-        truncated=truncated,
+        references=thread_references(references),
+        text=text,
+        html=html,
+        # Once everything above was read.
+        truncated=bodies_cut or reader.cut or len(references) > REFERENCES_KEPT,
         attachments=attachments,
     )
 
 
 def attachment(raw: bytes, attachment_id: str) -> tuple[AttachmentInfo, bytes] | None:
     """One attachment's description and content, by the id `parse_message` gave it."""
-    parsed = parse_message(raw)
-    info = next((found for found in parsed.attachments if found.id == attachment_id), None)
-    if info is None:
-        return None
-    part = _parts(_parse(raw))[int(info.id)]
-    payload = part.get_payload(decode=True)
-    return info, payload if isinstance(payload, bytes) else b""
+    return next(
+        (found for found in _Reader(raw).attachments() if found[0].id == attachment_id), None
+    )

@@ -1,0 +1,158 @@
+"""Hostile mail through the API, against Dovecot and a real SMTP server: messages whose headers
+or structure the standard library chokes on are read (200) and replied to without a 500, a
+large message's answer fits in Lambda's, a forwarded message is one attachment, and no
+one-line field of a send takes a Unicode line break."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from mailbridge_tools.sandbox import SmtpServer
+from support import MailAgent
+
+# What Lambda answers at most (a synchronous invocation's response).
+LAMBDA_ANSWER_BYTES = 6 * 1024 * 1024
+
+
+def _deep(depth: int) -> bytes:
+    raw = b"From: Alice <alice@example.net>\r\nSubject: Deep\r\nMessage-ID: <deep@example.net>\r\n"
+    for level in range(depth):
+        raw += b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (level, level)
+    return raw + b"Content-Type: text/plain\r\n\r\nAt the bottom.\r\n"
+
+
+def _read_newest(agent: MailAgent, raw: bytes) -> dict[str, Any]:
+    """Delivers `raw` and reads it back through the API."""
+    agent.deliver(raw)
+    listed = agent.runtime.get(agent.messages_path(limit=1))
+    assert listed.status == 200, listed.text
+    message_id = listed.json()["messages"][0]["id"]
+    response = agent.runtime.get(agent.message_path(message_id))
+    assert response.status == 200, response.text
+    message: dict[str, Any] = response.json()
+    return message
+
+
+def _reply(agent: MailAgent, message_id: str) -> Any:
+    return agent.runtime.request(
+        "POST",
+        agent.send_path,
+        {"reply_to_message_id": message_id, "text": "Thanks."},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [b"<=?utf-8?q?evil=0D=0ABcc:victim@example.org?=>", b"a@", b"j\xc3\xb6rg@b\xc3\xbccher.de"],
+    ids=["an encoded line break", "no domain", "not ASCII"],
+)
+def test_a_message_from_no_real_address_is_read_and_not_replied_to(
+    imap_agent: MailAgent, smtp: SmtpServer, sender: bytes
+) -> None:
+    raw = b"From: " + sender + b"\r\nSubject: Hostile\r\nMessage-ID: <h@example.net>\r\n\r\nHi.\r\n"
+    message = _read_newest(imap_agent, raw)
+    assert (message["subject"], message["sender"], message["text"]) == ("Hostile", None, "Hi.\r\n")
+    before = len(smtp.messages)
+    reply = _reply(imap_agent, message["id"])
+    assert (reply.status, reply.error["field"]) == (422, "to"), reply.text
+    assert len(smtp.messages) == before
+
+
+def test_a_message_nested_past_the_parsers_recursion_is_read_and_replied_to(
+    imap_agent: MailAgent, smtp: SmtpServer
+) -> None:
+    message = _read_newest(imap_agent, _deep(1000))
+    assert message["sender"] == {"address": "alice@example.net", "name": "Alice"}
+    assert (message["subject"], message["text"], message["truncated"]) == ("Deep", None, True)
+    before = len(smtp.messages)
+    reply = _reply(imap_agent, message["id"])
+    assert reply.status == 200, reply.text
+    (sent,) = smtp.messages[before:]
+    assert sent.recipients == ["alice@example.net"]
+    assert message_from_bytes(sent.content, policy=policy.default)["In-Reply-To"] == (
+        "<deep@example.net>"
+    )
+
+
+def test_a_large_message_is_cut_to_what_lambda_can_answer(imap_agent: MailAgent) -> None:
+    large = EmailMessage(policy=policy.SMTP)
+    large["From"] = "alice@example.net"
+    large["Subject"] = "Large"
+    large.set_content("\x00\x1b" + "日本語" * 1_000_000, cte="base64")  # 9 MB of UTF-8
+    large.add_alternative('<p a="' + '"' * 2_000_000 + '">', subtype="html", cte="base64")
+    message = _read_newest(imap_agent, large.as_bytes())
+    assert message["truncated"] is True
+    assert message["text"].startswith("日本語日本語")  # without its control characters
+    # As Lambda's Python 3.12 runtime carries the API's JSON: a string in its own.
+    body = json.dumps(message, ensure_ascii=False)
+    answer = json.dumps({"statusCode": 200, "body": body}, ensure_ascii=False)
+    assert 4_000_000 < len(answer.encode()) < LAMBDA_ANSWER_BYTES
+
+
+def test_a_forwarded_message_is_one_attachment(imap_agent: MailAgent) -> None:
+    inner = EmailMessage(policy=policy.SMTP)
+    inner["From"] = "carol@example.org"
+    inner["Subject"] = "The original"
+    inner.set_content("Inner words.")
+    inner.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="inner.pdf")
+    outer = EmailMessage(policy=policy.SMTP)
+    outer["From"] = "alice@example.net"
+    outer["Subject"] = "Fwd: The original"
+    outer.set_content("See below.")
+    outer.add_attachment(inner)
+    message = _read_newest(imap_agent, outer.as_bytes())
+    assert message["text"] == "See below.\r\n"
+    (forwarded,) = message["attachments"]
+    assert forwarded["content_type"] == "message/rfc822"
+    download = imap_agent.runtime.get(
+        f"{imap_agent.message_path(message['id'])}/attachments/{forwarded['id']}"
+    )
+    assert download.status == 200, download.text
+    content = base64.b64decode(download.json()["content"])
+    assert content == inner.as_bytes() and len(content) == forwarded["size"]
+
+
+BREAKS = ["\u2028", "\u2029", "\x85", "\ud800"]
+
+
+@pytest.mark.parametrize("character", BREAKS, ids=[f"U+{ord(c):04X}" for c in BREAKS])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda c: {"subject": f"Hi{c}Bcc: victim@example.org"}, "subject"),
+        (lambda c: {"sender_name": f"Agent{c}"}, "sender_name"),
+        (lambda c: {"to": [f"victim@example.org{c}"]}, "to.0"),
+        (
+            lambda c: {"attachments": [{"filename": f"a{c}.txt", "content": "eA=="}]},
+            "attachments.0.filename",
+        ),
+    ],
+)
+def test_a_line_break_in_any_header_field_is_refused_naming_it(
+    imap_agent: MailAgent, smtp: SmtpServer, change: Any, field: str, character: str
+) -> None:
+    body = {"to": ["customer@example.org"], "subject": "Hi", "text": "Hello."} | change(character)
+    before = len(smtp.messages)
+    response = imap_agent.runtime.request(
+        "POST", imap_agent.send_path, body, headers={"Idempotency-Key": uuid.uuid4().hex}
+    )
+    assert (response.status, response.error.get("field")) == (422, field), response.text
+    assert len(smtp.messages) == before
+
+
+def test_a_lone_surrogate_in_a_body_is_refused_naming_it(
+    imap_agent: MailAgent, smtp: SmtpServer
+) -> None:
+    for field in ("text", "html"):
+        body = {"to": ["customer@example.org"], "subject": "Hi", field: "a\ud800b"}
+        response = imap_agent.runtime.request(
+            "POST", imap_agent.send_path, body, headers={"Idempotency-Key": uuid.uuid4().hex}
+        )
+        assert (response.status, response.error.get("field")) == (422, field), response.text
