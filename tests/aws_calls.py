@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +60,7 @@ class AwsCalls:
         self._target: tuple[int, str] | None = None
         self._broken: dict[int, int] = {}  # threads inside the call being broken: attempts
         self._unprocessing = False
+        self._before: tuple[str, Callable[[], object]] | None = None
         self._http = URLLib3Session()
         for client in clients:
             events = client.meta.events
@@ -97,7 +98,21 @@ class AwsCalls:
         finally:
             self._unprocessing = False
 
+    @contextmanager
+    def before(self, operation: str, action: Callable[[], object]) -> Iterator[None]:
+        """Runs `action` once, just before the next `operation` call (say "CreateSecret"):
+        another request landing at that exact point of this one."""
+        self._before = (operation, action)
+        try:
+            yield
+        finally:
+            self._before = None
+
     def _before_call(self, model: Any, **_: Any) -> None:
+        planned = self._before
+        if planned is not None and planned[0] == model.name:
+            self._before = None  # once; its own calls pass
+            planned[1]()
         with self._lock:
             if self._calls is None:
                 return

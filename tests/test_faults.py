@@ -285,19 +285,23 @@ def agent_flows(local_api: Any, imap_body: Body, smtp: SmtpServer) -> list[Flow]
         # Each run is another organization: the state says the agent is the run's.
         return (agent.org_id == run.org.org_id, agent.name) if agent else None
 
-    def connected(run: Run) -> None:
+    def configured(run: Run) -> None:
         assert run.org.client.put(run.org.config_path, imap_body()).status == 200
-        assert run.org.client.post(run.org.config_path + "/test").json()["ok"] is True
         run.context |= {"agent": run.org.agent_id, "key": uuid.uuid4().hex}
         run.context["subject"] = f"Fault run {run.context['key']}"
 
-    def connected_under_policy(run: Run) -> None:
-        """The agent in a client organization whose policy counts each message."""
+    def connected(run: Run) -> None:
+        configured(run)
+        assert run.org.client.post(run.org.config_path + "/test").json()["ok"] is True
+
+    def configured_under_policy(run: Run) -> None:
+        """The agent in a client organization whose policy counts each message, its
+        connection saved and never used: the send also records it connected."""
         policy = {"name": "Acme", "allowed_recipients": ["example.org"], "limits": {"per_hour": 50}}
         assert run.org.client.put("/bridge/client-orgs/acme/email-policy", policy).status == 200
         member = {"name": "Agent", "client_org_id": "acme"}
         assert platform(run).put(f"/bridge/agents/{run.org.agent_id}", member).status == 200
-        connected(run)
+        configured(run)
 
     def remove(run: Run) -> ApiResponse:
         return platform(run).delete(f"/bridge/agents/{run.org.agent_id}")
@@ -318,7 +322,7 @@ def agent_flows(local_api: Any, imap_body: Body, smtp: SmtpServer) -> list[Flow]
     return [
         Flow("register an agent", new_agent, register, registered, register, _agent_prefix),
         Flow("remove an agent", connected, remove, registered, remove, _agent_prefix),
-        Flow("send under a policy", connected_under_policy, send, times_sent, send,
+        Flow("send under a policy", configured_under_policy, send, times_sent, send,
              _agent_prefix, holds_key=True),
     ]  # fmt: skip
 

@@ -407,6 +407,30 @@ def test_concurrent_sends_never_exceed_the_limit(
     assert len(smtp.messages) == before + 3
 
 
+def test_an_agent_whose_client_org_is_gone_sends_nothing(
+    local_api: Any,
+    org: Org,
+    mailbox_factory: Callable[[], Mailbox],
+    imap_body: Callable[..., dict[str, Any]],
+    dovecot: DovecotServer,
+    smtp: SmtpServer,
+) -> None:
+    """Its policy deleted since it was registered: sending as if there were none would fail
+    open."""
+    policy_body = {"name": "Acme", "allowed_recipients": ["partner.example"]}
+    agent = _client_org_agent(local_api, org, mailbox_factory(), imap_body, dovecot, policy_body)
+    assert org.client.delete("/bridge/client-orgs/acme/email-policy").status == 204
+    before = len(smtp.messages)
+    refused = agent.runtime.request(
+        "POST",
+        agent.send_path,
+        {"to": ["anyone@elsewhere.example"], "subject": "x", "text": "x"},
+        headers={"Idempotency-Key": "gone-1"},
+    )
+    assert (refused.status, refused.error["code"]) == (409, "client_org_missing")
+    assert len(smtp.messages) == before
+
+
 def test_an_agent_outside_the_client_orgs_domain_cannot_send(
     local_api: Any,
     org: Org,

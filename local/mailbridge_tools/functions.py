@@ -19,7 +19,9 @@ def load_function_module(
     function: str, code_uri: Path, handler: str, instance: int = 0
 ) -> ModuleType:
     """A function's handler module, imported as Lambda would import it; each `instance` of
-    the function has its own (its own app, stores and clients), as Lambda's instances do."""
+    the function has its own load of it (its app, and the stores the module builds). The
+    layer's modules are imported once and shared by every instance (clients, caches, the
+    logger), which on Lambda each instance has to itself."""
     module_path = handler.rpartition(".")[0]
     source = code_uri / f"{module_path.replace('.', '/')}.py"
     # Every function's module is app.py: a name per function keeps them apart.

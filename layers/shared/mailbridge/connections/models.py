@@ -209,9 +209,9 @@ class LastError(Problem):
     at: datetime
     during: MailUse | None = Field(
         default=None,
-        description="`reading` or `sending` when the agent's own use of its mail failed (only "
-        "a success of the same use, a test or a save clears it); none for a test or a "
-        "sign-in.",
+        description="`reading` or `sending` when the agent's own use of its mail failed (a "
+        "success of the same use, a passing test or a save of new servers or credentials "
+        "clears it); none for a test or a sign-in.",
     )
 
 

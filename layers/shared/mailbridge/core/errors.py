@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     AGENT_NOT_FOUND = "agent_not_found"
     CLIENT_ORG_NOT_FOUND = "client_org_not_found"
+    CLIENT_ORG_MISSING = "client_org_missing"  # an agent's, gone since it was registered
     OAUTH_APP_NOT_FOUND = "oauth_app_not_found"
     MESSAGE_NOT_FOUND = "message_not_found"
     FOLDER_NOT_FOUND = "folder_not_found"
@@ -350,3 +351,4 @@ class MailServerError(MailbridgeError):
         super().__init__(
             code, message.format(**values), hint=hint.format(**values), retry_after=retry_after
         )
+        self.protocol = protocol

@@ -11,7 +11,6 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from functools import partial
 from traceback import extract_tb
 from typing import Any
 
@@ -32,16 +31,20 @@ from .errors import STATUS, error_body, error_response, invalid_json, validation
 _ANSWER_SECONDS = 3.0
 
 
+def _utf8_json(value: Any) -> str:
+    """UTF-8 rather than escapes: a message's text costs up to 4 bytes a character, not
+    12, within Lambda's 6 MB response. A lone surrogate (which a sender's bad encoding can
+    leave in a string) has no UTF-8: it becomes "?" rather than an answer that cannot be
+    sent."""
+    text = json.dumps(value, separators=(",", ":"), cls=Encoder, ensure_ascii=False)
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def create_app() -> APIGatewayHttpResolver:
     """A handler's resolver. Validates the deployment's settings first: a wrong one stops
     the instance as it starts, naming the variable."""
     settings()
-    # UTF-8 rather than \u escapes: a message's text costs up to 4 bytes a character, not
-    # 12, within Lambda's 6 MB response.
-    app = APIGatewayHttpResolver(
-        enable_validation=True,
-        serializer=partial(json.dumps, separators=(",", ":"), cls=Encoder, ensure_ascii=False),
-    )
+    app = APIGatewayHttpResolver(enable_validation=True, serializer=_utf8_json)
 
     @app.exception_handler(MailbridgeError)
     def handle_known_error(error: MailbridgeError) -> Response[str]:

@@ -31,6 +31,7 @@ from ..connections.models import (
 )
 from ..core.errors import ErrorCode, InvalidField, MailbridgeError, MailServerError, ProviderError
 from ..core.fields import EmailAddress
+from ..core.observability import logger
 from ..oauth.tokens import fresh_access_token
 from ..orgs.models import ClientOrg
 from ..orgs.sending_policy import authorize_message, give_back, require_email_domain
@@ -109,6 +110,10 @@ def _recording(agents: AgentStore, config: StoredConfig, use: MailUse) -> Iterat
         yield
     except (ProviderError, MailServerError) as failure:
         if failure.code in _BREAKS_THE_CONNECTION:
+            # Over IMAP/SMTP the protocol says which use failed: a reply reads its original
+            # over IMAP before SMTP sends it.
+            if isinstance(failure, MailServerError):
+                use = "reading" if failure.protocol == "IMAP" else "sending"
             problem = Problem.of(failure).model_dump()
             _record(
                 agents, config, Status.ERROR, LastError(**problem, at=datetime.now(UTC), during=use)
@@ -124,8 +129,13 @@ def _recording(agents: AgentStore, config: StoredConfig, use: MailUse) -> Iterat
 def _record(
     agents: AgentStore, config: StoredConfig, status: Status, last_error: LastError | None
 ) -> None:
-    """Best effort and only over the version that was used: a save meanwhile wins."""
-    agents.update_status(config.model_copy(update={"status": status, "last_error": last_error}))
+    """Best effort and only over the version that was used: a save meanwhile wins. What the
+    use itself did stands either way: a message that left must not be reported as failed
+    because its status could not be written (its retry would send it again)."""
+    try:
+        agents.update_status(config.model_copy(update={"status": status, "last_error": last_error}))
+    except MailbridgeError as unrecorded:
+        logger.warning("status not recorded", extra={"error_code": unrecorded.code})
 
 
 def _connected(stores: Stores, caller: Caller, agent_id: str) -> tuple[Agent, StoredConfig]:
@@ -309,6 +319,15 @@ def _send(
     stores: SendStores, agent: Agent, config: StoredConfig, request: SendRequest, message_key: str
 ) -> SentMessage:
     _, client_org = stores.orgs.agent_context(agent.org_id, agent.client_org_id)
+    if agent.client_org_id is not None and client_org is None:
+        # Its policy deleted since: sending as if there were none would fail open.
+        raise MailbridgeError(
+            ErrorCode.CLIENT_ORG_MISSING,
+            f"This agent's client organization {agent.client_org_id!r} no longer exists, so "
+            "its email policy cannot be applied; nothing was sent.",
+            hint="Save the client organization's email policy again, or register the agent "
+            "without it.",
+        )
     sender = _sender(config, client_org)
     now = datetime.now(UTC)
     with _mailbox(stores, agent, config, "sending") as mailbox:

@@ -313,7 +313,12 @@ def _finish_authorization(
     )
     try:
         agents.put_config(record, replaces_version=config.version, org_id=agent.org_id)
-    except StaleWrite:  # a save won the race; it decides what happens next
+    except StaleWrite:
+        # A save won the race and decides what happens next; or the agent is being removed,
+        # perhaps after its removal deleted its secrets: the tokens must not outlive it.
+        current, _ = agents.load(pending.agent_id)
+        if current is None or current.deleting:
+            secrets.delete(written.name)
         return _failed(_outdated(), pending, refused=True)
     if problem:
         return _failed(problem, pending)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..agents.models import Agent
 from ..connections.models import OAuthConnection, StoredConfig, TokenRef
 from ..core.deadline import seconds_left
-from ..core.errors import ErrorCode, MailbridgeError, Unavailable
+from ..core.errors import ErrorCode, MailbridgeError, StaleWrite, Unavailable
 from ..core.observability import logger
 from ..orgs.shared_apps import load_app
 from .providers import REFRESH_MARGIN_SECONDS, OAuthApp, TokenGrant, provider_client
@@ -83,11 +83,7 @@ def fresh_access_token(
         # The previous holder may have refreshed: its tokens are the ones to use.
         _, latest = agents.load(config.agent_id)
         if latest is None or latest.version != config.version or latest.tokens is None:
-            raise MailbridgeError(
-                ErrorCode.CONCURRENT_UPDATE,
-                "The email settings of this agent changed meanwhile.",
-                hint="Test the connection again.",
-            )
+            raise _changed_meanwhile()
         if not _due(latest.tokens):
             grant = client.cached_token(secrets.read(latest.tokens)[0])
             if grant is not None:
@@ -95,7 +91,10 @@ def fresh_access_token(
         tokens, app_secret = secrets.read(latest.tokens, app.secret)
         grant = client.refresh(OAuthApp.of(app, app_secret), tokens)
         assert grant.tokens is not None
-        written = secrets.write(latest.tokens.name, grant.tokens, exists=True, org_id=agent.org_id)
+        try:
+            written = secrets.replace(latest.tokens.name, grant.tokens)
+        except StaleWrite:  # deleted meanwhile: a disconnect, or the agent's removal
+            raise _changed_meanwhile() from None
         # Until this is recorded, the record keeps the previous tokens: a failure leaves it
         # on a refresh token the provider still honours (Microsoft keeps a used one valid;
         # Google does not rotate them).
@@ -106,6 +105,14 @@ def fresh_access_token(
         # lost. Best effort: the lease ends an unreleased lock anyway.
         with contextlib.suppress(Unavailable):
             agents.unlock(config.agent_id, holder)
+
+
+def _changed_meanwhile() -> MailbridgeError:
+    return MailbridgeError(
+        ErrorCode.CONCURRENT_UPDATE,
+        "The email settings of this agent changed meanwhile.",
+        hint="Test the connection again.",
+    )
 
 
 def revoke_tokens(

@@ -66,7 +66,9 @@ class DynamoAgentStore:
                 self.table,
                 "put_item",
                 Item=item,
-                ConditionExpression="attribute_not_exists(pk) OR org_id = :org",
+                # Not over one being removed: the removal would delete it after this answered.
+                ConditionExpression="attribute_not_exists(pk) "
+                "OR (org_id = :org AND attribute_not_exists(deleting))",
                 ExpressionAttributeValues={":org": {"S": agent.org_id}},
             )
         except StaleWrite:

@@ -25,7 +25,7 @@ class AgentStore(Protocol):
 
     def put_agent(self, agent: Agent) -> bool:
         """Register or update it; False (nothing written) if its id is another
-        organization's."""
+        organization's, or it is being removed."""
         ...
 
     def delete_agent(self, agent_id: str) -> None:
@@ -148,6 +148,11 @@ class SecretStore(Protocol):
 
     def write(self, name: str, value: dict[str, Any], *, exists: bool, org_id: str) -> SecretRef:
         """Create or replace the secret: the reference to the version written."""
+        ...
+
+    def replace(self, name: str, value: dict[str, Any]) -> SecretRef:
+        """A new version of a secret that exists; `StaleWrite` if it was deleted (it is not
+        brought back)."""
         ...
 
     def delete(self, name: str) -> None:

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from contextlib import suppress
 from typing import Any
 
-from ..core.errors import ErrorCode, MailbridgeError
+from ..core.errors import ErrorCode, MailbridgeError, StaleWrite
 from ..core.settings import settings
 from ..core.types import SecretRef
 from .aws import secretsmanager, storage_errors, storage_unavailable
@@ -103,6 +103,15 @@ class SecretsManagerStore:
                 except client.exceptions.ResourceExistsException:
                     exists = True  # left behind by a request that failed half-way: take it over
         raise storage_unavailable("Secrets Manager")
+
+    def replace(self, name: str, value: dict[str, Any]) -> SecretRef:
+        with storage_errors("Secrets Manager"):
+            client = secretsmanager()
+            try:
+                put = client.put_secret_value(SecretId=name, SecretString=json.dumps(value))
+            except client.exceptions.ResourceNotFoundException:
+                raise StaleWrite from None
+        return SecretRef(name=name, version=put["VersionId"])
 
     def delete(self, name: str) -> None:
         with storage_errors("Secrets Manager"):
