@@ -26,6 +26,7 @@ PORTS = (
     "mailbridge.connections.mail_servers",
     "mailbridge.mail.mailboxes",
     "mailbridge.mail.ids",
+    "mailbridge.mail.parsing",  # one reader of headers for every provider's summaries
 )
 
 

@@ -340,15 +340,21 @@ def test_gmail_throttles_the_next_request_with_retry_after(
     assert client.call("GET", "/messages").status_code == 200
 
 
-def test_gmail_also_throttles_with_a_403_that_names_a_rate_limit(
-    google: FakeGoogle, gmail: tuple[str, Client]
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [(None, "Rate Limit Exceeded"), ("dailyLimitExceeded", "Daily Limit Exceeded")],
+)
+def test_gmail_also_throttles_with_a_403_that_names_a_rate_limit_or_a_spent_quota(
+    google: FakeGoogle, gmail: tuple[str, Client], reason: str | None, message: str
 ) -> None:
     _, client = gmail
-    google.throttle_next("/users/me/messages", status=403, retry_after=None)
+    google.throttle_next("/users/me/messages", status=403, retry_after=None, reason=reason)
     throttled = client.call("GET", "/messages")
     assert throttled.status_code == 403 and "Retry-After" not in throttled.headers
-    (detail,) = throttled.json()["error"]["errors"]
-    assert (detail["domain"], detail["reason"]) == ("usageLimits", "rateLimitExceeded")
+    error = throttled.json()["error"]
+    (detail,) = error["errors"]
+    assert (detail["domain"], detail["reason"]) == ("usageLimits", reason or "rateLimitExceeded")
+    assert error["message"] == detail["message"] == message
     assert client.call("GET", "/messages").status_code == 200
 
 

@@ -286,6 +286,27 @@ def test_a_reply_threads_with_the_original_and_marks_it_answered(
     assert "\\Answered" in _held(dovecot, imap_agent.login, "INBOX", original_id.encode()).flags
 
 
+def test_a_reply_never_falls_back_from_an_unusable_reply_to(
+    imap_agent: MailAgent, smtp: SmtpServer
+) -> None:
+    """The sender asked for replies elsewhere, to an address this service cannot write to:
+    writing to the sender instead would be writing to whom they asked not to be."""
+    imap_agent.deliver(
+        b"From: Alice <alice@example.net>\r\nReply-To: us\xc3\xa9r@ex\xc3\xa4mple.org\r\n"
+        b"Subject: Elsewhere\r\nMessage-ID: <elsewhere@example.net>\r\n\r\nReply there.\r\n"
+    )
+    original = _page(imap_agent, limit=1)["messages"][0]
+    before = len(smtp.messages)
+    refused = imap_agent.runtime.request(
+        "POST",
+        imap_agent.send_path,
+        {"reply_to_message_id": original["id"], "text": "Hello."},
+        headers={"Idempotency-Key": "elsewhere-1"},
+    )
+    assert (refused.status, refused.error["field"]) == (422, "to"), refused.text
+    assert len(smtp.messages) == before
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

@@ -1,7 +1,8 @@
 """Hostile mail through the API, against Dovecot and a real SMTP server: messages whose headers
 or structure the standard library chokes on are read (200) and replied to without a 500, a
-large message's answer fits in Lambda's, a forwarded message is one attachment, and no
-one-line field of a send takes a Unicode line break."""
+large message's answer fits in Lambda's, hostile headers are listed within bounds, a
+forwarded message is one attachment, and no one-line field of a send takes a Unicode line
+break."""
 
 from __future__ import annotations
 
@@ -90,10 +91,33 @@ def test_a_large_message_is_cut_to_what_lambda_can_answer(imap_agent: MailAgent)
     message = _read_newest(imap_agent, large.as_bytes())
     assert message["truncated"] is True
     assert message["text"].startswith("日本語日本語")  # without its control characters
-    # As Lambda's Python 3.12 runtime carries the API's JSON: a string in its own.
-    body = json.dumps(message, ensure_ascii=False)
-    answer = json.dumps({"statusCode": 200, "body": body}, ensure_ascii=False)
-    assert 4_000_000 < len(answer.encode()) < LAMBDA_ANSWER_BYTES
+    assert 4_000_000 < lambda_answer_bytes(message) < LAMBDA_ANSWER_BYTES
+
+
+def lambda_answer_bytes(value: Any) -> int:
+    """How many bytes `value` takes as Lambda's Python 3.12 runtime carries the API's JSON:
+    a string in its own."""
+    body = json.dumps(value, ensure_ascii=False)
+    return len(json.dumps({"statusCode": 200, "body": body}, ensure_ascii=False).encode())
+
+
+def test_summaries_of_hostile_headers_are_listed_within_bounds(imap_agent: MailAgent) -> None:
+    """An encoded word that is not base64 (the decoder raised), one that decodes to a lone
+    surrogate (no UTF-8 answer can carry it), and subjects of 400,000 characters (a page of
+    megabytes): each is listed as a message read shows it."""
+    head = b"From: Alice <alice@example.net>\r\nMessage-ID: <%d@example.net>\r\n"
+    subjects = [b"=?utf-8?b?BYWJj?=", b"=?utf-7?q?+2AA-?=", *[b"x" * 400_000] * 6]
+    for number, subject in enumerate(subjects):
+        imap_agent.deliver(head % number + b"Subject: " + subject + b"\r\n\r\nHi.\r\n")
+    listed = imap_agent.runtime.get(imap_agent.messages_path(limit=len(subjects)))
+    assert listed.status == 200, listed.text
+    summaries = listed.json()["messages"]
+    assert [len(summary["subject"]) for summary in summaries] == [998] * 6 + [17, 5]
+    assert all(summary["sender"]["address"] == "alice@example.net" for summary in summaries)
+    assert lambda_answer_bytes(listed.json()) < 20_000
+    for summary in summaries[-2:]:
+        read = imap_agent.runtime.get(imap_agent.message_path(summary["id"])).json()
+        assert (read["subject"], read["sender"]) == (summary["subject"], summary["sender"])
 
 
 def test_a_forwarded_message_is_one_attachment(imap_agent: MailAgent) -> None:

@@ -1,10 +1,11 @@
 """The agent's mailbox over IMAP and SMTP, where servers differ: an SMTP server that asks to
 try again later at any step, and the IMAP commands a page of unread messages and the Sent
 folder's lookup cost, read from what Dovecot recorded, with every extension they use and
-without them."""
+without them; forged UIDs in ids and cursors, which no command carries."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -168,3 +169,54 @@ def test_the_sent_folder_is_found_among_the_special_use_folders_only(
     ]
     # RFC 6154's selection option where it is advertised; else every folder, flagged.
     assert lists == ['LIST (SPECIAL-USE) "" "*"' if recording.extended else 'LIST "" "*"']
+
+
+def _forged(*parts: str) -> str:
+    """An opaque id or cursor as a caller can make one: the parts, packed as mail.ids does."""
+    return base64.urlsafe_b64encode("\x1f".join(parts).encode()).decode().rstrip("=")
+
+
+def _newest_id_parts(agent: MailAgent) -> list[str]:
+    """What the newest message's id holds: its kind, folder, UIDVALIDITY and UID."""
+    listed = agent.runtime.get(agent.messages_path(limit=1)).json()["messages"][0]["id"]
+    return base64.urlsafe_b64decode(listed + "=" * (-len(listed) % 4)).decode().split("\x1f")
+
+
+# What RFC 3501's nz-number is not: a digit that is not ASCII, zero, past 32 bits.
+_NOT_NZ_NUMBERS = ["²", "0", "4294967296"]
+
+
+def test_forged_uids_and_uidvalidities_find_nothing_and_reach_no_server(
+    recorded_agent: MailAgent, recording: Recording
+) -> None:
+    recorded_agent.deliver(_message("Keep me"))
+    kind, folder, validity, uid = _newest_id_parts(recorded_agent)
+    before = len(recording.dovecot.commands(recorded_agent.login))
+    for number in _NOT_NZ_NUMBERS:
+        for forged in (_forged(kind, folder, validity, number), _forged(kind, folder, number, uid)):
+            path = recorded_agent.message_path(forged)
+            for response in (
+                recorded_agent.runtime.get(path),
+                recorded_agent.runtime.request("PATCH", path, {"read": True}),
+            ):
+                assert (response.status, response.error["code"]) == (404, "message_not_found")
+    assert len(recording.dovecot.commands(recorded_agent.login)) == before
+
+
+def test_forged_cursor_positions_are_invalid_cursors_and_never_sent(
+    recorded_agent: MailAgent, recording: Recording
+) -> None:
+    recorded_agent.deliver(_message("Page me"))
+    _, folder, validity, _ = _newest_id_parts(recorded_agent)
+    before = len(recording.dovecot.commands(recorded_agent.login))
+    for number in _NOT_NZ_NUMBERS:
+        for unread in ("false", "true"):
+            listing = "unread" if unread == "true" else "all"
+            cursor = _forged("imap-page", folder, listing, validity, number)
+            response = recorded_agent.runtime.get(
+                recorded_agent.messages_path(unread=unread, cursor=cursor)
+            )
+            assert (response.status, response.error["field"]) == (422, "cursor"), response.text
+    # The folder is selected (a cursor is bound to its UIDVALIDITY); no UID is asked for.
+    sent = recording.dovecot.commands(recorded_agent.login)[before:]
+    assert sent and not [c for c in sent if "FETCH" in c.upper() or "SEARCH" in c.upper()]

@@ -1,7 +1,9 @@
 """The agent's mailbox through Microsoft Graph and the Gmail API (the fake providers check
 what the real ones do: scopes, ids, raw RFC 5322, threads): the same routes and answers as
-over IMAP, with immutable Graph ids, Gmail threads, throttling and broken grants; forged ids
-and cursors find nothing, and a failed Graph send leaves no draft behind."""
+over IMAP, with immutable Graph ids, Gmail threads, throttling (and Gmail's spent quotas) and
+broken grants; forged ids and cursors find nothing, hostile summaries and impossible answers
+are bounded or refused, a reply Graph refuses is refused, and a failed Graph send leaves no
+draft behind."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 from mailbridge_tools.sandbox import FakeGoogle, FakeMicrosoft
 from support import GOOGLE_ACCOUNT, MS_ACCOUNT, MailAgent, Mailbox, OAuthAgent
+from test_mail_hostile import LAMBDA_ANSWER_BYTES, lambda_answer_bytes
 
 
 @pytest.fixture
@@ -199,6 +202,73 @@ def test_forged_cursors_are_invalid_cursors(connected: MailAgent, agent: OAuthAg
     assert agent.get()["status"] == "connected"
 
 
+# Summaries as a hostile provider could give them, at the most they can hold: subjects that
+# are not base64, lone surrogates (JSON's \ud800 escapes), 400,000 characters; 50 recipients
+# with 300-quote names and addresses of 64 and 253 characters; the longest ids the adapters take.
+_SUBJECTS = ["=?utf-8?b?BYWJj?=", "=?utf-7?q?+2AA-?=", "Hi \ud800", *["x" * 400_000] * 6]
+_LONGEST = f"{'l' * 64}@{'d' * 63}.{'e' * 63}.{'f' * 63}.{'g' * 61}"
+_PEOPLE = [('"' * 300, _LONGEST)] * 50
+_MESSAGE_ID = "<" + '"' * 983 + ">"
+
+
+def _gmail_metadata(gmail_id: str, subject: str) -> str:
+    quoted = '"' + '\\"' * 300 + '"'  # a quoted string of 300 quotes
+    headers = [
+        {"name": "From", "value": f"\ud800{'😀' * 300} <{_LONGEST}>"},
+        {"name": "To", "value": ", ".join(f"{quoted} <{address}>" for _, address in _PEOPLE)},
+        {"name": "Subject", "value": subject},
+        {"name": "Message-ID", "value": _MESSAGE_ID},
+    ]
+    answer = {
+        "id": gmail_id,
+        "threadId": "f" * 32,
+        "labelIds": ["INBOX", "UNREAD"],
+        "internalDate": "1764493200000",
+        "payload": {"mimeType": "text/plain", "headers": headers},
+    }
+    return json.dumps(answer)
+
+
+def _graph_page(count: int) -> str:
+    def recipient(name: str, address: str) -> dict[str, Any]:
+        return {"emailAddress": {"name": name, "address": address}}
+
+    messages = [
+        {
+            "id": "A" * 511 + "=",
+            "conversationId": "Q" * 512,
+            "subject": _SUBJECTS[number % len(_SUBJECTS)],
+            "from": recipient("\ud800" + "😀" * 300, _LONGEST),
+            "toRecipients": [recipient(*person) for person in _PEOPLE],
+            "receivedDateTime": "2026-11-30T09:00:00Z",
+            "isRead": False,
+            "internetMessageId": _MESSAGE_ID,
+        }
+        for number in range(count)
+    ]
+    return json.dumps({"value": messages})
+
+
+def test_a_page_of_hostile_summaries_is_listed_within_bounds(
+    connected: MailAgent, agent: OAuthAgent
+) -> None:
+    if agent.provider == "microsoft":
+        agent.fake.answer_next("/mailFolders/inbox/messages", 200, _graph_page(100))
+    else:
+        for number in range(100):
+            gmail_id = agent.fake.deliver(connected.login, _raw(f"N{number}", to=connected.login))
+            subject = _SUBJECTS[number % len(_SUBJECTS)]
+            agent.fake.answer_next(f"/messages/{gmail_id}", 200, _gmail_metadata(gmail_id, subject))
+    listed = connected.runtime.get(connected.messages_path(limit=100))
+    assert listed.status == 200, listed.text
+    summaries = listed.json()["messages"]
+    assert len(summaries) == 100
+    assert {len(summary["subject"]) for summary in summaries} >= {998}
+    assert {len(summary["to"]) for summary in summaries} == {10}
+    assert all(len(summary["sender"]["name"]) == 200 for summary in summaries)
+    assert lambda_answer_bytes(listed.json()) < LAMBDA_ANSWER_BYTES // 2
+
+
 # How each provider also throttles, besides 429: (status, Retry-After it sends, Retry-After
 # answered). Gmail: 403 with a rate limit's reason, usually without a Retry-After; Graph: 503.
 _THROTTLED_OTHERWISE = {"google": (403, None, "60"), "microsoft": (503, 5, "5")}
@@ -213,6 +283,97 @@ def test_throttling_by_another_status_is_throttling_too(
     assert (throttled.status, throttled.error["code"]) == (429, "provider_throttled")
     assert throttled.headers["Retry-After"] == answered
     assert agent.get()["status"] == "connected"
+
+
+@pytest.mark.parametrize("reason", ["dailyLimitExceeded", "quotaExceeded"])
+def test_a_spent_gmail_quota_asks_to_retry_in_an_hour_and_leaves_the_status_alone(
+    google_agent: OAuthAgent, google: FakeGoogle, local_api: Any, reason: str
+) -> None:
+    assert google_agent.connect().status == 200
+    mail = MailAgent(
+        local_api, google_agent.org, Mailbox(GOOGLE_ACCOUNT, ""), deliver=lambda *_, **__: None
+    )
+    google.throttle_next("/messages", status=403, retry_after=None, reason=reason)
+    throttled = mail.runtime.get(mail.messages_path())
+    assert (throttled.status, throttled.error["code"]) == (429, "provider_throttled")
+    assert throttled.headers["Retry-After"] == "3600"
+    assert google_agent.get()["status"] == "connected"
+
+
+# Answers that cannot be what they say: a receipt time past any date, and a page token longer
+# than any cursor the API takes back (so that no page can go on from it).
+_IMPOSSIBLE = {
+    "google": [
+        (
+            "/messages/{id}",
+            {
+                "id": "{id}",
+                "threadId": "{id}",
+                "internalDate": "1" + "0" * 20,
+                "payload": {"headers": []},
+            },
+        ),
+        ("/users/me/messages", {"messages": [], "nextPageToken": "1" * 2000}),
+    ],
+    "microsoft": [
+        (
+            "/mailFolders/inbox/messages",
+            {"value": [], "@odata.nextLink": "https://graph/?$skiptoken=" + "s" * 2000},
+        ),
+    ],
+}
+
+
+def test_answers_that_cannot_be_what_they_say_are_the_providers_error(
+    connected: MailAgent, agent: OAuthAgent
+) -> None:
+    real = agent.fake.deliver(connected.login, _raw("Listed", to=connected.login))
+    for suffix, answer in _IMPOSSIBLE[agent.provider]:
+        agent.fake.answer_next(
+            suffix.format(id=real), 200, json.dumps(answer).replace("{id}", real)
+        )
+        failed = connected.runtime.get(connected.messages_path())
+        assert (failed.status, failed.error["code"]) == (502, "provider_error"), suffix
+    assert agent.get()["status"] == "connected"
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "answer"),
+    [
+        (400, "ErrorInvalidRecipients", (422, "message_refused")),
+        (400, "ErrorMimeContentInvalidBase64String", (422, "message_refused")),
+        (400, "ErrorInvalidIdMalformed", (404, "message_not_found")),
+        (404, "ErrorItemNotFound", (404, "message_not_found")),
+    ],
+)
+def test_a_reply_graph_refuses_is_refused_and_only_a_lost_original_is_not_found(
+    microsoft_agent: OAuthAgent,
+    microsoft: FakeMicrosoft,
+    local_api: Any,
+    status: int,
+    code: str,
+    answer: tuple[int, str],
+) -> None:
+    assert microsoft_agent.connect().status == 200
+    mail = MailAgent(
+        local_api,
+        microsoft_agent.org,
+        Mailbox(MS_ACCOUNT, ""),
+        deliver=lambda address, raw, *, unseen: microsoft.deliver(address, raw, unread=unseen),
+    )
+    mail.deliver(_raw("Question"))
+    original = _first(mail)
+    error = {"error": {"code": code, "message": "Refused."}}
+    microsoft.answer_next("/createReply", status, json.dumps(error))
+    refused = mail.runtime.request(
+        "POST",
+        mail.send_path,
+        {"reply_to_message_id": original["id"], "text": "An answer."},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert (refused.status, refused.error["code"]) == answer, refused.text
+    assert [m.folder for m in microsoft.messages(MS_ACCOUNT)] == ["inbox"]
+    assert microsoft_agent.get()["status"] == "connected"
 
 
 def test_a_revoked_grant_turns_the_agent_to_error(connected: MailAgent, agent: OAuthAgent) -> None:

@@ -20,15 +20,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mailbridge.core.fields import NOT_IN_ONE_LINE, email_address
 from mailbridge.mail.compose import compose
+from mailbridge.mail.ids import pack
 from mailbridge.mail.mailboxes import Outgoing
 from mailbridge.mail.models import (
     MAX_ATTACHMENTS_LISTED,
     MAX_BODIES_BYTES,
+    Address,
     Message,
+    MessagePage,
+    MessageSummary,
     OutgoingAttachment,
     SendRequest,
 )
-from mailbridge.mail.parsing import MESSAGE_ID, ParsedMessage, attachment, parse_message
+from mailbridge.mail.parsing import (
+    MESSAGE_ID,
+    SUMMARY_RECIPIENTS,
+    Headers,
+    ParsedMessage,
+    attachment,
+    parse_message,
+    read_fields,
+    read_headers,
+)
 from pydantic import ValidationError
 
 # What Lambda answers at most (a synchronous invocation's response).
@@ -263,6 +276,36 @@ def test_what_decodes_slowly_is_read_only_as_far_as_it_shows() -> None:
     assert parsed.truncated
 
 
+@pytest.mark.parametrize(
+    ("reply_to", "kept", "dropped"),
+    [
+        ("usér@exämple.org", [], True),
+        ("Bob <bob@example.org>, not an address, <x@localhost>", ["bob@example.org"], True),
+        (
+            ", ".join(f"p{n}@example.org" for n in range(300)),
+            [f"p{n}@example.org" for n in range(200)],
+            True,
+        ),
+        (
+            "Bob <bob@example.org>, carol@example.org",
+            ["bob@example.org", "carol@example.org"],
+            False,
+        ),
+        ("bob@example.org, ", ["bob@example.org"], False),  # a trailing comma names no one
+        (None, [], False),
+    ],
+    ids=["not ASCII", "some not addresses", "past the bound", "all kept", "an empty entry", "none"],
+)
+def test_a_reply_to_that_named_someone_left_out_says_so(
+    reply_to: str | None, kept: list[str], dropped: bool
+) -> None:
+    """A reply to what is left, or to From, would not go where the author asked."""
+    header = f"Reply-To: {reply_to}\r\n" if reply_to is not None else ""
+    parsed = parse_message(f"From: alice@example.net\r\n{header}\r\nHi.\r\n".encode())
+    assert [address.address for address in parsed.reply_to] == kept
+    assert parsed.reply_to_dropped is dropped
+
+
 def _body_message(text: str, html: str) -> bytes:
     message = EmailMessage(policy=policy.SMTP)
     message["From"] = "a@example.net"
@@ -451,6 +494,115 @@ def test_a_reply_threads_with_ids_as_the_original_wrote_them() -> None:
     assert unnamed.message_id is None
     read = message_from_bytes(_compose(unnamed).as_bytes(), policy=policy.default)
     assert (read["In-Reply-To"], read["References"]) == (None, chain[0])
+
+
+# ---- summaries ---------------------------------------------------------------------------
+
+# What summaries once read wrong: an encoded word that is not base64, one that decodes to a lone
+# surrogate (which no UTF-8 answer can carry), a subject of 400,000 characters.
+SUMMARY_PROBES = {
+    "not base64": b"Subject: =?utf-8?b?BYWJj?=\r\nFrom: =?utf-8?b?BYWJj?= <a@example.net>\r\n\r\n",
+    "a lone surrogate": (
+        b"Subject: =?utf-7?q?+2AA-?=\r\nFrom: =?utf-7?q?+2AA-?= <a@example.net>\r\n\r\n"
+    ),
+    "400,000 characters": b"Subject: " + b"x" * 400_000 + b"\r\nFrom: <a@example.net>\r\n\r\n",
+}
+
+
+def _assert_clean_summary(headers: Headers) -> None:
+    """What a summary promises whatever it was read from: one-line text a header line holds
+    (no lone surrogate), real addresses and ids, the first recipients only."""
+    people = [*headers.to, *filter(None, [headers.sender])]
+    for line in [headers.subject, *(person.name for person in people)]:
+        assert line is None or not NOT_IN_ONE_LINE.search(line), line
+    assert len(headers.subject) <= 998 and len(headers.to) <= SUMMARY_RECIPIENTS
+    for person in people:
+        assert email_address(person.address) == person.address
+        assert person.name is None or len(person.name) <= 200
+    for message_id in [headers.message_id, headers.in_reply_to, *headers.references]:
+        assert message_id is None or MESSAGE_ID.fullmatch(message_id)
+
+
+@pytest.mark.parametrize("raw", SUMMARY_PROBES.values(), ids=SUMMARY_PROBES.keys())
+def test_a_summary_is_read_as_the_message_is(raw: bytes) -> None:
+    summary, message = read_headers(raw), parse_message(raw)
+    _assert_clean_summary(summary)
+    assert (summary.subject, summary.sender) == (message.subject, message.sender)
+    assert summary.sender is not None and summary.sender.address == "a@example.net"
+
+
+def test_what_providers_give_as_json_is_held_to_the_same_rules() -> None:
+    """Gmail's header values and Graph's fields are JSON strings, whose escapes can make lone
+    surrogates: each is a character that could not be read."""
+    gmail = read_headers(
+        [("Subject", "Hi \ud800" + " there" * 100_000), ("From", "Al\udc80 <a@example.net>")]
+    )
+    assert gmail.subject.startswith("Hi \ufffd there") and len(gmail.subject) == 998
+    assert gmail.sender == Address(address="a@example.net", name="Al\ufffd")
+    crowd = [(f"P\ud800{n}", f"p{n}@example.org") for n in range(1000)]
+    graph = read_fields(
+        subject="Hi\ud800\nthere",
+        sender=("\ud800" * 500, "a@example.net"),
+        to=[("", "not an address"), *crowd],
+        message_id="<m\ud800@x> <m@x>",
+    )
+    assert (graph.subject, graph.message_id) == ("Hi\ufffd there", "<m@x>")
+    assert graph.sender == Address(address="a@example.net", name="\ufffd" * 200)
+    assert [person.address for person in graph.to] == [f"p{n}@example.org" for n in range(10)]
+    assert graph.to[0].name == "P\ufffd0"
+
+
+_ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=40)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["From", "To", "Subject", "Message-ID", "References"]), _ANY_TEXT)
+    ),
+    _ANY_TEXT,
+    st.lists(st.tuples(_ANY_TEXT, _ANY_TEXT), max_size=12),
+)
+def test_any_text_is_read_into_a_clean_summary(
+    fields: list[tuple[str, str]], text: str, people: list[tuple[str, str]]
+) -> None:
+    _assert_clean_summary(read_headers(fields))
+    _assert_clean_summary(
+        read_headers("\r\n".join(f"{n}: {v}" for n, v in fields).encode(errors="surrogatepass"))
+    )
+    _assert_clean_summary(
+        read_fields(subject=text, sender=(text, text), to=people, message_id=text)
+    )
+
+
+def test_a_page_of_the_largest_summaries_fits_well_within_lambdas_answer() -> None:
+    """Every field of 100 summaries at the most reading gives, of the costliest characters
+    (a quote: 4 bytes in JSON in JSON), with ids and a cursor as long as the API takes."""
+    address = f"{'l' * 64}@{'d' * 63}.{'e' * 63}.{'f' * 63}.{'g' * 61}"  # 64 and 253
+    people = ", ".join(f"{'😀' * 300} <{address}>" for _ in range(1000))
+    raw = (
+        f"From: {people}\r\nTo: {people}\r\nSubject: {chr(34) * 400_000}\r\n"
+        f"Message-ID: <{chr(34) * 983}>\r\n\r\n"
+    ).encode()
+    headers = read_headers(raw)
+    assert (len(headers.subject), len(headers.to), len(headers.message_id or "")) == (998, 10, 985)
+    assert headers.sender is not None and len(headers.sender.name or "") == 200
+    graph_id = "A" * 512  # the longest Graph id the adapter takes
+    summary = MessageSummary(
+        id=pack("graph", "drafts", graph_id),
+        thread_id=pack("graph-thread", graph_id),
+        folder="drafts",
+        sender=headers.sender,
+        to=headers.to,
+        subject=headers.subject,
+        received_at=datetime(2026, 1, 1, tzinfo=UTC),
+        read=False,
+        message_id=headers.message_id,
+    )
+    page = MessagePage(messages=[summary] * 100, next_cursor="c" * 2048)
+    body = json.dumps(page.model_dump(mode="json"), ensure_ascii=False)
+    answer = json.dumps({"statusCode": 200, "body": body}, ensure_ascii=False).encode()
+    assert len(answer) < LAMBDA_ANSWER_BYTES // 2
 
 
 # ---- the one-line rule -------------------------------------------------------------------

@@ -10,9 +10,7 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from email.header import decode_header, make_header
-from email.utils import getaddresses
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..connections.models import Connection
@@ -27,9 +25,10 @@ from ..mail.ids import (
     unpack_message_id,
 )
 from ..mail.mailboxes import Delivered, FetchedMessage, Outgoing
-from ..mail.models import Address, Folder, MessagePage, MessageSummary
+from ..mail.models import Folder, MessagePage, MessageSummary
+from ..mail.parsing import read_headers
 from ..oauth.providers import REQUIRED_PERMISSIONS, Permission
-from .provider_http import call, message_segment, path_segment, reading_answer
+from .provider_http import call, message_segment, path_segment, provider_id, reading_answer
 
 _PROVIDER = "google"
 _READ, _SEND = REQUIRED_PERMISSIONS[_PROVIDER][:2]
@@ -40,8 +39,9 @@ _MODIFY = Permission(
 )
 _LABELS: dict[Folder, str] = {"inbox": "INBOX", "sent": "SENT", "drafts": "DRAFT", "trash": "TRASH"}
 _SUMMARY_HEADERS = ["From", "To", "Subject", "Message-ID"]
-# Gmail's message ids: hex (16 digits today).
+# Gmail's message and thread ids: hex (16 digits today).
 _ID = re.compile(r"[0-9a-fA-F]{1,32}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A page's summaries are fetched side by side: Gmail's list gives ids only.
 _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="gmail-summary")
 
@@ -50,28 +50,19 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _decoded(value: str) -> str:
-    try:
-        return str(make_header(decode_header(value)))
-    except (LookupError, UnicodeError, ValueError):
-        return value
-
-
-def _addresses(value: str | None) -> list[Address]:
-    return [
-        Address(address=address, name=_decoded(name) or None)
-        for name, address in getaddresses([value or ""])
-        if "@" in address
-    ]
-
-
 def _folder(labels: list[str]) -> Folder:
     found: list[Folder] = ["trash", "drafts", "sent"]
     return next((folder for folder in found if _LABELS[folder] in labels), "inbox")
 
 
 def _received(message: dict[str, Any]) -> datetime:
-    return datetime.fromtimestamp(int(message["internalDate"]) / 1000, UTC)
+    # A time past datetime's range is an OverflowError here, the provider's error within
+    # `reading_answer` (fromtimestamp's would be an OSError, as if the network had failed).
+    return _EPOCH + timedelta(milliseconds=int(message["internalDate"]))
+
+
+def _thread_id(message: dict[str, Any]) -> str:
+    return pack("gmail-thread", provider_id(str(message["threadId"]), _ID))
 
 
 def _gmail_id(message_id: str) -> str:
@@ -108,31 +99,31 @@ class GmailMailbox:
         with reading_answer(_PROVIDER):
             ids = [path_segment(str(entry["id"]), _ID) for entry in listing.get("messages", [])]
             token = listing.get("nextPageToken")
+            next_cursor = pack_cursor("gmail-page", listing_key, str(token)) if token else None
         summaries = list(
             _executor.map(
                 lambda gmail_id: contextvars.copy_context().run(self._summary, folder, gmail_id),
                 ids,
             )
         )
-        next_cursor = pack_cursor("gmail-page", listing_key, str(token)) if token else None
         return MessagePage(messages=summaries, next_cursor=next_cursor)
 
     def _summary(self, folder: Folder, gmail_id: str) -> MessageSummary:
         params = [("format", "metadata"), *(("metadataHeaders", h) for h in _SUMMARY_HEADERS)]
         message = self._json("GET", f"/messages/{gmail_id}", _READ, params=params)
         with reading_answer(_PROVIDER):
-            headers = {h["name"].lower(): str(h["value"]) for h in message["payload"]["headers"]}
-            senders = _addresses(headers.get("from"))
+            fields = [(str(h["name"]), str(h["value"])) for h in message["payload"]["headers"]]
+            headers = read_headers(fields)
             return MessageSummary(
-                id=pack("gmail", str(message["id"])),
-                thread_id=pack("gmail-thread", str(message["threadId"])),
+                id=pack("gmail", gmail_id),  # the id asked for: one of Gmail's
+                thread_id=_thread_id(message),
                 folder=folder,
-                sender=senders[0] if senders else None,
-                to=_addresses(headers.get("to")),
-                subject=_decoded(headers.get("subject", "")),
+                sender=headers.sender,
+                to=headers.to,
+                subject=headers.subject,
                 received_at=_received(message),
                 read="UNREAD" not in message.get("labelIds", []),
-                message_id=headers.get("message-id"),
+                message_id=headers.message_id,
             )
 
     def fetch(self, message_id: str) -> FetchedMessage:
@@ -148,7 +139,7 @@ class GmailMailbox:
             raw = base64.urlsafe_b64decode(message["raw"] + "=" * (-len(message["raw"]) % 4))
             return FetchedMessage(
                 id=message_id,
-                thread_id=pack("gmail-thread", str(message["threadId"])),
+                thread_id=_thread_id(message),
                 folder=_folder(labels),
                 read="UNREAD" not in labels,
                 received_at=_received(message),
@@ -178,8 +169,8 @@ class GmailMailbox:
         )
         with reading_answer(_PROVIDER):
             return Delivered(
-                id=pack("gmail", str(sent["id"])),
-                thread_id=pack("gmail-thread", str(sent["threadId"])),
+                id=pack("gmail", provider_id(str(sent["id"]), _ID)),
+                thread_id=_thread_id(sent),
                 refused=[],
             )
 

@@ -30,9 +30,10 @@ from ..mail.ids import (
     unpack_message_id,
 )
 from ..mail.mailboxes import Delivered, FetchedMessage, Outgoing
-from ..mail.models import Address, Folder, MessagePage, MessageSummary
+from ..mail.models import Folder, MessagePage, MessageSummary
+from ..mail.parsing import read_fields
 from ..oauth.providers import REQUIRED_PERMISSIONS, Permission
-from .provider_http import call, message_segment, path_segment, reading_answer
+from .provider_http import call, message_segment, path_segment, provider_id, reading_answer
 
 _PROVIDER = "microsoft"
 _READ, _SEND = REQUIRED_PERMISSIONS[_PROVIDER][:2]
@@ -52,14 +53,19 @@ _SUMMARY_FIELDS = (
 _PAGE_PARAMETERS = ("$skip", "$skiptoken")
 # A $skip Graph takes: an OData Int32.
 _SKIP, _MAX_SKIP = re.compile(r"[0-9]{1,10}"), 2**31 - 1
-# Graph's ids (immutable or not): base64url, padded.
+# Graph's ids (immutable or not) and conversation ids: base64url, padded.
 _ID = re.compile(r"[A-Za-z0-9_=-]{1,512}")
 
 
-def _address(entry: dict[str, Any] | None) -> Address | None:
-    email = (entry or {}).get("emailAddress") or {}
-    address = email.get("address")
-    return Address(address=address, name=email.get("name") or None) if address else None
+def _recipient(entry: dict[str, Any]) -> tuple[str, str]:
+    """A recipient as Graph gives one ({"emailAddress": {"name", "address"}}): its name and
+    address."""
+    email = entry["emailAddress"]
+    return str(email.get("name") or ""), str(email.get("address") or "")
+
+
+def _thread_id(message: dict[str, Any]) -> str:
+    return pack("graph-thread", provider_id(str(message["conversationId"]), _ID))
 
 
 def _received(value: str) -> datetime:
@@ -117,12 +123,11 @@ class GraphMailbox:
             params=params,
             unknown=invalid_cursor if cursor else None,
         )
+        next_cursor = None
         with reading_answer(_PROVIDER):
             summaries = [self._summary(folder, message) for message in page["value"]]
             next_link = page.get("@odata.nextLink")
-        next_cursor = None
-        if next_link:
-            found = dict(parse_qsl(urlsplit(str(next_link)).query))
+            found = dict(parse_qsl(urlsplit(str(next_link)).query)) if next_link else {}
             position = next((f"{n}={found[n]}" for n in _PAGE_PARAMETERS if n in found), None)
             if position:
                 next_cursor = pack_cursor("graph-page", listing_key, position)
@@ -130,16 +135,23 @@ class GraphMailbox:
 
     @staticmethod
     def _summary(folder: Folder, message: dict[str, Any]) -> MessageSummary:
-        return MessageSummary(
-            id=pack("graph", folder, str(message["id"])),
-            thread_id=pack("graph-thread", str(message["conversationId"])),
-            folder=folder,
-            sender=_address(message.get("from")),
-            to=[a for a in map(_address, message.get("toRecipients") or []) if a],
+        sender = message.get("from")
+        headers = read_fields(
             subject=str(message.get("subject") or ""),
+            sender=_recipient(sender) if sender else None,
+            to=map(_recipient, message.get("toRecipients") or []),
+            message_id=str(message.get("internetMessageId") or ""),
+        )
+        return MessageSummary(
+            id=pack("graph", folder, provider_id(str(message["id"]), _ID)),
+            thread_id=_thread_id(message),
+            folder=folder,
+            sender=headers.sender,
+            to=headers.to,
+            subject=headers.subject,
             received_at=_received(str(message["receivedDateTime"])),
             read=bool(message.get("isRead")),
-            message_id=message.get("internetMessageId"),
+            message_id=headers.message_id,
         )
 
     @staticmethod
@@ -164,7 +176,7 @@ class GraphMailbox:
         with reading_answer(_PROVIDER):
             return FetchedMessage(
                 id=message_id,
-                thread_id=pack("graph-thread", str(message["conversationId"])),
+                thread_id=_thread_id(message),
                 folder=folder,
                 read=bool(message.get("isRead")),
                 received_at=_received(str(message["receivedDateTime"])),
@@ -184,6 +196,8 @@ class GraphMailbox:
         if replying_to is not None:
             _, original = self._graph_id(replying_to.id)
             path = f"/messages/{original}/createReply"
+        # A reply's original may be gone since it was read (404); a 400 is the MIME's (its
+        # recipients, its content), unless Graph says it is the id's.
         draft = self._json(
             "POST",
             path,
@@ -194,18 +208,14 @@ class GraphMailbox:
             refused=ErrorCode.MESSAGE_REFUSED,
         )
         with reading_answer(_PROVIDER):
-            draft_id, conversation = str(draft["id"]), str(draft["conversationId"])
+            draft_id, thread_id = provider_id(str(draft["id"]), _ID), _thread_id(draft)
             draft_path = f"/messages/{path_segment(draft_id, _ID)}"
         try:
             self._call("POST", f"{draft_path}/send", _SEND, refused=ErrorCode.MESSAGE_REFUSED)
         except ProviderError:
             self._discard(draft_path)
             raise
-        return Delivered(
-            id=pack("graph", "sent", draft_id),
-            thread_id=pack("graph-thread", conversation),
-            refused=[],
-        )
+        return Delivered(id=pack("graph", "sent", draft_id), thread_id=thread_id, refused=[])
 
     def _discard(self, draft_path: str) -> None:
         """Deletes a draft whose send failed, so that retries leave none behind in Drafts:

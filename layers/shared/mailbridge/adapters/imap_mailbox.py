@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from email.header import decode_header, make_header
 from typing import Any, cast
 
 from imapclient import IMAPClient
@@ -43,58 +42,41 @@ from ..mail.ids import (
     unpack_message_id,
 )
 from ..mail.mailboxes import Delivered, FetchedMessage, Outgoing
-from ..mail.models import Address, Folder, MessagePage, MessageSummary
+from ..mail.models import Folder, MessagePage, MessageSummary
+from ..mail.parsing import Headers, read_headers
 from .imap import imap_errors, logged_in
 from .mailnet import whole_exchange_within
 from .smtp import send
 
 _SPECIAL_USE = {"sent": b"\\Sent", "drafts": b"\\Drafts", "trash": b"\\Trash"}
 _FOLDERS = frozenset({"inbox", *_SPECIAL_USE})
-_SUMMARY = [
-    b"UID",
-    b"FLAGS",
-    b"INTERNALDATE",
-    b"ENVELOPE",
-    b"BODY.PEEK[HEADER.FIELDS (REFERENCES)]",
-]
-_REFERENCES = b"BODY[HEADER.FIELDS (REFERENCES)]"
-_MESSAGE_ID = re.compile(rb"<[^<>\s]+>")
+# What a summary shows (and IMAP threads by) of a message's headers, and no more than 64 KiB
+# of them, far more than any mail client writes: what the server sends for a page is bounded
+# (a header can be megabytes long), and so is what the page reads.
+_SUMMARY_HEADERS = b"BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT MESSAGE-ID IN-REPLY-TO REFERENCES)]"
+_SUMMARY = [b"UID", b"FLAGS", b"INTERNALDATE", _SUMMARY_HEADERS + b"<0.65536>"]
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
+# UIDs and UIDVALIDITY are RFC 3501's nz-number: 1 to 2^32 - 1, in ASCII digits.
+_NZ_NUMBER = re.compile(r"[1-9][0-9]{0,9}")
+_MAX_NUMBER = 2**32 - 1
 # A folder as imapclient lists it: its flags, its hierarchy delimiter and its name.
 _Listed = list[tuple[tuple[bytes, ...], bytes, str]]
 # The sent copy's folder is looked up while SMTP sends: one worker per invocation is enough.
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-sent-folder")
 
 
-def _decoded(value: bytes | None) -> str:
-    """Envelope text, with RFC 2047 encoded words decoded."""
-    text = (value or b"").decode("utf-8", "replace")
-    try:
-        return str(make_header(decode_header(text)))
-    except (LookupError, UnicodeError, ValueError):
-        return text
-
-
-def _addresses(found: Any) -> list[Address]:
-    addresses = []
-    for entry in found or ():
-        if entry.mailbox and entry.host:
-            mailbox, host = (
-                part.decode("utf-8", "replace") for part in (entry.mailbox, entry.host)
-            )
-            address = f"{mailbox}@{host}"
-            addresses.append(Address(address=address, name=_decoded(entry.name) or None))
-    return addresses
-
-
-def thread_id(message_id: bytes | None, in_reply_to: bytes | None, references: bytes | None) -> str:
+def thread_id(headers: Headers) -> str:
     """IMAP has no thread ids: a thread is named by its root, the first message its latest
     one refers to (RFC 5322's References, else In-Reply-To), else the message itself."""
-    root = next(
-        iter(_MESSAGE_ID.findall(references or b"") or _MESSAGE_ID.findall(in_reply_to or b"")),
-        message_id,
-    )
-    return pack("imap-thread", hashlib.sha256(root or b"").hexdigest()[:32])
+    root = next(iter(headers.references), headers.in_reply_to or headers.message_id)
+    return pack("imap-thread", hashlib.sha256((root or "").encode()).hexdigest()[:32])
+
+
+def _nz_number(text: str) -> int | None:
+    """A UID or UIDVALIDITY from an id or cursor (caller's input); None if it cannot be one."""
+    if _NZ_NUMBER.fullmatch(text) is None or int(text) > _MAX_NUMBER:
+        return None
+    return int(text)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -173,10 +155,11 @@ class ImapMailbox:
             listing_key = (folder, "unread" if unread_only else "all", str(validity))
             before = None
             if cursor is not None:
-                position = unpack_cursor(cursor, "imap-page", listing_key)
-                if not position.isdigit():
+                # Refused before any command carries it: a server answers BAD to what is
+                # not a UID, which would be its error, not the caller's.
+                before = _nz_number(unpack_cursor(cursor, "imap-page", listing_key))
+                if before is None:
                     raise invalid_cursor()
-                before = int(position)
             if unread_only:
                 uids, more = self._unread(client, before, limit, bounded=bounded)
                 fetched = client.fetch(uids, _SUMMARY) if uids else {}
@@ -253,30 +236,34 @@ class ImapMailbox:
     def _summary(
         self, folder: Folder, validity: int, uid: int, data: dict[bytes, Any]
     ) -> tuple[int, MessageSummary]:
-        envelope = data[b"ENVELOPE"]
-        senders = _addresses(envelope.from_)
+        # The server names the partial fetch after what was asked (`...]<0>`); an answer
+        # without it (ValueError) is not the one asked for.
+        (fetched,) = [v for k, v in data.items() if k.upper().startswith(b"BODY[HEADER.FIELDS")]
+        headers = read_headers(bytes(fetched))
         summary = MessageSummary(
             id=pack("imap", folder, str(validity), str(uid)),
-            thread_id=thread_id(envelope.message_id, envelope.in_reply_to, data.get(_REFERENCES)),
+            thread_id=thread_id(headers),
             folder=folder,
-            sender=senders[0] if senders else None,
-            to=_addresses(envelope.to),
-            subject=_decoded(envelope.subject),
+            sender=headers.sender,
+            to=headers.to,
+            subject=headers.subject,
             received_at=_utc(data[b"INTERNALDATE"]),
             read=SEEN in data[b"FLAGS"],
-            message_id=_decoded(envelope.message_id) or None,
+            message_id=headers.message_id,
         )
         return uid, summary
 
     def _locate(self, message_id: str, *, readonly: bool) -> tuple[Folder, int]:
         """Select the message's folder; its folder and UID, or not found."""
-        name, validity, uid = unpack_message_id(message_id, "imap", 3)
-        if name not in _FOLDERS or not (validity.isdigit() and uid.isdigit()):
+        name, validity_text, uid_text = unpack_message_id(message_id, "imap", 3)
+        validity, uid = _nz_number(validity_text), _nz_number(uid_text)
+        # Refused before any command: no server holds such a message.
+        if name not in _FOLDERS or validity is None or uid is None:
             raise message_not_found()
         folder = cast(Folder, name)
-        if self._select(folder, readonly=readonly) != int(validity):
+        if self._select(folder, readonly=readonly) != validity:
             raise message_not_found()
-        return folder, int(uid)
+        return folder, uid
 
     def fetch(self, message_id: str) -> FetchedMessage:
         with self._exchange():
@@ -286,12 +273,9 @@ class ImapMailbox:
             if data is None:
                 raise message_not_found()
         raw = bytes(data[b"BODY[]"])
-        headers = _headers(raw)
         return FetchedMessage(
             id=message_id,
-            thread_id=thread_id(
-                headers.get("message-id"), headers.get("in-reply-to"), headers.get("references")
-            ),
+            thread_id=thread_id(read_headers(raw)),
             folder=folder,
             read=SEEN in data[b"FLAGS"],
             received_at=_utc(data[b"INTERNALDATE"]),
@@ -310,13 +294,10 @@ class ImapMailbox:
     def send(self, outgoing: Outgoing, *, replying_to: FetchedMessage | None) -> Delivered:
         # The sent folder is found while SMTP sends, so the copy costs one APPEND more.
         sent_folder = _executor.submit(contextvars.copy_context().run, self._sent_folder)
+        raw = outgoing.as_bytes()
         try:
             refused = send(
-                self._connection,
-                self._password,
-                outgoing.recipients,
-                outgoing.as_bytes(),
-                self._timeout,
+                self._connection, self._password, outgoing.recipients, raw, self._timeout
             )
         finally:
             wait([sent_folder])  # the session is the worker's until it is done
@@ -334,16 +315,8 @@ class ImapMailbox:
                 "sent; keeping the copy or marking the original answered failed",
                 extra={"error_code": error.code},
             )
-        references = outgoing.message.get("References")
-        return Delivered(
-            id=copy_id,
-            thread_id=thread_id(
-                outgoing.message_id.encode(),
-                (outgoing.message.get("In-Reply-To") or "").encode() or None,
-                references.encode() if references else None,
-            ),
-            refused=refused,
-        )
+        # Read as its copy will be read back: the same thread.
+        return Delivered(id=copy_id, thread_id=thread_id(read_headers(raw)), refused=refused)
 
     def _sent_folder(self) -> str | None:
         with self._exchange():
@@ -411,19 +384,6 @@ def _uid_set(found: object, most: int) -> list[int]:
             raise ValueError("the server's UID set is not the page asked for")
         uids.extend(range(first, last + 1))
     return uids
-
-
-def _headers(raw: bytes) -> dict[str, bytes]:
-    """The threading headers of a raw message, unfolded."""
-    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    unfolded = re.sub(rb"\r?\n[ \t]+", b" ", head)
-    found: dict[str, bytes] = {}
-    for line in unfolded.splitlines():
-        name, _, value = line.partition(b":")
-        key = name.strip().lower().decode("ascii", "replace")
-        if key in ("message-id", "in-reply-to", "references") and key not in found:
-            found[key] = value.strip()
-    return found
 
 
 class ImapMailboxes:

@@ -68,8 +68,16 @@ class _DeadlineSession(requests.Session):
 
 # A provider that throttles without saying for how long.
 _RETRY_AFTER_SECONDS = 60
-# Google's reasons for a 403 that asks to slow down rather than says the grant is short.
+# Google's reasons for a 403 that asks to slow down rather than says the grant is short...
 _RATE_LIMITED = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+# ...and for one that says a quota is spent: the project's daily one (which Google resets at
+# midnight Pacific time, and says may refuse requests for hours) or another. A minute's wait
+# would have every retry refused again; an hour's is what a daily quota needs, where Google
+# says no better.
+_QUOTA_SPENT = frozenset({"dailyLimitExceeded", "quotaExceeded"})
+_QUOTA_RETRY_AFTER_SECONDS = 3600
+# Graph's code for a 400 about the id a request names, whatever else the request carries.
+_MALFORMED_ID = frozenset({"ErrorInvalidIdMalformed"})
 
 
 @cache
@@ -106,17 +114,24 @@ def reading_answer(provider: str) -> Iterator[None]:
     crash of ours."""
     try:
         yield
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as error:
+    except (AttributeError, IndexError, KeyError, OverflowError, TypeError, ValueError) as error:
         raise ProviderError(ErrorCode.PROVIDER_ERROR, provider) from error
 
 
-def path_segment(value: str, pattern: re.Pattern[str]) -> str:
-    """An id as one segment of a URL's path, if the whole of it looks like the provider's ids
-    (`pattern`); else ValueError. Ids are hostile input: a `..`, `/` or `?` would take the
-    request, and the agent's token, elsewhere on the provider's host."""
+def provider_id(value: str, pattern: re.Pattern[str]) -> str:
+    """An id, if the whole of it looks like the provider's ids (`pattern`, which bounds its
+    length too); else ValueError: within `reading_answer`, an answer that is not what it should
+    be."""
     if pattern.fullmatch(value) is None:
         raise ValueError("not an id of this provider")
-    return quote(value, safe="")
+    return value
+
+
+def path_segment(value: str, pattern: re.Pattern[str]) -> str:
+    """An id as one segment of a URL's path, if it looks like the provider's ids; else
+    ValueError. Ids are hostile input: a `..`, `/` or `?` would take the request, and the
+    agent's token, elsewhere on the provider's host."""
+    return quote(provider_id(value, pattern), safe="")
 
 
 def message_segment(value: str, pattern: re.Pattern[str]) -> str:
@@ -129,19 +144,24 @@ def message_segment(value: str, pattern: re.Pattern[str]) -> str:
 
 
 def _reasons(response: requests.Response) -> set[str]:
-    """The reasons a Google API error gives (`error.errors[].reason`); none for another
-    shape, or a body that is not JSON."""
+    """What an error says it is: a Google API error's reasons (`error.errors[].reason`), a
+    Graph error's code (`error.code`); none for another shape, or a body that is not JSON."""
     try:
-        details = response.json()["error"]["errors"]
-        return {str(detail["reason"]) for detail in details}
-    except (KeyError, TypeError, ValueError):
+        error = response.json()["error"]
+        if isinstance(error.get("code"), str):
+            return {error["code"]}
+        return {str(detail["reason"]) for detail in error.get("errors", [])}
+    except (AttributeError, KeyError, TypeError, ValueError):
         return set()
 
 
-def _throttled(response: requests.Response, provider: str) -> ProviderError:
+def _throttled(
+    response: requests.Response, provider: str, unsaid: int = _RETRY_AFTER_SECONDS
+) -> ProviderError:
+    """Asked to slow down: for as long as the provider says, else `unsaid` seconds."""
     retry_after = response.headers.get("Retry-After", "")
     valid = retry_after.isascii() and retry_after.isdigit()  # "²" is a digit, not a number
-    seconds = int(retry_after) if valid else _RETRY_AFTER_SECONDS
+    seconds = int(retry_after) if valid else unsaid
     return ProviderError(ErrorCode.PROVIDER_THROTTLED, provider, retry_after=max(1, seconds))
 
 
@@ -153,15 +173,18 @@ def call(
     *,
     needs: Permission,
     unknown: Callable[[], MailbridgeError] | None = None,
-    refused: ErrorCode = ErrorCode.PROVIDER_ERROR,
+    refused: ErrorCode | None = None,
     headers: dict[str, str] | None = None,
     **arguments: Any,
 ) -> requests.Response:
     """A mail API request with the agent's access token, answered or classified: 401 asks
     for re-authorization, 403 means the grant lacks `needs` (unless Google says it is a rate
-    limit), 400 or 404 of a request that names something of the caller's (a message, a page)
-    is `unknown()`: the provider finds it malformed or does not know it. A 429, or a 503 that
-    says when to come back, asks to slow down (Retry-After kept); another 4xx is `refused`."""
+    limit or a spent quota), a 429, or a 503 that says when to come back, asks to slow down
+    (Retry-After kept). A request that names something of the caller's (a message, a page)
+    has `unknown()` for when the provider does not know it (404) or finds it malformed (400).
+    One that carries a message has `refused` for a 4xx about the message: a 400 is the
+    message's then, unless the provider says it is the id's. Another 4xx is a provider
+    error."""
     try:
         response = session().request(
             method,
@@ -175,16 +198,21 @@ def call(
     status = response.status_code
     if status == 401:
         raise ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, provider)
+    reasons = _reasons(response) if status in (400, 403, 429) else set()
+    if reasons & _QUOTA_SPENT and status in (403, 429):
+        raise _throttled(response, provider, _QUOTA_RETRY_AFTER_SECONDS)
     if status == 429 or (status == 503 and "Retry-After" in response.headers):
         raise _throttled(response, provider)
     if status == 403:
-        if _reasons(response) & _RATE_LIMITED:
+        if reasons & _RATE_LIMITED:
             raise _throttled(response, provider)
         raise permission_problem(provider, [needs])
-    if status in (400, 404) and unknown is not None:
+    if unknown is not None and (
+        status == 404 or (status == 400 and (refused is None or reasons & _MALFORMED_ID))
+    ):
         raise unknown()
     if 400 <= status < 500:
-        raise ProviderError(refused, provider)
+        raise ProviderError(refused or ErrorCode.PROVIDER_ERROR, provider)
     if not response.ok:
         raise ProviderError(ErrorCode.PROVIDER_ERROR, provider)
     return response

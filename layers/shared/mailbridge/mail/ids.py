@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from ..core.errors import ErrorCode, InvalidField, MailbridgeError
+from .models import OPAQUE_ID_PATTERN
 
 _SEPARATOR = "\x1f"  # the ASCII unit separator: in no folder name, id or token
+_OPAQUE = re.compile(OPAQUE_ID_PATTERN)
 
 
 def pack(kind: str, *parts: str) -> str:
+    """The parts as one opaque value; ValueError if it is longer than the API takes back (a
+    provider's id or page token that long is not one: the provider's error where its answer
+    is read)."""
     text = _SEPARATOR.join([kind, *parts])
-    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+    packed = base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+    if _OPAQUE.fullmatch(packed) is None:
+        raise ValueError("too long to be an id or cursor")
+    return packed
 
 
 def _unpack(value: str, kind: str, count: int) -> list[str] | None:

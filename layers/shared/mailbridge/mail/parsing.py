@@ -1,5 +1,6 @@
 """Reading an RFC 5322 message, whichever provider it came from (IMAP's BODY[], Gmail's raw
-format, Graph's $value): headers, the text and HTML bodies decoded to UTF-8, and attachments.
+format, Graph's $value): headers, the text and HTML bodies decoded to UTF-8, and attachments;
+and what a message list shows of one (`read_headers`, `read_fields`), by the same rules.
 
 Messages are input from anyone on the internet, and the standard library's email package is
 not total on them: a few hundred levels of nesting exhaust its parser's recursion, and
@@ -8,7 +9,8 @@ TypeError, UnicodeError, IndexError... So every call into the package goes throu
 `_tolerant`, and what it cannot read is left out: nothing here raises, on any bytes. Headers
 are read as they came, never through the package's structured header parser, and only what
 holds to the service's own rules comes out: addresses that are addresses, message ids a header
-line can hold, one-line text. Everything that comes out is bounded, so that a message read fits
+line can hold, one-line text, never a lone surrogate (which no UTF-8 answer can carry).
+Everything that comes out is bounded, so that a message read, or a page of 100 summaries, fits
 in Lambda's answer, and `truncated` says when anything was left out.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import codecs
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -28,6 +30,7 @@ from email.policy import Compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from functools import partial
 from io import BytesIO
+from itertools import islice
 from typing import TypeVar
 
 from ..core.fields import LONE_SURROGATES, NOT_IN_ONE_LINE, email_address
@@ -58,12 +61,18 @@ _MAX_PARTS = 1000
 _MAX_ADDRESSES = 200
 _MAX_LINE = 998
 _MAX_NAME = 200
+# A summary's recipients: the first ones. A summary at its largest (its subject, Message-ID and
+# 11 names, every character 4 bytes in Lambda's answer, addresses and ids) takes about 22 KB,
+# so that a page of 100 takes at most about 2.2 MB of Lambda's 6 MB.
+SUMMARY_RECIPIENTS = 10
 # How much of a header is decoded: what can still show once cut (RFC 2047 takes at most 12
 # characters for one: four bytes, each =XX), and what the package's accessors see of a header
-# (content types and dispositions with their parameters) or getaddresses of an address list.
-# Decoding takes time in proportion, or more: punycode's is quadratic.
+# (content types and dispositions with their parameters). Of an address list, what getaddresses
+# reads: enough for each address asked for to show whole with its name, within a bound for the
+# whole list. Decoding takes time in proportion, or more: punycode's is quadratic.
 _ENCODED_PER_CHARACTER = 12
 _MAX_FETCHED = 16 * 1024
+_READ_PER_ADDRESS = 4096
 _MAX_ADDRESS_LIST = 256 * 1024
 # Read as UTF-8 when a body names it: no mail is written in it, and it decodes in quadratic
 # time (a hostile body would take minutes).
@@ -94,7 +103,8 @@ class _Utf8Headers(Compat32):
         return _utf8(value[:_MAX_FETCHED])
 
 
-_PARSER = BytesParser(policy=_Utf8Headers())
+_UTF8_HEADERS = _Utf8Headers()
+_PARSER = BytesParser(policy=_UTF8_HEADERS)
 # RFC 2047 encoded words decoded, as an unstructured header's text.
 _DECODE = policy.default.header_factory
 # A forwarded message is given back as it came: headers never refolded, CRLF line ends.
@@ -108,6 +118,9 @@ class ParsedMessage:
     to: list[Address]
     cc: list[Address]
     reply_to: list[Address]
+    # Reply-To named someone `reply_to` leaves out (not an address, or past the bound): a reply
+    # to the rest, or to From, would not go where the author asked.
+    reply_to_dropped: bool
     date: datetime | None
     message_id: str | None
     in_reply_to: str | None
@@ -116,6 +129,19 @@ class ParsedMessage:
     html: str | None
     truncated: bool
     attachments: list[AttachmentInfo]
+
+
+@dataclass(frozen=True)
+class Headers:
+    """What a message list shows of a message (and IMAP threads it by), read as a whole
+    message's headers are: `to` holds the first SUMMARY_RECIPIENTS recipients."""
+
+    subject: str
+    sender: Address | None
+    to: list[Address]
+    message_id: str | None
+    in_reply_to: str | None
+    references: list[str]
 
 
 def _tolerant(read: Callable[[], _Read], unreadable: _Read) -> _Read:
@@ -136,8 +162,26 @@ def _parse(raw: bytes) -> tuple[Message, bool]:
     whole: Message | None = _tolerant(lambda: _PARSER.parsebytes(raw), None)
     if whole is not None:
         return whole, False
+    return _headers_only(raw), True
+
+
+def _headers_only(raw: bytes) -> Message:
     # Its headers alone (and a single part's body): nothing there for the parser to fail on.
-    return _PARSER.parsebytes(raw, headersonly=True), True
+    return _PARSER.parsebytes(raw, headersonly=True)
+
+
+def _given(text: str) -> str:
+    """Text a provider gave as a JSON string, whose \\ud800 escapes can make lone surrogates:
+    each is a character that could not be read, as in a body."""
+    return LONE_SURROGATES.sub("\ufffd", text)
+
+
+def _fields(pairs: Iterable[tuple[str, str]]) -> Message:
+    """Header fields a provider gave as (name, value) strings, held as parsed ones are."""
+    message = Message(policy=_UTF8_HEADERS)
+    for name, value in pairs:
+        message[name] = _given(value)
+    return message
 
 
 def _header_values(part: Message, name: str) -> list[str]:
@@ -159,11 +203,25 @@ def _filename(part: Message) -> str:
     return _tolerant(lambda: part.get_filename(""), "")
 
 
-def _valid_address(text: str) -> str | None:
+def _one_line(text: str, limit: int, *, encoded: bool) -> tuple[str, bool]:
+    """Text as one line of at most `limit` characters (RFC 2047 encoded words decoded, if it is
+    `encoded` header text), without control characters, line breaks or lone surrogates; and
+    whether any of it was cut."""
+    read = text[: limit * _ENCODED_PER_CHARACTER]
+    decoded = _tolerant(lambda: str(_DECODE("x-text", read)), read) if encoded else read
+    line = " ".join(NOT_IN_ONE_LINE.sub(" ", decoded).split())
+    return line[:limit], len(line) > limit or len(read) < len(text)
+
+
+def _address(text: str, name: str, *, encoded: bool) -> tuple[Address | None, bool]:
+    """An address by the service's own rule (ASCII, a domain with its top level) with its
+    display name, None for anything else; and whether the name was cut."""
     try:
-        return email_address(text)
+        address = email_address(text)
     except ValueError:
-        return None
+        return None, False
+    line, cut = _one_line(name, _MAX_NAME, encoded=encoded)
+    return Address(address=address, name=line or None), cut
 
 
 def _body_text(part: Message) -> str:
@@ -231,11 +289,82 @@ def _content(part: Message) -> bytes | None:
     return decoded if isinstance(decoded, bytes) else None
 
 
-class _Reader:
-    """One message, read as far as it can be; `cut` turns true when anything is left out."""
+class _HeaderReader:
+    """A message's headers, read as they came; `cut` turns true when anything is left out."""
+
+    def __init__(self, message: Message, cut: bool = False) -> None:
+        self.message, self.cut = message, cut
+
+    def _line(self, text: str, limit: int) -> str:
+        line, cut = _one_line(text, limit, encoded=True)
+        self.cut |= cut
+        return line
+
+    def text(self, name: str) -> str:
+        values = _header_values(self.message, name)
+        return self._line(values[0], _MAX_LINE) if values else ""
+
+    def addresses(self, name: str, most: int = _MAX_ADDRESSES) -> tuple[list[Address], bool]:
+        """The first `most` addresses a header lists that are addresses, and whether it listed
+        anything else (not an address, or past them)."""
+        listed = ", ".join(_header_values(self.message, name))
+        read = listed[: min(most * _READ_PER_ADDRESS, _MAX_ADDRESS_LIST)]
+        cut_short = len(read) < len(listed)
+        pairs: list[tuple[str, str]] | None = _tolerant(lambda: getaddresses([read]), None)
+        if pairs is None:  # unreadable: whatever it lists is left out
+            return [], bool(listed.strip())
+        # An empty entry (a list's trailing comma, an empty group) names no one.
+        entries = [(display, text) for display, text in pairs if display or text]
+        if cut_short:
+            entries = entries[:-1]  # cut in two: what is left may be another address
+        found: list[Address] = []
+        for display, text in entries:
+            address, name_cut = _address(text, display, encoded=True)
+            if address is not None and len(found) == most:
+                cut_short = True
+                break
+            if address is not None:
+                self.cut |= name_cut
+                found.append(address)
+        self.cut |= cut_short
+        return found, cut_short or len(found) < len(entries)
+
+    def sender(self) -> Address | None:
+        """From's first address: a message may name several authors."""
+        senders, _ = self.addresses("from", 1)
+        return senders[0] if senders else None
+
+    def message_ids(self, name: str) -> list[str]:
+        """The ids a header lists (References, In-Reply-To...), in order."""
+        return MESSAGE_ID.findall(" ".join(_header_values(self.message, name)))
+
+    def message_id(self, name: str) -> str | None:
+        found = self.message_ids(name)
+        return found[0] if found else None
+
+    def date(self) -> datetime | None:
+        values = _header_values(self.message, "date")
+        parsed = _tolerant(lambda: parsedate_to_datetime(values[0]), None)
+        if parsed is None:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    def summary(self) -> Headers:
+        return Headers(
+            subject=self.text("subject"),
+            sender=self.sender(),
+            to=self.addresses("to", SUMMARY_RECIPIENTS)[0],
+            message_id=self.message_id("message-id"),
+            in_reply_to=self.message_id("in-reply-to"),
+            references=thread_references(self.message_ids("references")),
+        )
+
+
+class _Reader(_HeaderReader):
+    """One message, read as far as it can be."""
 
     def __init__(self, raw: bytes) -> None:
-        self.message, self.cut = _parse(raw)
+        super().__init__(*_parse(raw))
         self.parts = self._walk()
 
     def _walk(self) -> list[Message]:
@@ -260,48 +389,6 @@ class _Reader:
                         if isinstance(child, Message)
                     ]
         return parts
-
-    def _line(self, text: str, limit: int) -> str:
-        """Header text, RFC 2047 encoded words decoded, as one line of at most `limit`
-        characters."""
-        read = text[: limit * _ENCODED_PER_CHARACTER]
-        decoded = _tolerant(lambda: str(_DECODE("x-text", read)), read)
-        line = " ".join(NOT_IN_ONE_LINE.sub(" ", decoded).split())
-        self.cut |= len(line) > limit or len(read) < len(text)
-        return line[:limit]
-
-    def text(self, name: str) -> str:
-        values = _header_values(self.message, name)
-        return self._line(values[0], _MAX_LINE) if values else ""
-
-    def addresses(self, name: str) -> list[Address]:
-        """The addresses a header lists that are addresses by the service's own rule (ASCII,
-        a domain with its top level); anything else is left out."""
-        listed = ", ".join(_header_values(self.message, name))
-        self.cut |= len(listed) > _MAX_ADDRESS_LIST
-        read = listed[:_MAX_ADDRESS_LIST]
-        pairs: list[tuple[str, str]] = _tolerant(lambda: getaddresses([read]), [])
-        found: list[Address] = []
-        for display, text in pairs:
-            address = _valid_address(text)
-            if address is None:
-                continue
-            if len(found) == _MAX_ADDRESSES:
-                self.cut = True
-                break
-            found.append(Address(address=address, name=self._line(display, _MAX_NAME) or None))
-        return found
-
-    def message_ids(self, name: str) -> list[str]:
-        """The ids a header lists (References, In-Reply-To...), in order."""
-        return MESSAGE_ID.findall(" ".join(_header_values(self.message, name)))
-
-    def date(self) -> datetime | None:
-        values = _header_values(self.message, "date")
-        parsed = _tolerant(lambda: parsedate_to_datetime(values[0]), None)
-        if parsed is None:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
     def _body_part(self, content_type: str) -> Message | None:
         return next(
@@ -358,27 +445,60 @@ def parse_message(raw: bytes) -> ParsedMessage:
         _body_text(html_part) if html_part else None,
     )
     subject = reader.text("subject")
-    senders, to, cc, reply_to = (
-        reader.addresses(name) for name in ("from", "to", "cc", "reply-to")
+    sender = reader.sender()
+    (to, _), (cc, _), (reply_to, reply_to_dropped) = (
+        reader.addresses(name) for name in ("to", "cc", "reply-to")
     )
-    message_id, in_reply_to = (reader.message_ids(name) for name in ("message-id", "in-reply-to"))
     references = reader.message_ids("references")
     attachments = [info for info, _ in reader.attachments()]
     return ParsedMessage(
         subject=subject,
-        sender=senders[0] if senders else None,
+        sender=sender,
         to=to,
         cc=cc,
         reply_to=reply_to,
+        reply_to_dropped=reply_to_dropped,
         date=reader.date(),
-        message_id=message_id[0] if message_id else None,
-        in_reply_to=in_reply_to[0] if in_reply_to else None,
+        message_id=reader.message_id("message-id"),
+        in_reply_to=reader.message_id("in-reply-to"),
         references=thread_references(references),
         text=text,
         html=html,
         # Once everything above was read.
         truncated=bodies_cut or reader.cut or len(references) > REFERENCES_KEPT,
         attachments=attachments,
+    )
+
+
+def read_headers(headers: bytes | Iterable[tuple[str, str]]) -> Headers:
+    """What a list shows of a message: from its header block as it came (IMAP's fetch of some
+    header fields, or a whole message), or from header fields as (name, value) pairs (Gmail's
+    metadata)."""
+    if not isinstance(headers, bytes):
+        return _HeaderReader(_fields(headers)).summary()
+    # Up to the first empty line, where the headers end: the body would be parsed for nothing.
+    ends = [end for end in (headers.find(b"\n\n"), headers.find(b"\n\r\n")) if end >= 0]
+    return _HeaderReader(_headers_only(headers[: min(ends) + 1] if ends else headers)).summary()
+
+
+def read_fields(
+    *,
+    subject: str,
+    sender: tuple[str, str] | None,
+    to: Iterable[tuple[str, str]],
+    message_id: str,
+) -> Headers:
+    """The same from what a provider gives already decoded (Graph's JSON): a subject,
+    addresses as (name, address) pairs, and the Message-ID header's text."""
+    found = (_address(address, _given(name), encoded=False)[0] for name, address in to)
+    first_id = MESSAGE_ID.search(message_id)
+    return Headers(
+        subject=_one_line(_given(subject), _MAX_LINE, encoded=False)[0],
+        sender=_address(sender[1], _given(sender[0]), encoded=False)[0] if sender else None,
+        to=list(islice(filter(None, found), SUMMARY_RECIPIENTS)),
+        message_id=first_id[0] if first_id else None,
+        in_reply_to=None,
+        references=[],
     )
 
 

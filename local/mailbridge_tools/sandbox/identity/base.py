@@ -409,16 +409,29 @@ class FakeProvider:
             return self._misbehaviours.pop(suffix) if suffix is not None else None
 
     def throttle_next(
-        self, path_suffix: str, *, retry_after: int | None = 1, status: int = 429
+        self,
+        path_suffix: str,
+        *,
+        retry_after: int | None = 1,
+        status: int = 429,
+        reason: str | None = None,
     ) -> None:
         """The next request to a path ending with `path_suffix` is refused as throttled:
-        `status` (429, Google's 403 rateLimitExceeded, Graph's 503) in the provider's error
-        shape, with a Retry-After of `retry_after` seconds (None: without one)."""
-        reply = json_reply(status, {"error": self._THROTTLED[status]})
+        `status` (429, Google's 403, Graph's 503) in the provider's error shape, for Google's
+        `reason` (a rate limit's unless given: dailyLimitExceeded, quotaExceeded...), with a
+        Retry-After of `retry_after` seconds (None: without one)."""
+        reply = json_reply(status, {"error": self._throttled(status, reason)})
         if retry_after is not None:
             reply.headers["Retry-After"] = str(retry_after)
         with self._lock:
             self._misbehaviours[path_suffix] = reply
+
+    def _throttled(self, status: int, reason: str | None) -> dict[str, Any]:
+        """The error object of a request throttled with `status`, for `reason` if the provider
+        gives reasons."""
+        if reason is not None:
+            raise ValueError(f"{type(self).__name__} gives no reasons")
+        return self._THROTTLED[status]
 
     def revoke_all_grants(self) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import html
 import re
 import secrets
@@ -86,7 +87,7 @@ class FakeGoogle(FakeProvider):
         "status": "PERMISSION_DENIED",
     }
     # Gmail throttles with 429, and with 403 and a rate limit's reason (usually without a
-    # Retry-After).
+    # Retry-After); other reasons (a spent quota) in the same shape, with their messages.
     _THROTTLED: ClassVar[dict[int, dict[str, Any]]] = {
         429: {
             "code": 429,
@@ -112,6 +113,13 @@ class FakeGoogle(FakeProvider):
             ],
             "status": "PERMISSION_DENIED",
         },
+    }
+
+    _REASONS: ClassVar[dict[str, str]] = {
+        "rateLimitExceeded": "Rate Limit Exceeded",
+        "userRateLimitExceeded": "User Rate Limit Exceeded",
+        "dailyLimitExceeded": "Daily Limit Exceeded",
+        "quotaExceeded": "Quota exceeded for quota metric 'Queries' and limit 'Queries per day'",
     }
 
     def __init__(self, cert: Path, key: Path) -> None:
@@ -146,6 +154,14 @@ class FakeGoogle(FakeProvider):
                 self._mail_api(_GMAIL_MODIFY, self._modify),
             ),
         ]
+
+    def _throttled(self, status: int, reason: str | None) -> dict[str, Any]:
+        error = copy.deepcopy(self._THROTTLED[status])
+        if reason is not None:
+            message = self._REASONS[reason]
+            error["message"] = message
+            error["errors"] = [{"message": message, "domain": "usageLimits", "reason": reason}]
+        return error
 
     def _new_message_id(self) -> str:
         return secrets.token_hex(8)
