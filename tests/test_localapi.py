@@ -1,26 +1,32 @@
-"""The local API adapter and template reader, on a throwaway template with an echo function."""
+"""The local API adapter and template reader, on a throwaway template with an echo function;
+and IAM as the local run enforces it, there and on the real template."""
 
 from __future__ import annotations
 
 import base64
+import contextvars
 import http.client
 import json
 import os
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from mailbridge_tools.devauth import DevIssuer
 from mailbridge_tools.localapi import LocalApi
 from mailbridge_tools.template import (
+    PolicyStatement,
     Route,
     TemplateError,
     function_environment,
+    function_policy,
     load_template,
     routes,
     table_properties,
@@ -33,6 +39,9 @@ Parameters:
   Greeting:
     Type: String
     Default: hello
+  SecretPrefix:
+    Type: String
+    Default: echo
 Globals:
   Function:
     Handler: app.handler
@@ -79,6 +88,29 @@ Resources:
       Environment:
         Variables:
           ROLE: echo
+      Policies:
+        - Statement:
+            - Effect: Allow
+              Action:
+                - dynamodb:GetItem
+                - dynamodb:Put*
+                - dynamodb:ConditionCheckItem
+                - dynamodb:BatchWriteItem
+              Resource: !GetAtt Table.Arn
+            - Effect: Allow
+              Action: dynamodb:Query
+              Resource: !Sub "${Table.Arn}/index/by-org"
+            - Effect: Allow
+              Action: [secretsmanager:CreateSecret, secretsmanager:GetSecretValue]
+              Resource: !Sub
+                - arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${P}*
+                - P: !Sub ${SecretPrefix}/
+            - Effect: Deny
+              Action: "secretsmanager:*"
+              Resource: arn:*:secretsmanager:*:*:secret:echo/locked/*
+            - Effect: Allow
+              Action: secretsmanager:BatchGetSecretValue
+              Resource: "*"
       Events:
         GetThing:
           Type: HttpApi
@@ -101,6 +133,8 @@ BUSY = []  # this instance's requests in flight
 
 
 def handler(event, context):
+    if "run" in event:  # a test's code, run as this function's (LocalApi.invoke)
+        return event["run"]()
     if event["rawPath"] == "/things/boom":
         raise RuntimeError("boom")
     if event["rawPath"] == "/things/plain":
@@ -210,12 +244,30 @@ def test_function_environment_refuses_what_it_cannot_resolve(template_path: Path
     variables = template["Resources"]["EchoFunction"]["Properties"]["Environment"]["Variables"]
 
     variables["SECRET_ARN"] = {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager"}
-    with pytest.raises(TemplateError, match="SECRET_ARN"):
+    with pytest.raises(TemplateError, match="SECRET_ARN refers to AWS::Partition"):
+        function_environment(template, "EchoFunction", {"Table": "local-table"})
+    variables["SECRET_ARN"] = {"Fn::ImportValue": "elsewhere"}
+    with pytest.raises(TemplateError, match="SECRET_ARN: Fn::ImportValue cannot be resolved"):
         function_environment(template, "EchoFunction", {"Table": "local-table"})
 
     del template["Resources"]["EchoFunction"]["Properties"]["Environment"]
     with pytest.raises(TemplateError, match="TABLE_NAME refers to Table"):
         function_environment(template, "EchoFunction", {})
+
+
+def test_function_environment_resolves_sub_and_getatt(template_path: Path) -> None:
+    template = load_template(template_path)
+    variables = template["Resources"]["EchoFunction"]["Properties"]["Environment"]["Variables"]
+    variables["TABLE_INDEX"] = {"Fn::Sub": "${Table.Arn}/index/${Name}-${!Literal}"}
+    variables["TABLE_INDEX"]["Fn::Sub"] = [variables["TABLE_INDEX"]["Fn::Sub"], {"Name": "x"}]
+    variables["TABLE_ARN"] = {"Fn::GetAtt": ["Table", "Arn"]}
+
+    environment = function_environment(
+        template, "EchoFunction", {"Table": "t", "Table.Arn": "arn:table/t"}
+    )
+
+    assert environment["TABLE_INDEX"] == "arn:table/t/index/x-${Literal}"
+    assert environment["TABLE_ARN"] == "arn:table/t"
 
 
 def test_create_table_matches_the_template(api: LocalApi, template_path: Path) -> None:
@@ -394,3 +446,304 @@ def test_stop_restores_the_environment(tmp_path: Path, monkeypatch: pytest.Monke
     assert seen == [running.table_name]
     assert "TABLE_NAME" not in os.environ
     assert os.environ["AWS_ENDPOINT_URL"] == "http://before.invalid"
+
+
+# -- IAM: each function's calls held to its Policies
+
+
+def as_echo(api: LocalApi, run: Callable[[], Any]) -> Any:
+    """Runs `run` in an invocation of EchoFunction: its AWS calls are the function's."""
+    return api.invoke({"routeKey": "GET /things/{thingId}", "rawPath": "/things/run", "run": run})
+
+
+def access_denied(api: LocalApi, run: Callable[[], Any]) -> str:
+    """The message of the AccessDeniedException that `run`, as EchoFunction, fails with."""
+    with pytest.raises(ClientError) as raised:
+        as_echo(api, run)
+    error = raised.value.response["Error"]
+    assert error["Code"] == "AccessDeniedException", error
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    message: str = error["Message"]
+    return message
+
+
+def key(name: str) -> dict[str, Any]:
+    return {"pk": {"S": f"thing#{name}"}, "sk": {"S": "thing"}}
+
+
+def table(api: LocalApi, name: str | None = None) -> str:
+    return f"arn:aws:dynamodb:us-east-1:123456789012:table/{name or api.table_name}"
+
+
+def secret(name: str) -> str:
+    return f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-Xy12Ab"
+
+
+def refused(action: str, resource: str) -> str:
+    return (
+        "User: arn:aws:sts::123456789012:assumed-role/EchoFunctionRole/EchoFunction is not "
+        f"authorized to perform: {action} on resource: {resource} because no identity-based "
+        f"policy allows the {action} action"
+    )
+
+
+@pytest.fixture
+def dynamodb(api: LocalApi) -> Iterator[Any]:
+    client = boto3.client("dynamodb")  # the running LocalApi points it at its moto server
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def secretsmanager(api: LocalApi) -> Iterator[Any]:
+    client = boto3.client("secretsmanager")
+    yield client
+    client.close()
+
+
+def test_policy_statements_resolve_refs_subs_and_getatts(template_path: Path) -> None:
+    resolved = {
+        "Table": "t",
+        "Table.Arn": "arn:aws:dynamodb:r:1:table/t",
+        "AWS::Partition": "aws",
+        "AWS::Region": "r",
+        "AWS::AccountId": "1",
+    }
+
+    statements = function_policy(load_template(template_path), "EchoFunction", resolved)
+
+    assert statements[1] == PolicyStatement(
+        "Allow", ("dynamodb:Query",), ("arn:aws:dynamodb:r:1:table/t/index/by-org",)
+    )
+    assert statements[2].resources == ("arn:aws:secretsmanager:r:1:secret:echo/*",)
+    assert statements[3].effect == "Deny"
+
+
+@pytest.mark.parametrize(
+    ("policies", "refusal"),
+    [
+        (["AmazonDynamoDBFullAccess"], "managed policy 'AmazonDynamoDBFullAccess'"),
+        ([{"DynamoDBCrudPolicy": {"TableName": {"Ref": "Table"}}}], "policy template Dyn"),
+        (
+            [
+                {
+                    "Statement": [
+                        {"Effect": "Allow", "Action": "s3:*", "Resource": "*", "Condition": {}}
+                    ]
+                }
+            ],
+            r"Statement\[0\]: Condition cannot be evaluated",
+        ),
+        ([{"Statement": [{"Effect": "Maybe", "Action": "s3:*", "Resource": "*"}]}], "Effect"),
+    ],
+)
+def test_what_the_local_run_cannot_evaluate_is_refused(
+    template_path: Path, policies: list[Any], refusal: str
+) -> None:
+    template = load_template(template_path)
+    template["Resources"]["EchoFunction"]["Properties"]["Policies"] = policies
+
+    with pytest.raises(TemplateError, match=refusal):
+        function_policy(template, "EchoFunction", {})
+
+
+def test_a_role_of_the_functions_own_is_refused_from_globals_too(template_path: Path) -> None:
+    template = load_template(template_path)
+    template["Globals"]["Function"]["PermissionsBoundary"] = "arn:aws:iam::1:policy/boundary"
+
+    with pytest.raises(TemplateError, match="EchoFunction: its PermissionsBoundary"):
+        function_policy(template, "EchoFunction", {})
+
+
+def test_calls_the_policy_allows_pass(api: LocalApi, dynamodb: Any, secretsmanager: Any) -> None:
+    item = {**key("allowed"), "org": {"S": "org-1"}}
+    name = f"echo/{uuid.uuid4().hex}"
+
+    def run() -> Any:
+        dynamodb.put_item(TableName=api.table_name, Item=item)
+        by_org = dynamodb.query(
+            TableName=api.table_name,
+            IndexName="by-org",
+            KeyConditionExpression="org = :org",
+            ExpressionAttributeValues={":org": {"S": "org-1"}},
+        )
+        secretsmanager.create_secret(Name=name, SecretString="s")
+        return (
+            dynamodb.get_item(TableName=api.table_name, Key=key("allowed"))["Item"],
+            by_org["Count"],
+            secretsmanager.get_secret_value(SecretId=name)["SecretString"],
+        )
+
+    assert as_echo(api, run) == (item, 1, "s")
+
+
+def test_an_action_the_policy_lacks_is_access_denied(
+    api: LocalApi, dynamodb: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    message = access_denied(
+        api, lambda: dynamodb.delete_item(TableName=api.table_name, Key=key("any"))
+    )
+
+    assert message == refused("dynamodb:DeleteItem", table(api))
+    # What a failing test shows: the function, and what its policy lacks.
+    assert f"EchoFunction may not dynamodb:DeleteItem on {table(api)}" in caplog.text
+
+
+def test_a_resource_outside_the_policy_is_access_denied(
+    api: LocalApi, dynamodb: Any, secretsmanager: Any
+) -> None:
+    # Query is allowed on the index only, not on the table.
+    query = access_denied(
+        api,
+        lambda: dynamodb.query(
+            TableName=api.table_name,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": "thing#any"}},
+        ),
+    )
+    other_prefix = access_denied(
+        api, lambda: secretsmanager.create_secret(Name="other/secret", SecretString="s")
+    )
+    tagged = access_denied(
+        api,
+        lambda: secretsmanager.create_secret(
+            Name="echo/tagged", SecretString="s", Tags=[{"Key": "k", "Value": "v"}]
+        ),
+    )
+    locked = access_denied(api, lambda: secretsmanager.get_secret_value(SecretId="echo/locked/one"))
+
+    assert query == refused("dynamodb:Query", table(api))
+    assert other_prefix == refused("secretsmanager:CreateSecret", secret("other/secret"))
+    assert tagged == refused("secretsmanager:TagResource", secret("echo/tagged"))
+    assert locked.endswith(
+        f"secretsmanager:GetSecretValue on resource: {secret('echo/locked/one')} "
+        "with an explicit deny in an identity-based policy"
+    )
+
+
+def test_transactions_and_batches_are_checked_item_by_item(
+    api: LocalApi, dynamodb: Any, secretsmanager: Any
+) -> None:
+    dynamodb.put_item(TableName=api.table_name, Item=key("checked"))  # no invocation: unchecked
+    check = {
+        "ConditionCheck": {
+            "TableName": api.table_name,
+            "Key": key("checked"),
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+    }
+    put = {"Put": {"TableName": api.table_name, "Item": key("transacted")}}
+    delete = {"Delete": {"TableName": api.table_name, "Key": key("checked")}}
+
+    as_echo(api, lambda: dynamodb.transact_write_items(TransactItems=[check, put]))
+    with_delete = access_denied(
+        api,
+        lambda: dynamodb.transact_write_items(
+            TransactItems=[{"Put": {"TableName": api.table_name, "Item": key("never")}}, delete]
+        ),
+    )
+    transact_get = as_echo(
+        api,
+        lambda: dynamodb.transact_get_items(
+            TransactItems=[{"Get": {"TableName": api.table_name, "Key": key("transacted")}}]
+        ),
+    )
+    writes = [{"PutRequest": {"Item": key("batched")}}]
+    as_echo(api, lambda: dynamodb.batch_write_item(RequestItems={api.table_name: writes}))
+    other_table = access_denied(
+        api,
+        lambda: dynamodb.batch_write_item(
+            RequestItems={api.table_name: writes, "other-table": writes}
+        ),
+    )
+    batch_get = access_denied(
+        api,
+        lambda: dynamodb.batch_get_item(RequestItems={api.table_name: {"Keys": [key("batched")]}}),
+    )
+    secrets = access_denied(
+        api,
+        lambda: secretsmanager.batch_get_secret_value(SecretIdList=["echo/a", "other/b"]),
+    )
+
+    assert with_delete == refused("dynamodb:DeleteItem", table(api))
+    # Refused as a whole, before anything was sent: the allowed Put did not happen either.
+    assert "Item" not in dynamodb.get_item(TableName=api.table_name, Key=key("never"))
+    assert transact_get["Responses"][0]["Item"] == key("transacted")
+    assert other_table == refused("dynamodb:BatchWriteItem", table(api, "other-table"))
+    assert batch_get == refused("dynamodb:BatchGetItem", table(api))
+    assert secrets == refused("secretsmanager:GetSecretValue", secret("other/b"))
+
+
+def test_calls_outside_an_invocation_are_not_checked(api: LocalApi, dynamodb: Any) -> None:
+    dynamodb.put_item(TableName=api.table_name, Item=key("seeded"))
+
+    dynamodb.delete_item(TableName=api.table_name, Key=key("seeded"))  # a test's, unchecked
+    access_denied(api, lambda: dynamodb.delete_item(TableName=api.table_name, Key=key("seeded")))
+
+
+def test_clients_made_before_and_after_the_start_are_checked(tmp_path: Path) -> None:
+    """The layer's clients live as long as the process: one made before a LocalApi starts
+    is held to the policies as much as one made after."""
+    early = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:9",  # never reached: refused before anything is sent
+        aws_access_key_id="early",
+        aws_secret_access_key="early",
+    )
+    with LocalApi(
+        template_path=write_template(tmp_path), table_name=f"localapi-test-{uuid.uuid4().hex[:8]}"
+    ) as running:
+        late = boto3.client("dynamodb")
+        for client in (early, late):
+            message = access_denied(
+                running, lambda c=client: c.delete_item(TableName=running.table_name, Key=key("a"))
+            )
+            assert message == refused("dynamodb:DeleteItem", table(running))
+        late.close()
+    early.close()
+
+
+def test_a_worker_thread_is_checked_when_it_keeps_the_invocations_context(
+    api: LocalApi, dynamodb: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the layer's adapters run their threads (contextvars.copy_context().run). A thread
+    that does not is no function's: not checked, and logged as such."""
+
+    def delete() -> None:
+        dynamodb.delete_item(TableName=api.table_name, Key=key("threaded"))
+
+    def in_the_invocations_context() -> None:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(contextvars.copy_context().run, delete).result()
+
+    def in_a_bare_thread() -> None:
+        thread = threading.Thread(target=delete, name="lost-context")
+        thread.start()
+        thread.join()
+
+    access_denied(api, in_the_invocations_context)
+    as_echo(api, in_a_bare_thread)
+
+    assert "dynamodb.DeleteItem from thread lost-context is outside any invocation" in caplog.text
+
+
+def test_the_real_template_holds_each_function_to_its_policy() -> None:
+    """The presets function has no AWS permission at all; the settings of organizations
+    reach their own secrets, not the agents'."""
+    with LocalApi(table_name=f"localapi-test-{uuid.uuid4().hex[:8]}") as real:
+        dynamodb = boto3.client("dynamodb")
+        secretsmanager = boto3.client("secretsmanager")
+        with real.acting_as("PresetsFunction"), pytest.raises(ClientError) as presets:
+            dynamodb.get_item(TableName=real.table_name, Key=key("any"))
+        with real.acting_as("OrgSettingsFunction"), pytest.raises(ClientError) as org_settings:
+            secretsmanager.delete_secret(SecretId="mailbridge/agents/any/email")
+        dynamodb.close()
+        secretsmanager.close()
+
+    assert presets.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "dynamodb:GetItem on resource: " + table(real) in str(presets.value)
+    assert org_settings.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "secretsmanager:DeleteSecret on resource: " + secret(
+        "mailbridge/agents/any/email"
+    ) in str(org_settings.value)

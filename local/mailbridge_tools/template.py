@@ -1,4 +1,5 @@
-"""Reads the SAM template: routes, functions' environment and the table, for local runs and tests.
+"""Reads the SAM template: routes, functions' environment and IAM policies, and the table, for
+local runs and tests.
 
 Everything local is derived from template.yaml, so a route, a variable or a key that changes
 there changes here too, and local runs cannot drift from what is deployed.
@@ -6,6 +7,8 @@ there changes here too, and local runs cannot drift from what is deployed.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,31 +197,147 @@ def _env_text(value: Any) -> str:
     return str(value)
 
 
-def function_environment(
-    template: dict[str, Any], function_logical_id: str, resolved: dict[str, str]
-) -> dict[str, str]:
-    """The function's environment variables with Globals applied and every `Ref` resolved.
+_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 
-    `resolved` maps logical ids and parameter names to values; parameters it does not name
-    take their Default. Anything else (Fn::Sub, Fn::GetAtt, a Ref without a value) raises.
+
+def _named_value(
+    template: dict[str, Any], name: str, resolved: Mapping[str, Any], where: str
+) -> Any:
+    value = resolved.get(name, _parameter_default(template, name))
+    if value is None:
+        raise TemplateError(
+            f"{where} refers to {name}, which has no default: give it a value in `resolved`"
+        )
+    return value
+
+
+def resolve(template: dict[str, Any], value: Any, resolved: Mapping[str, Any], where: str) -> Any:
+    """`value` with every Ref, Fn::GetAtt and Fn::Sub in it replaced, as CloudFormation would.
+
+    `resolved` maps logical ids, parameter names, pseudo parameters (`AWS::Region`) and
+    attributes (`EmailTable.Arn`) to their values; parameters it does not name take their
+    Default. Any other intrinsic function, or a name without a value, raises, naming `where`.
     """
+    if isinstance(value, list):
+        return [resolve(template, item, resolved, where) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if not _is_intrinsic(value):
+        return {key: resolve(template, item, resolved, where) for key, item in value.items()}
+    [(function, argument)] = value.items()
+    if function == "Ref" and isinstance(argument, str):
+        return _named_value(template, argument, resolved, where)
+    if function == "Fn::GetAtt":
+        target = argument if isinstance(argument, str) else ".".join(argument)
+        return _named_value(template, target, resolved, where)
+    if function == "Fn::Sub":
+        text, variables = (argument, {}) if isinstance(argument, str) else argument
+        values = {name: resolve(template, v, resolved, where) for name, v in variables.items()}
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match[1]
+            if name.startswith("!"):  # ${!Literal} is the text ${Literal}
+                return f"${{{name[1:]}}}"
+            if name in values:
+                return _env_text(values[name])
+            return _env_text(_named_value(template, name, resolved, where))
+
+        return _SUB_VARIABLE.sub(substitute, text)
+    raise TemplateError(f"{where}: {function} cannot be resolved locally")
+
+
+def function_environment(
+    template: dict[str, Any], function_logical_id: str, resolved: Mapping[str, Any]
+) -> dict[str, str]:
+    """The function's environment variables with Globals applied and every Ref, GetAtt and
+    Sub resolved (`resolve`); a value that is not text once resolved raises."""
     properties = function_properties(template, function_logical_id)
     variables = properties.get("Environment", {}).get("Variables", {})
     environment: dict[str, str] = {}
     for name, value in variables.items():
-        if isinstance(value, dict) and list(value) == ["Ref"]:
-            target = value["Ref"]
-            resolved_value = resolved.get(target, _parameter_default(template, target))
-            if resolved_value is None:
-                raise TemplateError(
-                    f"{function_logical_id}: {name} refers to {target}, which has no default: "
-                    "give it a value in `resolved`"
-                )
-            environment[name] = _env_text(resolved_value)
-        elif isinstance(value, dict | list):
+        text = resolve(template, value, resolved, f"{function_logical_id}: {name}")
+        if isinstance(text, dict | list):
             raise TemplateError(
                 f"{function_logical_id}: {name} = {value!r} cannot be resolved locally"
             )
-        else:
-            environment[name] = _env_text(value)
+        environment[name] = _env_text(text)
     return environment
+
+
+@dataclass(frozen=True)
+class PolicyStatement:
+    """One statement of a function's execution role, its Refs and Subs resolved."""
+
+    effect: str  # Allow or Deny
+    actions: tuple[str, ...]  # service:Operation, with * and ? wildcards
+    resources: tuple[str, ...]  # ARNs, with * and ? wildcards
+
+
+_STATEMENT_KEYS = {"Sid", "Effect", "Action", "Resource"}
+# What would change a function's permissions in ways only IAM itself could evaluate.
+_ROLE_PROPERTIES = ("Role", "PermissionsBoundary")
+
+
+def _text_list(value: Any, where: str) -> tuple[str, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(item, str) for item in values):
+        raise TemplateError(f"{where}: expected text or a list of text, found {value!r}")
+    return tuple(values)
+
+
+def function_policy(
+    template: dict[str, Any], function_logical_id: str, resolved: Mapping[str, Any]
+) -> list[PolicyStatement]:
+    """The statements of the execution role SAM makes for the function: its Policies, Globals
+    applied, every Ref, GetAtt and Sub resolved (`resolve`).
+
+    Only policy documents written out (`- Statement: [...]`) are read. What cannot be
+    evaluated here is refused rather than guessed: a managed policy (by name or ARN), a SAM
+    policy template (DynamoDBCrudPolicy...), a Role or PermissionsBoundary of the function's
+    own, and statements with Condition, NotAction, NotResource or Principal. (SAM also attaches
+    AWSLambdaBasicExecutionRole, and with Tracing AWSXrayWriteOnlyAccess: logs and traces,
+    which reach neither DynamoDB nor Secrets Manager.)
+    """
+    properties = function_properties(template, function_logical_id)
+    for name in _ROLE_PROPERTIES:
+        if name in properties:
+            raise TemplateError(
+                f"{function_logical_id}: its {name} cannot be evaluated locally; grant "
+                "permissions with Policies statements"
+            )
+    policies = properties.get("Policies", [])
+    statements: list[PolicyStatement] = []
+    for index, policy in enumerate(policies if isinstance(policies, list) else [policies]):
+        where = f"{function_logical_id}.Policies[{index}]"
+        if not isinstance(policy, dict) or _is_intrinsic(policy):
+            raise TemplateError(
+                f"{where}: the managed policy {policy!r} cannot be evaluated locally; write its "
+                "statements out"
+            )
+        if "Statement" not in policy:
+            raise TemplateError(
+                f"{where}: the SAM policy template {', '.join(policy)} cannot be evaluated "
+                "locally; write its statements out"
+            )
+        listed = policy["Statement"]
+        for number, statement in enumerate(listed if isinstance(listed, list) else [listed]):
+            at = f"{where}.Statement[{number}]"
+            unknown = set(statement) - _STATEMENT_KEYS
+            if unknown:
+                raise TemplateError(
+                    f"{at}: {', '.join(sorted(unknown))} cannot be evaluated locally"
+                )
+            if statement.get("Effect") not in ("Allow", "Deny"):
+                raise TemplateError(f"{at}: Effect must be Allow or Deny")
+            statements.append(
+                PolicyStatement(
+                    effect=statement["Effect"],
+                    actions=_text_list(
+                        resolve(template, statement.get("Action"), resolved, at), at
+                    ),
+                    resources=_text_list(
+                        resolve(template, statement.get("Resource"), resolved, at), at
+                    ),
+                )
+            )
+    return statements

@@ -10,6 +10,8 @@ What SAM deploys, emulated in one process from template.yaml:
   with the template's environment; as on Lambda, an instance takes one request at a time
   and concurrent requests get instances of their own, each its own load of the module
   (lambda_runtime), so races between requests are real here too.
+- IAM: each AWS call a function makes is held to its Policies in the template, and one they
+  do not allow fails with AccessDeniedException as in AWS (iam); moto alone allows anything.
 
 All functions share this process's environment, so a variable that two functions would set
 to different values is refused rather than guessed. Instances also share the process's
@@ -24,15 +26,23 @@ the API, seed adds the demo agents and cli is the command.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from ..devauth import DevIssuer
-from ..template import TEMPLATE_PATH, Route, load_template, routes, table_logical_id
-from .aws import ACCOUNT_ID, REGION, set_env, start_aws
+from ..template import (
+    TEMPLATE_PATH,
+    Route,
+    function_policy,
+    load_template,
+    routes,
+    table_logical_id,
+)
+from .aws import ACCOUNT_ID, PARTITION, REGION, set_env, start_aws, table_arn
 from .gateway import Gateway, HttpResponse
+from .iam import Policy, acting_as, enforce
 from .lambda_runtime import LambdaContext, LambdaFunction, lambda_functions, shared_environment
 from .server import HttpServer, serve
 from .web import WebPages
@@ -83,20 +93,28 @@ class LocalApi:
         with ExitStack() as stack:
             self.aws_endpoint_url = start_aws(stack, template, self.table_name)
             server = self._bind_http(stack, template)
+            table = table_logical_id(template)
             resolved = {
-                table_logical_id(template): self.table_name,
+                table: self.table_name,
+                f"{table}.Arn": table_arn(self.table_name),
                 # The authorizer's settings: the DevIssuer stands in for the platform's.
                 "JwtIssuer": self.issuer.issuer,
                 "JwtAudience": self.issuer.audience,
                 # OAuth providers redirect here, and the Email tab it serves gets the results.
                 "PublicBaseUrl": self.url,
                 "AllowedUiOrigins": self.url,
+                "AWS::Partition": PARTITION,
                 "AWS::Region": REGION,
                 "AWS::AccountId": ACCOUNT_ID,
                 **self.parameters,
             }
             for name, value in shared_environment(template, self.routes, resolved).items():
                 set_env(stack, name, value)
+            # Each function's execution role, which every AWS call it makes is held to.
+            for name, function in self._functions.items():
+                statements = function_policy(template, name, resolved)
+                function.policy = Policy(name, tuple(statements))
+            stack.enter_context(enforce())
             # No CloudWatch here to receive metrics.
             set_env(stack, "POWERTOOLS_METRICS_DISABLED", "true", overwrite=False)
             serve(stack, server)
@@ -112,6 +130,11 @@ class LocalApi:
         authorizer check: what `sam local invoke` does with a file from events/."""
         route = next(r for r in self.routes if r.route_key == event["routeKey"])
         return self._functions[route.function].invoke(event)
+
+    def acting_as(self, function: str) -> AbstractContextManager[None]:
+        """The AWS calls made in the block are `function`'s, held to its policy as its own
+        code's are: what a function may do can be checked without a route that does it."""
+        return acting_as(self._functions[function].policy)
 
     def __enter__(self) -> LocalApi:
         self.start()

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from contextlib import ExitStack
 from typing import Any
 
 import boto3
+from moto.dynamodb.responses import DynamoHandler
 from moto.server import ThreadedMotoServer
 
 from ..template import create_table
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
+PARTITION = "aws"
+
+
+def table_arn(table_name: str) -> str:
+    return f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT_ID}:table/{table_name}"
 
 
 def start_aws(stack: ExitStack, template: dict[str, Any], table_name: str) -> str:
@@ -25,6 +32,7 @@ def start_aws(stack: ExitStack, template: dict[str, Any], table_name: str) -> st
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     stack.callback(moto.stop)
+    _one_dynamodb_request_at_a_time()
     host, port = moto.get_host_and_port()
     endpoint_url = f"http://{host}:{port}"
     set_env(stack, "AWS_ENDPOINT_URL", endpoint_url)
@@ -40,6 +48,25 @@ def start_aws(stack: ExitStack, template: dict[str, Any], table_name: str) -> st
     finally:
         client.close()
     return endpoint_url
+
+
+def _one_dynamodb_request_at_a_time() -> None:
+    """moto's TransactWriteItems is not atomic: it copies the tables first and, when the
+    transaction is cancelled, puts the copies back, undoing whatever other requests wrote
+    meanwhile. DynamoDB's transactions are atomic; taking moto's DynamoDB requests one at a
+    time makes them so here too (concurrent requests still run concurrently everywhere
+    else). For the whole process: every moto server in it shares the same backends."""
+    handler = DynamoHandler.call_action
+    if getattr(handler, "one_at_a_time", False):
+        return
+    lock = threading.Lock()
+
+    def call_action(self: DynamoHandler) -> Any:
+        with lock:
+            return handler(self)
+
+    call_action.one_at_a_time = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
 
 def set_env(stack: ExitStack, name: str, value: str, *, overwrite: bool = True) -> None:

@@ -1,7 +1,8 @@
 """What Lambda does for each function: its handler, loaded from its CodeUri on first use, run
 with a context object, one request at a time per instance and in as many instances as there
-are concurrent requests; and the template's environment, which all functions share in this
-one process (a variable two of them would set differently is refused rather than guessed)."""
+are concurrent requests, its AWS calls held to its execution role (iam); and the template's
+environment, which all functions share in this one process (a variable two of them would set
+differently is refused rather than guessed)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from ..functions import load_function_module
 from ..template import Route, TemplateError, function_environment, function_properties
 from .aws import ACCOUNT_ID, REGION
+from .iam import Policy, acting_as
 
 Handler = Callable[[dict[str, Any], "LambdaContext"], Any]
 
@@ -44,24 +46,32 @@ class LambdaFunction:
         self._handler_name = route.handler
         self._memory_mb = memory_mb
         self._timeout_seconds = timeout_seconds
+        # Its execution role; LocalApi sets it from the template once it can resolve it.
+        # Until then nothing is allowed.
+        self.policy = Policy(self.name)
         self._idle: list[Handler] = []
         self._instances = 0
         self._lock = threading.Lock()
 
     def invoke(self, event: dict[str, Any]) -> Any:
-        handler = self._take_instance()
-        try:
-            context = LambdaContext(
-                function_name=self.name,
-                memory_limit_in_mb=self._memory_mb,
-                invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.name}",
-                aws_request_id=str(uuid.uuid4()),
-                deadline=time.monotonic() + self._timeout_seconds,
-            )
-            return handler(event, context)
-        finally:
-            with self._lock:
-                self._idle.append(handler)
+        # The module's load on a new instance is the function's too: Lambda's init phase runs
+        # with its role.
+        with acting_as(self.policy):
+            handler = self._take_instance()
+            try:
+                context = LambdaContext(
+                    function_name=self.name,
+                    memory_limit_in_mb=self._memory_mb,
+                    invoked_function_arn=(
+                        f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.name}"
+                    ),
+                    aws_request_id=str(uuid.uuid4()),
+                    deadline=time.monotonic() + self._timeout_seconds,
+                )
+                return handler(event, context)
+            finally:
+                with self._lock:
+                    self._idle.append(handler)
 
     def _take_instance(self) -> Handler:
         with self._lock:
