@@ -77,6 +77,18 @@ class ImportResult:
     peak_rss: int  # median, bytes
 
 
+def _stand_ins(template: dict[str, Any]) -> dict[str, str]:
+    """Values of the shape CloudFormation gives the stack's queues and buses (nothing is
+    sent to them at import)."""
+    values = {}
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") == "AWS::SQS::Queue":
+            values[logical_id] = f"https://sqs.{REGION}.amazonaws.com/123456789012/{logical_id}"
+        elif resource.get("Type") == "AWS::Events::EventBus":
+            values[logical_id] = f"mailbridge-bench-{logical_id}"
+    return values
+
+
 def lambda_environment(
     template: dict[str, Any], function: str, parameters: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -85,7 +97,11 @@ def lambda_environment(
     --parameter-overrides` would give them (defaults otherwise)."""
     properties = function_properties(template, function)
     runtime = properties.get("Runtime", "python3.12")
-    resolved = {table_logical_id(template): "mailbridge-bench", **(parameters or {})}
+    resolved = {
+        table_logical_id(template): "mailbridge-bench",
+        **_stand_ins(template),
+        **(parameters or {}),
+    }
     return {
         # Nothing from the shell that runs the benchmark: Lambda gives none of it.
         "LANG": "en_US.UTF-8",

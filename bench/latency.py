@@ -25,6 +25,7 @@ from mailbridge.connections.models import ImapConnection, Security, ServerSettin
 from mailbridge.core.settings import settings
 from mailbridge.mail.compose import compose
 from mailbridge.mail.mailboxes import open_mailbox
+from mailbridge.newmail.service import LOOK_LIMIT
 from mailbridge_tools.sandbox import DovecotServer, SmtpServer
 
 from .latency_proxy import LatencyProxy
@@ -101,6 +102,8 @@ class MailLatency:
     unread_large: CheckTiming  # ... and of the large one
     send: CheckTiming  # SMTP's round trips; the seconds of the whole send, sent copy included
     send_imap_round_trips: int  # IMAP's, beside SMTP: login and LIST meanwhile, then APPEND
+    look_small: CheckTiming  # the new-mail worker's look at an unchanged inbox
+    look_large: CheckTiming
 
     @property
     def unread_bytes_ratio(self) -> float:
@@ -236,6 +239,20 @@ class MailLab:
 
             return run
 
+        def look(mailbox: Mailbox) -> Callable[[], None]:
+            """The new-mail worker's look at an inbox with nothing new since the last."""
+            connection = self.connection(mailbox)
+            since = datetime.now(UTC)
+            with open_mailbox(connection, PASSWORD) as box:
+                position = box.new_messages(None, since=since, limit=LOOK_LIMIT).position
+
+            def run() -> None:
+                with open_mailbox(connection, PASSWORD) as box:
+                    found = box.new_messages(position, since=since, limit=LOOK_LIMIT)
+                _expect(not found.messages and found.position == position, f"{mailbox} changed")
+
+            return run
+
         connection = self.connection(self.small)
 
         def send() -> None:
@@ -268,6 +285,12 @@ class MailLab:
             unread_large = self._check_timing(
                 listing(self.large, unread_only=True), self.imap_proxy, runs, ()
             )
+            look_small = self._check_timing(
+                look(self.small), self.imap_proxy, runs, IMAP_TLS_MINIMUM
+            )
+            look_large = self._check_timing(
+                look(self.large), self.imap_proxy, runs, IMAP_TLS_MINIMUM
+            )
             sending = self._check_timing(send, self.smtp_proxy, runs, SMTP_SEND_MINIMUM)
         imap_traces = self.imap_proxy.take_traces()
         _expect(len(imap_traces) == runs, f"{len(imap_traces)} IMAP connections for {runs} sends")
@@ -278,6 +301,8 @@ class MailLab:
             unread_large,
             sending,
             max(trace.round_trips for trace in imap_traces),
+            look_small,
+            look_large,
         )
 
     @staticmethod

@@ -176,6 +176,20 @@ def mail_rows(mail: MailLatency, small: int, large: int, runs: int, delay: float
             note=f"SMTP {mail.send.round_trips} round trips (minimum {len(mail.send.minimum)}); "
             f"IMAP {mail.send_imap_round_trips}, its login while SMTP sends",
         ),
+        Row(
+            measure=f"new mail: a look at an unchanged inbox, {large:,} vs {small:,} messages",
+            value=f"{_ms(mail.look_large.seconds)} vs {_ms(mail.look_small.seconds)} ms",
+            compared=f"{mail.look_large.round_trips} vs {mail.look_small.round_trips} round trips"
+            f", minimum {len(mail.look_small.minimum)}",
+            budget="the same in both; the minimum and imaplib's CAPABILITY",
+            verdict=verdict(
+                mail.look_large.round_trips
+                == mail.look_small.round_trips
+                <= len(mail.look_small.minimum) + 1
+            ),
+            note="minimum: " + ", ".join(mail.look_small.minimum) + " (UIDNEXT UIDVALIDITY); "
+            "and no DynamoDB write (tests/test_new_mail.py)",
+        ),
     ]
 
 

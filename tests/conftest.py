@@ -46,6 +46,12 @@ from support import (
 HYGIENE = SecretHygiene()
 # The passwords of the mailboxes tests make, searched for like the others.
 MAILBOX_PASSWORDS: set[str] = set()
+# Gmail push: the deployment's Pub/Sub topic and its push subscription's token, at the fake.
+GMAIL_PUSH_PARAMETERS = {
+    "GmailPushTopic": "projects/mailbridge-test/topics/gmail",
+    "GmailPushAudience": "https://mailbridge.test/api/engine/push/google",
+    "GmailPushServiceAccount": "gmail-push@mailbridge-test.iam.gserviceaccount.com",
+}
 
 # Lambda sets a function's environment before its code loads, and Powertools reads its own
 # variables once, when the layer's logger and metrics are made: test modules that import the
@@ -120,11 +126,21 @@ def local_api(
     os.environ["GOOGLE_TOKEN_URL"] = f"{google.base_url}/token"
     os.environ["GOOGLE_REVOKE_URL"] = f"{google.base_url}/revoke"
     os.environ["GMAIL_BASE_URL"] = f"{google.base_url}/gmail/v1"
+    # Gmail push: Google's signing keys are the fake's.
+    os.environ["GOOGLE_PUSH_CERTS_URL"] = f"{google.base_url}/oauth2/v1/certs"
     from mailbridge_tools.localapi import LocalApi
 
     # The test servers listen on loopback, on high ports: allowed explicitly, as a
-    # deployment with self-hosted servers would.
-    with LocalApi(parameters=Sandbox.parameters()) as api, secrets_kept_from(api):
+    # deployment with self-hosted servers would. Gmail push on, through the fake's Pub/Sub.
+    parameters = Sandbox.parameters() | GMAIL_PUSH_PARAMETERS
+    with LocalApi(parameters=parameters) as api, secrets_kept_from(api):
+        # Gmail push: the topic's push subscription delivers to the local run's route.
+        google.configure_push(
+            topic=GMAIL_PUSH_PARAMETERS["GmailPushTopic"],
+            endpoint=f"{api.url}/api/engine/push/google",
+            audience=GMAIL_PUSH_PARAMETERS["GmailPushAudience"],
+            service_account=GMAIL_PUSH_PARAMETERS["GmailPushServiceAccount"],
+        )
         yield api
     # The whole suite has run through this API: did any secret ever leave?
     canaries = {MAILBOX_PASSWORD} | MAILBOX_PASSWORDS | microsoft.secrets | google.secrets

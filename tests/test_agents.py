@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from aws_calls import AwsCalls
+from mailbridge.storage.newmail import DynamoFeedStore
 from mailbridge.storage.secrets import SecretsManagerStore
 from support import ApiClient, OAuthAgent, Org, make_org
 
@@ -137,7 +138,7 @@ def test_a_save_racing_the_removal_never_outlives_the_agent(org: Org, imap_body:
         with ThreadPoolExecutor(max_workers=4) as pool:
             savers = [pool.submit(keep_saving, agent_id, saving) for _ in range(4)]
             time.sleep(0.02 * round_)  # the removal lands at a different point each round
-            delete_agent(agents, secrets, orgs, platform, agent_id)
+            delete_agent(agents, secrets, orgs, DynamoFeedStore(), platform, agent_id)
             saving.clear()
             for saver in savers:
                 saver.result()  # re-raises what a saver met that it should not have

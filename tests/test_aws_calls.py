@@ -7,7 +7,9 @@ latency and money). The budgets:
   refreshed; a warm instance reads no secret version it has read before.
 The mail routes are held to the same: a read of the agent, one of its secret on a new
 instance, and for a send its idempotency record (written, then completed) and a counter
-write per limit of the client organization's policy.
+write per limit of the client organization's policy. A new-mail look at an unchanged inbox
+reads the agent and its feed and writes nothing; a new message costs its claim, its event,
+its note and the feed's move.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ _FIGURES: list[str] = []
 
 @pytest.fixture(scope="module")
 def aws_calls(local_api: Any) -> AwsCalls:
-    from mailbridge.storage.aws import dynamodb, secretsmanager
+    from mailbridge.storage.aws import dynamodb, events, secretsmanager, sqs
 
-    return AwsCalls([dynamodb(), secretsmanager()])
+    return AwsCalls([dynamodb(), secretsmanager(), events(), sqs()])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -207,3 +209,34 @@ def test_the_mail_routes_read_the_agent_once_and_its_secret_once_per_instance(
     )
     # The agent, then the key's conditional put, which fails and hands back the stored result.
     assert [str(call) for call in retried] == ["dynamodb.Query", "dynamodb.PutItem"]
+
+
+def test_a_look_for_new_mail_writes_only_when_there_is_news(
+    local_api: Any, imap_agent: MailAgent, aws_calls: AwsCalls
+) -> None:
+    from mailbridge.newmail.models import SyncReason, SyncRequest
+    from mailbridge.storage.newmail import SqsSyncQueue
+
+    assert imap_agent.org.client.post(imap_agent.org.config_path + "/test").json()["ok"]
+    request = SyncRequest(agent_id=imap_agent.agent_id, reason=SyncReason.POLL)
+
+    def look() -> None:
+        SqsSyncQueue().send([request])
+        local_api.process_queue()
+
+    look()  # its first: where the inbox is
+    unchanged = counted(aws_calls, "new mail: a look, nothing new", look)
+    assert [str(call) for call in unchanged if call.service != "sqs"] == [
+        "dynamodb.Query",  # the agent and its config
+        "dynamodb.GetItem",  # its feed
+    ]
+    imap_agent.deliver(b"From: a@example.net\r\nSubject: News\r\n\r\nHello.\r\n")
+    news = counted(aws_calls, "new mail: a look, one new message", look)
+    assert [str(call) for call in news if call.service != "sqs"] == [
+        "dynamodb.Query",
+        "dynamodb.GetItem",
+        "dynamodb.PutItem",  # the message claimed
+        "events.PutEvents",
+        "dynamodb.UpdateItem",  # ...and noted as announced
+        "dynamodb.PutItem",  # the feed moved past it
+    ]

@@ -9,8 +9,14 @@ from typing import Any
 
 from mailbridge.agents.models import Agent
 from mailbridge.storage.agents import DynamoAgentStore
+from mailbridge.storage.newmail import DynamoFeedStore
 
 EVENTS = Path(__file__).parent.parent / "events"
+# Events of other sources than the HTTP API, and the function each is for.
+OTHER_EVENTS = {
+    "new_mail_round": "NewMailDispatchFunction",
+    "new_mail_look": "NewMailWorkerFunction",
+}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -19,8 +25,37 @@ def load(name: str) -> dict[str, Any]:
 
 
 def test_every_route_has_a_sample_event(local_api: Any) -> None:
-    sampled = {load(path.stem)["routeKey"] for path in EVENTS.glob("*.json")}
+    sampled = {
+        load(path.stem)["routeKey"]
+        for path in EVENTS.glob("*.json")
+        if path.stem not in OTHER_EVENTS
+    }
     assert sampled == {route.route_key for route in local_api.routes}
+
+
+def test_the_new_mail_events_run(local_api: Any) -> None:
+    """The scheduler's round queues every connected IMAP agent; a look at an agent with no
+    connection has nothing to do, and succeeds."""
+    connected = sum(len(page) for page in DynamoFeedStore().connected_agents("imap"))
+    round_ = local_api.invoke(load("new_mail_round"), OTHER_EVENTS["new_mail_round"])
+    assert round_ == {"queued": connected}
+    look = local_api.invoke(load("new_mail_look"), OTHER_EVENTS["new_mail_look"])
+    assert look == {"batchItemFailures": []}
+    local_api.process_queue()  # what the round queued
+
+
+def test_the_push_events_run(local_api: Any) -> None:
+    """Graph's validation request is answered with its token; a Gmail push whose token
+    Google did not sign is refused before anything else."""
+    validation = local_api.invoke(load("graph_notification"))
+    token = load("graph_notification")["queryStringParameters"]["validationToken"]
+    assert (validation["statusCode"], validation["body"]) == (200, token)
+    assert validation["headers"]["Content-Type"].startswith("text/plain")
+    push = local_api.invoke(load("gmail_push"))
+    assert (push["statusCode"], json.loads(push["body"])["error"]["code"]) == (
+        401,
+        "push_unauthorized",
+    )
 
 
 def test_the_events_run_in_order(local_api: Any) -> None:

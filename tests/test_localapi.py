@@ -1,13 +1,17 @@
 """The local API adapter and template reader, on a throwaway template with an echo function;
-and IAM as the local run enforces it, there and on the real template."""
+IAM as the local run enforces it, there and on the real template; and what invokes functions
+besides API Gateway (schedules, SQS queues) and the bus's events, on a throwaway template
+with a ticking and a working function, and on the real one."""
 
 from __future__ import annotations
 
 import base64
 import contextvars
+import hashlib
 import http.client
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -21,13 +25,17 @@ import pytest
 from botocore.exceptions import ClientError
 from mailbridge_tools.devauth import DevIssuer
 from mailbridge_tools.localapi import LocalApi
+from mailbridge_tools.localapi.triggers import rate_seconds
+from mailbridge_tools.sandbox import DEMO_MAILBOX, DovecotServer
 from mailbridge_tools.template import (
     PolicyStatement,
     Route,
     TemplateError,
+    check_events,
     function_environment,
     function_policy,
     load_template,
+    queue_sources,
     routes,
     table_properties,
 )
@@ -747,3 +755,536 @@ def test_the_real_template_holds_each_function_to_its_policy() -> None:
     assert "secretsmanager:DeleteSecret on resource: " + secret(
         "mailbridge/agents/any/email"
     ) in str(org_settings.value)
+
+
+# -- what invokes a function besides API Gateway: schedules, queues, and the bus's events
+
+TRIGGERED_TEMPLATE = """\
+Parameters:
+  JwtIssuer:
+    Type: String
+  TickRate:
+    Type: String
+    Default: rate(1 minute)
+Globals:
+  Function:
+    Handler: app.handler
+    Timeout: 10
+    Environment:
+      Variables:
+        TABLE_NAME: !Ref Table
+        WORK_QUEUE_URL: !Ref WorkQueue
+Resources:
+  Table:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      BillingMode: PAY_PER_REQUEST
+      AttributeDefinitions: [{AttributeName: pk, AttributeType: S}]
+      KeySchema: [{AttributeName: pk, KeyType: HASH}]
+  Bus:
+    Type: AWS::Events::EventBus
+    Properties:
+      Name: !Sub ${AWS::StackName}-bus
+  WorkQueue:
+    Type: AWS::SQS::Queue
+    Properties:
+      VisibilityTimeout: 120
+      RedrivePolicy:
+        deadLetterTargetArn: !GetAtt DeadLetters.Arn
+        maxReceiveCount: 2
+  DeadLetters:
+    Type: AWS::SQS::Queue
+    Properties:
+      MessageRetentionPeriod: 1209600
+  TickFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: tick/
+      Policies:
+        - Statement:
+            - Effect: Allow
+              Action: sqs:SendMessage
+              Resource: !GetAtt WorkQueue.Arn
+      Events:
+        Tick:
+          Type: ScheduleV2
+          Properties:
+            ScheduleExpression: !Ref TickRate
+            Input: '{"jobs": ["ticked"]}'
+        Daily:
+          Type: ScheduleV2
+          Properties:
+            ScheduleExpression: rate(1 day)
+  WorkFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: work/
+      Environment:
+        Variables:
+          BUS_NAME: !Ref Bus
+          BUS_ARN: !GetAtt Bus.Arn
+      Policies:
+        - Statement:
+            - Effect: Allow
+              Action: events:PutEvents
+              Resource: !GetAtt Bus.Arn
+            - Effect: Allow
+              Action: sqs:SendMessage
+              Resource: !GetAtt WorkQueue.Arn
+      Events:
+        Work:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt WorkQueue.Arn
+            BatchSize: 3
+            FunctionResponseTypes: [ReportBatchItemFailures]
+"""
+
+# Sends each job of its input to the queue.
+TICK_APP = """
+import os
+
+import boto3
+
+sqs = boto3.client("sqs")
+
+
+def handler(event, context):
+    for job in event.get("jobs", []):
+        sqs.send_message(QueueUrl=os.environ["WORK_QUEUE_URL"], MessageBody=job)
+    return {"input": event}
+"""
+
+# Puts an event on the bus for each record it is given (the record in it), then does what the
+# body's first word says: spawn (sends a message of its own), fail (reported failed),
+# raise-once and bogus-once (the whole batch fails at its first receive, by an exception or an
+# itemIdentifier of no record of the batch); anything else succeeds.
+WORK_APP = """
+import json
+import os
+
+import boto3
+
+events = boto3.client("events")
+sqs = boto3.client("sqs")
+
+
+def handler(event, context):
+    records = event["Records"]
+    events.put_events(
+        Entries=[
+            {
+                "EventBusName": os.environ["BUS_NAME"],
+                "Source": "test.work",
+                "DetailType": "Delivered",
+                "Detail": json.dumps({"body": record["body"], "record": record}),
+            }
+            for record in records
+        ]
+    )
+    failures = []
+    for record in records:
+        kind = record["body"].split(":")[0]
+        first = record["attributes"]["ApproximateReceiveCount"] == "1"
+        if kind == "spawn":
+            body = record["body"].replace("spawn", "spawned", 1)
+            sqs.send_message(QueueUrl=os.environ["WORK_QUEUE_URL"], MessageBody=body)
+        elif kind == "fail":
+            failures.append({"itemIdentifier": record["messageId"]})
+        elif kind == "raise-once" and first:
+            raise RuntimeError("the whole batch fails")
+        elif kind == "bogus-once" and first:
+            failures.append({"itemIdentifier": "no-record-of-this-batch"})
+    return {"batchItemFailures": failures}
+"""
+
+
+def write_triggered_template(directory: Path) -> Path:
+    for name, code in (("tick", TICK_APP), ("work", WORK_APP)):
+        (directory / name).mkdir()
+        (directory / name / "app.py").write_text(code)
+    path = directory / "template.yaml"
+    path.write_text(TRIGGERED_TEMPLATE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def triggered_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_triggered_template(tmp_path_factory.mktemp("triggered"))
+
+
+@pytest.fixture(scope="module")
+def triggered(triggered_path: Path) -> Iterator[LocalApi]:
+    table_name = f"localapi-test-{uuid.uuid4().hex[:8]}"
+    with LocalApi(template_path=triggered_path, table_name=table_name) as running:
+        yield running
+
+
+@pytest.fixture
+def sqs(triggered: LocalApi) -> Iterator[Any]:
+    """An SQS client; the work queue starts empty, what earlier tests left delivered."""
+    triggered.process_queue("WorkQueue")
+    client = boto3.client("sqs")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def events(triggered: LocalApi) -> Iterator[Any]:
+    client = boto3.client("events")
+    yield client
+    client.close()
+
+
+def queue_arn(api: LocalApi, queue: str) -> str:
+    return f"arn:aws:sqs:us-east-1:123456789012:{api.table_name}-{queue}"
+
+
+def bus_arn(name: str) -> str:
+    return f"arn:aws:events:us-east-1:123456789012:event-bus/{name}"
+
+
+def dead_letters_url(api: LocalApi, sqs: Any) -> str:
+    url: str = sqs.get_queue_url(QueueName=f"{api.table_name}-DeadLetters")["QueueUrl"]
+    return url
+
+
+def delivered(api: LocalApi, token: str) -> list[dict[str, Any]]:
+    """The records the work function was given whose body has `token`, oldest first."""
+    return [
+        event["detail"]["record"]
+        for event in api.mail_events()
+        if event["source"] == "test.work" and token in event["detail"]["body"]
+    ]
+
+
+def receive_counts(api: LocalApi, token: str) -> list[tuple[str, int]]:
+    return [
+        (record["body"].split(":")[0], int(record["attributes"]["ApproximateReceiveCount"]))
+        for record in delivered(api, token)
+    ]
+
+
+def queue_is_empty(sqs: Any) -> bool:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=os.environ["WORK_QUEUE_URL"],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return set(attributes.values()) == {"0"}
+
+
+def test_queues_and_buses_are_made_from_the_template_and_resolved(
+    triggered: LocalApi, sqs: Any, events: Any
+) -> None:
+    work_url = os.environ["WORK_QUEUE_URL"]
+    attributes = sqs.get_queue_attributes(QueueUrl=work_url, AttributeNames=["All"])["Attributes"]
+    dead = sqs.get_queue_attributes(
+        QueueUrl=dead_letters_url(triggered, sqs), AttributeNames=["All"]
+    )["Attributes"]
+    bus = events.describe_event_bus(Name=os.environ["BUS_NAME"])
+
+    # Named as CloudFormation names them, after the stack (the table's name here).
+    assert work_url.endswith(f"/123456789012/{triggered.table_name}-WorkQueue")
+    assert attributes["QueueArn"] == queue_arn(triggered, "WorkQueue")
+    assert attributes["VisibilityTimeout"] == "120"
+    assert json.loads(attributes["RedrivePolicy"]) == {
+        "deadLetterTargetArn": queue_arn(triggered, "DeadLetters"),
+        "maxReceiveCount": 2,
+    }
+    assert dead["MessageRetentionPeriod"] == "1209600"
+    assert os.environ["BUS_NAME"] == f"{triggered.table_name}-bus"
+    assert bus["Arn"] == os.environ["BUS_ARN"] == bus_arn(f"{triggered.table_name}-bus")
+
+
+def test_a_function_may_send_to_and_put_on_only_what_its_policy_names(
+    triggered: LocalApi, sqs: Any, events: Any
+) -> None:
+    work_url = os.environ["WORK_QUEUE_URL"]
+    entry = {"Source": "test.iam", "DetailType": "Checked", "Detail": "{}"}
+    on_the_bus = {**entry, "EventBusName": os.environ["BUS_NAME"]}
+    batch = [{"Id": "1", "MessageBody": "iam:batched"}]
+    dead_url = dead_letters_url(triggered, sqs)  # GetQueueUrl: not the function's to do
+    refusals = {}
+    with triggered.acting_as("TickFunction"):
+        sqs.send_message(QueueUrl=work_url, MessageBody="iam:sent")
+        sqs.send_message_batch(QueueUrl=work_url, Entries=batch)
+        for name, call in {
+            "dead letters": lambda: sqs.send_message(QueueUrl=dead_url, MessageBody="iam:never"),
+            "batch to dead letters": lambda: sqs.send_message_batch(
+                QueueUrl=dead_url, Entries=batch
+            ),
+            "receive": lambda: sqs.receive_message(QueueUrl=work_url),
+            "put": lambda: events.put_events(Entries=[on_the_bus]),
+        }.items():
+            with pytest.raises(ClientError) as refused_call:
+                call()
+            refusals[name] = refused_call.value.response["Error"]
+    with triggered.acting_as("WorkFunction"):
+        assert events.put_events(Entries=[on_the_bus])["FailedEntryCount"] == 0
+        by_arn = {**entry, "EventBusName": os.environ["BUS_ARN"]}
+        assert events.put_events(Entries=[by_arn])["FailedEntryCount"] == 0
+        with pytest.raises(ClientError) as default_bus:
+            events.put_events(Entries=[on_the_bus, entry])  # one entry on the default bus
+
+    assert {error["Code"] for error in refusals.values()} == {"AccessDeniedException"}
+    role = "assumed-role/TickFunctionRole/TickFunction"
+    dead = queue_arn(triggered, "DeadLetters")
+    assert (
+        f"{role} is not authorized to perform: sqs:SendMessage on resource: {dead} "
+        in (refusals["dead letters"]["Message"])
+    )
+    assert f"sqs:SendMessage on resource: {dead} " in refusals["batch to dead letters"]["Message"]
+    assert (
+        f"sqs:ReceiveMessage on resource: {queue_arn(triggered, 'WorkQueue')} "
+        in (refusals["receive"]["Message"])
+    )
+    bus = os.environ["BUS_ARN"]
+    assert f"events:PutEvents on resource: {bus} " in refusals["put"]["Message"]
+    assert f"events:PutEvents on resource: {bus_arn('default')} " in str(default_bus.value)
+    assert triggered.process_queue("WorkQueue") == 2  # what was allowed is in the queue
+
+
+def test_run_schedule_invokes_with_the_schedules_input(triggered: LocalApi, sqs: Any) -> None:
+    assert triggered.run_schedule("TickFunction", "Tick") == {"input": {"jobs": ["ticked"]}}
+    assert triggered.run_schedule("TickFunction", "Daily") == {"input": {}}  # no Input
+    with pytest.raises(ValueError, match="TickFunction has no ScheduleV2 event named Work"):
+        triggered.run_schedule("TickFunction", "Work")
+    assert [body for body, _ in receive_counts(triggered, "ticked")] == []
+    assert triggered.process_queue("WorkQueue") == 1
+    assert receive_counts(triggered, "ticked") == [("ticked", 1)]
+
+
+def test_process_queue_gives_lambdas_sqs_event_and_deletes_what_succeeded(
+    triggered: LocalApi, sqs: Any
+) -> None:
+    token = uuid.uuid4().hex
+    sqs.send_message(
+        QueueUrl=os.environ["WORK_QUEUE_URL"],
+        MessageBody=f"plain:{token}",
+        MessageAttributes={
+            "kind": {"DataType": "String", "StringValue": "plain"},
+            "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"},
+        },
+    )
+    sqs.send_message(QueueUrl=os.environ["WORK_QUEUE_URL"], MessageBody=f"spawn:{token}")
+
+    # The message the function sends meanwhile is delivered too.
+    assert triggered.process_queue("WorkQueue") == 3
+    assert receive_counts(triggered, token) == [("plain", 1), ("spawn", 1), ("spawned", 1)]
+    assert queue_is_empty(sqs)
+    record = delivered(triggered, token)[0]
+    assert set(record) == {
+        "messageId",
+        "receiptHandle",
+        "body",
+        "attributes",
+        "messageAttributes",
+        "md5OfBody",
+        "md5OfMessageAttributes",
+        "eventSource",
+        "eventSourceARN",
+        "awsRegion",
+    }
+    assert (record["eventSource"], record["awsRegion"]) == ("aws:sqs", "us-east-1")
+    assert record["eventSourceARN"] == queue_arn(triggered, "WorkQueue")
+    assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()  # noqa: S324
+    assert {"ApproximateReceiveCount", "SentTimestamp", "SenderId"} <= set(record["attributes"])
+    assert record["messageAttributes"] == {
+        "kind": {
+            "stringValue": "plain",
+            "stringListValues": [],
+            "binaryListValues": [],
+            "dataType": "String",
+        },
+        "blob": {
+            "binaryValue": "AAE=",
+            "stringListValues": [],
+            "binaryListValues": [],
+            "dataType": "Binary",
+        },
+    }
+
+
+def test_a_reported_failure_alone_is_retried_until_the_dead_letter_queue(
+    triggered: LocalApi, sqs: Any
+) -> None:
+    token = uuid.uuid4().hex
+    for kind in ("ok", "fail"):
+        sqs.send_message(QueueUrl=os.environ["WORK_QUEUE_URL"], MessageBody=f"{kind}:{token}")
+
+    # maxReceiveCount 2: received twice, then moved to the dead-letter queue.
+    assert triggered.process_queue("WorkQueue") == 3
+    assert receive_counts(triggered, token) == [("ok", 1), ("fail", 1), ("fail", 2)]
+    assert queue_is_empty(sqs)
+    assert f"fail:{token}" in triggered.dead_letters("DeadLetters")
+    assert f"fail:{token}" in triggered.dead_letters("DeadLetters")  # they stay there
+
+
+@pytest.mark.parametrize("kind", ["raise-once", "bogus-once"])
+def test_an_exception_or_an_invalid_answer_fails_the_whole_batch(
+    triggered: LocalApi, sqs: Any, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = uuid.uuid4().hex
+    for body in (f"sibling:{token}", f"{kind}:{token}"):
+        sqs.send_message(QueueUrl=os.environ["WORK_QUEUE_URL"], MessageBody=body)
+
+    assert triggered.process_queue("WorkQueue") == 4
+    # Both tried again; the second time they succeed, and nothing is dead-lettered.
+    assert receive_counts(triggered, token) == [
+        ("sibling", 1),
+        (kind, 1),
+        ("sibling", 2),
+        (kind, 2),
+    ]
+    assert queue_is_empty(sqs)
+    assert not [body for body in triggered.dead_letters("DeadLetters") if token in body]
+    assert "WorkFunction" in caplog.text and "whole batch" in caplog.text
+
+
+def test_mail_events_are_the_bus_events_as_a_target_receives_them(
+    triggered: LocalApi, sqs: Any, events: Any
+) -> None:
+    token = uuid.uuid4().hex
+    sqs.send_message(QueueUrl=os.environ["WORK_QUEUE_URL"], MessageBody=f"ok:{token}")
+    # Not on the template's bus: not recorded.
+    events.put_events(Entries=[{"Source": "elsewhere", "DetailType": "x", "Detail": "{}"}])
+    triggered.process_queue("WorkQueue")
+
+    [event] = [e for e in triggered.mail_events() if token in e["detail"].get("body", "")]
+    status, _, body = call(triggered, "GET", "/local/mail-events")
+
+    assert set(event) == {
+        "version",
+        "id",
+        "detail-type",
+        "source",
+        "account",
+        "time",
+        "region",
+        "resources",
+        "detail",
+    }
+    assert (event["source"], event["detail-type"], event["account"]) == (
+        "test.work",
+        "Delivered",
+        "123456789012",
+    )
+    assert event["detail"]["body"] == f"ok:{token}"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", event["time"])
+    assert not [e for e in triggered.mail_events() if e["source"] == "elsewhere"]
+    assert status == 200 and event in json.loads(body)["events"]
+
+
+def test_the_local_run_refuses_triggers_it_cannot_emulate(triggered_path: Path) -> None:
+    template = load_template(triggered_path)
+    events_of_work = template["Resources"]["WorkFunction"]["Properties"]["Events"]
+    events_of_work["Work"]["Properties"]["FilterCriteria"] = {"Filters": []}
+    with pytest.raises(TemplateError, match="Work: FilterCriteria is not emulated"):
+        queue_sources(template)
+    events_of_work["Upload"] = {"Type": "S3", "Properties": {}}
+    with pytest.raises(TemplateError, match="Upload: S3 events are not emulated"):
+        check_events(template)
+    with pytest.raises(TemplateError, match="only rate"):
+        rate_seconds("cron(0 12 * * ? *)")
+    assert [rate_seconds(f"rate({n})") for n in ("1 minute", "5 minutes", "2 hours", "1 day")] == [
+        60,
+        300,
+        7200,
+        86400,
+    ]
+
+
+def test_in_the_background_schedules_tick_and_queues_are_delivered_until_stop(
+    triggered_path: Path,
+) -> None:
+    seen: list[dict[str, Any]] = []
+    arrived = threading.Event()
+
+    def observe(event: dict[str, Any]) -> None:
+        seen.append(event)
+        arrived.set()
+
+    started = time.monotonic()
+    with LocalApi(
+        template_path=triggered_path,
+        table_name=f"localapi-test-{uuid.uuid4().hex[:8]}",
+        background=True,
+        schedule_periods={"TickRate": 0.2},  # the Tick schedule's parameter
+    ) as running:
+        running.mail_event_observers.append(observe)
+        names = {"localapi-clock", "localapi-sqs-WorkQueue", "localapi-bus-events"}
+        assert names <= {thread.name for thread in threading.enumerate()}
+        # Tick, the worker, the bus and the recorder, all by themselves.
+        assert arrived.wait(10)
+    elapsed = time.monotonic() - started
+
+    assert seen[0]["detail"]["body"] == "ticked"
+    assert not names & {thread.name for thread in threading.enumerate()}
+    assert elapsed < 5, elapsed
+
+
+def test_the_real_template_makes_its_queues_and_bus_and_holds_functions_to_them() -> None:
+    with LocalApi(table_name=f"localapi-test-{uuid.uuid4().hex[:8]}") as real:
+        stack = real.table_name
+        environment = dict(os.environ)
+        sqs_client, events_client = boto3.client("sqs"), boto3.client("events")
+        dynamodb_client = boto3.client("dynamodb")
+        redrive = sqs_client.get_queue_attributes(
+            QueueUrl=environment["SYNC_QUEUE_URL"], AttributeNames=["RedrivePolicy"]
+        )["Attributes"]["RedrivePolicy"]
+        dead_url = sqs_client.get_queue_url(QueueName=f"{stack}-MailboxDeadLetterQueue")
+        entry = {
+            "EventBusName": environment["EVENT_BUS_NAME"],
+            "Source": "mailbridge",
+            "DetailType": "Mail Received",
+            "Detail": "{}",
+        }
+        query = {
+            "TableName": stack,
+            "KeyConditionExpression": "connected_provider = :p",
+            "ExpressionAttributeValues": {":p": {"S": "imap"}},
+        }
+        with real.acting_as("NewMailDispatchFunction"):
+            dynamodb_client.query(IndexName="ConnectedByProvider", **query)
+            sqs_client.send_message(QueueUrl=environment["SYNC_QUEUE_URL"], MessageBody="{}")
+            refused_calls = []
+            for refused_call in (
+                lambda: dynamodb_client.query(**(query | {"KeyConditionExpression": "pk = :p"})),
+                lambda: sqs_client.send_message(QueueUrl=dead_url["QueueUrl"], MessageBody="{}"),
+                lambda: events_client.put_events(Entries=[entry]),
+            ):
+                with pytest.raises(ClientError) as raised:
+                    refused_call()
+                refused_calls.append(str(raised.value))
+        with real.acting_as("NewMailWorkerFunction"):
+            assert events_client.put_events(Entries=[entry])["FailedEntryCount"] == 0
+        recorded = real.mail_events()
+        for client in (sqs_client, events_client, dynamodb_client):
+            client.close()
+
+    assert environment["SYNC_QUEUE_URL"].endswith(f"/{stack}-MailboxQueue")
+    assert environment["EVENT_BUS_NAME"] == f"{stack}-mail"
+    assert json.loads(redrive) == {
+        "deadLetterTargetArn": f"arn:aws:sqs:us-east-1:123456789012:{stack}-MailboxDeadLetterQueue",
+        "maxReceiveCount": 3,
+    }
+    assert "dynamodb:Query on resource: " + table(real) + " " in refused_calls[0]
+    assert f":{stack}-MailboxDeadLetterQueue because" in refused_calls[1]
+    assert "events:PutEvents on resource: " + bus_arn(f"{stack}-mail") in refused_calls[2]
+    assert [(event["source"], event["detail-type"]) for event in recorded] == [
+        ("mailbridge", "Mail Received")
+    ]
+
+
+def test_drop_puts_new_mail_in_the_demo_mailbox(dovecot: DovecotServer) -> None:
+    from mailbridge_tools.sandbox.drop import drop
+
+    password = uuid.uuid4().hex
+    dovecot.set_password(DEMO_MAILBOX, password)
+
+    drop(dovecot.imap_port, password, "Dropped for a test", "Hello.")
+
+    [message] = dovecot.folder_messages(DEMO_MAILBOX, "INBOX")
+    assert message.flags == ()  # unseen, as new mail is
+    assert b"Subject: Dropped for a test" in message.raw
+    assert b"From: Dana Reyes <dana@workspace.example>" in message.raw

@@ -155,6 +155,36 @@ def test_unread_pages_come_from_searches_that_answer_a_page(
         assert len(searches) == 3 and all(" RETURN " not in search for search in searches)
 
 
+def test_a_look_for_new_mail_asks_status_and_fetches_only_the_new_uids(
+    local_api: Any, recorded_agent: MailAgent, recording: Recording
+) -> None:
+    from mailbridge.newmail.models import SyncReason, SyncRequest
+    from mailbridge.storage.newmail import SqsSyncQueue
+
+    recorded_agent.deliver(_message("Old"))
+    tested = recorded_agent.org.client.post(recorded_agent.org.config_path + "/test")
+    assert tested.json()["status"] == "connected", tested.text
+
+    def look() -> list[str]:
+        before = len(recording.dovecot.commands(recorded_agent.login))
+        request = SyncRequest(agent_id=recorded_agent.agent_id, reason=SyncReason.POLL)
+        SqsSyncQueue().send([request])
+        local_api.process_queue()
+        return recording.dovecot.commands(recorded_agent.login)[before:]
+
+    look()  # the first: where the inbox is
+    # Unchanged: one STATUS after the login, nothing selected, nothing fetched.
+    assert [command.split()[0].upper() for command in look()] == ["STATUS", "LOGOUT"]
+    recorded_agent.deliver(_message("New"))
+    commands = look()
+    status, select, search, fetch = commands[:4]
+    assert status.upper() == 'STATUS "INBOX" (UIDVALIDITY UIDNEXT)'
+    assert select.upper().startswith("EXAMINE")  # read-only: a look marks nothing read
+    assert search.upper().startswith("UID SEARCH UID ") and search.endswith(":*")
+    new_uid = search.split()[-1].removesuffix(":*")
+    assert fetch.upper().startswith(f"UID FETCH {new_uid} ")  # its headers, the new UID's only
+
+
 def test_the_sent_folder_is_found_among_the_special_use_folders_only(
     recorded_agent: MailAgent, recording: Recording, smtp: SmtpServer
 ) -> None:

@@ -12,11 +12,13 @@ from mailbridge.http.app import create_app, lambda_handler
 from mailbridge.http.caller import AgentId, current_caller
 from mailbridge.http.contract import AGENTS_MANAGE, errors, jwt_with, success
 from mailbridge.storage.agents import DynamoAgentStore
+from mailbridge.storage.newmail import DynamoFeedStore
 from mailbridge.storage.orgs import DynamoOrgStore
 from mailbridge.storage.secrets import SecretsManagerStore
 
 app = create_app()
 agents, secrets, orgs = DynamoAgentStore(), SecretsManagerStore(), DynamoOrgStore()
+feeds = DynamoFeedStore()
 PATH = "/bridge/agents/<agentId>"
 TAGS = ["Agents"]
 MANAGE = jwt_with(AGENTS_MANAGE)
@@ -44,7 +46,7 @@ def put_agent(agentId: AgentId, request: Annotated[AgentRequest, Body()]) -> Age
     responses=success("Deleted.", status=204) | errors(401, 403, 404, 422, 503),
 )
 def remove_agent(agentId: AgentId) -> Response[str]:
-    delete_agent(agents, secrets, orgs, current_caller(app), agentId)
+    delete_agent(agents, secrets, orgs, feeds, current_caller(app), agentId)
     logger.info("agent deleted")
     return Response(status_code=204, body="")
 

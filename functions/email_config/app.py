@@ -16,12 +16,14 @@ from mailbridge.http.app import create_app, lambda_handler
 from mailbridge.http.caller import AgentId, current_caller, parse_if_match
 from mailbridge.http.contract import JWT, errors, success
 from mailbridge.storage.agents import DynamoAgentStore
+from mailbridge.storage.newmail import DynamoFeedStore
 from mailbridge.storage.orgs import DynamoOrgStore
 from mailbridge.storage.secrets import SecretsManagerStore
 from pydantic.json_schema import SkipJsonSchema
 
 app = create_app()
 agents, secrets, orgs = DynamoAgentStore(), SecretsManagerStore(), DynamoOrgStore()
+feeds = DynamoFeedStore()
 PATH = "/bridge/agents/<agentId>/email-config"
 TAGS = ["Email connection"]
 ETAG: dict[str, OpenAPIResponseHeader] = {
@@ -78,7 +80,7 @@ def put_config(
     responses=success("The agent, now without a connection.") | errors(401, 404, 422, 503),
 )
 def delete_config(agentId: AgentId) -> EmailConfigView:
-    deleted = delete_email_config(agents, secrets, orgs, current_caller(app), agentId)
+    deleted = delete_email_config(agents, secrets, orgs, feeds, current_caller(app), agentId)
     logger.info("email config deleted")
     return deleted
 

@@ -1,5 +1,6 @@
-"""Reads the SAM template: routes, functions' environment and IAM policies, and the table, for
-local runs and tests.
+"""Reads the SAM template: routes, functions' code, environment, IAM policies and other
+events (schedules, SQS queues), the table, the queues and event buses, for local runs and
+tests.
 
 Everything local is derived from template.yaml, so a route, a variable or a key that changes
 there changes here too, and local runs cannot drift from what is deployed.
@@ -7,6 +8,7 @@ there changes here too, and local runs cannot drift from what is deployed.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ TEMPLATE_PATH = Path(__file__).resolve().parent.parent.parent / "template.yaml"
 
 _FUNCTION = "AWS::Serverless::Function"
 _TABLE = "AWS::DynamoDB::Table"
+_QUEUE = "AWS::SQS::Queue"
+_EVENT_BUS = "AWS::Events::EventBus"
 # Short tags whose long form has no "Fn::" prefix.
 _UNPREFIXED_TAGS = {"Ref", "Condition"}
 
@@ -122,14 +126,38 @@ def _default_authorizer(template: dict[str, Any], event: dict[str, Any]) -> str 
     return authorizer
 
 
+def function_ids(template: dict[str, Any]) -> list[str]:
+    """The logical ids of every function, in the template's order."""
+    return list(_resources(template, _FUNCTION))
+
+
+@dataclass(frozen=True)
+class FunctionCode:
+    """Where a function's code is: its CodeUri directory and its Handler."""
+
+    code_uri: Path
+    handler: str
+
+
+def function_code(
+    template: dict[str, Any], function_logical_id: str, base_dir: Path = TEMPLATE_PATH.parent
+) -> FunctionCode:
+    """The function's code; CodeUri is relative to `base_dir`."""
+    properties = function_properties(template, function_logical_id)
+    code_uri = properties.get("CodeUri")
+    if not isinstance(code_uri, str):
+        raise TemplateError(
+            f"{function_logical_id}: only a local directory CodeUri can run locally"
+        )
+    return FunctionCode((base_dir / code_uri).resolve(), properties["Handler"])
+
+
 def routes(template: dict[str, Any], base_dir: Path = TEMPLATE_PATH.parent) -> list[Route]:
     """Every HttpApi event of every function; CodeUri is relative to `base_dir`."""
     found: list[Route] = []
     for logical_id in _resources(template, _FUNCTION):
         properties = function_properties(template, logical_id)
-        code_uri = properties.get("CodeUri")
-        if not isinstance(code_uri, str):
-            raise TemplateError(f"{logical_id}: only a local directory CodeUri can run locally")
+        code = function_code(template, logical_id, base_dir)
         for event_id, event in properties.get("Events", {}).items():
             if event.get("Type") != "HttpApi":
                 continue
@@ -143,8 +171,8 @@ def routes(template: dict[str, Any], base_dir: Path = TEMPLATE_PATH.parent) -> l
                     method=event_properties["Method"].upper(),
                     path=event_properties["Path"],
                     function=logical_id,
-                    code_uri=(base_dir / code_uri).resolve(),
-                    handler=properties["Handler"],
+                    code_uri=code.code_uri,
+                    handler=code.handler,
                     authorized=authorizer not in (None, "NONE"),
                     scopes=tuple(auth.get("AuthorizationScopes", ())),
                 )
@@ -185,6 +213,199 @@ def create_table(client: DynamoDBClient, table_name: str, template: dict[str, An
         client.update_time_to_live(
             TableName=table_name, TimeToLiveSpecification=properties["TimeToLiveSpecification"]
         )
+
+
+# -- what invokes a function besides API Gateway
+
+# The event types a local run emulates: API Gateway, EventBridge Scheduler, Lambda's SQS
+# event source mapping.
+_EMULATED_EVENTS = ("HttpApi", "ScheduleV2", "SQS")
+_REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One ScheduleV2 event of a function: EventBridge Scheduler invokes the function with
+    `input` at every tick of `expression`."""
+
+    function: str
+    name: str  # the event's name under the function's Events
+    expression: str  # resolved: rate(1 minute), cron(...) or at(...)
+    input: Any  # the payload: the event's Input, parsed ({} without one)
+    enabled: bool
+    # The template parameter the expression is (`!Ref NewMailPollRate`), if it is one.
+    parameter: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueSource:
+    """One SQS event of a function: Lambda's event source mapping from a queue of the
+    template to the function, in batches."""
+
+    function: str
+    name: str  # the event's name under the function's Events
+    queue: str  # the queue's logical id
+    batch_size: int
+    report_item_failures: bool  # FunctionResponseTypes has ReportBatchItemFailures
+    enabled: bool
+
+
+def _events(template: dict[str, Any], event_type: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(function, event name, Properties) of every event of that type, in template order."""
+    found = []
+    for function in _resources(template, _FUNCTION):
+        for name, event in function_properties(template, function).get("Events", {}).items():
+            if event.get("Type") == event_type:
+                found.append((function, name, event.get("Properties", {})))
+    return found
+
+
+def check_events(template: dict[str, Any]) -> None:
+    """Refuses a function event of a type the local run does not emulate: that function would
+    silently never run here."""
+    for function in _resources(template, _FUNCTION):
+        for name, event in function_properties(template, function).get("Events", {}).items():
+            if event.get("Type") not in _EMULATED_EVENTS:
+                raise TemplateError(
+                    f"{function}.{name}: {event.get('Type')} events are not emulated locally "
+                    f"(only {', '.join(_EMULATED_EVENTS)})"
+                )
+
+
+def schedules(template: dict[str, Any], resolved: Mapping[str, Any]) -> list[Schedule]:
+    """Every ScheduleV2 event of every function, its expression resolved (`resolve`)."""
+    found = []
+    for function, name, properties in _events(template, "ScheduleV2"):
+        where = f"{function}.{name}"
+        expression = properties.get("ScheduleExpression")
+        if expression is None:
+            raise TemplateError(f"{where}: needs a ScheduleExpression")
+        payload = properties.get("Input")
+        try:
+            parsed = (
+                {} if payload is None else json.loads(resolve(template, payload, resolved, where))
+            )
+        except (TypeError, ValueError) as error:
+            raise TemplateError(f"{where}: its Input is not JSON text: {error}") from None
+        parameter = expression.get("Ref") if isinstance(expression, dict) else None
+        found.append(
+            Schedule(
+                function=function,
+                name=name,
+                expression=str(resolve(template, expression, resolved, where)),
+                input=parsed,
+                enabled=resolve(template, properties.get("State", "ENABLED"), resolved, where)
+                != "DISABLED",
+                parameter=parameter if isinstance(parameter, str) else None,
+            )
+        )
+    return found
+
+
+def queue_sources(template: dict[str, Any]) -> list[QueueSource]:
+    """Every SQS event of every function; its Queue must be `!GetAtt <a queue of the
+    template>.Arn`."""
+    queues = _resources(template, _QUEUE)
+    found: list[QueueSource] = []
+    for function, name, properties in _events(template, "SQS"):
+        where = f"{function}.{name}"
+        if "FilterCriteria" in properties:
+            raise TemplateError(f"{where}: FilterCriteria is not emulated locally")
+        target = properties.get("Queue")
+        attribute = target.get("Fn::GetAtt") if isinstance(target, dict) else None
+        if isinstance(attribute, str):
+            attribute = attribute.split(".")
+        if not (isinstance(attribute, list) and attribute[1:] == ["Arn"]):
+            raise TemplateError(f"{where}: its Queue must be !GetAtt <queue>.Arn to run locally")
+        if attribute[0] not in queues:
+            raise TemplateError(f"{where}: no {_QUEUE} named {attribute[0]} in the template")
+        if any(source.queue == attribute[0] for source in found):
+            raise TemplateError(
+                f"{where}: a second SQS event from {attribute[0]}; the local run delivers a "
+                "queue to one function"
+            )
+        found.append(
+            QueueSource(
+                function=function,
+                name=name,
+                queue=attribute[0],
+                batch_size=int(properties.get("BatchSize", 10)),
+                report_item_failures=_REPORT_BATCH_ITEM_FAILURES
+                in properties.get("FunctionResponseTypes", []),
+                enabled=properties.get("Enabled", True) is not False,
+            )
+        )
+    return found
+
+
+# -- queues and event buses
+
+# A queue's Properties that are SQS attributes of the same name; QueueName names it and its
+# Tags change nothing a test can observe.
+_QUEUE_ATTRIBUTES = frozenset(
+    {
+        "ContentBasedDeduplication",
+        "DeduplicationScope",
+        "DelaySeconds",
+        "FifoQueue",
+        "FifoThroughputLimit",
+        "KmsDataKeyReusePeriodSeconds",
+        "KmsMasterKeyId",
+        "MaximumMessageSize",
+        "MessageRetentionPeriod",
+        "ReceiveMessageWaitTimeSeconds",
+        "RedriveAllowPolicy",
+        "RedrivePolicy",
+        "SqsManagedSseEnabled",
+        "VisibilityTimeout",
+    }
+)
+_QUEUE_OTHER_PROPERTIES = frozenset({"QueueName", "Tags"})
+
+
+def queue_ids(template: dict[str, Any]) -> list[str]:
+    """The logical ids of the template's SQS queues."""
+    return list(_resources(template, _QUEUE))
+
+
+def queue_properties(template: dict[str, Any], queue_logical_id: str) -> dict[str, Any]:
+    properties: dict[str, Any] = _resources(template, _QUEUE)[queue_logical_id].get(
+        "Properties", {}
+    )
+    return properties
+
+
+def queue_attributes(
+    template: dict[str, Any], queue_logical_id: str, resolved: Mapping[str, Any]
+) -> dict[str, str]:
+    """The queue's SQS attributes from its Properties, resolved (`resolve`), as SQS takes
+    them: text, and the redrive policies as JSON."""
+    properties = queue_properties(template, queue_logical_id)
+    unknown = set(properties) - _QUEUE_ATTRIBUTES - _QUEUE_OTHER_PROPERTIES
+    if unknown:
+        raise TemplateError(
+            f"{queue_logical_id}: {', '.join(sorted(unknown))} cannot be emulated locally"
+        )
+    attributes = {}
+    for name, value in properties.items():
+        if name in _QUEUE_ATTRIBUTES:
+            text = resolve(template, value, resolved, f"{queue_logical_id}.{name}")
+            attributes[name] = json.dumps(text) if isinstance(text, dict) else _env_text(text)
+    return attributes
+
+
+def event_bus_names(template: dict[str, Any], resolved: Mapping[str, Any]) -> dict[str, str]:
+    """The template's EventBridge buses: their names by logical id, resolved (`resolve`)."""
+    names = {}
+    for logical_id, bus in _resources(template, _EVENT_BUS).items():
+        properties = bus.get("Properties", {})
+        if "EventSourceName" in properties:
+            raise TemplateError(f"{logical_id}: a partner event bus cannot be emulated locally")
+        name = resolve(template, properties.get("Name"), resolved, f"{logical_id}.Name")
+        if not isinstance(name, str) or not name:
+            raise TemplateError(f"{logical_id}: needs a Name")
+        names[logical_id] = name
+    return names
 
 
 def _parameter_default(template: dict[str, Any], name: str) -> Any:
@@ -243,7 +464,33 @@ def resolve(template: dict[str, Any], value: Any, resolved: Mapping[str, Any], w
             return _env_text(_named_value(template, name, resolved, where))
 
         return _SUB_VARIABLE.sub(substitute, text)
+    if function == "Fn::If":
+        condition, when_true, when_false = argument
+        chosen = when_true if _holds(template, condition, resolved, where) else when_false
+        return resolve(template, chosen, resolved, where)
     raise TemplateError(f"{where}: {function} cannot be resolved locally")
+
+
+def _holds(
+    template: dict[str, Any], condition: str, resolved: Mapping[str, Any], where: str
+) -> bool:
+    """Whether the template's condition `condition` holds (Fn::Equals, Fn::Not, Condition)."""
+    definition = template.get("Conditions", {}).get(condition)
+    if definition is None:
+        raise TemplateError(f"{where}: no condition named {condition}")
+    return _truth(template, definition, resolved, where)
+
+
+def _truth(template: dict[str, Any], value: Any, resolved: Mapping[str, Any], where: str) -> bool:
+    [(function, argument)] = value.items()
+    if function == "Fn::Equals":
+        left, right = (resolve(template, side, resolved, where) for side in argument)
+        return bool(left == right)
+    if function == "Fn::Not":
+        return not _truth(template, argument[0], resolved, where)
+    if function == "Condition":
+        return _holds(template, argument, resolved, where)
+    raise TemplateError(f"{where}: {function} cannot be evaluated locally")
 
 
 def function_environment(

@@ -1,5 +1,6 @@
 """The AWS the functions reach, embedded: moto's server on loopback (DynamoDB, Secrets
-Manager), the environment that points every boto3 client there, and the template's table."""
+Manager, SQS, EventBridge), the environment that points every boto3 client there, and the
+template's table, queues and event buses."""
 
 from __future__ import annotations
 
@@ -7,13 +8,21 @@ import logging
 import os
 import threading
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import ThreadedMotoServer
 
-from ..template import create_table
+from ..template import create_table, event_bus_names, queue_attributes, queue_ids, queue_properties
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
+
+    # A queue's attributes by SQS's names (the template's properties of the same names).
+    QueueAttributes = dict[QueueAttributeNameType, str]
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -22,6 +31,61 @@ PARTITION = "aws"
 
 def table_arn(table_name: str) -> str:
     return f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT_ID}:table/{table_name}"
+
+
+def queue_arn(queue_name: str) -> str:
+    return f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT_ID}:{queue_name}"
+
+
+def event_bus_arn(bus_name: str) -> str:
+    return f"arn:{PARTITION}:events:{REGION}:{ACCOUNT_ID}:event-bus/{bus_name}"
+
+
+# Set once the queues exist: they name one another's ARNs.
+_REDRIVE_ATTRIBUTES = ("RedrivePolicy", "RedriveAllowPolicy")
+
+
+def create_queues(
+    client: SQSClient, template: dict[str, Any], stack_name: str, resolved: dict[str, str]
+) -> dict[str, str]:
+    """Creates the template's SQS queues, each named by its QueueName or, as CloudFormation
+    names it without the random suffix, `<stack_name>-<logical id>`; adds to `resolved` what
+    the template may refer to: the queue (its URL), `.Arn` and `.QueueName`. Their URLs, by
+    logical id."""
+    names = {}
+    for logical_id in queue_ids(template):
+        properties = queue_properties(template, logical_id)
+        name = properties.get("QueueName") or f"{stack_name}-{logical_id}"
+        if properties.get("FifoQueue") in (True, "true") and not name.endswith(".fifo"):
+            name += ".fifo"
+        names[logical_id] = name
+        resolved[f"{logical_id}.Arn"] = queue_arn(name)
+        resolved[f"{logical_id}.QueueName"] = name
+    urls: dict[str, str] = {}
+    redrives: dict[str, QueueAttributes] = {}
+    for logical_id, name in names.items():
+        attributes = cast("QueueAttributes", queue_attributes(template, logical_id, resolved))
+        redrive = {key: attributes.pop(key) for key in _REDRIVE_ATTRIBUTES if key in attributes}
+        url = client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        resolved[logical_id] = urls[logical_id] = url
+        if redrive:
+            redrives[url] = redrive
+    for url, redrive in redrives.items():
+        client.set_queue_attributes(QueueUrl=url, Attributes=redrive)
+    return urls
+
+
+def create_event_buses(
+    client: EventBridgeClient, template: dict[str, Any], resolved: dict[str, str]
+) -> list[str]:
+    """Creates the template's EventBridge buses; adds to `resolved` the bus (its name),
+    `.Arn` and `.Name`. Their names."""
+    names = event_bus_names(template, resolved)
+    for logical_id, name in names.items():
+        client.create_event_bus(Name=name)
+        resolved[logical_id] = resolved[f"{logical_id}.Name"] = name
+        resolved[f"{logical_id}.Arn"] = event_bus_arn(name)
+    return list(names.values())
 
 
 def start_aws(stack: ExitStack, template: dict[str, Any], table_name: str) -> str:

@@ -1,23 +1,31 @@
 """The local run's command line: its options, the welcome it prints once the API is up (URLs,
 a development token, calls to try) and, with --sandbox, the demo mailbox and identity
-providers around it."""
+providers around it. The schedules fire at their rates and the queues are delivered as AWS
+would (LocalApi's background); each event put on the bus is logged as one line."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import threading
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from . import LocalApi
 from .aws import set_env
 from .gateway import PATH_PARAMETER
 from .seed import CLIENT_AGENT_ID, CLIENT_ORG_ID, DEMO_AGENT_ID, DEMO_ORG_ID, seed_demo_agent
-from .web import OPENAPI_ROUTE
+from .web import MAIL_EVENTS_ROUTE, OPENAPI_ROUTE
 
 MAIL_SCOPES = ("mail.read", "mail.send")
+# The template parameter of the IMAP polling schedule, which --poll-seconds overrides.
+POLL_RATE_PARAMETER = "NewMailPollRate"
+# The sandbox's polling period unless --poll-seconds says: a dropped message is news at once.
+SANDBOX_POLL_SECONDS = 5.0
 
 
 def _placeholder(parameter: re.Match[str]) -> str:
@@ -69,6 +77,8 @@ def welcome_text(api: LocalApi, tokens: DevTokens) -> str:
             f"Demo agent: {DEMO_AGENT_ID}, in organization {DEMO_ORG_ID}.",
             f"Email tab: {email_tab_url(api, tokens.person, DEMO_AGENT_ID)}",
             f"OpenAPI document: {api.url}{OPENAPI_ROUTE}",
+            f"Events put on the mail event bus (this run's own page, not in AWS): "
+            f"{api.url}{MAIL_EVENTS_ROUTE}",
             f"Development tokens, valid 12 hours, organization {DEMO_ORG_ID}: an admin (the "
             "Email tab's), the demo agent's runtime, the platform:",
             f"  export MAILBRIDGE_TOKEN={tokens.person}",
@@ -78,6 +88,19 @@ def welcome_text(api: LocalApi, tokens: DevTokens) -> str:
             "Try:",
             *examples,
         ]
+    )
+
+
+def log_mail_event(event: dict[str, Any]) -> None:
+    """One line per event put on the bus: its kind, the agent and the subject."""
+    detail = event.get("detail")
+    if not isinstance(detail, dict):
+        detail = {}
+    print(
+        f"[{time.strftime('%d/%b/%Y %H:%M:%S')}] {event.get('detail-type')}: agent "
+        f"{detail.get('agent_id')}, subject {json.dumps(detail.get('subject'))}",
+        file=sys.stderr,
+        flush=True,
     )
 
 
@@ -103,8 +126,18 @@ def main(argv: list[str] | None = None) -> None:
         help="also serve, on loopback, a demo mailbox (Dovecot, SMTP) and fake Microsoft and "
         "Google identity providers, and point the API at them",
     )
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        metavar="N",
+        help=f"look at IMAP inboxes for new mail every N seconds instead of {POLL_RATE_PARAMETER}"
+        f" (rate() takes minutes at least); the sandbox's default is {SANDBOX_POLL_SECONDS:g}",
+    )
     args = parser.parse_args(argv)
+    if args.poll_seconds is not None and args.poll_seconds <= 0:
+        parser.error("--poll-seconds must be positive")
     overrides = dict(override.partition("=")[::2] for override in args.parameter_overrides)
+    poll_seconds = args.poll_seconds or (SANDBOX_POLL_SECONDS if args.sandbox else None)
     with ExitStack() as stack:
         sandbox = None
         if args.sandbox:
@@ -115,9 +148,16 @@ def main(argv: list[str] | None = None) -> None:
             for name, value in sandbox.environment().items():
                 set_env(stack, name, value)
         parameters = (sandbox.parameters() if sandbox else {}) | overrides
-        api = stack.enter_context(
-            LocalApi(args.host, args.port, seed=seed_demo_agent, parameters=parameters)
+        api = LocalApi(
+            args.host,
+            args.port,
+            seed=seed_demo_agent,
+            parameters=parameters,
+            background=True,
+            schedule_periods={POLL_RATE_PARAMETER: poll_seconds} if poll_seconds else None,
         )
+        api.mail_event_observers.append(log_mail_event)
+        stack.enter_context(api)
         if sandbox is not None:
             sandbox.register_apps(api.url)
             sandbox.seed(api.url, api.issuer.mint(sub="dev-admin", org_id=DEMO_ORG_ID))

@@ -7,8 +7,10 @@ module on a new instance) is that function's. `acting_as` marks the invocation i
 variable; a worker thread keeps it when it runs in a copy of the function's context
 (`contextvars.copy_context().run`, as the layer's adapters do). A call made outside any
 invocation is nobody's and is not checked: a test seeding the table, the local run's own
-setup. A call from a thread other than the main one while invocations run is most likely a
-function's thread that lost its context: it is logged as unchecked.
+setup, and what AWS itself does in the block of `aws_itself` (Lambda's event source mapping
+receiving and deleting messages, the recorder of the bus's events). Any other call from a
+thread other than the main one while invocations run is most likely a function's thread
+that lost its context: it is logged as unchecked.
 
 Every client: the check wraps botocore's `BaseClient._make_api_call`, which every operation,
 paginator and waiter of every client goes through, whenever and however the client was made.
@@ -27,6 +29,11 @@ What a call needs, as the Service Authorization Reference lists it:
   "*", GetSecretValue on each secret of SecretIdList and, with Filters, ListSecrets. (One secret
   not allowed refuses the whole batch here; AWS may instead answer the others and list that
   one under Errors: either way it is not read.)
+- SQS: the operation's name on the queue's ARN (from its QueueUrl or QueueName); a batch
+  needs the action of one (SendMessageBatch: sqs:SendMessage, DeleteMessageBatch:
+  sqs:DeleteMessage, ChangeMessageVisibilityBatch: sqs:ChangeMessageVisibility).
+- EventBridge: PutEvents needs events:PutEvents on the ARN of each bus its entries name
+  (EventBusName, a name or an ARN; without one, the account's default bus).
 - Anything else: the operation's name on "*".
 
 A call the policy does not allow fails as in AWS, before anything is sent: a ClientError
@@ -127,6 +134,10 @@ def authorizations(
         return _dynamodb(operation, params, region)
     if service == "secretsmanager":
         return _secretsmanager(operation, params, region)
+    if service == "sqs":
+        return _sqs(operation, params, region)
+    if service == "events" and operation == "PutEvents":
+        return _put_events(params, region)
     return [Authorization(f"{service}:{operation}", "*")]
 
 
@@ -193,11 +204,46 @@ def _secretsmanager(operation: str, params: dict[str, Any], region: str) -> list
     return [Authorization(f"secretsmanager:{operation}", "*")]
 
 
+_SQS_BATCH_ACTIONS = {
+    "SendMessageBatch": "SendMessage",
+    "DeleteMessageBatch": "DeleteMessage",
+    "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+}
+
+
+def _sqs(operation: str, params: dict[str, Any], region: str) -> list[Authorization]:
+    action = f"sqs:{_SQS_BATCH_ACTIONS.get(operation, operation)}"
+    if "QueueUrl" in params:
+        # https://sqs.<region>.amazonaws.com/<account>/<name>; moto's: http://<host>/<account>/<name>
+        account, name = str(params["QueueUrl"]).rstrip("/").split("/")[-2:]
+    elif "QueueName" in params:
+        account = str(params.get("QueueOwnerAWSAccountId") or ACCOUNT_ID)
+        name = str(params["QueueName"])
+    else:
+        return [Authorization(action, "*")]
+    return [Authorization(action, f"arn:{PARTITION}:sqs:{region}:{account}:{name}")]
+
+
+def _put_events(params: dict[str, Any], region: str) -> list[Authorization]:
+    def bus(name: str) -> str:
+        if name.startswith("arn:"):
+            return name
+        return f"arn:{PARTITION}:events:{region}:{ACCOUNT_ID}:event-bus/{name}"
+
+    buses = {
+        bus(str(entry.get("EventBusName") or "default")) for entry in params.get("Entries", [])
+    }
+    return [Authorization("events:PutEvents", arn) for arn in sorted(buses)]
+
+
 # -- whose call, and the check
 
 
 _acting: contextvars.ContextVar[Policy | None] = contextvars.ContextVar(
     "mailbridge_localapi_acting_as", default=None
+)
+_aws_itself: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "mailbridge_localapi_aws_itself", default=False
 )
 _state_lock = threading.Lock()
 _invocations = 0  # in flight, in every LocalApi of the process
@@ -224,6 +270,18 @@ def acting_as(policy: Policy) -> Iterator[None]:
 
 
 @contextmanager
+def aws_itself() -> Iterator[None]:
+    """The AWS calls made in this block, outside any invocation in it, are AWS's own (Lambda
+    polling a queue for its event source mapping, EventBridge's target): no function's, so
+    neither checked nor reported as a thread that lost its invocation's context."""
+    token = _aws_itself.set(True)
+    try:
+        yield
+    finally:
+        _aws_itself.reset(token)
+
+
+@contextmanager
 def enforce() -> Iterator[None]:
     """Checks every AWS call made in an invocation while the block runs (LocalApi's, from
     start to stop; several may run at once)."""
@@ -245,7 +303,8 @@ def enforce() -> Iterator[None]:
 def _checked_api_call(client: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
     policy = _acting.get()
     if policy is None:
-        _note_unattributed(client, operation_name)
+        if not _aws_itself.get():
+            _note_unattributed(client, operation_name)
     else:
         _authorize(policy, client, operation_name, api_params)
     assert _unchecked is not None  # installed before this could be called
@@ -295,7 +354,7 @@ def _access_denied(
             "RetryAttempts": 0,
         },
     }
-    # ClientError itself unless the service models the code (neither of ours does).
+    # ClientError itself unless the service models the code (none of ours does).
     error_class = cast("type[ClientError]", client.exceptions.from_code("AccessDeniedException"))
     return error_class(response, operation_name)
 

@@ -1,20 +1,28 @@
-"""What Lambda does for each function: its handler, loaded from its CodeUri on first use, run
-with a context object, one request at a time per instance and in as many instances as there
-are concurrent requests, its AWS calls held to its execution role (iam); and the template's
-environment, which all functions share in this one process (a variable two of them would set
-differently is refused rather than guessed)."""
+"""What Lambda does for each function of the template: its handler, loaded from its CodeUri
+on first use, run with a context object, one request at a time per instance and in as many
+instances as there are concurrent requests, its AWS calls held to its execution role (iam);
+and the template's environment, which all functions share in this one process (a variable
+two of them would set differently is refused rather than guessed)."""
 
 from __future__ import annotations
 
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..functions import load_function_module
-from ..template import Route, TemplateError, function_environment, function_properties
+from ..template import (
+    FunctionCode,
+    TemplateError,
+    function_code,
+    function_environment,
+    function_ids,
+    function_properties,
+)
 from .aws import ACCOUNT_ID, REGION
 from .iam import Policy, acting_as
 
@@ -40,10 +48,12 @@ class LambdaFunction:
     new one when every instance is busy, so concurrent requests really run concurrently.
     An instance is its own load of the handler module and takes one request at a time."""
 
-    def __init__(self, route: Route, memory_mb: int, timeout_seconds: float) -> None:
-        self.name = route.function
-        self._code_uri = route.code_uri
-        self._handler_name = route.handler
+    def __init__(
+        self, name: str, code: FunctionCode, memory_mb: int, timeout_seconds: float
+    ) -> None:
+        self.name = name
+        self._code_uri = code.code_uri
+        self._handler_name = code.handler
         self._memory_mb = memory_mb
         self._timeout_seconds = timeout_seconds
         # Its execution role; LocalApi sets it from the template once it can resolve it.
@@ -84,27 +94,26 @@ class LambdaFunction:
         return handler
 
 
-def lambda_functions(
-    template: dict[str, Any], api_routes: list[Route]
-) -> dict[str, LambdaFunction]:
-    """The functions the routes lead to, by name, with the template's memory and timeout."""
+def lambda_functions(template: dict[str, Any], base_dir: Path) -> dict[str, LambdaFunction]:
+    """Every function of the template, by name, with its memory and timeout; CodeUri is
+    relative to `base_dir`."""
     functions: dict[str, LambdaFunction] = {}
-    for route in api_routes:
-        if route.function not in functions:
-            properties = function_properties(template, route.function)
-            functions[route.function] = LambdaFunction(
-                route,
-                memory_mb=int(properties.get("MemorySize", 128)),
-                timeout_seconds=float(properties.get("Timeout", 3)),
-            )
+    for name in function_ids(template):
+        properties = function_properties(template, name)
+        functions[name] = LambdaFunction(
+            name,
+            function_code(template, name, base_dir),
+            memory_mb=int(properties.get("MemorySize", 128)),
+            timeout_seconds=float(properties.get("Timeout", 3)),
+        )
     return functions
 
 
 def shared_environment(
-    template: dict[str, Any], api_routes: list[Route], resolved: dict[str, str]
+    template: dict[str, Any], functions: Iterable[str], resolved: dict[str, str]
 ) -> dict[str, str]:
     environment: dict[str, str] = {}
-    for function in sorted({route.function for route in api_routes}):
+    for function in sorted(functions):
         for name, value in function_environment(template, function, resolved).items():
             if environment.setdefault(name, value) != value:
                 raise TemplateError(

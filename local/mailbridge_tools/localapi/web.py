@@ -1,15 +1,20 @@
-"""What the local run serves beside the API, without a token: the reference Email tab and the
-API's OpenAPI document."""
+"""What the local run serves beside the API, without a token: the reference Email tab, the
+API's OpenAPI document and the events recorded from the bus."""
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from ..template import TEMPLATE_PATH, Route
 from .gateway import HttpResponse
 
 # The API's OpenAPI document, public like the web files.
 OPENAPI_ROUTE = "/openapi.json"
+# The events put on the template's buses since the start: the local run's own page.
+MAIL_EVENTS_ROUTE = "/local/mail-events"
 # The reference Email tab (web/), served beside the API as the platform's UI would be.
 WEB_DIR = TEMPLATE_PATH.parent / "web"
 _WEB_FILES = {
@@ -20,10 +25,14 @@ _WEB_FILES = {
 
 
 class WebPages:
-    """The web files and the OpenAPI document of the functions this run serves."""
+    """The web files, the OpenAPI document of the functions this run serves and the events
+    recorded from the bus."""
 
-    def __init__(self, api_routes: list[Route]) -> None:
+    def __init__(
+        self, api_routes: list[Route], mail_events: Callable[[], list[dict[str, Any]]]
+    ) -> None:
         self._routes = api_routes
+        self._mail_events = mail_events
         self._openapi = b""
         self._openapi_lock = threading.Lock()
 
@@ -33,7 +42,17 @@ class WebPages:
             return _web_file(path)
         if path == OPENAPI_ROUTE:
             return self._openapi_document()
+        if path == MAIL_EVENTS_ROUTE:
+            return self._mail_events_page()
         return None
+
+    def _mail_events_page(self) -> HttpResponse:
+        """`{"events": [...]}`: every event put on the template's buses since the start, as
+        EventBridge delivers it to a target, oldest first. It does not exist in AWS: there a
+        rule of your own on the bus (MailEventBusName) sends them where you want."""
+        body = json.dumps({"events": self._mail_events()}).encode()
+        headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+        return HttpResponse(200, headers, body)
 
     def _openapi_document(self) -> HttpResponse:
         """The API's contract, generated from the functions this run serves (once: they do not

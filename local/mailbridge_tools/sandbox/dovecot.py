@@ -16,11 +16,26 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from .network import LOOPBACK, free_port, wait_for_port
+
+
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started (Dovecot's login, IMAP and helper processes)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def dovecot_binary() -> str | None:
@@ -151,6 +166,20 @@ class DovecotServer:
                 self._process.stderr.close()
             self._process = None
         shutil.rmtree(self.root, ignore_errors=True)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """A server that hangs: every Dovecot process stopped (SIGSTOP), so the kernel still
+        accepts connections and nothing greets them, until the block ends."""
+        assert self._process is not None
+        pids = [self._process.pid, *_children(self._process.pid)]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
 
     def _process_alive(self) -> bool:
         return self._process is not None and self._process.poll() is None

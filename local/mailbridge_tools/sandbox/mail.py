@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime
 import json
 import secrets
+import shlex
 import shutil
+import sys
 import tempfile
 import urllib.request
 from contextlib import ExitStack
@@ -282,5 +284,15 @@ class Sandbox:
                 f"    curl -s {agent_auth} {mail}/messages/<id>",
                 f'    curl -s -X POST {agent_auth} -H "Idempotency-Key: reply-1" {mail}/send'
                 f" --json '{json.dumps(reply)}'",
+                "  New mail: with the agent connected by IMAP, drop a message in its mailbox;"
+                " within seconds it is an event on the bus, logged here and on the events page:",
+                f'    {self.drop_command()} "Hello from the sandbox"',
             ]
+        )
+
+    def drop_command(self) -> str:
+        """The command that drops a new message in the demo mailbox (drop), but its subject."""
+        return (
+            f"{shlex.quote(sys.executable)} -m mailbridge_tools.sandbox.drop"
+            f" --port {self.dovecot.imap_port} --password {shlex.quote(self.password)}"
         )

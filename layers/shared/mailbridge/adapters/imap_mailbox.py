@@ -21,7 +21,8 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from imapclient import IMAPClient
@@ -41,9 +42,10 @@ from ..mail.ids import (
     unpack_cursor,
     unpack_message_id,
 )
-from ..mail.mailboxes import Delivered, FetchedMessage, Outgoing
+from ..mail.mailboxes import Delivered, FetchedMessage, NewMessages, Outgoing
 from ..mail.models import Folder, MessagePage, MessageSummary
 from ..mail.parsing import Headers, read_headers
+from ..newmail.models import Subscription
 from .imap import imap_errors, logged_in
 from .mailnet import whole_exchange_within
 from .smtp import send
@@ -290,6 +292,54 @@ class ImapMailbox:
                 raise message_not_found()
             (client.add_flags if read else client.remove_flags)([uid], [SEEN])
 
+    # -- new mail
+    def new_messages(self, position: str | None, *, since: datetime, limit: int) -> NewMessages:
+        """By UID: the inbox's UIDNEXT moved since the position's, the UIDs from there are
+        new. An unchanged inbox costs the login and one STATUS. Should UIDVALIDITY change
+        (the server renumbered the folder), the new numbers say nothing: the messages that
+        arrived after the newest one seen are new, by their arrival time, and the rest are
+        not announced again under new ids."""
+        with self._exchange():
+            client = self._session()
+            status = client.folder_status("INBOX", [b"UIDVALIDITY", b"UIDNEXT"])
+            validity, uid_next = int(status[b"UIDVALIDITY"]), int(status[b"UIDNEXT"])
+            known = _InboxPosition.parse(position) if position is not None else None
+            if known is not None and (known.validity, known.uid_next) == (validity, uid_next):
+                return NewMessages(messages=[], position=known.text(), more=False)
+            # Kept from the login's answer before SELECT flushes it: the commands below ask
+            # (LITERAL+), and asking the server would cost a round trip.
+            client.capabilities()
+            validity = int(client.select_folder("INBOX", readonly=True)[b"UIDVALIDITY"])
+            if known is not None and known.validity == validity:
+                # `n:*` always includes the last message, even below n.
+                found = client.search([b"UID", f"{known.uid_next}:*".encode()])
+                uids = sorted(uid for uid in found if uid >= known.uid_next)
+            else:
+                uids = _arrived_after(client, known.newest if known else since, since=known is None)
+            taken, more = uids[:limit], len(uids) > limit
+            fetched = client.fetch(taken, _SUMMARY) if taken else {}
+            summaries = [
+                self._summary("inbox", validity, uid, fetched[uid])[1]
+                for uid in taken
+                if uid in fetched  # expunged meanwhile
+            ]
+        newest = max(
+            [known.newest if known is not None else since, *(s.received_at for s in summaries)]
+        )
+        after_taken = taken[-1] + 1 if taken else 0
+        following = after_taken if more else max(uid_next, after_taken)
+        return NewMessages(
+            messages=summaries,
+            position=_InboxPosition(validity, following, newest).text(),
+            more=more,
+        )
+
+    def subscribe(self, current: Subscription | None) -> None:
+        return None  # IMAP is polled
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        pass  # nothing to stop: IMAP is polled
+
     # -- sending
     def send(self, outgoing: Outgoing, *, replying_to: FetchedMessage | None) -> Delivered:
         # The sent folder is found while SMTP sends, so the copy costs one APPEND more.
@@ -337,6 +387,39 @@ class ImapMailbox:
         if appended is None:  # no UIDPLUS: the copy is there, its UID unknown
             return None
         return pack("imap", "sent", appended[1].decode(), appended[2].decode())
+
+
+@dataclass(frozen=True)
+class _InboxPosition:
+    """Where the inbox was: its UIDVALIDITY, the UID the next message gets, and the arrival
+    time of the newest message seen (for when UIDVALIDITY changes)."""
+
+    validity: int
+    uid_next: int
+    newest: datetime
+
+    def text(self) -> str:
+        return f"{self.validity}:{self.uid_next}:{self.newest.isoformat()}"
+
+    @classmethod
+    def parse(cls, text: str) -> _InboxPosition:
+        validity, uid_next, newest = text.split(":", 2)  # our own, stored: trusted
+        return cls(int(validity), int(uid_next), datetime.fromisoformat(newest))
+
+
+def _arrived_after(client: IMAPClient, moment: datetime, *, since: bool) -> list[int]:
+    """The inbox's UIDs that arrived after `moment` (at it or after, with `since`), by their
+    INTERNALDATE. SEARCH SINCE compares dates alone, in the server's zone: a day earlier
+    finds them all, and their times decide."""
+    candidates = client.search([b"SINCE", moment - timedelta(days=1)])
+    if not candidates:
+        return []
+    dates = client.fetch(candidates, [b"INTERNALDATE"])
+    return sorted(
+        uid
+        for uid, data in dates.items()
+        if (arrived := _utc(data[b"INTERNALDATE"])) > moment or (since and arrived == moment)
+    )
 
 
 def _special_use_folders(client: IMAPClient) -> _Listed:

@@ -15,7 +15,7 @@ from .access import require_person
 from .models import Agent, Caller
 
 if TYPE_CHECKING:
-    from ..storage.protocols import AgentStore, OrgStore, SecretStore
+    from ..storage.protocols import AgentStore, FeedStore, OrgStore, SecretStore
 
 
 class AgentRequest(StrictModel):
@@ -54,7 +54,12 @@ def register_agent(
 
 
 def delete_agent(
-    agents: AgentStore, secrets: SecretStore, orgs: OrgStore, caller: Caller, agent_id: str
+    agents: AgentStore,
+    secrets: SecretStore,
+    orgs: OrgStore,
+    feeds: FeedStore,
+    caller: Caller,
+    agent_id: str,
 ) -> None:
     """Revoke its grant at the provider, then delete its connection, secrets, counters,
     idempotency records and the agent itself. Deleting what is gone (or was never the
@@ -67,6 +72,6 @@ def delete_agent(
     agent, config = agents.load(agent_id)
     if agent is None:  # a concurrent removal finished it
         return
-    disconnect(agents, secrets, orgs, agent, config)
+    disconnect(agents, secrets, orgs, feeds, agent, config)
     # The agent last: until it is gone, a retry finds it and finishes.
     agents.delete_agent(agent_id)

@@ -68,12 +68,8 @@ def run_connection_test(
     last_error = (
         LastError(**result.error.model_dump(), at=result.tested_at) if result.error else None
     )
-    recorded = config.model_copy(
-        update={
-            "status": Status.CONNECTED if result.ok else Status.ERROR,
-            "last_error": last_error,
-            "last_test": result,
-        }
+    recorded = config.with_status(
+        Status.CONNECTED if result.ok else Status.ERROR, last_error, last_test=result
     )
     if agents.update_status(recorded):
         status = recorded.status

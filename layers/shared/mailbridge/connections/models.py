@@ -3,7 +3,7 @@ views."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -215,6 +215,27 @@ class LastError(Problem):
     )
 
 
+class Degraded(BaseModel):
+    """New mail is not reaching the agent as it should, since `since`, and why (the
+    connection itself may still work: a poll timed out, a push subscription failed to renew)."""
+
+    problem: Problem
+    since: datetime
+    failures: int = Field(ge=1, description="Failed attempts in a row.")
+
+
+class DeliveryView(BaseModel):
+    """How new mail reaches the agent, as the Email tab shows it."""
+
+    state: Literal["active", "degraded"] = Field(
+        description="`degraded`: new mail is not reaching the agent as it should (see "
+        "`problem`); the connection itself may still work."
+    )
+    problem: Problem | None = None
+    since: datetime | None = Field(default=None, description="When it became degraded.")
+    failures: int = Field(default=0, description="Failed attempts in a row.")
+
+
 class InboxCounts(BaseModel):
     # Bounded: a server's numbers are input too (and DynamoDB stores 38 digits at most).
     total: int = Field(ge=0, le=10**15)
@@ -262,8 +283,22 @@ class StoredConfig(BaseModel):
     status: Status
     last_error: LastError | None = None
     last_test: ConnectionTestResult | None = None
+    # Since when this connection (these servers and login, this account) has been Connected:
+    # new mail is what arrives after it. None until it first connects; a save of other
+    # servers, login or account starts it again.
+    connected_at: datetime | None = None
+    degraded: Degraded | None = None  # new mail's delivery, while it fails
     version: int
     updated_at: datetime
+
+    def with_status(
+        self, status: Status, last_error: LastError | None, **changes: object
+    ) -> StoredConfig:
+        """The record with this status recorded (and `changes`)."""
+        update: dict[str, object] = {"status": status, "last_error": last_error, **changes}
+        if status is Status.CONNECTED and update.get("connected_at", self.connected_at) is None:
+            update["connected_at"] = datetime.now(UTC)
+        return self.model_copy(update=update)
 
 
 # ---- responses --------------------------------------------------------------------------
@@ -296,6 +331,9 @@ class EmailConfigView(BaseModel):
     )
     client_org: ClientOrgBanner | None = Field(
         description="The client organization the agent belongs to, and its policy."
+    )
+    delivery: DeliveryView | None = Field(
+        default=None, description="How new mail reaches the agent; shown while Connected."
     )
 
 

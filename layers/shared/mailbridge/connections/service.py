@@ -11,6 +11,8 @@ from ..core.errors import ErrorCode, InvalidField, MailbridgeError, StaleWrite, 
 from ..core.observability import logger
 from ..core.settings import settings
 from ..core.types import SecretRef, SecretState
+from ..mail.service import Stores
+from ..newmail.service import stop_new_mail
 from ..oauth.providers import requested_scopes
 from ..oauth.tokens import revoke_tokens
 from ..orgs.models import ClientOrg
@@ -18,6 +20,7 @@ from ..orgs.sending_policy import banner, require_email_domain
 from ..orgs.shared_apps import SharedApps, available_apps, resolve_app, unusable_app
 from .models import (
     Connection,
+    DeliveryView,
     EmailConfigRequest,
     EmailConfigView,
     ImapConfigRequest,
@@ -34,7 +37,7 @@ from .models import (
 from .presets import resolve_server
 
 if TYPE_CHECKING:
-    from ..storage.protocols import AgentStore, OrgStore, SecretStore
+    from ..storage.protocols import AgentStore, FeedStore, OrgStore, SecretStore
 
 # A save re-reads and re-applies on a concurrent write: the request is a full replacement,
 # so re-applying it gives "last writer wins" without ever writing a torn record.
@@ -79,6 +82,19 @@ def view(
         updated_at=config.updated_at if config else None,
         shared_apps=available_apps(shared),
         client_org=banner(client_org) if client_org else None,
+        delivery=_delivery(config) if status is Status.CONNECTED else None,
+    )
+
+
+def _delivery(config: StoredConfig | None) -> DeliveryView:
+    if config is None or config.degraded is None:
+        return DeliveryView(state="active")
+    degraded = config.degraded
+    return DeliveryView(
+        state="degraded",
+        problem=degraded.problem,
+        since=degraded.since,
+        failures=degraded.failures,
     )
 
 
@@ -311,13 +327,18 @@ def _discard_unused(secrets: SecretStore, before: StoredConfig, after: StoredCon
 
 
 def delete_email_config(
-    agents: AgentStore, secrets: SecretStore, orgs: OrgStore, caller: Caller, agent_id: str
+    agents: AgentStore,
+    secrets: SecretStore,
+    orgs: OrgStore,
+    feeds: FeedStore,
+    caller: Caller,
+    agent_id: str,
 ) -> EmailConfigView:
     """Disconnect: revoke where the provider allows, then forget the configuration and its
     secrets. Deleting what is already gone succeeds, so a retry after a failure half-way
     finishes the job."""
     agent, current = load_owned_agent(agents, caller, agent_id)
-    disconnect(agents, secrets, orgs, agent, current)
+    disconnect(agents, secrets, orgs, feeds, agent, current)
     shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
     return view(agent_id, None, shared, client_org)
 
@@ -326,11 +347,14 @@ def disconnect(
     agents: AgentStore,
     secrets: SecretStore,
     orgs: OrgStore,
+    feeds: FeedStore,
     agent: Agent,
     current: StoredConfig | None,
 ) -> None:
-    """Revoke where the provider allows, then delete the record and the agent's secrets."""
+    """Stop the provider's push of new mail and revoke where the provider allows, then
+    delete the record and the agent's secrets."""
     if current is not None:
+        stop_new_mail(Stores(agents, secrets, orgs), feeds, agent, current)
         if current.tokens is not None:
             revoke_tokens(secrets, orgs, agent, current, current.tokens)
         # The record first: a failure after it leaves secrets nothing reads, at the agent's

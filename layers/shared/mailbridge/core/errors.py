@@ -80,6 +80,9 @@ class ErrorCode(StrEnum):
     EMAIL_DOMAIN_NOT_ALLOWED = "email_domain_not_allowed"
     PROVIDER_ERROR = "provider_error"
     PROVIDER_THROTTLED = "provider_throttled"
+    # New mail from Microsoft Graph (issue 12): its subscription, its notifications
+    SUBSCRIPTION_REFUSED = "subscription_refused"
+    NOTIFICATION_INVALID = "notification_invalid"
     # Either a provider or a mail server
     TIMEOUT = "timeout"
     CONNECTION_FAILED = "connection_failed"
@@ -96,6 +99,11 @@ class ErrorCode(StrEnum):
     SERVER_BUSY = "server_busy"
     RECIPIENTS_REFUSED = "recipients_refused"
     MESSAGE_REFUSED = "message_refused"
+    # Gmail push (issue 12): a push whose token is not the configured subscription's, one
+    # whose body is not a Gmail notification, and a watch Google refuses for the topic
+    PUSH_UNAUTHORIZED = "push_unauthorized"
+    PUSH_INVALID = "push_invalid"
+    PUSH_TOPIC_REFUSED = "push_topic_refused"
 
 
 class MailbridgeError(Exception):
@@ -208,6 +216,14 @@ _PROVIDER_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
         "{provider} asks this mailbox to slow down.",
         "Retry after the seconds Retry-After says; nothing was done this time.",
     ),
+    # New mail from Microsoft Graph (issue 12)
+    ErrorCode.SUBSCRIPTION_REFUSED: (
+        "{provider} refused to notify this service of the inbox's new mail.",
+        "Microsoft validates the notification route when it subscribes: the stack's "
+        "PublicBaseUrl must be the API's public https origin, and POST "
+        "/api/engine/push/microsoft must be reachable from the internet. The daily renewal "
+        "round tries again.",
+    ),
     ErrorCode.MESSAGE_REFUSED: (
         "{provider} refused the message{detail}.",
         "Check the recipients and the attachments' size and kind.",
@@ -223,6 +239,13 @@ _PROVIDER_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
     ErrorCode.TLS_CERTIFICATE_INVALID: (
         "The TLS certificate of {provider}'s endpoint could not be verified.",
         "Check the deployment's provider endpoint settings; certificates are always verified.",
+    ),
+    # Gmail push (issue 12): the deployment's setup, not the agent's
+    ErrorCode.PUSH_TOPIC_REFUSED: (
+        "{provider} refused to announce new mail to the deployment's Pub/Sub topic.",
+        "The deployment's GmailPushTopic must name an existing topic on which "
+        "gmail-api-push@system.gserviceaccount.com has the Pub/Sub Publisher role. "
+        "Meanwhile new mail is found by the daily round only.",
     ),
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from traceback import extract_tb
 
 from aws_lambda_powertools import Logger, Metrics
 
@@ -45,3 +46,10 @@ logger.addFilter(_RedactSecrets())
 metrics = Metrics()
 # Most requests record no business metric; Powertools would warn about it on every one.
 warnings.filterwarnings("ignore", "No application metrics to publish")
+
+
+def log_unexpected(error: BaseException) -> None:
+    """An exception nothing expected: its type and where it happened, never its text (which
+    could quote a request, or a secret: an encoder naming a password's character, say)."""
+    stack = [f"{f.filename}:{f.lineno} in {f.name}" for f in extract_tb(error.__traceback__)]
+    logger.error("unexpected error", extra={"error_type": type(error).__name__, "stack": stack})

@@ -120,6 +120,23 @@ class Settings(BaseModel):
     gmail_base_url: Url = Field(
         alias="GMAIL_BASE_URL", default="https://gmail.googleapis.com/gmail/v1"
     )
+    # Gmail push (issue 12): the Pub/Sub topic `users.watch` publishes to (empty: push off,
+    # Google mailboxes are looked at by the scheduler's rounds only).
+    gmail_push_topic: str = Field(
+        alias="GMAIL_PUSH_TOPIC", default="", pattern=r"^(projects/[^/\s]+/topics/[^/\s]+)?$"
+    )
+    # The audience the push subscription's OIDC token must carry (empty: every push refused).
+    gmail_push_audience: str = Field(alias="GMAIL_PUSH_AUDIENCE", default="")
+    # The service account the push subscription's token must be issued for (its `email`).
+    gmail_push_service_account: str = Field(alias="GMAIL_PUSH_SERVICE_ACCOUNT", default="")
+    # Google's keys that sign those tokens (PEM certificates by key id).
+    google_push_certs_url: str = Field(
+        alias="GOOGLE_PUSH_CERTS_URL", default="https://www.googleapis.com/oauth2/v1/certs"
+    )
+    # New mail: the bus its events go to and the queue of mailboxes to look at (set for the
+    # functions that use them).
+    event_bus_name: str = Field(alias="EVENT_BUS_NAME", default="")
+    sync_queue_url: str = Field(alias="SYNC_QUEUE_URL", default="")
 
     @property
     def mail_allowed_ports(self) -> frozenset[int]:

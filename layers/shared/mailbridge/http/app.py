@@ -11,7 +11,6 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from traceback import extract_tb
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -23,7 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ..core.deadline import Deadline
 from ..core.errors import ErrorCode, MailbridgeError
-from ..core.observability import logger, metrics
+from ..core.observability import log_unexpected, logger, metrics
 from ..core.settings import settings
 from .errors import STATUS, error_body, error_response, invalid_json, validation_error
 
@@ -60,10 +59,7 @@ def create_app() -> APIGatewayHttpResolver:
 
     @app.exception_handler(Exception)
     def handle_unexpected(error: Exception) -> Response[str]:
-        # Where it failed, never what it said: an exception's text can quote a request, or a
-        # secret (an encoder naming a password's character, say).
-        stack = [f"{f.filename}:{f.lineno} in {f.name}" for f in extract_tb(error.__traceback__)]
-        logger.error("unexpected error", extra={"error_type": type(error).__name__, "stack": stack})
+        log_unexpected(error)
         return error_response(
             MailbridgeError(ErrorCode.INTERNAL_ERROR, "Something went wrong on our side.")
         )

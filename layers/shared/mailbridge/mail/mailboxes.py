@@ -17,7 +17,8 @@ from typing import Protocol
 
 from ..connections.models import Connection
 from ..core.adapters import load_adapter
-from .models import Folder, MessagePage
+from ..newmail.models import Subscription
+from .models import Folder, MessagePage, MessageSummary
 
 _ADAPTERS = {"imap": "imap_mailbox", "google": "gmail", "microsoft": "graph"}
 
@@ -73,6 +74,13 @@ class Delivered:
     refused: list[str]  # recipients the server refused while taking the others
 
 
+@dataclass(frozen=True)
+class NewMessages:
+    messages: list[MessageSummary]  # oldest first
+    position: str  # where the next look starts (the adapter's own string)
+    more: bool  # more were new than the look took: look again from `position`
+
+
 class Mailbox(Protocol):
     """One agent's mailbox, open for a request. Ids and cursors are the adapter's own opaque
     strings (`mail.ids`); a foreign or stale one is `message_not_found`. Failures are
@@ -89,6 +97,22 @@ class Mailbox(Protocol):
         ...
 
     def set_read(self, message_id: str, read: bool) -> None: ...
+
+    def new_messages(self, position: str | None, *, since: datetime, limit: int) -> NewMessages:
+        """The inbox's messages that arrived after `position` (what this answered last
+        time), at most `limit`; with no position, those received at `since` or later. An
+        unchanged inbox should cost the least the provider allows."""
+        ...
+
+    def subscribe(self, current: Subscription | None) -> Subscription | None:
+        """Start, or renew, the provider's push of news of the inbox (Gmail's watch, Graph's
+        subscription), replacing `current` if it cannot be renewed; None where there is no
+        push (IMAP is polled)."""
+        ...
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop it; one the provider no longer knows is stopped already."""
+        ...
 
     def send(self, outgoing: Outgoing, *, replying_to: FetchedMessage | None) -> Delivered:
         """Send it, keep the sent copy where the provider keeps them, and for a reply put it

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 # Failures that say the connection itself is broken until someone fixes it: they turn the
 # agent to Error. Anything else (a timeout, throttling, one refused recipient) is answered
 # and leaves the status alone.
-_BREAKS_THE_CONNECTION = frozenset(
+BREAKS_THE_CONNECTION = frozenset(
     {
         ErrorCode.AUTH_FAILED,
         ErrorCode.AUTH_UNAVAILABLE,
@@ -85,7 +85,9 @@ class SendStores(Stores):
 
 
 @contextmanager
-def _mailbox(stores: Stores, agent: Agent, config: StoredConfig, use: MailUse) -> Iterator[Mailbox]:
+def agent_mailbox(
+    stores: Stores, agent: Agent, config: StoredConfig, use: MailUse
+) -> Iterator[Mailbox]:
     """The agent's mailbox, open with its credential, recording what its use says of the
     connection."""
     with _recording(stores.agents, config, use):
@@ -105,7 +107,7 @@ def _recording(agents: AgentStore, config: StoredConfig, use: MailUse) -> Iterat
     try:
         yield
     except (ProviderError, MailServerError) as failure:
-        if failure.code in _BREAKS_THE_CONNECTION:
+        if failure.code in BREAKS_THE_CONNECTION:
             # Over IMAP/SMTP the protocol says which use failed: a reply reads its original
             # over IMAP before SMTP sends it.
             if isinstance(failure, MailServerError):
@@ -129,7 +131,7 @@ def _record(
     use itself did stands either way: a message that left must not be reported as failed
     because its status could not be written (its retry would send it again)."""
     try:
-        agents.update_status(config.model_copy(update={"status": status, "last_error": last_error}))
+        agents.update_status(config.with_status(status, last_error))
     except MailbridgeError as unrecorded:
         logger.warning("status not recorded", extra={"error_code": unrecorded.code})
 
@@ -159,7 +161,7 @@ def list_messages(
     limit: int,
 ) -> MessagePage:
     agent, config = _connected(stores, caller, agent_id)
-    with _mailbox(stores, agent, config, "reading") as mailbox:
+    with agent_mailbox(stores, agent, config, "reading") as mailbox:
         return mailbox.list_messages(folder, unread_only=unread_only, cursor=cursor, limit=limit)
 
 
@@ -189,7 +191,7 @@ def _message(fetched: FetchedMessage) -> Message:
 
 def get_message(stores: Stores, caller: Caller, agent_id: str, message_id: str) -> Message:
     agent, config = _connected(stores, caller, agent_id)
-    with _mailbox(stores, agent, config, "reading") as mailbox:
+    with agent_mailbox(stores, agent, config, "reading") as mailbox:
         return _message(mailbox.fetch(message_id))
 
 
@@ -197,7 +199,7 @@ def get_attachment(
     stores: Stores, caller: Caller, agent_id: str, message_id: str, attachment_id: str
 ) -> tuple[AttachmentInfo, bytes]:
     agent, config = _connected(stores, caller, agent_id)
-    with _mailbox(stores, agent, config, "reading") as mailbox:
+    with agent_mailbox(stores, agent, config, "reading") as mailbox:
         fetched = mailbox.fetch(message_id)
     found = attachment(fetched.raw, attachment_id)
     if found is None:
@@ -217,7 +219,7 @@ def get_attachment(
 
 def set_read(stores: Stores, caller: Caller, agent_id: str, message_id: str, read: bool) -> None:
     agent, config = _connected(stores, caller, agent_id)
-    with _mailbox(stores, agent, config, "reading") as mailbox:
+    with agent_mailbox(stores, agent, config, "reading") as mailbox:
         mailbox.set_read(message_id, read)
 
 
@@ -325,7 +327,7 @@ def _send(
         )
     sender = _sender(config, client_org)
     now = datetime.now(UTC)
-    with _mailbox(stores, agent, config, "sending") as mailbox:
+    with agent_mailbox(stores, agent, config, "sending") as mailbox:
         original = None
         if request.reply_to_message_id is not None:
             original = mailbox.fetch(request.reply_to_message_id)

@@ -33,7 +33,9 @@ from ..core.errors import (
     StaleWrite,
     Unavailable,
 )
+from ..core.observability import logger
 from ..core.settings import settings
+from ..newmail.models import SyncReason, SyncRequest
 from ..orgs.sending_policy import require_email_domain
 from ..orgs.shared_apps import find_app, resolve_app
 from .models import AuthorizeResponse, OAuthResultError, OAuthResultMessage, PendingAuthorization
@@ -47,7 +49,13 @@ from .providers import (
 from .tokens import oauth_connection
 
 if TYPE_CHECKING:
-    from ..storage.protocols import AgentStore, AuthorizationStore, OrgStore, SecretStore
+    from ..storage.protocols import (
+        AgentStore,
+        AuthorizationStore,
+        OrgStore,
+        SecretStore,
+        SyncQueue,
+    )
 
 STATE_TTL_SECONDS = 600
 _STATE_FORMAT = re.compile(r"^[A-Za-z0-9_-]{43,128}$")  # what token_urlsafe(32) produces
@@ -200,9 +208,7 @@ def _provider_description(response: dict[str, str]) -> str:
 
 def _record_failure(agents: AgentStore, config: StoredConfig, error: MailbridgeError) -> None:
     last_error = LastError(**Problem.of(error).model_dump(), at=datetime.now(UTC))
-    agents.update_status(
-        config.model_copy(update={"status": Status.ERROR, "last_error": last_error})
-    )
+    agents.update_status(config.with_status(Status.ERROR, last_error))
 
 
 def complete_authorization(
@@ -210,10 +216,11 @@ def complete_authorization(
     states: AuthorizationStore,
     secrets: SecretStore,
     orgs: OrgStore,
+    queue: SyncQueue,
     response: dict[str, str],
 ) -> CallbackOutcome:
     """Handle the provider's redirect (`response` is its query string). Always a page for
-    the popup, storage failures included."""
+    the popup, storage failures included. A connected mailbox's new mail starts at once."""
     state = response.get("state", "")
     try:
         pending = states.take(state_hash(state)) if _STATE_FORMAT.fullmatch(state) else None
@@ -224,10 +231,22 @@ def complete_authorization(
     if pending is None:
         return _failed(_unknown_state(), None, refused=True)
     try:
-        return _finish_authorization(agents, secrets, orgs, pending, response)
+        outcome = _finish_authorization(agents, secrets, orgs, pending, response)
     except Unavailable as down:
         again = MailbridgeError(down.code, down.message, hint=_AUTHORIZE_AGAIN)
         return _failed(again, pending, refused=True)
+    if outcome.message.status == "connected":
+        _start_new_mail(queue, pending.agent_id)
+    return outcome
+
+
+def _start_new_mail(queue: SyncQueue, agent_id: str) -> None:
+    """The connected mailbox's first look, and its push subscription, now rather than at
+    the scheduler's next round. Best effort: that round is the fallback."""
+    try:
+        queue.send([SyncRequest(agent_id=agent_id, reason=SyncReason.CONNECTED)])
+    except MailbridgeError as failure:
+        logger.warning("first look left to the next round", extra={"error_code": failure.code})
 
 
 def _finish_authorization(
@@ -297,19 +316,19 @@ def _finish_authorization(
         client_id=app.client_id,
         tenant_id=account.tenant_id,
     )
-    record = config.model_copy(
-        update={
-            "connection": config.connection.model_copy(
-                update={"authorization": authorization, "scopes": pending.scopes}
-            ),
-            "tokens": TokenRef(**written.model_dump(), expires_at=grant.expires_at),
-            "status": Status.ERROR if problem else Status.CONNECTED,
-            "last_error": LastError(**Problem.of(problem).model_dump(), at=now)
-            if problem
-            else None,
-            "version": config.version + 1,
-            "updated_at": now,
-        }
+    before = config.connection.authorization
+    same_mailbox = before is not None and before.email == mailbox.email
+    record = config.with_status(
+        Status.ERROR if problem else Status.CONNECTED,
+        LastError(**Problem.of(problem).model_dump(), at=now) if problem else None,
+        connection=config.connection.model_copy(
+            update={"authorization": authorization, "scopes": pending.scopes}
+        ),
+        tokens=TokenRef(**written.model_dump(), expires_at=grant.expires_at),
+        # Another mailbox's new mail starts now; the same one's carries on.
+        connected_at=config.connected_at if same_mailbox else None,
+        version=config.version + 1,
+        updated_at=now,
     )
     try:
         agents.put_config(record, replaces_version=config.version, org_id=agent.org_id)

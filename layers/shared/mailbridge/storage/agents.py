@@ -10,7 +10,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..agents.models import Agent
-from ..connections.models import StoredConfig, TokenRef
+from ..connections.models import Status, StoredConfig, TokenRef
 from ..core.errors import StaleWrite
 from ..core.settings import settings
 from .aws import (
@@ -27,12 +27,26 @@ from .aws import (
 _AGENT_SK = "AGENT"
 _CONFIG_SK = "EMAIL_CONFIG"
 _LOCK_SK = "TOKEN_REFRESH_LOCK"
+# The index of connected configs by provider (its partition key).
+CONNECTED_PROVIDER = "connected_provider"
+CONNECTED_INDEX = "ConnectedByProvider"
 _BATCH = 25  # BatchWriteItem's most
 _BATCH_ATTEMPTS = 5
 
 
-def _pk(agent_id: str) -> str:
+def agent_partition(agent_id: str) -> str:
     return f"AGENT#{agent_id}"
+
+
+def delivered_partition(agent_id: str) -> str:
+    """Where the new-mail feed notes each message it announced (`storage.newmail`)."""
+    return f"DELIVERED#{agent_id}"
+
+
+def _connected_provider(config: StoredConfig) -> str | None:
+    """The index attribute of a connected config: the new-mail scheduler's list of who to
+    poll (IMAP) or whose subscription to renew (Gmail, Graph), read without a scan."""
+    return config.connection.provider if config.status is Status.CONNECTED else None
 
 
 class DynamoAgentStore:
@@ -40,14 +54,14 @@ class DynamoAgentStore:
         self.table = table_name or settings().table_name
 
     def _key(self, agent_id: str, sort_key: str) -> dict[str, Any]:
-        return {"pk": {"S": _pk(agent_id)}, "sk": {"S": sort_key}}
+        return {"pk": {"S": agent_partition(agent_id)}, "sk": {"S": sort_key}}
 
     def load(self, agent_id: str) -> tuple[Agent | None, StoredConfig | None]:
         with storage_errors("DynamoDB"):
             response = dynamodb().query(
                 TableName=self.table,
                 KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": {"S": _pk(agent_id)}},
+                ExpressionAttributeValues={":pk": {"S": agent_partition(agent_id)}},
                 ConsistentRead=True,
             )
         agent = config = None
@@ -60,7 +74,9 @@ class DynamoAgentStore:
         return agent, config
 
     def put_agent(self, agent: Agent) -> bool:
-        item = to_item({"pk": _pk(agent.agent_id), "sk": _AGENT_SK, **agent.model_dump()})
+        item = to_item(
+            {"pk": agent_partition(agent.agent_id), "sk": _AGENT_SK, **agent.model_dump()}
+        )
         try:
             conditional_write(
                 self.table,
@@ -79,7 +95,12 @@ class DynamoAgentStore:
         agent_key = self._key(agent_id, _AGENT_SK)
         keys = [
             key
-            for partition in (f"RATE#AGENT#{agent_id}", f"IDEMPOTENCY#{agent_id}", _pk(agent_id))
+            for partition in (
+                f"RATE#AGENT#{agent_id}",
+                f"IDEMPOTENCY#{agent_id}",
+                delivered_partition(agent_id),
+                agent_partition(agent_id),
+            )
             for key in self._keys(partition)
             if key != agent_key
         ]
@@ -133,7 +154,12 @@ class DynamoAgentStore:
         self, config: StoredConfig, *, replaces_version: int | None, org_id: str
     ) -> None:
         item = to_item(
-            {"pk": _pk(config.agent_id), "sk": _CONFIG_SK, **config.model_dump(mode="json")}
+            {
+                "pk": agent_partition(config.agent_id),
+                "sk": _CONFIG_SK,
+                **config.model_dump(mode="json"),
+                CONNECTED_PROVIDER: _connected_provider(config),
+            }
         )
         # With the agent still there, the organization's and not being removed, in the same
         # transaction: a save racing the agent's removal never outlives it.
@@ -171,12 +197,26 @@ class DynamoAgentStore:
     def update_status(self, config: StoredConfig) -> bool:
         # A test that ran against settings the user has since replaced must not overwrite
         # the newer record; its result is simply not recorded.
-        values = config.model_dump(mode="json", include={"status", "last_error", "last_test"})
+        values = config.model_dump(
+            mode="json", include={"status", "last_error", "last_test", "connected_at"}
+        )
+        provider = _connected_provider(config)
+        index = (
+            f", {CONNECTED_PROVIDER} = :provider" if provider else f" REMOVE {CONNECTED_PROVIDER}"
+        )
         return self._update_if_version(
             config,
-            "SET #status = :status, last_error = :last_error, last_test = :last_test",
-            {f":{key}": serialize(value) for key, value in values.items()},
+            "SET #status = :status, last_error = :last_error, last_test = :last_test, "
+            "connected_at = :connected_at" + index,
+            {f":{key}": serialize(value) for key, value in values.items()}
+            | ({":provider": {"S": provider}} if provider else {}),
             names={"#status": "status"},
+        )
+
+    def update_degraded(self, config: StoredConfig) -> bool:
+        degraded = config.model_dump(mode="json", include={"degraded"})["degraded"]
+        return self._update_if_version(
+            config, "SET degraded = :degraded", {":degraded": serialize(degraded)}
         )
 
     def update_tokens(self, config: StoredConfig, tokens: TokenRef) -> bool:
@@ -214,7 +254,7 @@ class DynamoAgentStore:
         now = int(time.time())
         item = to_item(
             {
-                "pk": _pk(agent_id),
+                "pk": agent_partition(agent_id),
                 "sk": _LOCK_SK,
                 "holder": holder,
                 "lease_until": now + lease_seconds,

@@ -17,10 +17,12 @@ from ..core.errors import ErrorCode, StaleWrite, Unavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
 
 # Standard retries with backoff, and timeouts well inside an API Gateway request.
-_BOTO_CONFIG = Config(
+BOTO_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5
 )
 serialize = TypeSerializer().serialize
@@ -29,12 +31,22 @@ _deserialize = TypeDeserializer().deserialize
 
 @cache
 def dynamodb() -> DynamoDBClient:
-    return boto3.client("dynamodb", config=_BOTO_CONFIG)
+    return boto3.client("dynamodb", config=BOTO_CONFIG)
 
 
 @cache
 def secretsmanager() -> SecretsManagerClient:
-    return boto3.client("secretsmanager", config=_BOTO_CONFIG)
+    return boto3.client("secretsmanager", config=BOTO_CONFIG)
+
+
+@cache
+def events() -> EventBridgeClient:
+    return boto3.client("events", config=BOTO_CONFIG)
+
+
+@cache
+def sqs() -> SQSClient:
+    return boto3.client("sqs", config=BOTO_CONFIG)
 
 
 def storage_unavailable(service: str) -> Unavailable:

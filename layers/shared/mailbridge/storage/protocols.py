@@ -4,7 +4,7 @@ conditional write that lost a race is `StaleWrite` where a method says so."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from ..agents.models import Agent
@@ -12,6 +12,7 @@ from ..connections.models import StoredConfig, TokenRef
 from ..core.types import SecretRef
 from ..core.windows import Window
 from ..mail.models import SentMessage
+from ..newmail.models import Feed, MailReceived, SyncRequest
 from ..oauth.models import PendingAuthorization
 from ..orgs.models import AppOwner, ClientOrg, SharedApp
 
@@ -49,6 +50,10 @@ class AgentStore(Protocol):
     def update_status(self, config: StoredConfig) -> bool:
         """Record status, last error and last test if the record is still that version;
         False (nothing written) if a save replaced it meanwhile."""
+        ...
+
+    def update_degraded(self, config: StoredConfig) -> bool:
+        """Record how new mail's delivery fails (or that it works again), as update_status."""
         ...
 
     def update_tokens(self, config: StoredConfig, tokens: TokenRef) -> bool:
@@ -158,3 +163,45 @@ class SecretStore(Protocol):
     def delete(self, name: str) -> None:
         """Delete the secret, if there is one."""
         ...
+
+
+class FeedStore(Protocol):
+    """Each agent's place in its inbox, and the note of every message announced."""
+
+    def connected_agents(self, provider: str) -> Iterator[list[str]]:
+        """The ids of the agents connected through `provider`, a page at a time."""
+        ...
+
+    def get(self, agent_id: str) -> Feed | None: ...
+
+    def put(self, feed: Feed) -> bool:
+        """Store `feed` as the next version of the one read (version 0: none was); False if
+        another worker moved it meanwhile."""
+        ...
+
+    def claim_delivery(self, agent_id: str, message_id: str, lease_seconds: int) -> bool:
+        """Claim the announcement of a message: False if it was announced or another worker
+        holds the claim (which lapses after `lease_seconds` if its holder died)."""
+        ...
+
+    def confirm_delivery(self, agent_id: str, message_id: str) -> None: ...
+
+    def release_delivery(self, agent_id: str, message_id: str) -> None:
+        """Give up a claim whose announcement failed, for the next attempt."""
+        ...
+
+    def add_subscriber(self, provider: str, subscription_id: str, agent_id: str) -> None: ...
+
+    def remove_subscriber(self, provider: str, subscription_id: str, agent_id: str) -> None: ...
+
+    def subscribers(self, provider: str, subscription_id: str) -> list[str]:
+        """The agents a push provider's notification naming this subscription is for."""
+        ...
+
+
+class EventBus(Protocol):
+    def publish(self, event: MailReceived) -> None: ...
+
+
+class SyncQueue(Protocol):
+    def send(self, requests: list[SyncRequest]) -> None: ...
