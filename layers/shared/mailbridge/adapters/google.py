@@ -1,10 +1,11 @@
 """Google: the authorization-code flow with PKCE, google-auth for refresh, the Gmail API for
-the mailbox, and revocation on disconnect."""
+the mailbox, revocation on disconnect, and the verification of Gmail's Pub/Sub pushes."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import time
 from datetime import UTC
@@ -12,7 +13,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
-from google.auth.exceptions import RefreshError, TransportError
+from google.auth import jwt
+from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
 from google.auth.transport.requests import Request
 from google.oauth2.credentials import Credentials
 
@@ -32,6 +34,15 @@ from .provider_http import get_json, network_problem, reading_answer, session, t
 
 _PROVIDER = "google"
 _READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
+# Who issues the OIDC tokens of Pub/Sub's pushes (Google writes it both ways).
+_PUSH_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
+# Leeway for the clocks of Google and Lambda in a token's iat and exp.
+_CLOCK_SKEW_SECONDS = 10
+# Google's signing keys are kept for as long as its answer's max-age says (within these
+# bounds), and fetched again, at most once a minute, for a key id they do not hold: a key
+# rotates in, and forged key ids cannot make every push a fetch.
+_CERTS_MIN_SECONDS, _CERTS_MAX_SECONDS, _CERTS_REFETCH_SECONDS = 60, 6 * 3600, 60
+_MAX_AGE = re.compile(r"max-age=([0-9]{1,9})")
 
 
 class _TimedRequest(Request):
@@ -59,6 +70,42 @@ def _error_code(response: requests.Response) -> str:
     except ValueError:
         return ""
     return str(body.get("error", "")) if isinstance(body, dict) else ""
+
+
+class _PushCerts:
+    """Google's certificates that sign push tokens, by key id, kept between pushes."""
+
+    def __init__(self) -> None:
+        self._certs: dict[str, str] = {}
+        self._fetched_at = self._fresh_until = 0.0
+
+    def get(self, key_id: str | None) -> dict[str, str]:
+        now = time.monotonic()
+        stale = now >= self._fresh_until
+        unknown_key = key_id is not None and key_id not in self._certs
+        if stale or (unknown_key and now - self._fetched_at >= _CERTS_REFETCH_SECONDS):
+            self._fetch(now)
+        return self._certs
+
+    def _fetch(self, now: float) -> None:
+        try:
+            answer = session().get(settings().google_push_certs_url, timeout=timeout())
+        except requests.RequestException as error:
+            raise network_problem(error, _PROVIDER) from error
+        if not answer.ok:
+            raise ProviderError(ErrorCode.PROVIDER_ERROR, _PROVIDER)
+        with reading_answer(_PROVIDER):
+            certs = answer.json()
+            if not all(isinstance(v, str) for v in certs.values()):
+                raise ValueError("not certificates by key id")
+        found = _MAX_AGE.search(answer.headers.get("Cache-Control", ""))
+        max_age = int(found.group(1)) if found else _CERTS_MIN_SECONDS
+        self._certs = {str(key): value for key, value in certs.items()}
+        self._fetched_at = now
+        self._fresh_until = now + min(max(max_age, _CERTS_MIN_SECONDS), _CERTS_MAX_SECONDS)
+
+
+_push_certs = _PushCerts()
 
 
 class GoogleClient:
@@ -183,6 +230,28 @@ class GoogleClient:
         # invalid_token: already revoked or expired, which is the outcome wanted.
         if not answer.ok and _error_code(answer) != "invalid_token":
             raise ProviderError(ErrorCode.PROVIDER_ERROR, _PROVIDER)
+
+    def verify_push_token(self, token: str, *, audience: str, service_account: str) -> bool:
+        """Whether `token` is an OIDC token Google signed for a push of the subscription
+        that pushes as `service_account` to `audience`: signature, issuer, audience, expiry,
+        and the service account's verified address. Google's keys that cannot be fetched
+        are a ProviderError (the push is tried again), not a refusal."""
+        if not (token and audience and service_account):
+            return False
+        try:
+            header = jwt.decode_header(token)
+            certs = _push_certs.get(header.get("kid"))
+            claims = jwt.decode(
+                token, certs=certs, audience=audience, clock_skew_in_seconds=_CLOCK_SKEW_SECONDS
+            )
+        # A token is input: whatever it makes google-auth raise is a token refused.
+        except (GoogleAuthError, ValueError, TypeError, AttributeError, KeyError):
+            return False
+        return (
+            claims.get("iss") in _PUSH_ISSUERS
+            and claims.get("email") == service_account
+            and claims.get("email_verified") is True
+        )
 
 
 ADAPTER = GoogleClient()
