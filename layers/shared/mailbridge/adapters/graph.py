@@ -5,17 +5,25 @@ Every request asks for immutable ids (`Prefer: IdType="ImmutableId"`), so a mess
 id when it moves (a draft sent to Sent Items, say); threads are Graph's conversations. A
 message is read whole as MIME ($value), and sent from MIME: a draft, or a reply draft that
 Graph puts in the original's conversation, then sent.
+
+New mail is the inbox's delta query, asked for created messages only (a message read, flagged
+or deleted is no news), and a change-notification subscription on the inbox's messages that
+tells when to look.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import re
+import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ..connections.models import Connection
 from ..core.deadline import Deadline
@@ -29,9 +37,10 @@ from ..mail.ids import (
     unpack_cursor,
     unpack_message_id,
 )
-from ..mail.mailboxes import Delivered, FetchedMessage, Outgoing
+from ..mail.mailboxes import Delivered, FetchedMessage, NewMessages, Outgoing
 from ..mail.models import Folder, MessagePage, MessageSummary
 from ..mail.parsing import read_fields
+from ..newmail.models import Subscription
 from ..oauth.providers import REQUIRED_PERMISSIONS, Permission
 from .provider_http import call, message_segment, path_segment, provider_id, reading_answer
 
@@ -56,6 +65,23 @@ _SKIP, _MAX_SKIP = re.compile(r"[0-9]{1,10}"), 2**31 - 1
 # Graph's ids (immutable or not) and conversation ids: base64url, padded.
 _ID = re.compile(r"[A-Za-z0-9_=-]{1,512}")
 
+# -- new mail
+_INBOX_DELTA = "/mailFolders('inbox')/messages/delta"
+_SUBSCRIBED_RESOURCE = "me/mailFolders('inbox')/messages"
+# The public route Graph posts the subscription's change and lifecycle notifications to
+# (functions/graph_notifications).
+_NOTIFICATION_PATH = "/api/engine/push/microsoft"
+# Graph keeps a subscription on messages at most 4,230 minutes (70.5 hours); the daily
+# renewal round renews ours long before this ends.
+_SUBSCRIPTION_LIFETIME = timedelta(hours=70)
+# Graph's subscription ids: GUIDs.
+_SUBSCRIPTION_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+# When Graph has lost a delta's state, the messages received since this long before the
+# last complete round are listed again: a message's arrival time and its appearing in the
+# delta are not quite the same instant, nor Graph's clock ours. Those announced already are
+# not announced again (the feed claims each message).
+_RESYNC_MARGIN = timedelta(minutes=10)
+
 
 def _recipient(entry: dict[str, Any]) -> tuple[str, str]:
     """A recipient as Graph gives one ({"emailAddress": {"name", "address"}}): its name and
@@ -76,10 +102,59 @@ def _valid_skip(value: str) -> bool:
     return _SKIP.fullmatch(value) is not None and int(value) <= _MAX_SKIP
 
 
+def _graph_time(moment: datetime) -> str:
+    """A moment as Graph's filters and subscriptions take it: UTC, to the second (Graph
+    keeps received times to the second: rounded down, a moment finds what arrived in its
+    second)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _StateLost(ProviderError):
+    """Graph no longer has the delta's state (an expired or forgotten token)."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.PROVIDER_ERROR, _PROVIDER)
+
+
+class _SubscriptionGone(ProviderError):
+    """Graph no longer knows the subscription (removed, or lapsed)."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.PROVIDER_ERROR, _PROVIDER)
+
+
+@dataclass(frozen=True)
+class _DeltaPosition:
+    """Where the inbox's delta query is: the link Graph gave for its next page or its next
+    round; the moment before which every message received has been listed (where a resync
+    starts); and, while a round is paged, when that round began."""
+
+    link: str
+    listed_until: datetime
+    round_began: datetime | None = None
+
+    def text(self) -> str:
+        began = self.round_began.isoformat() if self.round_began else None
+        return json.dumps(
+            {"link": self.link, "listed_until": self.listed_until.isoformat(), "began": began}
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> _DeltaPosition:
+        found = json.loads(text)  # our own, stored: trusted
+        began = found["began"]
+        return cls(
+            found["link"],
+            datetime.fromisoformat(found["listed_until"]),
+            datetime.fromisoformat(began) if began else None,
+        )
+
+
 class GraphMailbox:
     def __init__(self, access_token: str) -> None:
         self._token = access_token
-        self._base = f"{settings().graph_base_url}/me"
+        self._graph = settings().graph_base_url
+        self._base = f"{self._graph}/me"
 
     def _call(self, method: str, path: str, needs: Permission, **arguments: Any) -> Any:
         headers = {**_IMMUTABLE_IDS, **arguments.pop("headers", {})}
@@ -230,6 +305,148 @@ class GraphMailbox:
                     self._call("DELETE", draft_path, _WRITE)
         except MailbridgeError:
             pass  # the caller hears of the failed send, not of this
+
+    # -- new mail
+    def new_messages(self, position: str | None, *, since: datetime, limit: int) -> NewMessages:
+        """A round of the inbox's delta query, a page per look: first the messages received
+        since the connection (`since`), then at each round those created in the inbox since
+        the last. An unchanged inbox costs one request. Should Graph have lost the delta's
+        state, a new round lists what arrived since shortly before the last complete one."""
+        now = datetime.now(UTC)
+        if position is None:
+            known = _DeltaPosition(self._delta_start(since), since)
+        else:
+            known = _DeltaPosition.parse(position)
+        began = known.round_began or now
+        try:
+            page = self._delta(known.link, limit)
+        except _StateLost:
+            began = now
+            restart = max(since, known.listed_until - _RESYNC_MARGIN)
+            page = self._delta(self._delta_start(restart), limit)
+        with reading_answer(_PROVIDER):
+            messages = sorted(
+                (
+                    self._summary("inbox", entry)
+                    for entry in page["value"]
+                    if "@removed" not in entry
+                ),
+                key=lambda message: message.received_at,
+            )
+            following = page.get("@odata.nextLink")
+            if following is not None:
+                after = _DeltaPosition(str(following), known.listed_until, began)
+            else:
+                # The round is complete: whatever was received before it began is listed.
+                after = _DeltaPosition(str(page["@odata.deltaLink"]), began)
+        # The baseline's filter is Graph's, to the second: what arrived earlier is not new.
+        received_since = since.replace(microsecond=0)
+        fresh = [message for message in messages if message.received_at >= received_since]
+        return NewMessages(messages=fresh, position=after.text(), more=following is not None)
+
+    def _delta_start(self, since: datetime) -> str:
+        """The first request of a round of delta queries: the inbox's messages received
+        since `since` (the only filter Graph's message delta takes), and in the following
+        rounds only those created (read, flagged or deleted ones are no news)."""
+        query = {
+            "changeType": "created",
+            "$select": _SUMMARY_FIELDS,
+            "$filter": f"receivedDateTime ge {_graph_time(since)}",
+        }
+        return f"{self._base}{_INBOX_DELTA}?{urlencode(query, quote_via=quote, safe='$,:')}"
+
+    def _delta(self, link: str, limit: int) -> Any:
+        """A page of the delta query at `link`, Graph's own (the query of the round is in its
+        token), at most `limit` messages."""
+        # Only ever to Graph's delta: the agent's token goes nowhere else.
+        if not link.startswith(f"{self._graph}/") or "/messages/delta?" not in link.lower():
+            raise _StateLost()
+        prefer = f"{_IMMUTABLE_IDS['Prefer']}, odata.maxpagesize={limit}"
+        response = call(
+            _PROVIDER,
+            "GET",
+            link,
+            self._token,
+            needs=_READ,
+            gone=_StateLost,
+            headers={"Prefer": prefer},
+        )
+        with reading_answer(_PROVIDER):
+            return response.json()
+
+    def subscribe(self, current: Subscription | None) -> Subscription | None:
+        """Renews `current` if Graph still has it, else subscribes anew: to the messages
+        created in the inbox, notified at the deployment's public route, whose answer to
+        Graph's validation request (sent while it subscribes) decides whether Graph takes it.
+        Without a public URL there is no push, and new mail waits for the daily round."""
+        public_url = settings().public_base_url
+        if not public_url:
+            return None
+        now = datetime.now(UTC)
+        expires = _graph_time(now + _SUBSCRIPTION_LIFETIME)
+        if current is not None:
+            try:
+                answer = self._at_subscription(
+                    "PATCH", current.id, json={"expirationDateTime": expires}
+                )
+            except _SubscriptionGone:
+                pass  # removed by Graph, or lapsed: a new one
+            else:
+                with reading_answer(_PROVIDER):
+                    renewed = _received(str(answer["expirationDateTime"]))
+                return current.model_copy(update={"expires_at": renewed, "renewed_at": now})
+        # A secret of Graph's and ours: each notification carries it; only its hash is kept.
+        client_state = secrets.token_urlsafe(48)
+        notification_url = f"{public_url}{_NOTIFICATION_PATH}"
+        created = self._subscriptions(
+            "POST",
+            "",
+            json={
+                "changeType": "created",
+                "resource": _SUBSCRIBED_RESOURCE,
+                "notificationUrl": notification_url,
+                "lifecycleNotificationUrl": notification_url,
+                "expirationDateTime": expires,
+                "clientState": client_state,
+            },
+            refused=ErrorCode.SUBSCRIPTION_REFUSED,
+        )
+        with reading_answer(_PROVIDER):
+            return Subscription(
+                id=provider_id(str(created["id"]), _SUBSCRIPTION_ID),
+                expires_at=_received(str(created["expirationDateTime"])),
+                renewed_at=now,
+                client_state_sha256=hashlib.sha256(client_state.encode()).hexdigest(),
+            )
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with suppress(_SubscriptionGone):  # stopped already
+            self._at_subscription("DELETE", subscription.id)
+
+    def _at_subscription(self, method: str, subscription_id: str, **arguments: Any) -> Any:
+        """PATCH or DELETE the subscription: Graph's answer (JSON, if any), or
+        _SubscriptionGone if Graph does not know it."""
+        try:
+            segment = path_segment(subscription_id, _SUBSCRIPTION_ID)
+        except ValueError:
+            raise _SubscriptionGone() from None  # not one of Graph's: there is none to change
+        return self._subscriptions(method, f"/{segment}", unknown=_SubscriptionGone, **arguments)
+
+    def _subscriptions(self, method: str, path: str, **arguments: Any) -> Any:
+        # Immutable ids asked for here too: the notifications then name messages by them.
+        response = call(
+            _PROVIDER,
+            method,
+            f"{self._graph}/subscriptions{path}",
+            self._token,
+            needs=_READ,
+            headers=_IMMUTABLE_IDS,
+            **arguments,
+        )
+        if response.status_code == 204:
+            return None
+        with reading_answer(_PROVIDER):
+            return response.json()
 
 
 class GraphMailboxes:

@@ -78,6 +78,9 @@ _QUOTA_SPENT = frozenset({"dailyLimitExceeded", "quotaExceeded"})
 _QUOTA_RETRY_AFTER_SECONDS = 3600
 # Graph's code for a 400 about the id a request names, whatever else the request carries.
 _MALFORMED_ID = frozenset({"ErrorInvalidIdMalformed"})
+# Graph's codes for a 400 that says a delta's state token is no longer valid (it answers 410
+# Gone, SyncStateNotFound, as often).
+_SYNC_STATE_LOST = frozenset({"resyncRequired", "syncStateInvalid", "SyncStateInvalid"})
 
 
 @cache
@@ -174,6 +177,7 @@ def call(
     needs: Permission,
     unknown: Callable[[], MailbridgeError] | None = None,
     refused: ErrorCode | None = None,
+    gone: Callable[[], MailbridgeError] | None = None,
     headers: dict[str, str] | None = None,
     **arguments: Any,
 ) -> requests.Response:
@@ -183,8 +187,9 @@ def call(
     (Retry-After kept). A request that names something of the caller's (a message, a page)
     has `unknown()` for when the provider does not know it (404) or finds it malformed (400).
     One that carries a message has `refused` for a 4xx about the message: a 400 is the
-    message's then, unless the provider says it is the id's. Another 4xx is a provider
-    error."""
+    message's then, unless the provider says it is the id's. One that follows a provider's
+    state token (a delta link) has `gone()` for when the provider no longer has that state
+    (410, or a 400 that says so). Another 4xx is a provider error."""
     try:
         response = session().request(
             method,
@@ -207,6 +212,8 @@ def call(
         if reasons & _RATE_LIMITED:
             raise _throttled(response, provider)
         raise permission_problem(provider, [needs])
+    if gone is not None and (status == 410 or (status == 400 and reasons & _SYNC_STATE_LOST)):
+        raise gone()
     if unknown is not None and (
         status == 404 or (status == 400 and (refused is None or reasons & _MALFORMED_ID))
     ):

@@ -6,7 +6,12 @@ new refresh token and leaves the used one valid, as at Microsoft.
 Message ids come in two forms, as at Graph: immutable ones (never change) only for requests
 with `Prefer: IdType="ImmutableId"`, regular ones otherwise, which change when the message
 moves to another folder (a sent draft, say). Both are accepted in paths; every mail request
-is recorded with whether it asked for immutable ids (`mail_requests`)."""
+is recorded with whether it asked for immutable ids (`mail_requests`).
+
+Graph's change tracking too: subscriptions to change notifications (created only once their
+notification URLs answer the validation request, renewed, deleted), the change notification
+each delivered message causes, lifecycle notifications when a test asks (graph_changes), and
+the message delta query with its opaque state tokens, which a test can make expire."""
 
 from __future__ import annotations
 
@@ -51,6 +56,16 @@ from .base import (
     parse_message,
     preview,
     unsigned_jwt,
+)
+from .graph_changes import (
+    CHANGE_TYPES,
+    LIFECYCLE_EVENTS,
+    MAX_SUBSCRIPTION_MINUTES,
+    Delivery,
+    GraphSubscription,
+    endpoint_allowed,
+    notify,
+    validate,
 )
 
 _GRAPH = "https://graph.microsoft.com/"
@@ -111,6 +126,13 @@ _FILTER_CLAUSE = re.compile(r"(\w+)\s+(eq|ne|ge|gt|le|lt)\s+(\S+)")
 # A draft's properties a PATCH may change, besides isRead.
 _DRAFT_FIELDS = {"subject", "body", "toRecipients", "ccRecipients", "bccRecipients"}
 _MIME = policy.SMTP  # CRLF line ends, as mail goes out
+# Change tracking: a delta's page size without Prefer: odata.maxpagesize, and what may be
+# subscribed to (a user's messages, or a folder's).
+_DELTA_PAGE, _MAX_DELTA_PAGE = 10, 1000
+_FOLDER_IN_PATH = r"mailFolders(?:/([^/()']+)|\('([^/()']+)'\))"
+_SUBSCRIBABLE = re.compile(
+    rf"/?(?:me|users/([^/]+))/(?:{_FOLDER_IN_PATH}/)?messages", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -140,6 +162,37 @@ class _Attachment:
     content_type: str
     data: bytes
     inline: bool
+
+
+@dataclass(frozen=True)
+class _DeltaQuery:
+    """What a round of delta queries asked for: Graph keeps it in the round's tokens."""
+
+    folder: str
+    clauses: tuple[Clause, ...]
+    change_type: str | None
+    select: list[str] | None
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A message as a delta round saw it."""
+
+    held: StoredMessage
+    change_key: str
+    regular_id: str  # as it was then: it changes when the message moves
+
+
+@dataclass
+class _DeltaState:
+    """What a state token stands for: the round's query, the folder as the round left it,
+    and (for a page's token) the changes left for the round's next pages."""
+
+    account: Account
+    query: _DeltaQuery
+    snapshot: dict[str, _Seen]
+    pending: list[tuple[str, _Seen]]
+    expired: bool = False
 
 
 def _short_scope(scope: str) -> str:
@@ -193,6 +246,11 @@ class FakeMicrosoft(FakeProvider):
         self.tenants = {tenant_id, tenant_domain, "organizations", "common"}
         # Every request to the mail endpoints: tests check each asked for immutable ids.
         self.mail_requests: list[GraphRequest] = []
+        # Change tracking: the subscriptions by id, every request sent to their notification
+        # URLs, and what each delta state token stands for.
+        self.subscriptions: dict[str, GraphSubscription] = {}
+        self.deliveries: list[Delivery] = []
+        self._delta_states: dict[str, _DeltaState] = {}
 
     def regular_id(self, message_id: str) -> str:
         """The regular id Graph gives (without the Prefer header) the message with this
@@ -240,6 +298,22 @@ class FakeMicrosoft(FakeProvider):
             ),
             ("POST", re.compile(_MESSAGES + "/([^/]+)/send"), self._graph(_MAIL_SEND, self._send)),
             ("POST", re.compile(r"/v1\.0/me/sendMail"), self._graph(_MAIL_SEND, self._send_mail)),
+            (
+                "GET",
+                re.compile(rf"/v1\.0/me/{_FOLDER_IN_PATH}/messages/delta"),
+                self._graph(_MAIL_READ, self._delta),
+            ),
+            ("POST", re.compile(r"/v1\.0/subscriptions"), self._graph(_MAIL_READ, self._subscribe)),
+            (
+                "PATCH",
+                re.compile(r"/v1\.0/subscriptions/([^/]+)"),
+                self._graph(_MAIL_READ, self._renew_subscription),
+            ),
+            (
+                "DELETE",
+                re.compile(r"/v1\.0/subscriptions/([^/]+)"),
+                self._graph(_MAIL_READ, self._delete_subscription),
+            ),
         ]
 
     def _graph(self, needs: set[str], handle: MailRoute) -> Route:
@@ -446,6 +520,262 @@ class FakeMicrosoft(FakeProvider):
             )
         return Reply(202)
 
+    # -- change tracking: what tests do
+    def deliver(
+        self,
+        email: str,
+        raw: bytes,
+        *,
+        unread: bool = True,
+        received_at: datetime.datetime | None = None,
+    ) -> str:
+        """As FakeProvider.deliver; then, as Graph, a change notification ("created") to each
+        subscription on the inbox's messages (or the mailbox's), posted before this returns."""
+        message_id = super().deliver(email, raw, unread=unread, received_at=received_at)
+        account = self.account(email)
+        held = next(held for held in account.mailbox if held.id == message_id)
+        for subscription in self._subscriptions_on(account, held.folder, "created"):
+            notified_id = held.id if subscription.immutable_ids else _regular_id(held)
+            resource = f"Users/{account.subject}/Messages/{notified_id}"
+            notification = {
+                "subscriptionId": subscription.id,
+                "subscriptionExpirationDateTime": _when(subscription.expires_at),
+                "changeType": "created",
+                "resource": resource,
+                "resourceData": {
+                    "@odata.type": "#Microsoft.Graph.Message",
+                    "@odata.id": resource,
+                    "@odata.etag": f'W/"{_change_key(held)}"',
+                    "id": notified_id,
+                },
+                "clientState": subscription.client_state,
+                "tenantId": self.tenant_id,
+            }
+            self.deliveries.append(
+                notify(
+                    subscription.notification_url,
+                    [notification],
+                    kind="created",
+                    subscription_id=subscription.id,
+                )
+            )
+        return message_id
+
+    def send_lifecycle_notification(self, subscription_id: str, event: str) -> Delivery:
+        """Graph's lifecycle notification `event` (reauthorizationRequired,
+        subscriptionRemoved, missed) to the subscription's lifecycle URL. Graph removes the
+        subscription before it says subscriptionRemoved."""
+        if event not in LIFECYCLE_EVENTS:
+            raise ValueError(f"no lifecycle event {event}")
+        subscription = self.subscriptions[subscription_id]
+        if subscription.lifecycle_url is None:
+            raise ValueError("the subscription has no lifecycleNotificationUrl: Graph sends none")
+        if event == "subscriptionRemoved":
+            with self._lock:
+                del self.subscriptions[subscription_id]
+        notification = {
+            "subscriptionId": subscription.id,
+            "subscriptionExpirationDateTime": _when(subscription.expires_at),
+            "tenantId": self.tenant_id,
+            "clientState": subscription.client_state,
+            "lifecycleEvent": event,
+        }
+        delivery = notify(
+            subscription.lifecycle_url, [notification], kind=event, subscription_id=subscription.id
+        )
+        self.deliveries.append(delivery)
+        return delivery
+
+    def expire_delta_tokens(self, email: str) -> None:
+        """Graph forgets the state of the account's delta queries: their links answer 410."""
+        account = self.account(email)
+        with self._lock:
+            for state in self._delta_states.values():
+                if state.account is account:
+                    state.expired = True
+
+    def subscriptions_of(self, email: str) -> list[GraphSubscription]:
+        """The account's live subscriptions, oldest first."""
+        account = self.account(email)
+        return [s for s in self.subscriptions.values() if s.account is account and not s.expired]
+
+    def _subscriptions_on(
+        self, account: Account, folder: str, change_type: str
+    ) -> list[GraphSubscription]:
+        return [
+            subscription
+            for subscription in self.subscriptions_of(account.email)
+            if subscription.account is account
+            and subscription.folder in (None, folder)
+            and change_type in subscription.change_types
+        ]
+
+    # -- change tracking: subscriptions
+    def _subscribe(self, request: Request, token: AccessToken) -> Reply:
+        """POST /subscriptions: checked as Graph checks it, then created only if each of its
+        notification URLs answers the validation request."""
+        account = token.account
+        body = _json_body(request)
+        change_types = frozenset(str(body.get("changeType") or "").split(","))
+        if not change_types <= CHANGE_TYPES:
+            raise ApiError(_invalid_request("changeType: created, updated and/or deleted."))
+        resource = body.get("resource")
+        found = _SUBSCRIBABLE.fullmatch(resource) if isinstance(resource, str) else None
+        if not isinstance(resource, str) or found is None:
+            raise ApiError(_invalid_request("The resource is not one the fake subscribes to."))
+        user, *folder_refs = found.groups()
+        if user is not None and user.lower() not in {account.subject, account.email.lower()}:
+            raise ApiError(
+                _error(403, "ExtensionError", "Delegated permissions watch the user's own mail.")
+            )
+        folder_ref = next((ref for ref in folder_refs if ref), None)
+        folder = _folder(account, folder_ref) if folder_ref else None
+        urls = [body.get("notificationUrl"), body.get("lifecycleNotificationUrl")]
+        notification_url, lifecycle_url = urls
+        if not isinstance(notification_url, str) or not all(
+            isinstance(url, str) and endpoint_allowed(url) for url in urls if url is not None
+        ):
+            raise ApiError(_invalid_request("The notification URLs must be https URLs."))
+        client_state = body.get("clientState")
+        if client_state is not None and (
+            not isinstance(client_state, str) or len(client_state) > 128
+        ):
+            raise ApiError(_invalid_request("clientState is a string of at most 128 characters."))
+        expires_at = _expiry(body.get("expirationDateTime"))
+        for url in dict.fromkeys(url for url in urls if url is not None):
+            delivery, answered = validate(url)
+            self.deliveries.append(delivery)
+            if not answered:
+                raise ApiError(
+                    _error(
+                        400,
+                        "ValidationError",
+                        "Subscription validation request failed. Notification endpoint must "
+                        "respond with 200 OK to validation request.",
+                    )
+                )
+        subscription = GraphSubscription(
+            id=str(uuid.uuid4()),
+            account=account,
+            resource=resource,
+            folder=folder,
+            change_types=change_types,
+            notification_url=notification_url,
+            lifecycle_url=lifecycle_url,
+            expires_at=expires_at,
+            client_state=client_state,
+            immutable_ids=_prefers(request, _IMMUTABLE_IDS),
+        )
+        with self._lock:
+            self.subscriptions[subscription.id] = subscription
+            if client_state:
+                self.secrets.add(client_state)  # the service must never let it out
+        return json_reply(
+            201,
+            {
+                "@odata.context": f"{self.base_url}/v1.0/$metadata#subscriptions/$entity",
+                **subscription.resource_json(),
+            },
+        )
+
+    def _renew_subscription(self, request: Request, token: AccessToken) -> Reply:
+        subscription = self._own_subscription(request, token)
+        body = _json_body(request)
+        if set(body) - {"expirationDateTime", "notificationUrl"}:
+            raise ApiError(_invalid_request("Only expirationDateTime and notificationUrl change."))
+        subscription.expires_at = _expiry(body.get("expirationDateTime"))
+        return json_reply(200, subscription.resource_json())
+
+    def _delete_subscription(self, request: Request, token: AccessToken) -> Reply:
+        subscription = self._own_subscription(request, token)
+        with self._lock:
+            self.subscriptions.pop(subscription.id, None)
+        return Reply(204)
+
+    def _own_subscription(self, request: Request, token: AccessToken) -> GraphSubscription:
+        """The live subscription the path names, if it is the token's user's."""
+        subscription = self.subscriptions.get(request.path_args[0])
+        if (
+            subscription is None
+            or subscription.expired
+            or subscription.account is not token.account
+        ):
+            raise ApiError(_error(404, "ResourceNotFound", "The subscription was not found."))
+        return subscription
+
+    # -- change tracking: the message delta
+    def _delta(self, request: Request, token: AccessToken) -> Reply:
+        """GET .../mailFolders/{id}/messages/delta: a round's first request lists the
+        folder's messages (those the filter keeps); a deltaLink's, what changed since its
+        round (only `changeType`'s kind, if the round asked for one); a nextLink's, the
+        round's next page."""
+        account = token.account
+        folder = _folder(account, next(ref for ref in request.path_args if ref))
+        state_token = request.query.get("$deltatoken") or request.query.get("$skiptoken")
+        if state_token is not None:
+            state = self._delta_states.get(state_token)
+            if (
+                state is None
+                or state.expired
+                or state.account is not account
+                or state.query.folder != folder
+            ):
+                raise ApiError(
+                    _error(410, "SyncStateNotFound", "The sync state generation is not found.")
+                )
+            query = state.query
+            if "$skiptoken" in request.query:
+                snapshot, changes = state.snapshot, state.pending
+            else:
+                snapshot = self._snapshot(account, query)
+                changes = _changes(state.snapshot, snapshot, query.change_type)
+        else:
+            query = _delta_query(request, folder)
+            snapshot = self._snapshot(account, query)
+            changes = [("created", seen) for seen in snapshot.values()]
+        size = _page_size(request)
+        page, rest = changes[:size], changes[size:]
+        next_token = secrets.token_urlsafe(24)
+        with self._lock:
+            self._delta_states[next_token] = _DeltaState(account, query, snapshot, rest)
+        name, parameter = ("nextLink", "$skiptoken") if rest else ("deltaLink", "$deltatoken")
+        link = f"{self.base_url}/v1.0/me/mailFolders('{folder}')/messages/delta"
+        return self._answer(
+            request,
+            200,
+            {
+                "@odata.context": f"{self.base_url}/v1.0/$metadata#Collection(message)",
+                f"@odata.{name}": f"{link}?{parameter}={next_token}",
+                "value": [
+                    self._delta_entry(request, account, kind, seen, query) for kind, seen in page
+                ],
+            },
+        )
+
+    def _snapshot(self, account: Account, query: _DeltaQuery) -> dict[str, _Seen]:
+        """The folder's messages the query keeps, as they are now, in arrival order."""
+        with self._lock:
+            return {
+                held.id: _Seen(held, _change_key(held), _regular_id(held))
+                for held in account.mailbox
+                if held.folder == query.folder and all(_matches(held, c) for c in query.clauses)
+            }
+
+    def _delta_entry(
+        self, request: Request, account: Account, kind: str, seen: _Seen, query: _DeltaQuery
+    ) -> dict[str, Any]:
+        if kind == "deleted":
+            removed_id = seen.held.id if _prefers(request, _IMMUTABLE_IDS) else seen.regular_id
+            return {
+                "@odata.type": "#microsoft.graph.message",
+                "id": removed_id,
+                "@removed": {"reason": "deleted"},
+            }
+        return {
+            "@odata.type": "#microsoft.graph.message",
+            **self._message(request, account, seen.held, query.select),
+        }
+
     # -- answers
     def _message(
         self, request: Request, account: Account, held: StoredMessage, select: list[str] | None
@@ -454,7 +784,7 @@ class FakeMicrosoft(FakeProvider):
         message = held.parsed()
         sender = [_recipient(address) for address in addresses(message, "From")]
         received = _when(held.received_at)
-        change_key = b64url(hashlib.sha256(held.raw + bytes([held.read])).digest()[:12])
+        change_key = _change_key(held)
         everything: dict[str, Any] = {
             "id": held.id if _prefers(request, _IMMUTABLE_IDS) else _regular_id(held),
             "createdDateTime": received,
@@ -976,3 +1306,80 @@ def _sendable(account: Account, raw: bytes) -> bytes:
     if "Date" not in message:
         missing.append(f"Date: {format_datetime(datetime.datetime.now(datetime.UTC))}")
     return "".join(f"{line}\r\n" for line in missing).encode() + raw
+
+
+def _change_key(held: StoredMessage) -> str:
+    """Changes whenever the message does (its content, its read state)."""
+    return b64url(hashlib.sha256(held.raw + bytes([held.read])).digest()[:12])
+
+
+def _invalid_request(message: str) -> Reply:
+    return _error(400, "InvalidRequest", message)
+
+
+def _expiry(value: Any) -> datetime.datetime:
+    """A subscription's expirationDateTime, if Graph takes it: in the future, and at most
+    the longest a subscription on messages may live."""
+    try:
+        moment = datetime.datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ApiError(_invalid_request("expirationDateTime is not a date and time.")) from None
+    if moment.tzinfo is None:
+        raise ApiError(_invalid_request("expirationDateTime needs its time zone."))
+    now = datetime.datetime.now(datetime.UTC)
+    if moment <= now:
+        raise ApiError(_invalid_request("expirationDateTime must be in the future."))
+    if moment > now + datetime.timedelta(minutes=MAX_SUBSCRIPTION_MINUTES):
+        raise ApiError(
+            _invalid_request(
+                f"Subscription expiration can only be {MAX_SUBSCRIPTION_MINUTES} minutes in "
+                "the future."
+            )
+        )
+    return moment.astimezone(datetime.UTC)
+
+
+def _delta_query(request: Request, folder: str) -> _DeltaQuery:
+    """A round's first request, checked as Graph checks a message delta's: a filter on
+    receivedDateTime ge or gt only, an order by receivedDateTime desc only, no search."""
+    clauses = _filter(request.query.get("$filter"))
+    if len(clauses) > 1 or any(
+        name != "receivedDateTime" or comparison not in ("ge", "gt")
+        for name, comparison, _ in clauses
+    ):
+        raise ApiError(
+            _bad_request("A message delta filters only by receivedDateTime ge or gt a moment.")
+        )
+    order = request.query.get("$orderby")
+    if order is not None and " ".join(order.split()).lower() != "receiveddatetime desc":
+        raise ApiError(_bad_request("A message delta orders only by receivedDateTime desc."))
+    if "$search" in request.query:
+        raise ApiError(_bad_request("A message delta does not search."))
+    change_type = request.query.get("changeType")
+    if change_type is not None and change_type not in CHANGE_TYPES:
+        raise ApiError(_bad_request("changeType: created, updated or deleted."))
+    return _DeltaQuery(folder, tuple(clauses), change_type, _select(request))
+
+
+def _changes(
+    before: dict[str, _Seen], now: dict[str, _Seen], change_type: str | None
+) -> list[tuple[str, _Seen]]:
+    """What changed between two rounds: the messages new to the folder, those changed, and
+    those that left it (deleted or moved), of `change_type`'s kind only if given."""
+    found = [("created", seen) for key, seen in now.items() if key not in before]
+    found += [
+        ("updated", seen)
+        for key, seen in now.items()
+        if key in before and before[key].change_key != seen.change_key
+    ]
+    found += [("deleted", seen) for key, seen in before.items() if key not in now]
+    return [(kind, seen) for kind, seen in found if change_type in (None, kind)]
+
+
+def _page_size(request: Request) -> int:
+    """Prefer: odata.maxpagesize={n}, else Graph's default."""
+    for preference in request.headers.get("prefer", "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.lower() == "odata.maxpagesize" and value.isdigit():
+            return max(1, min(int(value), _MAX_DELTA_PAGE))
+    return _DELTA_PAGE
