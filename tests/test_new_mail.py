@@ -93,6 +93,7 @@ def test_each_new_message_is_one_event_with_the_mail_apis_ids_and_old_mail_none(
     local_api: Any, imap_agent: MailAgent
 ) -> None:
     imap_agent.deliver(_message("There before"))
+    time.sleep(1)  # arrival times are whole seconds: the connection's own second is new
     _connect(imap_agent)
     _round(local_api, imap_agent)
     assert _events_of(local_api, imap_agent) == []  # what was there before is not news
@@ -117,6 +118,7 @@ def test_each_new_message_is_one_event_with_the_mail_apis_ids_and_old_mail_none(
     assert (full["source"], full["detail-type"]) == ("mailbridge", "Mail Received")
     assert _config(imap_agent)["delivery"] == {
         "state": "active",
+        "of": None,
         "problem": None,
         "since": None,
         "failures": 0,
@@ -275,7 +277,7 @@ def test_a_failing_poll_shows_delivery_degraded_then_dead_letters_then_recovers(
     with dovecot.paused():  # the server hangs: each look times out
         _round(local_api, imap_agent)
     delivery = _config(imap_agent)["delivery"]
-    assert delivery["state"] == "degraded"
+    assert (delivery["state"], delivery["of"]) == ("degraded", "look")
     assert delivery["problem"]["code"] == "timeout"
     assert delivery["failures"] == 3  # SQS tried it three times
     assert [body for body in local_api.dead_letters() if imap_agent.agent_id in body]

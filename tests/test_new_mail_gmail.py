@@ -24,7 +24,7 @@ from mailbridge_tools.sandbox.identity.pubsub import OidcSigner
 from support import ApiClient, ApiResponse, MailAgent, Mailbox, OAuthAgent, Org
 
 PUSH_ROUTE = "/api/engine/push/google"
-RENEW = ("NewMailDispatchFunction", "RenewGoogle")
+ROUND = ("NewMailDispatchFunction", "PollGoogle")
 HISTORY = ("GET", "/gmail/v1/users/me/history")
 WATCH = ("POST", "/gmail/v1/users/me/watch")
 STOP = ("POST", "/gmail/v1/users/me/stop")
@@ -113,7 +113,7 @@ def _push(local_api: Any, body: Any, token: str | None, *, raw: bytes | None = N
 def _subscribers(address: str) -> list[str]:
     from mailbridge.storage.newmail import DynamoFeedStore
 
-    return DynamoFeedStore().subscribers("google", address.lower())
+    return DynamoFeedStore().subscribers(address.lower())
 
 
 def test_a_sign_in_watches_the_inbox_and_mail_already_there_is_never_announced(
@@ -167,20 +167,36 @@ def test_an_unchanged_mailbox_costs_one_history_call(
     assert google.requests[before:] == [HISTORY]
 
 
-def test_a_push_and_the_daily_round_for_one_message_announce_it_once(
+def test_a_push_and_a_round_for_one_message_announce_it_once_and_renew_a_watch_near_its_end(
     local_api: Any, google: FakeGoogle, gmail_agent: GmailAgent
 ) -> None:
+    from mailbridge.storage.newmail import DynamoFeedStore
+
     watched = google.watch_of(gmail_agent.address)
     assert watched is not None
     gmail_agent.deliver("Seen twice")  # pushed: a look queued
-    local_api.run_schedule(*RENEW)  # and the daily round queues another
+    local_api.run_schedule(*ROUND)  # and the catch-up round queues another
     watches = google.requests.count(WATCH)
     local_api.process_queue()
-
     assert [e["subject"] for e in _events_of(local_api, gmail_agent)] == ["Seen twice"]
-    assert google.requests.count(WATCH) > watches  # the round renewed the watch
+    assert google.requests.count(WATCH) == watches  # a week left: not renewed yet
+
+    # A watch with a day left is renewed by the next round.
+    feeds = DynamoFeedStore()
+    feed = feeds.get(gmail_agent.agent_id)
+    assert feed is not None and feed.subscription is not None
+    ending = feed.subscription.model_copy(
+        update={"expires_at": datetime.now(UTC) + timedelta(days=1)}
+    )
+    assert feeds.put(feed.model_copy(update={"subscription": ending}))
+    local_api.run_schedule(*ROUND)
+    local_api.process_queue()
+    assert google.requests.count(WATCH) == watches + 1
     renewed = google.watch_of(gmail_agent.address)
     assert renewed is not None and renewed.expires_at >= watched.expires_at
+    stored = feeds.get(gmail_agent.agent_id)
+    assert stored is not None and stored.subscription is not None
+    assert stored.subscription.expires_at > ending.expires_at
     assert _subscribers(gmail_agent.address) == [gmail_agent.agent_id]
 
 
@@ -247,7 +263,7 @@ def test_a_push_that_is_not_a_gmail_notification_is_a_400_never_a_500(
     }
     for name, body in bodies.items():
         refused = _push(local_api, body, token)
-        assert (refused.status, refused.error["code"]) == (400, "push_invalid"), name
+        assert (refused.status, refused.error["code"]) == (400, "notification_invalid"), name
     for raw in (b"{", b"not json at all", b"\x00\x01"):
         refused = _push(local_api, None, token, raw=raw)
         assert refused.status == 400, raw
@@ -347,11 +363,11 @@ def test_a_topic_gmail_may_not_publish_to_shows_delivery_degraded_with_the_fix(
         google.topics[topic] = True
     config = agent.oauth.get()
     assert config["status"] == "connected"  # the mailbox itself is fine
-    assert config["delivery"]["state"] == "degraded"
+    assert (config["delivery"]["state"], config["delivery"]["of"]) == ("degraded", "push")
     assert config["delivery"]["problem"]["code"] == "push_topic_refused"
     assert "gmail-api-push@system.gserviceaccount.com" in config["delivery"]["problem"]["hint"]
     assert [body for body in local_api.dead_letters() if agent.agent_id in body]
-    local_api.run_schedule(*RENEW)  # the next round, with the role granted again
+    local_api.run_schedule(*ROUND)  # the next round, with the role granted again
     local_api.process_queue()
     assert agent.oauth.get()["delivery"]["state"] == "active"
     assert google.watch_of(agent.address) is not None

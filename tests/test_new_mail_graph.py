@@ -24,7 +24,7 @@ from mailbridge_tools.sandbox.identity.graph_changes import GraphSubscription
 from support import MS_ACCOUNT, MailAgent, Mailbox, OAuthAgent
 
 ROUTE = "/api/engine/push/microsoft"
-RENEWAL_ROUND = ("NewMailDispatchFunction", "RenewMicrosoft")
+ROUND = ("NewMailDispatchFunction", "PollMicrosoft")
 
 
 @pytest.fixture(autouse=True)
@@ -241,9 +241,9 @@ def test_a_new_message_is_one_event_with_the_mail_apis_id_and_old_mail_none(
     read = connected.mail.runtime.get(connected.mail.message_path(event["message_id"]))
     assert read.status == 200
 
-    # Reading it, a renewal round, another look: no news, no second event.
+    # Reading it, a round, another look: no news, no second event.
     connected.mail.runtime.request("PATCH", connected.mail.message_path(news["id"]), {"read": True})
-    local_api.run_schedule(*RENEWAL_ROUND)
+    local_api.run_schedule(*ROUND)
     local_api.process_queue()
     assert _subjects(local_api, connected.agent_id) == ["News"]
 
@@ -260,7 +260,7 @@ def test_a_notification_and_a_renewal_racing_for_one_message_announce_it_once(
 
     before = connected.subscription.expires_at
     microsoft.deliver(MS_ACCOUNT, _raw("Raced"))  # its notification queues a look
-    local_api.run_schedule(*RENEWAL_ROUND)  # and the round queues a renewal
+    local_api.run_schedule(*ROUND)  # and the round queues a look
     local_api.process_queue()
     assert _subjects(local_api, connected.agent_id) == ["Raced"]
 
@@ -350,6 +350,46 @@ def test_subscription_removed_makes_a_new_one_that_notifies(
     microsoft.deliver(MS_ACCOUNT, _raw("Through the new one"))
     assert local_api.process_queue() == 1
     assert _subjects(local_api, connected.agent_id) == ["Through the new one"]
+
+
+def test_a_new_subscription_is_kept_when_another_look_moves_the_feed_meanwhile(
+    connected: Connected, local_api: Any, microsoft: FakeMicrosoft
+) -> None:
+    """Graph dropped the subscription; the look that makes a new one loses the feed's
+    version to a look that announced a message meanwhile. The new subscription is recorded
+    all the same (over the other look's position), not stopped and forgotten."""
+    from aws_calls import AwsCalls
+    from mailbridge.newmail.models import SyncReason, SyncRequest
+    from mailbridge.newmail.service import FeedStores, look_for_new_mail
+    from mailbridge.storage.agents import DynamoAgentStore
+    from mailbridge.storage.aws import dynamodb
+    from mailbridge.storage.newmail import DynamoFeedStore, EventBridgeBus, SqsSyncQueue
+    from mailbridge.storage.orgs import DynamoOrgStore
+    from mailbridge.storage.secrets import SecretsManagerStore
+
+    old = connected.subscription
+    assert microsoft.send_lifecycle_notification(old.id, "subscriptionRemoved").status == 202
+    microsoft.deliver(MS_ACCOUNT, _raw("Meanwhile"))  # its notification: no agent has it yet
+    stores = FeedStores(
+        DynamoAgentStore(),
+        SecretsManagerStore(),
+        DynamoOrgStore(),
+        DynamoFeedStore(),
+        EventBridgeBus(),
+        SqsSyncQueue(),
+    )
+    other = SyncRequest(agent_id=connected.agent_id, reason=SyncReason.NOTIFIED)
+    # The renewal's first write is the new subscription's route: the other look runs then
+    # (within the renewal's invocation: as the worker).
+    with AwsCalls([dynamodb()]).before("PutItem", lambda: look_for_new_mail(stores, other)):
+        local_api.process_queue()
+    (live,) = microsoft.subscriptions_of(MS_ACCOUNT)
+    feed = _feed(connected.agent_id)
+    assert live.id != old.id and feed.subscription.id == live.id
+    assert _subjects(local_api, connected.agent_id) == ["Meanwhile"]
+    microsoft.deliver(MS_ACCOUNT, _raw("Through it"))
+    assert local_api.process_queue() == 1
+    assert _subjects(local_api, connected.agent_id) == ["Meanwhile", "Through it"]
 
 
 def _unreachable(subscription: GraphSubscription) -> Iterator[None]:

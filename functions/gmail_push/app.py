@@ -17,10 +17,10 @@ feeds, queue = DynamoFeedStore(), SqsSyncQueue()
 MAX_PUSH_BYTES = 16 * 1024
 RESPONSES: dict[int, OpenAPIResponse] = success(
     "Taken: each agent of that mailbox will look at it (none: nothing to do).", status=204
-) | errors(400, 401, 503)
+) | errors(400, 401, 502, 503)
 RESPONSES[400] = {
     **RESPONSES[400],
-    "description": "Not Pub/Sub's push of a Gmail notification (`push_invalid`).",
+    "description": "Not Pub/Sub's push of a Gmail notification (`notification_invalid`).",
 }
 RESPONSES[401] = {
     **RESPONSES[401],

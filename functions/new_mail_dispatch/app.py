@@ -1,7 +1,8 @@
 """The scheduler's rounds of new mail: every connected mailbox of a provider, queued for the
-worker. EventBridge Scheduler invokes it with its schedule's input: `{"provider": "imap",
-"reason": "poll"}` every NewMailPollRate (Google's too while Gmail push is off), and
-`"reason": "renew"` daily for Google and Microsoft, whose push subscriptions it renews."""
+worker. EventBridge Scheduler invokes it with its schedule's input: `{"provider": "imap"}`
+every NewMailPollRate (Google's too while Gmail push is off), and `"google"` and
+`"microsoft"` every PushCatchUpRate, to catch up on lost notifications and renew
+subscriptions near their end."""
 
 from typing import Any
 

@@ -61,6 +61,8 @@ _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
 # UIDs and UIDVALIDITY are RFC 3501's nz-number: 1 to 2^32 - 1, in ASCII digits.
 _NZ_NUMBER = re.compile(r"[1-9][0-9]{0,9}")
 _MAX_NUMBER = 2**32 - 1
+# Arrival times read at a time when a look must find what arrived after a moment.
+_TIMES_CHUNK = 200
 # A folder as imapclient lists it: its flags, its hierarchy delimiter and its name.
 _Listed = list[tuple[tuple[bytes, ...], bytes, str]]
 # The sent copy's folder is looked up while SMTP sends: one worker per invocation is enough.
@@ -315,7 +317,9 @@ class ImapMailbox:
                 found = client.search([b"UID", f"{known.uid_next}:*".encode()])
                 uids = sorted(uid for uid in found if uid >= known.uid_next)
             else:
-                uids = _arrived_after(client, known.newest if known else since, since=known is None)
+                # INTERNALDATE counts whole seconds: the connection's own second is after it.
+                moment = known.newest if known else since.replace(microsecond=0)
+                uids = _arrived_after(client, moment, since=known is None)
             taken, more = uids[:limit], len(uids) > limit
             fetched = client.fetch(taken, _SUMMARY) if taken else {}
             summaries = [
@@ -410,16 +414,25 @@ class _InboxPosition:
 def _arrived_after(client: IMAPClient, moment: datetime, *, since: bool) -> list[int]:
     """The inbox's UIDs that arrived after `moment` (at it or after, with `since`), by their
     INTERNALDATE. SEARCH SINCE compares dates alone, in the server's zone: a day earlier
-    finds them all, and their times decide."""
-    candidates = client.search([b"SINCE", moment - timedelta(days=1)])
-    if not candidates:
-        return []
-    dates = client.fetch(candidates, [b"INTERNALDATE"])
-    return sorted(
-        uid
-        for uid, data in dates.items()
-        if (arrived := _utc(data[b"INTERNALDATE"])) > moment or (since and arrived == moment)
-    )
+    finds them all, and their times decide. What arrived after `moment` is at the top of
+    the UID order, so the times are read from the newest down, a chunk at a time, until a
+    chunk reaches back before it: a busy day's thousands of messages cost one chunk, and
+    no command line grows with them."""
+
+    def arrived(data: dict[bytes, Any]) -> bool:
+        at = _utc(data[b"INTERNALDATE"])
+        return at > moment or (since and at == moment)
+
+    candidates = sorted(client.search([b"SINCE", moment - timedelta(days=1)]))
+    found: list[int] = []
+    while candidates:
+        chunk, candidates = candidates[-_TIMES_CHUNK:], candidates[:-_TIMES_CHUNK]
+        times = client.fetch(chunk, [b"INTERNALDATE"])
+        newer = [uid for uid, data in times.items() if arrived(data)]
+        found += newer
+        if len(newer) < len(chunk):
+            break
+    return sorted(found)
 
 
 def _special_use_folders(client: IMAPClient) -> _Listed:

@@ -11,10 +11,12 @@ import binascii
 import json
 from typing import TYPE_CHECKING, Protocol
 
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.adapters import load_adapter
 from ..core.errors import ErrorCode, MailbridgeError
+from ..core.observability import metrics
 from ..core.settings import settings
 from .models import SyncReason, SyncRequest
 
@@ -61,6 +63,9 @@ class _PushEnvelope(BaseModel):
 
 
 def _unauthorized() -> MailbridgeError:
+    # Counted: a deployment whose audience or service account is wrong refuses every push,
+    # and its Gmail agents wait for the catch-up rounds; an alarm on this says so.
+    metrics.add_metric(name="PushRefused", unit=MetricUnit.Count, value=1)
     return MailbridgeError(
         ErrorCode.PUSH_UNAUTHORIZED,
         "The push carries no token Google signed for this deployment's push subscription.",
@@ -69,7 +74,7 @@ def _unauthorized() -> MailbridgeError:
 
 def _invalid() -> MailbridgeError:
     return MailbridgeError(
-        ErrorCode.PUSH_INVALID, "The body is not a Pub/Sub push of a Gmail notification."
+        ErrorCode.NOTIFICATION_INVALID, "The body is not a Pub/Sub push of a Gmail notification."
     )
 
 
@@ -92,7 +97,7 @@ def verify_push(authorization: str | None) -> None:
 
 
 def read_notification(body: str | None) -> GmailNotification:
-    """The Gmail notification a Pub/Sub push carries; PUSH_INVALID for anything else."""
+    """The Gmail notification a Pub/Sub push carries; NOTIFICATION_INVALID for anything else."""
     try:
         envelope = _PushEnvelope.model_validate_json(body or "")
         data = base64.b64decode(envelope.message.data, validate=True)
@@ -108,7 +113,7 @@ def accept_gmail_push(
     notified address is (none: nothing to do, and the push is done with). How many."""
     verify_push(authorization)
     notification = read_notification(body)
-    agent_ids = feeds.subscribers("google", notification.email_address.lower())
+    agent_ids = feeds.subscribers(notification.email_address.lower())
     if agent_ids:
         queue.send(
             [SyncRequest(agent_id=agent_id, reason=SyncReason.NOTIFIED) for agent_id in agent_ids]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,7 +24,9 @@ from .models import Feed, SyncReason, SyncRequest
 if TYPE_CHECKING:
     from ..storage.protocols import FeedStore, SyncQueue
 
-PROVIDER = "microsoft"
+# Graph's subscription ids are GUIDs: anything else names none of ours, and is dropped
+# before any lookup (and never logged: it is a stranger's text).
+_SUBSCRIPTION_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # Graph's validation tokens are a sentence and a GUID; anything far longer is not one.
 MAX_TOKEN_CHARACTERS = 1024
 # Graph batches notifications; this many in one request is far more than it sends.
@@ -102,7 +105,10 @@ def _agents_of(feeds: FeedStore, notification: GraphNotification) -> list[str]:
     """The agents whose subscription the notification names and whose clientState it
     carries."""
     subscription_id = notification.subscription_id
-    agents = feeds.subscribers(PROVIDER, subscription_id)
+    if _SUBSCRIPTION_ID.fullmatch(subscription_id) is None:
+        logger.warning("graph notification dropped: not a subscription id")
+        return []
+    agents = feeds.subscribers(subscription_id)
     if not agents:
         # Stopped (a disconnect), or replaced: it lapses by itself.
         logger.info("graph notification for no agent", extra={"subscription_id": subscription_id})

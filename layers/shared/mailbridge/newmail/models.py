@@ -51,17 +51,16 @@ class MailReceived(BaseModel):
 
 
 class SyncReason(StrEnum):
-    POLL = "poll"  # the scheduler's round of IMAP mailboxes
+    POLL = "poll"  # a scheduler's round
     NOTIFIED = "notified"  # the provider pushed news of this mailbox
-    RENEW = "renew"  # the scheduler's round of push subscriptions
+    RENEW = "renew"  # the provider asked for its subscription to be renewed (or remade)
     CONNECTED = "connected"  # a sign-in connected (or re-connected) it
 
 
 class Round(BaseModel):
-    """A scheduler's round, as its schedule's input names it: whose mailboxes, and why."""
+    """A scheduler's round, as its schedule's input names it: whose mailboxes."""
 
     provider: Literal["imap", "google", "microsoft"]
-    reason: Literal[SyncReason.POLL, SyncReason.RENEW]
 
 
 class SyncRequest(BaseModel):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ..agents.models import Agent
 from ..connections.models import Degraded, Problem, Status, StoredConfig
@@ -38,8 +38,10 @@ if TYPE_CHECKING:
 LOOK_LIMIT = 50
 # How long a claimed announcement is another worker's: far longer than one publish takes.
 CLAIM_SECONDS = 60
-# A push subscription closer than this to its end is renewed at the next look.
+# A push subscription closer than this to its end is renewed (Gmail's last 7 days, Graph's
+# 70 hours: renewed every 5 days, and every day).
 RENEW_WITHIN = timedelta(days=2)
+_ATTEMPTS = 3  # to record a new subscription in a feed other looks move
 
 
 class FeedStores(Stores):
@@ -60,12 +62,12 @@ class FeedStores(Stores):
 
 def queue_connected_mailboxes(feeds: FeedStore, queue: SyncQueue, round_: Round) -> int:
     """The scheduler's round: every mailbox connected through the round's provider, queued
-    for a look (a poll) or for its push subscription's renewal and a look (a renewal). How
-    many were queued."""
+    for a look. How many were queued."""
     queued = 0
     for agent_ids in feeds.connected_agents(round_.provider):
-        requests = [SyncRequest(agent_id=agent_id, reason=round_.reason) for agent_id in agent_ids]
-        queue.send(requests)
+        queue.send(
+            [SyncRequest(agent_id=agent_id, reason=SyncReason.POLL) for agent_id in agent_ids]
+        )
         queued += len(agent_ids)
     return queued
 
@@ -84,20 +86,15 @@ def look_for_new_mail(stores: FeedStores, request: SyncRequest) -> int:
         or config.connected_at is None
     ):
         return 0  # removed, disconnected or broken since it was queued: nothing to look at
-    feed = stores.feeds.get(agent.agent_id)
-    if feed is None or feed.based_on != config.connected_at:
-        # A new connection (another mailbox, perhaps): its new mail is what arrives after it.
-        feed = Feed(
-            agent_id=agent.agent_id,
-            based_on=config.connected_at,
-            version=feed.version if feed else 0,
-        )
+    feed = _feed_of(stores.feeds, agent.agent_id, config.connected_at)
     push_failed: MailbridgeError | None = None  # the subscription's, which stops no look
+    subscribed = False
     try:
         with agent_mailbox(stores, agent, config, "reading") as mailbox:
             if _subscription_due(feed.subscription, request.reason):
                 try:
-                    feed = _subscribe(stores, mailbox, agent, config.connection.provider, feed)
+                    feed = _subscribe(stores.feeds, mailbox, agent.agent_id, feed)
+                    subscribed = True
                 except (MailServerError, ProviderError) as failure:
                     if failure.code in BREAKS_THE_CONNECTION:
                         raise
@@ -105,26 +102,39 @@ def look_for_new_mail(stores: FeedStores, request: SyncRequest) -> int:
             found = mailbox.new_messages(feed.position, since=config.connected_at, limit=LOOK_LIMIT)
     except (MailServerError, ProviderError) as failure:
         if failure.code not in BREAKS_THE_CONNECTION:
-            _record_degraded(stores.agents, config, failure)
+            _record_degraded(stores.agents, config, failure, "look")
         raise
     announced = sum(_announce_once(stores, agent, message) for message in found.messages)
     # Only after every message was announced: a look that dies before this is repeated.
     if found.position != feed.position:
         stores.feeds.put(feed.model_copy(update={"position": found.position}))
-    if found.more:
-        stores.queue.send([request])
+    if found.more:  # the rest, at once (not another renewal)
+        stores.queue.send([SyncRequest(agent_id=agent.agent_id, reason=SyncReason.NOTIFIED)])
     if push_failed is not None:
         # What was new is announced; the subscription is tried again by the queue.
-        _record_degraded(stores.agents, config, push_failed)
+        _record_degraded(stores.agents, config, push_failed, "push")
         raise push_failed
-    if config.degraded is not None:
-        _record_degraded(stores.agents, config, None)
+    degraded = config.degraded
+    # A look that works says nothing of a push that failed: only a subscription does.
+    if degraded is not None and (degraded.of == "look" or subscribed):
+        _record_degraded(stores.agents, config, None, degraded.of)
     return announced
 
 
-def _subscribe(
-    stores: FeedStores, mailbox: Mailbox, agent: Agent, provider: str, feed: Feed
-) -> Feed:
+def _feed_of(feeds: FeedStore, agent_id: str, connected_at: datetime) -> Feed:
+    """The agent's feed for the connection made at `connected_at`. One of an earlier
+    connection (another mailbox, perhaps) starts afresh: its new mail is what arrives after
+    the new one was made, and its subscription's notifications no longer reach the agent
+    (stopping it would need the old account's grant: it lapses by itself)."""
+    feed = feeds.get(agent_id)
+    if feed is not None and feed.based_on == connected_at:
+        return feed
+    if feed is not None and feed.subscription is not None:
+        feeds.remove_subscriber(feed.subscription.id, agent_id)
+    return Feed(agent_id=agent_id, based_on=connected_at, version=feed.version if feed else 0)
+
+
+def _subscribe(feeds: FeedStore, mailbox: Mailbox, agent_id: str, feed: Feed) -> Feed:
     """Start or renew the provider's push, and record it at once: the provider notifies as
     soon as a subscription exists, and its notifications must find the agent (and the hash
     of their secret). The feed as stored now."""
@@ -134,26 +144,35 @@ def _subscribe(
         return feed  # no push (IMAP, or Gmail's turned off): nothing to record
     new = subscription is not None and (before is None or subscription.id != before.id)
     if subscription is not None and new:
-        stores.feeds.add_subscriber(provider, subscription.id, agent.agent_id)
-    moved = feed.model_copy(update={"subscription": subscription})
-    if not stores.feeds.put(moved):
-        # Another look moved the feed meanwhile, and subscribed too: this subscription is
-        # recorded nowhere, so it is stopped rather than left to notify.
-        if subscription is not None and new:
-            with suppress(MailbridgeError):
-                mailbox.unsubscribe(subscription)
-            stores.feeds.remove_subscriber(provider, subscription.id, agent.agent_id)
-        stored = stores.feeds.get(agent.agent_id)
-        return stored if stored is not None and stored.based_on == feed.based_on else feed
-    if before is not None and (subscription is None or subscription.id != before.id):
-        stores.feeds.remove_subscriber(provider, before.id, agent.agent_id)
-    return moved.model_copy(update={"version": moved.version + 1})
+        feeds.add_subscriber(subscription.id, agent_id)
+    # Another look may move the feed meanwhile (its position): the subscription goes into
+    # whatever is stored, unless that look changed the subscription too.
+    for _ in range(_ATTEMPTS):
+        moved = feed.model_copy(update={"subscription": subscription})
+        if feeds.put(moved):
+            if before is not None and (subscription is None or subscription.id != before.id):
+                feeds.remove_subscriber(before.id, agent_id)
+            return moved.model_copy(update={"version": moved.version + 1})
+        stored = feeds.get(agent_id)
+        if stored is None or stored.based_on != feed.based_on or stored.subscription != before:
+            break
+        feed = stored
+    # Another look subscribed (or the connection changed): this subscription is recorded
+    # nowhere, so it is stopped rather than left to notify.
+    if subscription is not None and new:
+        with suppress(MailbridgeError):
+            mailbox.unsubscribe(subscription)
+        feeds.remove_subscriber(subscription.id, agent_id)
+    stored = feeds.get(agent_id)
+    return stored if stored is not None and stored.based_on == feed.based_on else feed
 
 
 def _subscription_due(subscription: Subscription | None, reason: SyncReason) -> bool:
-    """Push subscriptions are renewed by the daily round and at each sign-in, and sooner if
-    one would lapse before the next round (or there is none yet)."""
-    if reason in (SyncReason.RENEW, SyncReason.CONNECTED) or subscription is None:
+    """A sign-in subscribes, and so does the provider's request to renew; otherwise a
+    subscription is renewed when it has less than RENEW_WITHIN left, or made when there is
+    none. Renewing only then spreads a fleet's renewals over the days, within the
+    providers' quotas."""
+    if reason in (SyncReason.CONNECTED, SyncReason.RENEW) or subscription is None:
         return True
     return subscription.expires_at - datetime.now(UTC) < RENEW_WITHIN
 
@@ -165,26 +184,27 @@ def stop_new_mail(stores: Stores, feeds: FeedStore, agent: Agent, config: Stored
     feed = feeds.get(agent.agent_id)
     if feed is None or feed.subscription is None:
         return
-    provider, subscription = config.connection.provider, feed.subscription
+    subscription = feed.subscription
     # Two agents may share a mailbox, and Gmail has one watch per mailbox: it stays theirs.
-    if set(feeds.subscribers(provider, subscription.id)) <= {agent.agent_id}:
+    if set(feeds.subscribers(subscription.id)) <= {agent.agent_id}:
         try:
             with agent_mailbox(stores, agent, config, "reading") as mailbox:
                 mailbox.unsubscribe(subscription)
         except MailbridgeError as failure:
             logger.warning("push subscription left to lapse", extra={"error_code": failure.code})
-    feeds.remove_subscriber(provider, subscription.id, agent.agent_id)
+    feeds.remove_subscriber(subscription.id, agent.agent_id)
 
 
 def _announce_once(stores: FeedStores, agent: Agent, message: MessageSummary) -> bool:
     event = MailReceived.of(agent.agent_id, agent.org_id, agent.client_org_id, message)
-    if not stores.feeds.claim_delivery(agent.agent_id, event.event_id, CLAIM_SECONDS):
+    claim = stores.feeds.claim_delivery(agent.agent_id, event.event_id, CLAIM_SECONDS)
+    if claim is None:
         return False  # announced already, or being announced by another look
     try:
         stores.bus.publish(event)
     except MailbridgeError:
         with suppress(MailbridgeError):  # else the claim lapses by itself
-            stores.feeds.release_delivery(agent.agent_id, event.event_id)
+            stores.feeds.release_delivery(agent.agent_id, event.event_id, claim)
         raise
     try:
         stores.feeds.confirm_delivery(agent.agent_id, event.event_id)
@@ -196,7 +216,10 @@ def _announce_once(stores: FeedStores, agent: Agent, message: MessageSummary) ->
 
 
 def _record_degraded(
-    agents: AgentStore, config: StoredConfig, failure: MailbridgeError | None
+    agents: AgentStore,
+    config: StoredConfig,
+    failure: MailbridgeError | None,
+    of: Literal["look", "push"],
 ) -> None:
     """Best effort, and only over the version that was read: a save meanwhile wins."""
     degraded = None
@@ -204,6 +227,7 @@ def _record_degraded(
         before = config.degraded
         degraded = Degraded(
             problem=Problem.of(failure),
+            of=of,
             since=before.since if before else datetime.now(UTC),
             failures=before.failures + 1 if before else 1,
         )

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,10 +83,14 @@ class DynamoFeedStore:
             return False
         return True
 
-    def claim_delivery(self, agent_id: str, message_id: str, lease_seconds: int) -> bool:
-        """Claims the announcement of this message: False if it was announced, or another
-        worker holds the claim; a claim whose holder died lapses after `lease_seconds`."""
+    def claim_delivery(self, agent_id: str, message_id: str, lease_seconds: int) -> str | None:
+        """Claims the announcement of this message; the claim's token, or None if it was
+        announced, or another worker holds the claim (which lapses after `lease_seconds`
+        if its holder died)."""
         now = int(time.time())
+        # Two claims in one second would otherwise be the same item, and the loser's put
+        # would pass for its own write whose answer was lost.
+        claim = uuid.uuid4().hex
         try:
             conditional_write(
                 self.table,
@@ -95,9 +100,7 @@ class DynamoFeedStore:
                         "pk": delivered_partition(agent_id),
                         "sk": message_id,
                         "claimed_until": now + lease_seconds,
-                        # Two claims in one second would be the same item otherwise, and
-                        # the loser's put would pass for its own write whose answer was lost.
-                        "claim": uuid.uuid4().hex,
+                        "claim": claim,
                         "expires_at": now + DELIVERED_LIFETIME_SECONDS,
                     }
                 ),
@@ -106,8 +109,8 @@ class DynamoFeedStore:
                 ExpressionAttributeValues={":now": {"N": str(now)}},
             )
         except StaleWrite:
-            return False
-        return True
+            return None
+        return claim
 
     def confirm_delivery(self, agent_id: str, message_id: str) -> None:
         with storage_errors("DynamoDB"):
@@ -118,48 +121,51 @@ class DynamoFeedStore:
                 ExpressionAttributeValues={":yes": {"BOOL": True}},
             )
 
-    def release_delivery(self, agent_id: str, message_id: str) -> None:
-        with storage_errors("DynamoDB"):
-            dynamodb().delete_item(
-                TableName=self.table,
+    def release_delivery(self, agent_id: str, message_id: str, claim: str) -> None:
+        """Gives up `claim`, if it is still the message's (a claim that lapsed may be
+        another worker's now)."""
+        with suppress(StaleWrite):  # not ours any more
+            conditional_write(
+                self.table,
+                "delete_item",
                 Key=_delivered_key(agent_id, message_id),
-                ConditionExpression="attribute_not_exists(announced)",
+                ConditionExpression="claim = :claim AND attribute_not_exists(announced)",
+                ExpressionAttributeValues={":claim": {"S": claim}},
             )
 
-    # -- who a push provider's notification is for
-    def add_subscriber(self, provider: str, subscription_id: str, agent_id: str) -> None:
+    # -- who a push provider's notification is for (subscription ids are the provider's:
+    # a Gmail address, a Graph GUID; they cannot collide)
+    def add_subscriber(self, subscription_id: str, agent_id: str) -> None:
         with storage_errors("DynamoDB"):
             dynamodb().put_item(
                 TableName=self.table,
                 Item=to_item(
                     {
-                        "pk": _subscription_partition(provider, subscription_id),
+                        "pk": _subscription_partition(subscription_id),
                         "sk": agent_id,
                         "agent_id": agent_id,
                     }
                 ),
             )
 
-    def remove_subscriber(self, provider: str, subscription_id: str, agent_id: str) -> None:
+    def remove_subscriber(self, subscription_id: str, agent_id: str) -> None:
         with storage_errors("DynamoDB"):
             dynamodb().delete_item(
                 TableName=self.table,
                 Key={
-                    "pk": {"S": _subscription_partition(provider, subscription_id)},
+                    "pk": {"S": _subscription_partition(subscription_id)},
                     "sk": {"S": agent_id},
                 },
             )
 
-    def subscribers(self, provider: str, subscription_id: str) -> list[str]:
+    def subscribers(self, subscription_id: str) -> list[str]:
         """The agents a subscription's notification is for (a Gmail address may be two
         agents' mailbox)."""
         with storage_errors("DynamoDB"):
             answer = dynamodb().query(
                 TableName=self.table,
                 KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={
-                    ":pk": {"S": _subscription_partition(provider, subscription_id)}
-                },
+                ExpressionAttributeValues={":pk": {"S": _subscription_partition(subscription_id)}},
                 ProjectionExpression="agent_id",
                 Limit=100,
             )
@@ -226,8 +232,8 @@ def _delivered_key(agent_id: str, message_id: str) -> dict[str, Any]:
     return {"pk": {"S": delivered_partition(agent_id)}, "sk": {"S": message_id}}
 
 
-def _subscription_partition(provider: str, subscription_id: str) -> str:
-    return f"SUBSCRIPTION#{provider}#{subscription_id}"
+def _subscription_partition(subscription_id: str) -> str:
+    return f"SUBSCRIPTION#{subscription_id}"
 
 
 def _plain(key: dict[str, Any]) -> dict[str, str]:
