@@ -89,6 +89,8 @@ def test_new_agent_is_not_connected(org: Org) -> None:
         "updated_at": None,
         "shared_apps": [],
         "client_org": None,
+        "delivery": None,
+        "warnings": [],
     }
 
 

@@ -115,7 +115,8 @@ def test_imap_with_presets(
     expect(page.locator("#smtp-port")).to_have_value("587")
     expect(page.locator("#imap-host")).not_to_be_editable()
     page.select_option("#preset", "microsoft365")
-    expect(page.locator("#preset-note")).to_contain_text("Microsoft OAuth")
+    expect(page.locator("#preset-note")).to_contain_text("Use the Microsoft OAuth")
+    expect(page.locator("#preset-note")).to_contain_text("at the end of December 2026")
     shoot(page, "imap-preset")
 
     page.select_option("#preset", "custom")
@@ -310,3 +311,69 @@ def test_a_connected_agent_sends_a_test_message(
     assert received.recipients == ["someone@example.org"]
     assert b"Subject: Test message from your agent" in received.content
     shoot(page, "test-message")
+
+
+def test_a_grant_without_sending_is_warned_of(
+    page: Page, local_api: Any, org: Org, microsoft: FakeMicrosoft
+) -> None:
+    client_id = str(uuid.uuid4())
+    microsoft.register_app(client_id, SECRET, [local_api.url + CALLBACK])
+    microsoft.add_account("no-send@contoso.example", inbox_total=4, inbox_unread=1)
+    # The user unticks sending at consent.
+    microsoft.grant_scopes_next(
+        ["Mail.ReadWrite", "User.Read", "openid", "profile", "offline_access"]
+    )
+    open_tab(page, local_api, org)
+    choose(page, "Microsoft OAuth")
+    page.fill("#client-id", client_id)
+    page.fill("#client-secret", SECRET)
+    page.fill("#tenant", "organizations")
+    page.click("#oauth-form button[type=submit]")
+    expect(page.locator("#warnings")).to_be_hidden()
+    authorize_in_popup(page)
+    warning = page.locator("#warning-list li[data-code=send_permission_missing]")
+    expect(warning).to_contain_text("can receive but not send")
+    expect(warning).to_contain_text("Re-authorize")
+    expect(page.locator("#reauthorize")).to_be_visible()
+    shoot(page, "send-permission-missing")
+
+    authorize_in_popup(page, "#reauthorize")  # sending granted this time
+    expect(page.locator("#warnings")).to_be_hidden()
+
+
+def test_switching_accounts_asks_first(
+    page: Page, local_api: Any, org: Org, google: FakeGoogle
+) -> None:
+    client_id = f"{uuid.uuid4().hex[:10]}.apps.googleusercontent.com"
+    google.register_app(client_id, SECRET, [local_api.url + CALLBACK])
+    google.add_account("first@workspace.example", inbox_total=2, inbox_unread=0)
+    open_tab(page, local_api, org)
+    choose(page, "Google OAuth")
+    page.fill("#client-id", client_id)
+    page.fill("#client-secret", SECRET)
+    page.click("#oauth-form button[type=submit]")
+    authorize_in_popup(page)
+
+    # Re-authorizing signs in another account: refused, and the tab asks.
+    google.add_account("second@workspace.example", inbox_total=9, inbox_unread=3)
+    with page.expect_popup():
+        page.click("#reauthorize")
+    question = page.locator("#account-switch-question")
+    expect(question).to_have_text(
+        "Switch to second@workspace.example? The old mailbox will be disconnected."
+    )
+    expect(page.locator("#account-switch-reason")).to_contain_text("first@workspace.example")
+    expect(badge(page)).to_have_text("Connected")
+    shoot(page, "account-switch")
+
+    page.click("#keep-account")  # nothing changes
+    expect(page.locator("#account-switch")).to_be_hidden()
+    with page.expect_popup():
+        page.click("#reauthorize")
+    expect(question).to_be_visible()
+    with page.expect_popup():
+        page.click("#switch-account")
+    expect(page.locator("#notice")).to_have_text("Connected as second@workspace.example.")
+    expect(page.locator("#account-switch")).to_be_hidden()
+    page.click("#test")
+    expect(page.locator("#confirmed-email")).to_have_text("second@workspace.example")

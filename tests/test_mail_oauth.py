@@ -396,14 +396,20 @@ def test_a_grant_without_sending_cannot_send_and_says_so(agent: OAuthAgent, loca
     assert agent.connect().status == 200
     login = MS_ACCOUNT if agent.provider == "microsoft" else GOOGLE_ACCOUNT
     mail = MailAgent(local_api, agent.org, Mailbox(login, ""), deliver=lambda *_, **__: None)
+    before = len(agent.fake.requests)
     refused = mail.runtime.request(
         "POST",
         mail.send_path,
         {"to": ["a@example.org"], "subject": "x", "text": "x"},
         headers={"Idempotency-Key": uuid.uuid4().hex},
     )
-    assert (refused.status, refused.error["code"]) == (409, "permission_missing")
-    assert "sending" in refused.error["message"]
+    assert (refused.status, refused.error["code"]) == (409, "send_permission_missing")
+    assert "not sending" in refused.error["message"]
+    assert "Re-authorize" in refused.error["hint"]
+    # Refused before the provider was asked; the agent still receives, so stays Connected.
+    sends = [p for _, p in agent.fake.requests[before:] if p.endswith(("/sendMail", "/send"))]
+    assert not sends
+    assert agent.get()["status"] == "connected"
 
 
 def test_gmail_is_sent_the_message_raw_with_its_attachment(

@@ -17,6 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 import requests
+from mailbridge.connections.models import OAuthConnection, StoredConfig
+from mailbridge.oauth.providers import REQUIRED_PERMISSIONS, Permission
+from mailbridge.storage.agents import DynamoAgentStore
 from support import (
     CALLBACK,
     CLIENT_SECRET,
@@ -212,16 +215,231 @@ def test_a_script_in_the_error_description_is_harmless(agent: OAuthAgent) -> Non
     assert agent.get()["last_error"]["code"] == "authorization_failed"
 
 
-def test_a_missing_send_permission_is_named(microsoft_agent: OAuthAgent) -> None:
-    microsoft_agent.fake.grant_scopes_next(["Mail.ReadWrite", "User.Read", "offline_access"])
-    result, _ = posted(microsoft_agent.connect())
+_GMAIL = "https://www.googleapis.com/auth/gmail."
+
+
+def _scopes(agent: OAuthAgent, *, read: bool, send: bool) -> list[str]:
+    """What a user who unticked some permissions at consent grants (the sign-in's own
+    scopes always come with it)."""
+    if agent.provider == "microsoft":
+        granted = ["User.Read", "openid", "profile", "offline_access"]
+        return granted + ["Mail.ReadWrite"] * read + ["Mail.Send"] * send
+    return ["openid", "email"] + [_GMAIL + "readonly"] * read + [_GMAIL + "send"] * send
+
+
+def _account(agent: OAuthAgent) -> str:
+    return MS_ACCOUNT if agent.provider == "microsoft" else GOOGLE_ACCOUNT
+
+
+def _stored(agent: OAuthAgent) -> StoredConfig:
+    _, config = DynamoAgentStore().load(agent.org.agent_id)
+    assert config is not None
+    return config
+
+
+def test_send_unticked_connects_with_a_warning(agent: OAuthAgent) -> None:
+    agent.fake.grant_scopes_next(_scopes(agent, read=True, send=False))
+    result, _ = posted(agent.connect())
+    assert result["status"] == "connected"
+    current = agent.get()
+    assert current["status"] == "connected"
+    (warning,) = current["warnings"]
+    assert warning["code"] == "send_permission_missing"
+    assert "can receive but not send" in warning["message"]
+    assert "Re-authorize" in warning["hint"]
+    assert ("Mail.Send" if agent.provider == "microsoft" else "gmail.modify") in warning["hint"]
+    tested = agent.test()  # reading works: the connection is sound
+    assert (tested["ok"], tested["status"]) == (True, "connected")
+
+    # Granting it at a re-authorization ends the warning.
+    assert posted(agent.callback(agent.sign_in(agent.authorization_url("reauthorize"))))[0][
+        "status"
+    ] == ("connected")
+    assert agent.get()["warnings"] == []
+
+
+def test_read_unticked_is_an_error(agent: OAuthAgent) -> None:
+    agent.fake.grant_scopes_next(_scopes(agent, read=False, send=True))
+    result, _ = posted(agent.connect())
     assert result["error"]["code"] == "permission_missing"
-    assert "sending mail" in result["error"]["message"]
-    tested = microsoft_agent.test()
-    permissions = next(c for c in tested["checks"] if c["name"] == "permissions")
-    assert permissions["error"]["code"] == "permission_missing"
-    assert "Mail.Send" in permissions["error"]["hint"]
-    assert tested["inbox"] == {"total": 42, "unread": 7}  # reading works
+    assert "reading mail" in result["error"]["message"]
+    current = agent.get()
+    assert current["status"] == "error"
+    assert current["last_error"]["code"] == "permission_missing"
+    assert "Re-authorize" in current["last_error"]["hint"]
+    assert current["warnings"] == []
+
+
+def test_scopes_withdrawn_at_a_refresh_are_recorded(google_agent: OAuthAgent) -> None:
+    """Google answers a refresh with the scopes the grant holds now."""
+    agent = google_agent
+    agent.fake.grant_scopes_next(_scopes(agent, read=True, send=True))
+    agent.connect()
+    read_scope, send_scope = _scopes(agent, read=True, send=True)[-2:]
+    agent.fake.withdraw_scopes(_account(agent), [send_scope])
+    age_tokens(agent.org.agent_id)
+    assert agent.test()["ok"] is True  # refreshed: what it grants now is recorded
+    current = agent.get()
+    assert send_scope not in current["config"]["authorization"]["granted_scopes"]
+    assert [warning["code"] for warning in current["warnings"]] == ["send_permission_missing"]
+    assert current["status"] == "connected"
+
+    agent.fake.withdraw_scopes(_account(agent), [read_scope])
+    age_tokens(agent.org.agent_id)
+    tested = agent.test()
+    assert (tested["status"], tested["error"]["code"]) == ("error", "permission_missing")
+    granted = agent.get()["config"]["authorization"]["granted_scopes"]
+    assert read_scope not in granted
+
+
+def test_a_microsoft_grant_refreshes_what_it_holds_and_a_withdrawn_consent_is_refused(
+    microsoft_agent: OAuthAgent,
+) -> None:
+    """Entra refuses a refresh asking for a scope the grant does not hold (AADSTS65001): a
+    refresh asks for what the grant holds, so one consented without Mail.Send keeps
+    reading; consent an admin withdrew afterwards is refused, with the fix."""
+    agent = microsoft_agent
+    agent.fake.grant_scopes_next(_scopes(agent, read=True, send=False))
+    agent.connect()
+    age_tokens(agent.org.agent_id)
+    assert agent.test()["ok"] is True  # refreshed without asking for Mail.Send
+    current = agent.get()
+    assert current["status"] == "connected"
+    assert [warning["code"] for warning in current["warnings"]] == ["send_permission_missing"]
+
+    read_scope = _scopes(agent, read=True, send=False)[-1]
+    agent.fake.withdraw_scopes(_account(agent), [read_scope])
+    age_tokens(agent.org.agent_id)
+    tested = agent.test()
+    assert (tested["status"], tested["error"]["code"]) == ("error", "reauthorization_required")
+    assert "AADSTS65001" in tested["error"]["message"]
+    assert "consent" in tested["error"]["hint"].lower()
+
+
+def test_required_permissions_that_grow_show_at_read(
+    microsoft_agent: OAuthAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment that requires more than it did: every agent granted less shows it at
+    once, worked out at read, with nothing written."""
+    microsoft_agent.connect()
+    before = _stored(microsoft_agent)
+    required = REQUIRED_PERMISSIONS["microsoft"]
+    settings_scope = Permission(
+        "reading mailbox settings", frozenset({"MailboxSettings.Read"}), "MailboxSettings.Read"
+    )
+    monkeypatch.setitem(REQUIRED_PERMISSIONS, "microsoft", [*required, settings_scope])
+    current = microsoft_agent.get()
+    assert current["status"] == "error"
+    assert current["last_error"]["code"] == "permission_missing"
+    assert "mailbox settings" in current["last_error"]["message"]
+    assert "MailboxSettings.Read" in current["last_error"]["hint"]
+    assert "Re-authorize" in current["last_error"]["hint"]
+
+    # Only sending grown: the agent still receives, and is warned.
+    shared = Permission(
+        "sending as a shared mailbox", frozenset({"Mail.Send.Shared"}), "Mail.Send.Shared", True
+    )
+    monkeypatch.setitem(REQUIRED_PERMISSIONS, "microsoft", [*required, shared])
+    current = microsoft_agent.get()
+    assert current["status"] == "connected"
+    assert [warning["code"] for warning in current["warnings"]] == ["send_permission_missing"]
+    assert _stored(microsoft_agent) == before
+
+
+# ---- mailbox pinning --------------------------------------------------------------------
+
+
+def test_reauthorizing_another_account_is_refused_until_asked_to_switch(
+    agent: OAuthAgent,
+) -> None:
+    agent.connect()
+    subject = agent.fake.account(_account(agent)).subject
+    before = _stored(agent)
+    assert before.connection.authorization is not None  # type: ignore[union-attr]
+    pinned = before.connection.authorization.account_id  # type: ignore[union-attr]
+    assert pinned == (f"{TENANT_ID}/{subject}" if agent.provider == "microsoft" else subject)
+    assert before.tokens is not None
+    tokens = boto3.client("secretsmanager").get_secret_value(SecretId=before.tokens.name)
+
+    other = "other-" + _account(agent)
+    agent.fake.add_account(other, inbox_total=3, inbox_unread=1)
+    page = agent.callback(agent.sign_in(agent.authorization_url("reauthorize")))
+    assert page.status == 409
+    result, origin = posted(page)
+    assert origin == agent.api.url
+    assert (result["error"]["code"], result["email"]) == ("account_mismatch", other)
+    assert other in result["error"]["message"] and _account(agent) in result["error"]["message"]
+    # The connection is as it was: record, status and tokens.
+    assert _stored(agent) == before
+    again = boto3.client("secretsmanager").get_secret_value(SecretId=before.tokens.name)
+    assert again["VersionId"] == tokens["VersionId"]
+    assert agent.test()["email"] == _account(agent)
+
+    response = agent.org.client.post(
+        f"{agent.path}/reauthorize", {"origin": agent.api.url, "switch_account": True}
+    )
+    assert response.status == 200, response.text
+    switched, _ = posted(agent.callback(agent.sign_in(response.json()["authorization_url"])))
+    assert (switched["status"], switched["email"]) == ("connected", other)
+    after = _stored(agent)
+    assert after.connection.authorization.account_id != pinned  # type: ignore[union-attr]
+    # Another mailbox: its new mail starts now, not where the old one's left off.
+    assert after.connected_at is not None and before.connected_at is not None
+    assert after.connected_at > before.connected_at
+    assert agent.test()["inbox"] == {"total": 3, "unread": 1}
+
+
+def test_another_account_with_the_same_address_is_another_account(agent: OAuthAgent) -> None:
+    """A mailbox deleted and made anew under the same address is not the one connected."""
+    agent.connect()
+    agent.fake.add_account(_account(agent), inbox_total=0, inbox_unread=0)
+    page = agent.callback(agent.sign_in(agent.authorization_url("reauthorize")))
+    result, _ = posted(page)
+    assert (page.status, result["error"]["code"]) == (409, "account_mismatch")
+    assert "another account named" in result["error"]["message"]
+
+
+def _made_legacy(agent: OAuthAgent) -> StoredConfig:
+    """The agent's authorization as recorded before accounts were: no account id."""
+    stored = _stored(agent)
+    connection = stored.connection
+    assert isinstance(connection, OAuthConnection) and connection.authorization is not None
+    authorization = connection.authorization.model_copy(update={"account_id": None})
+    legacy = stored.model_copy(
+        update={
+            "connection": connection.model_copy(update={"authorization": authorization}),
+            "version": stored.version + 1,
+        }
+    )
+    DynamoAgentStore().put_config(legacy, replaces_version=stored.version, org_id=agent.org.org_id)
+    return legacy
+
+
+def test_an_authorization_from_before_accounts_adopts_its_account(agent: OAuthAgent) -> None:
+    agent.connect()
+    stored = _stored(agent)
+    _made_legacy(agent)
+    assert posted(agent.callback(agent.sign_in(agent.authorization_url("reauthorize"))))[0][
+        "status"
+    ] == ("connected")
+    adopted = _stored(agent)
+    assert adopted.connection.authorization.account_id == (  # type: ignore[union-attr]
+        stored.connection.authorization.account_id  # type: ignore[union-attr]
+    )
+    assert adopted.connected_at == stored.connected_at  # the same mailbox carries on
+    agent.fake.add_account("other-" + _account(agent), inbox_total=0, inbox_unread=0)
+    page = agent.callback(agent.sign_in(agent.authorization_url("reauthorize")))
+    assert (page.status, posted(page)[0]["error"]["code"]) == (409, "account_mismatch")
+
+
+def test_an_authorization_from_before_accounts_refuses_another_mailbox(agent: OAuthAgent) -> None:
+    """Pinning matters most for the connections made before it: judged by their address."""
+    agent.connect()
+    legacy = _made_legacy(agent)
+    agent.fake.add_account("other-" + _account(agent), inbox_total=0, inbox_unread=0)
+    page = agent.callback(agent.sign_in(agent.authorization_url("reauthorize")))
+    assert (page.status, posted(page)[0]["error"]["code"]) == (409, "account_mismatch")
+    assert _stored(agent) == legacy  # nothing recorded: not its account, not a status
 
 
 # ---- tokens over time ------------------------------------------------------------------

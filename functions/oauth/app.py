@@ -43,7 +43,17 @@ ProviderErrorText = Annotated[
 def _start(agent_id: str, request: AuthorizeRequest | None, *, consent: bool) -> AuthorizeResponse:
     origin = (request.origin if request else None) or app.current_event.headers.get("origin")
     caller = current_caller(app)
-    return authorize(agents, states, orgs, caller, agent_id, origin, consent=consent)
+    switch_account = request.switch_account if request else False
+    return authorize(
+        agents,
+        states,
+        orgs,
+        caller,
+        agent_id,
+        origin,
+        consent=consent,
+        switch_account=switch_account,
+    )
 
 
 @app.post(
@@ -81,7 +91,9 @@ def reauthorize_account(
         {
             200: "Signed in, or refused by the provider or the policy: the page says which.",
             400: "The state is unknown, used or expired (`state_invalid`, `state_expired`).",
-            409: "The agent's settings changed during the sign-in (`authorization_outdated`).",
+            409: "The agent's settings changed during the sign-in (`authorization_outdated`), "
+            "or another account signed in than the one connected (`account_mismatch`: "
+            "nothing changed; the Email tab offers to switch).",
             503: "Storage failed (`storage_unavailable`): the page says whether to reload it "
             "or to authorize again.",
         },

@@ -1,6 +1,7 @@
 """A real SMTP submission server (aiosmtpd) on loopback: STARTTLS and implicit TLS. It keeps
 what it receives, byte for byte, and refuses the next step a test names (the greeting or a
-command), as a throttling server does."""
+command), as a throttling server does, or every password, as Exchange Online does where
+SMTP AUTH is off."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import asyncio
 import logging
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +47,7 @@ class _Mailroom:
         self.messages: list[ReceivedMessage] = []
         self.auth_attempts = 0
         self._refusals: dict[Command, str] = {}
+        self.password_refusal: str | None = None
 
     def set_password(self, login: str, password: str) -> None:
         with self._lock:
@@ -58,6 +62,9 @@ class _Mailroom:
     ) -> AuthResult:
         with self._lock:
             self.auth_attempts += 1
+            refusal = self.password_refusal
+        if refusal is not None:  # once the credentials are in, whatever they are
+            return AuthResult(success=False, handled=False, message=refusal)
         if not isinstance(data, LoginPassword):
             return AuthResult(success=False, handled=False)
         login, password = data.login.decode(), data.password.decode()
@@ -218,6 +225,18 @@ class SmtpServer:
         """The next greeting or command so named (on either port) gets `reply` instead: a
         temporary error such as 451 or 454, or 421, after which the server hangs up."""
         self._mailroom.refuse_next(command, reply)
+
+    @contextmanager
+    def refusing_passwords(self, reply: str) -> Iterator[None]:
+        """Within the block every AUTH, on either port and with any mechanism, is answered
+        `reply` once the credentials are sent, right or wrong: Exchange Online's
+        "535 5.7.139 ..." where SMTP AUTH is off, or "550 5.7.30 ..." where basic
+        authentication is gone."""
+        self._mailroom.password_refusal = reply
+        try:
+            yield
+        finally:
+            self._mailroom.password_refusal = None
 
     def __enter__(self) -> SmtpServer:
         for controller in self._controllers:

@@ -16,10 +16,10 @@ import requests
 from google.auth import jwt
 from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
 from google.auth.transport.requests import Request
-from google.oauth2.credentials import Credentials
+from google.oauth2 import reauth
 
 from ..connections.models import InboxCounts
-from ..core.errors import ErrorCode, ProviderError
+from ..core.errors import Cause, ErrorCode, ProviderError
 from ..core.settings import settings
 from ..oauth.providers import (
     GOOGLE_SCOPES,
@@ -34,8 +34,8 @@ from .provider_http import get_json, network_problem, reading_answer, session, t
 
 _PROVIDER = "google"
 _READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
-# Who issues the OIDC tokens of Pub/Sub's pushes (Google writes it both ways).
-_PUSH_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
+# Who issues Google's id tokens, the sign-in's and Pub/Sub's pushes' (written both ways).
+_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
 # Leeway for the clocks of Google and Lambda in a token's iat and exp.
 _CLOCK_SKEW_SECONDS = 10
 # Google's signing keys are kept for as long as its answer's max-age says (within these
@@ -108,6 +108,25 @@ class _PushCerts:
 _push_certs = _PushCerts()
 
 
+def _id_token_claims(id_token: str, app: OAuthApp) -> dict[str, Any]:
+    """The claims of the id token the token endpoint answered. Received from Google over
+    verified TLS in answer to our own client's request, it needs no signature check (OpenID
+    Connect Core 3.1.3.7); it must still be Google's, for this app, and name its subject."""
+    if not id_token:
+        raise ProviderError(ErrorCode.AUTHORIZATION_FAILED, _PROVIDER, detail=": no id token")
+    claims: dict[str, Any] = jwt.decode(id_token, verify=False)
+    subject = claims.get("sub")
+    if (
+        claims.get("aud") != app.client_id
+        or claims.get("iss") not in _ISSUERS
+        or not (isinstance(subject, str) and subject)
+    ):
+        raise ProviderError(
+            ErrorCode.AUTHORIZATION_FAILED, _PROVIDER, detail=": the id token is not this app's"
+        )
+    return claims
+
+
 class GoogleClient:
     def start(self, app: OAuthApp, state: str, *, consent: bool) -> tuple[str, dict[str, Any]]:
         verifier = secrets.token_urlsafe(64)
@@ -162,8 +181,14 @@ class GoogleClient:
             tokens = _tokens(
                 body["access_token"], body["expires_in"], body["refresh_token"], scopes
             )
+            claims = _id_token_claims(str(body.get("id_token", "")), app)
         grant = TokenGrant(body["access_token"], scopes, tokens["expires_at"], tokens)
-        return AuthorizedAccount(grant=grant, tenant_id=None)
+        return AuthorizedAccount(
+            grant=grant,
+            tenant_id=None,
+            account_id=claims["sub"],
+            username=str(claims.get("email", "")),
+        )
 
     def cached_token(self, tokens: dict[str, Any]) -> TokenGrant | None:
         if tokens["expires_at"] - time.time() <= REFRESH_MARGIN_SECONDS:
@@ -171,42 +196,42 @@ class GoogleClient:
         return TokenGrant(tokens["access_token"], tokens["scopes"], tokens["expires_at"], None)
 
     def refresh(self, app: OAuthApp, tokens: dict[str, Any]) -> TokenGrant:
-        credentials = Credentials(
-            token=None,
-            refresh_token=tokens["refresh_token"],
-            token_uri=settings().google_token_url,
-            client_id=app.client_id,
-            client_secret=app.client_secret,
-        )
         try:
             with reading_answer(_PROVIDER):  # google-auth reads the answer without checking it
-                credentials.refresh(_TimedRequest(session()))
+                # Credentials.refresh would drop the answer's `scope` (it keeps it only when
+                # scopes are asked for, and asking for withdrawn ones is refused): what it
+                # calls, called here.
+                access_token, refresh_token, expiry, answer, _ = reauth.refresh_grant(
+                    _TimedRequest(session()),
+                    settings().google_token_url,
+                    tokens["refresh_token"],
+                    app.client_id,
+                    app.client_secret,
+                )
         except RefreshError as error:
             details = error.args[1] if len(error.args) > 1 else None
             code = details.get("error") if isinstance(details, dict) else None
             if code in {"invalid_client", "unauthorized_client", "deleted_client"}:
                 raise ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER) from error
             if code == "invalid_grant":
-                raise ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, _PROVIDER) from error
+                raise ProviderError(
+                    ErrorCode.REAUTHORIZATION_REQUIRED, _PROVIDER, cause=Cause.GOOGLE_GRANT_ENDED
+                ) from error
             raise ProviderError(ErrorCode.PROVIDER_ERROR, _PROVIDER) from error
         except TransportError as error:
             cause = error.__cause__ or error.__context__
             if isinstance(cause, requests.RequestException):
                 raise network_problem(cause, _PROVIDER) from error
             raise ProviderError(ErrorCode.CONNECTION_FAILED, _PROVIDER) from error
-        access_token = str(credentials.token)
-        scopes = list(credentials.granted_scopes or tokens["scopes"])
-        # google-auth keeps expiry as a naive UTC datetime.
-        expiry = credentials.expiry.replace(tzinfo=UTC).timestamp() if credentials.expiry else 0
-        expires_in = expiry - time.time()
+        # What is granted now: scopes withdrawn since the sign-in are no longer listed.
+        scopes = str(answer.get("scope", "")).split() or list(tokens["scopes"])
+        # google-auth gives expiry as a naive UTC datetime.
+        expires_in = (expiry.replace(tzinfo=UTC).timestamp() if expiry else 0) - time.time()
         # Google keeps refresh tokens; should it ever rotate one, the new one is kept.
         refreshed = _tokens(
-            access_token,
-            expires_in,
-            credentials.refresh_token or tokens["refresh_token"],
-            scopes,
+            str(access_token), expires_in, refresh_token or tokens["refresh_token"], scopes
         )
-        return TokenGrant(access_token, scopes, refreshed["expires_at"], refreshed)
+        return TokenGrant(str(access_token), scopes, refreshed["expires_at"], refreshed)
 
     def mailbox(self, access_token: str) -> Mailbox:
         gmail = settings().gmail_base_url
@@ -248,7 +273,7 @@ class GoogleClient:
         except (GoogleAuthError, ValueError, TypeError, AttributeError, KeyError):
             return False
         return (
-            claims.get("iss") in _PUSH_ISSUERS
+            claims.get("iss") in _ISSUERS
             and claims.get("email") == service_account
             and claims.get("email_verified") is True
         )

@@ -16,7 +16,7 @@ from functools import cache
 
 from ..connections.models import ServerSettings
 from ..core.deadline import Deadline, watch
-from ..core.errors import ErrorCode, MailServerError
+from ..core.errors import Cause, ErrorCode, MailServerError
 from ..core.settings import settings
 
 
@@ -107,11 +107,18 @@ def server_error(
     protocol: str,
     server: ServerSettings,
     *,
+    cause: Cause | None = None,
     detail: str = "",
     retry_after: int | None = None,
 ) -> MailServerError:
     return MailServerError(
-        code, protocol, server.host, server.port, detail=detail, retry_after=retry_after
+        code,
+        protocol,
+        server.host,
+        server.port,
+        cause=cause,
+        detail=detail,
+        retry_after=retry_after,
     )
 
 

@@ -7,6 +7,7 @@ handed back to be stored, so a rotated refresh token is never lost.
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from typing import Any
@@ -15,7 +16,7 @@ import msal
 import requests
 
 from ..connections.models import InboxCounts
-from ..core.errors import ErrorCode, ProviderError
+from ..core.errors import Cause, ErrorCode, ProviderError
 from ..core.settings import settings
 from ..oauth.providers import (
     MICROSOFT_SCOPES,
@@ -29,6 +30,10 @@ from ..oauth.providers import (
 from .provider_http import get_json, network_problem, reading_answer, session
 
 _PROVIDER = "microsoft"
+# What MSAL adds to every request itself, and refuses to be given.
+_RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
+# A directory named by its id (not "organizations", "common" or a domain).
+_TENANT_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
 # MSAL keeps the authority's discovery document here, so warm invocations skip that call.
 _http_cache: dict[Any, Any] = {}
@@ -72,14 +77,44 @@ def _grant(result: dict[str, Any], token_cache: msal.SerializableTokenCache) -> 
     )
 
 
+def _granted(token_cache: msal.SerializableTokenCache) -> list[str]:
+    """The scopes the grant holds, as its latest access token names them. A refresh asks
+    for these, not for all the app wants: Entra refuses a refresh asking for a scope that
+    was never consented to (AADSTS65001), so a grant without Mail.Send keeps reading, and
+    one whose consent an admin withdrew is refused as Entra refuses it."""
+    entries = token_cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)
+    latest = max(entries, key=lambda entry: int(entry.get("cached_at", 0)), default=None)
+    scopes = str(latest.get("target", "")).split() if latest else []
+    return [scope for scope in scopes if scope.lower() not in _RESERVED_SCOPES]
+
+
+# Entra's error codes (AADSTS<n>, in the answer's `error_codes`) that say what to do.
+_CAUSES = {
+    50076: Cause.MFA_REQUIRED,
+    50079: Cause.MFA_ENROLMENT_REQUIRED,
+    65001: Cause.CONSENT_MISSING,
+}
+
+
+def _cause(result: dict[str, Any]) -> Cause | None:
+    codes = result.get("error_codes")
+    for code in codes if isinstance(codes, list) else []:
+        if isinstance(code, int) and code in _CAUSES:
+            return _CAUSES[code]
+    return None
+
+
 def _failure(result: dict[str, Any], *, during_sign_in: bool) -> ProviderError:
     error = result.get("error")
     if error == "invalid_client" or error == "unauthorized_client":
         return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER)
+    cause = _cause(result)
     if during_sign_in:
-        return ProviderError(ErrorCode.AUTHORIZATION_FAILED, _PROVIDER)
-    if error in {"invalid_grant", "interaction_required", "consent_required"}:
-        return ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, _PROVIDER)
+        denied = cause is Cause.CONSENT_MISSING
+        code = ErrorCode.AUTHORIZATION_DENIED if denied else ErrorCode.AUTHORIZATION_FAILED
+        return ProviderError(code, _PROVIDER, cause=cause)
+    if cause or error in {"invalid_grant", "interaction_required", "consent_required"}:
+        return ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, _PROVIDER, cause=cause)
     return ProviderError(ErrorCode.PROVIDER_ERROR, _PROVIDER)
 
 
@@ -120,8 +155,34 @@ class MicrosoftClient:
                 raise ProviderError(ErrorCode.AUTHORIZATION_FAILED, _PROVIDER) from error
             if "access_token" not in result:
                 raise _failure(result, during_sign_in=True)
-            tenant_id = (result.get("id_token_claims") or {}).get("tid")
-            return AuthorizedAccount(grant=_grant(result, token_cache), tenant_id=tenant_id)
+            # MSAL checks only the id token's nonce (a mismatch is the ValueError above).
+            # Received from Entra over verified TLS for our own request, it needs no
+            # signature (OpenID Connect Core 3.1.3.7), but it must be for this app, and from
+            # the app's directory when the app names one; its directory and object ids are
+            # the account, whatever its address becomes.
+            claims = result.get("id_token_claims") or {}
+            tenant_id, object_id = claims.get("tid"), claims.get("oid")
+            if not (isinstance(tenant_id, str) and isinstance(object_id, str)) or not (
+                tenant_id and object_id
+            ):
+                raise ProviderError(
+                    ErrorCode.AUTHORIZATION_FAILED, _PROVIDER, detail=": no account was named"
+                )
+            directory = app.tenant or ""
+            if claims.get("aud") != app.client_id or (
+                _TENANT_ID.fullmatch(directory) and tenant_id.lower() != directory.lower()
+            ):
+                raise ProviderError(
+                    ErrorCode.AUTHORIZATION_FAILED,
+                    _PROVIDER,
+                    detail=": the id token is not this app's",
+                )
+            return AuthorizedAccount(
+                grant=_grant(result, token_cache),
+                tenant_id=tenant_id,
+                account_id=f"{tenant_id}/{object_id}",
+                username=str(claims.get("preferred_username", "")),
+            )
 
     def cached_token(self, tokens: dict[str, Any]) -> TokenGrant | None:
         entries = _cache(tokens).search(msal.TokenCache.CredentialType.ACCESS_TOKEN)
@@ -141,7 +202,7 @@ class MicrosoftClient:
         with reading_answer(_PROVIDER):
             try:
                 result = client.acquire_token_silent_with_error(
-                    MICROSOFT_SCOPES, accounts[0], force_refresh=True
+                    _granted(token_cache) or MICROSOFT_SCOPES, accounts[0], force_refresh=True
                 )
             except requests.RequestException as error:
                 raise network_problem(error, _PROVIDER) from error

@@ -10,7 +10,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 from ..connections.models import ImapConnection, Security, ServerSettings
-from ..core.errors import ErrorCode, MailServerError
+from ..core.errors import Cause, ErrorCode, MailServerError
 from .mailnet import (
     classify_network_error,
     open_connection,
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 _EHLO_NAME = "mailbridge.invalid"
 # A server that answers 4xx asks to try again later; it rarely says when.
 _RETRY_AFTER_SECONDS = 60
+# Exchange Online's enhanced status codes (RFC 3463, opening the reply's text) for an AUTH
+# it refuses whatever the password: a new one cannot help, OAuth can.
+_PASSWORDS_REFUSED = {b"5.7.139": Cause.SMTP_AUTH_DISABLED, b"5.7.30": Cause.BASIC_AUTH_UNSUPPORTED}
 
 
 def _temporary(code: int) -> bool:
@@ -114,11 +117,15 @@ def _refusal(
 
 def _answered(server: ServerSettings, error: smtplib.SMTPResponseException) -> MailServerError:
     """A reply that ended the dialogue: a 4xx at any step asks to try again later (and says
-    nothing of the connection); a refused AUTH is the credentials'; anything else, the
-    server's error."""
+    nothing of the connection); a refused AUTH is the credentials', unless the server takes
+    no password at all; anything else, the server's error."""
     if _temporary(error.smtp_code):
         return _busy(server)
     if isinstance(error, smtplib.SMTPAuthenticationError):
+        words = error.smtp_error.split() if isinstance(error.smtp_error, bytes) else []
+        cause = _PASSWORDS_REFUSED.get(words[0]) if words else None
+        if cause is not None:
+            return server_error(ErrorCode.AUTH_UNAVAILABLE, "SMTP", server, cause=cause)
         return server_error(ErrorCode.AUTH_FAILED, "SMTP", server)
     return server_error(ErrorCode.SERVER_ERROR, "SMTP", server)
 

@@ -16,7 +16,7 @@ from ..agents.models import Agent, Caller
 from ..core.errors import ErrorCode, LimitReached, MailbridgeError, MailServerError, ProviderError
 from ..core.settings import settings
 from ..core.windows import window
-from ..oauth.providers import missing_permissions, permission_problem, provider_client
+from ..oauth.providers import grant_problems, provider_client
 from ..oauth.tokens import fresh_access_token
 from .mail_servers import mail_servers
 from .models import (
@@ -134,7 +134,8 @@ def _check_oauth(
     agents: AgentStore, secrets: SecretStore, orgs: OrgStore, agent: Agent, config: StoredConfig
 ) -> ConnectionTestResult:
     """A fresh access token, then the address and inbox counts through the provider's mail
-    API, then the granted permissions: each a check, stopping at the first failure."""
+    API, then the granted permissions (reading required, sending warned of): each a check,
+    stopping at the first failure."""
     assert isinstance(config.connection, OAuthConnection)
     provider = config.connection.provider
     checks: list[CheckResult] = []
@@ -145,9 +146,10 @@ def _check_oauth(
         with _check("mailbox", checks):
             mailbox = provider_client(provider).mailbox(grant.access_token)
         with _check("permissions", checks):
-            missing = missing_permissions(provider, grant.granted_scopes)
-            if missing:
-                raise permission_problem(provider, missing)
+            # Without sending the connection still works: the view warns of it.
+            problem, _ = grant_problems(provider, grant.granted_scopes)
+            if problem is not None:
+                raise problem
     except ProviderError:
         pass  # recorded in `checks` by _check
     error = next((check.error for check in checks if check.error), None)

@@ -62,7 +62,13 @@ class Preset(BaseModel):
     label: str
     imap: ServerSettings | None  # None for `custom`: the user enters everything
     smtp: ServerSettings | None
-    note: str | None = None
+    note: str | None = Field(
+        default=None,
+        description="What to know before choosing it, shown under the picker: for "
+        "`microsoft365`, that Exchange Online takes no password for IMAP and turns SMTP AUTH "
+        "with passwords off by default at the end of December 2026, so Microsoft OAuth is "
+        "the way to connect.",
+    )
 
 
 class PresetList(BaseModel):
@@ -174,6 +180,12 @@ class OAuthAuthorization(BaseModel):
     authorized_at: datetime
     client_id: str  # the app the grant belongs to: its tokens work with no other
     tenant_id: str | None = None  # Microsoft: the directory the account signed in to
+    account_id: str | None = Field(
+        default=None,
+        description="The account signed in (Microsoft: `<tenant id>/<object id>`, Google: "
+        "the subject): a re-authorization must sign in the same one. None for an "
+        "authorization made before accounts were recorded: its next sign-in records it.",
+    )
 
 
 class OAuthConnection(BaseModel):
@@ -220,6 +232,10 @@ class Degraded(BaseModel):
     connection itself may still work: a poll timed out, a push subscription failed to renew)."""
 
     problem: Problem
+    of: Literal["look", "push"] = Field(
+        description="What fails: looking at the inbox, or the provider's push (a watch or "
+        "subscription that cannot be made or renewed: new mail then waits for the rounds)."
+    )
     since: datetime
     failures: int = Field(ge=1, description="Failed attempts in a row.")
 
@@ -227,9 +243,15 @@ class Degraded(BaseModel):
 class DeliveryView(BaseModel):
     """How new mail reaches the agent, as the Email tab shows it."""
 
-    state: Literal["active", "degraded"] = Field(
+    state: Literal["active", "degraded", "inactive"] = Field(
         description="`degraded`: new mail is not reaching the agent as it should (see "
-        "`problem`); the connection itself may still work."
+        "`problem`; the connection itself may still work); `inactive`: connected before "
+        "this service announced new mail, until a passing test starts it."
+    )
+    of: Literal["look", "push"] | None = Field(
+        default=None,
+        description="What is degraded: looking at the inbox, or the provider's push (new "
+        "mail then waits for the rounds).",
     )
     problem: Problem | None = None
     since: datetime | None = Field(default=None, description="When it became degraded.")
@@ -334,6 +356,11 @@ class EmailConfigView(BaseModel):
     )
     delivery: DeliveryView | None = Field(
         default=None, description="How new mail reaches the agent; shown while Connected."
+    )
+    warnings: list[Problem] = Field(
+        default_factory=list,
+        description="What works but not fully, each with its stable code and how to fix it "
+        "(`send_permission_missing`: the agent can receive but not send).",
     )
 
 

@@ -25,9 +25,10 @@ PRESETS: dict[str, Preset] = {
             label="Microsoft 365 / Outlook",
             **_servers("outlook.office365.com", "smtp.office365.com"),
             note=(
-                "Microsoft is retiring password (basic) authentication for IMAP and SMTP AUTH "
-                "in Exchange Online, and most business tenants already refuse it. Prefer the "
-                "Microsoft OAuth connection method."
+                "Use the Microsoft OAuth connection method instead. Exchange Online no longer "
+                "accepts passwords for IMAP (basic authentication has been off since "
+                "2022-2023), and turns password (basic) authentication for SMTP AUTH off by "
+                "default at the end of December 2026."
             ),
         ),
         Preset(

@@ -7,13 +7,18 @@ from typing import TYPE_CHECKING
 
 from ..agents.access import load_owned_agent
 from ..agents.models import Agent, Caller
-from ..core.errors import ErrorCode, InvalidField, MailbridgeError, StaleWrite, Unavailable
+from ..core.errors import (
+    ErrorCode,
+    InvalidField,
+    MailbridgeError,
+    ProviderError,
+    StaleWrite,
+    Unavailable,
+)
 from ..core.observability import logger
 from ..core.settings import settings
 from ..core.types import SecretRef, SecretState
-from ..mail.service import Stores
-from ..newmail.service import stop_new_mail
-from ..oauth.providers import requested_scopes
+from ..oauth.providers import grant_problems, requested_scopes
 from ..oauth.tokens import revoke_tokens
 from ..orgs.models import ClientOrg
 from ..orgs.sending_policy import banner, require_email_domain
@@ -69,9 +74,15 @@ def view(
             # Shared apps are resolved as they are now: one deleted or replaced since the
             # last save shows at once, with nothing stored to update.
             unusable = unusable_app(config, app)
+            lacking, _ = _grant_problems(config)
             if unusable is not None:
                 status = Status.ERROR
                 last_error = LastError(**Problem.of(unusable).model_dump(), at=datetime.now(UTC))
+            elif status is Status.CONNECTED and lacking is not None:
+                # Compared with what is required now: requirements grown since the sign-in
+                # show on every agent at once, with nothing stored to update.
+                status = Status.ERROR
+                last_error = LastError(**Problem.of(lacking).model_dump(), at=datetime.now(UTC))
     return EmailConfigView(
         agent_id=agent_id,
         status=status,
@@ -83,15 +94,39 @@ def view(
         shared_apps=available_apps(shared),
         client_org=banner(client_org) if client_org else None,
         delivery=_delivery(config) if status is Status.CONNECTED else None,
+        warnings=_warnings(config, status),
     )
 
 
+def _grant_problems(
+    config: StoredConfig,
+) -> tuple[ProviderError | None, ProviderError | None]:
+    """What the agent's OAuth grant lacks of what is required now (see grant_problems)."""
+    connection = config.connection
+    if not isinstance(connection, OAuthConnection) or connection.authorization is None:
+        return None, None
+    return grant_problems(connection.provider, connection.authorization.granted_scopes)
+
+
+def _warnings(config: StoredConfig | None, status: Status) -> list[Problem]:
+    """Every warning of the view: what works, but not fully."""
+    warnings: list[Problem] = []
+    if config is not None and status is Status.CONNECTED:
+        _, cannot_send = _grant_problems(config)
+        if cannot_send is not None:
+            warnings.append(Problem.of(cannot_send))
+    return warnings
+
+
 def _delivery(config: StoredConfig | None) -> DeliveryView:
-    if config is None or config.degraded is None:
-        return DeliveryView(state="active")
+    if config is None or config.connected_at is None:
+        return DeliveryView(state="inactive")
     degraded = config.degraded
+    if degraded is None:
+        return DeliveryView(state="active")
     return DeliveryView(
         state="degraded",
+        of=degraded.of,
         problem=degraded.problem,
         since=degraded.since,
         failures=degraded.failures,
@@ -354,6 +389,11 @@ def disconnect(
     """Stop the provider's push of new mail and revoke where the provider allows, then
     delete the record and the agent's secrets."""
     if current is not None:
+        # Only a disconnect needs the mail feature (a push to stop): loaded here, the email
+        # config's other routes start without it.
+        from ..mail.service import Stores
+        from ..newmail.service import stop_new_mail
+
         stop_new_mail(Stores(agents, secrets, orgs), feeds, agent, current)
         if current.tokens is not None:
             revoke_tokens(secrets, orgs, agent, current, current.tokens)

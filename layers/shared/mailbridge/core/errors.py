@@ -68,10 +68,12 @@ class ErrorCode(StrEnum):
     STATE_INVALID = "state_invalid"
     STATE_EXPIRED = "state_expired"
     AUTHORIZATION_OUTDATED = "authorization_outdated"
+    ACCOUNT_MISMATCH = "account_mismatch"  # a re-authorization signed in another account
     # OAuth providers (ProviderError)
     REAUTHORIZATION_REQUIRED = "reauthorization_required"
     OAUTH_CLIENT_INVALID = "oauth_client_invalid"
     PERMISSION_MISSING = "permission_missing"
+    SEND_PERMISSION_MISSING = "send_permission_missing"  # also a view's warning
     AUTHORIZATION_DENIED = "authorization_denied"
     AUTHORIZATION_FAILED = "authorization_failed"
     TENANT_UNKNOWN = "tenant_unknown"
@@ -80,9 +82,9 @@ class ErrorCode(StrEnum):
     EMAIL_DOMAIN_NOT_ALLOWED = "email_domain_not_allowed"
     PROVIDER_ERROR = "provider_error"
     PROVIDER_THROTTLED = "provider_throttled"
-    # New mail from Microsoft Graph (issue 12): its subscription, its notifications
+    # New mail's push: a watch (Gmail) or subscription (Graph) the provider refuses
+    PUSH_TOPIC_REFUSED = "push_topic_refused"
     SUBSCRIPTION_REFUSED = "subscription_refused"
-    NOTIFICATION_INVALID = "notification_invalid"
     # Either a provider or a mail server
     TIMEOUT = "timeout"
     CONNECTION_FAILED = "connection_failed"
@@ -99,11 +101,27 @@ class ErrorCode(StrEnum):
     SERVER_BUSY = "server_busy"
     RECIPIENTS_REFUSED = "recipients_refused"
     MESSAGE_REFUSED = "message_refused"
-    # Gmail push (issue 12): a push whose token is not the configured subscription's, one
-    # whose body is not a Gmail notification, and a watch Google refuses for the topic
+    # The push routes: a Gmail push whose token is not the configured subscription's, a
+    # body that is not one of the provider's notifications
     PUSH_UNAUTHORIZED = "push_unauthorized"
-    PUSH_INVALID = "push_invalid"
-    PUSH_TOPIC_REFUSED = "push_topic_refused"
+    NOTIFICATION_INVALID = "notification_invalid"
+
+
+class Cause(StrEnum):
+    """What a provider or mail server said, when it says more than its error's code: the
+    code stays (what a client does about it), the cause picks our sentence and hint. Each
+    value is the provider's own code for it."""
+
+    # Exchange Online refusing passwords for SMTP AUTH: turned off for the tenant or the
+    # mailbox (or by security defaults), and basic authentication removed altogether
+    SMTP_AUTH_DISABLED = "535 5.7.139"
+    BASIC_AUTH_UNSUPPORTED = "550 5.7.30"
+    # Microsoft Entra ID at the token endpoint
+    MFA_REQUIRED = "AADSTS50076"
+    MFA_ENROLMENT_REQUIRED = "AADSTS50079"
+    CONSENT_MISSING = "AADSTS65001"
+    # Google's refresh token expired or revoked
+    GOOGLE_GRANT_ENDED = "invalid_grant"
 
 
 class MailbridgeError(Exception):
@@ -166,7 +184,9 @@ def agent_not_found(agent_id: str) -> MailbridgeError:
 
 # ---- OAuth providers -------------------------------------------------------------------
 
-_PROVIDER_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
+# By code, and by cause where the provider said more (a cause's words fit every code it is
+# raised with).
+_PROVIDER_CATALOGUE: dict[ErrorCode | Cause, tuple[str, str]] = {
     ErrorCode.REAUTHORIZATION_REQUIRED: (
         "{provider} no longer accepts this agent's authorization: it expired or was revoked.",
         "Click Re-authorize in the Email tab and sign in with the agent's account again.",
@@ -179,6 +199,11 @@ _PROVIDER_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
     ErrorCode.PERMISSION_MISSING: (
         "The authorization does not allow {detail}.",
         "Add the permission to the app ({scope}), then click Re-authorize and accept it.",
+    ),
+    ErrorCode.SEND_PERMISSION_MISSING: (
+        "The authorization allows reading this mailbox but not sending from it: the agent "
+        "can receive but not send.",
+        "Click Re-authorize in the Email tab and grant the permission to send mail ({scope}).",
     ),
     ErrorCode.AUTHORIZATION_DENIED: (
         "The sign-in was cancelled or the requested permissions were refused.",
@@ -216,7 +241,7 @@ _PROVIDER_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
         "{provider} asks this mailbox to slow down.",
         "Retry after the seconds Retry-After says; nothing was done this time.",
     ),
-    # New mail from Microsoft Graph (issue 12)
+    # New mail from Microsoft Graph
     ErrorCode.SUBSCRIPTION_REFUSED: (
         "{provider} refused to notify this service of the inbox's new mail.",
         "Microsoft validates the notification route when it subscribes: the stack's "
@@ -240,30 +265,60 @@ _PROVIDER_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
         "The TLS certificate of {provider}'s endpoint could not be verified.",
         "Check the deployment's provider endpoint settings; certificates are always verified.",
     ),
-    # Gmail push (issue 12): the deployment's setup, not the agent's
+    # Gmail push: the deployment's setup, not the agent's
     ErrorCode.PUSH_TOPIC_REFUSED: (
         "{provider} refused to announce new mail to the deployment's Pub/Sub topic.",
         "The deployment's GmailPushTopic must name an existing topic on which "
         "gmail-api-push@system.gserviceaccount.com has the Pub/Sub Publisher role. "
         "Meanwhile new mail is found by the daily round only.",
     ),
+    Cause.MFA_REQUIRED: (
+        "{provider} now requires multi-factor authentication for this account (AADSTS50076), "
+        "which the stored authorization cannot give.",
+        "Click Re-authorize and sign in with the agent's account, completing the "
+        "multi-factor prompt. If it comes back, a Conditional Access policy asks for it "
+        "again (a sign-in frequency, another location): an Entra ID admin can adjust it.",
+    ),
+    Cause.MFA_ENROLMENT_REQUIRED: (
+        "{provider} requires this account to register for multi-factor authentication "
+        "(AADSTS50079) before it may be used.",
+        "Sign in as the agent's account at https://aka.ms/mfasetup and register a "
+        "verification method, then click Re-authorize.",
+    ),
+    Cause.CONSENT_MISSING: (
+        "{provider} has no consent for the app to use this mailbox (AADSTS65001): it was "
+        "never given for these permissions, or an administrator removed it.",
+        "An Entra ID admin grants it (Enterprise applications > the app > Permissions > "
+        "Grant admin consent), or the account accepts the permissions when signing in; "
+        "then click Re-authorize.",
+    ),
+    Cause.GOOGLE_GRANT_ENDED: (
+        "{provider} ended this agent's authorization: its refresh token expired or was "
+        "revoked (invalid_grant).",
+        "Click Re-authorize and sign in with the agent's Google account. Google ends an "
+        "authorization when the account's password changes, when its access is removed "
+        "in the Google Account's security settings, after 6 months unused, and after 7 days "
+        "while the OAuth app's publishing status is Testing (publish it to stop that).",
+    ),
 }
 
 
 class ProviderError(MailbridgeError):
     """Microsoft or Google failed or refused, in our own words (never the provider's raw
-    text); `detail` and `scope` fill the catalogue's sentences."""
+    text): the cause's sentences if it said one, else the code's; `detail` and `scope` fill
+    them."""
 
     def __init__(
         self,
         code: ErrorCode,
         provider: str,
         *,
+        cause: Cause | None = None,
         detail: str = "",
         scope: str = "",
         retry_after: int | None = None,
     ) -> None:
-        message, hint = _PROVIDER_CATALOGUE[code]
+        message, hint = _PROVIDER_CATALOGUE[cause or code]
         values = {
             "provider": PROVIDER_NAMES[provider],
             "detail": detail,
@@ -278,7 +333,8 @@ class ProviderError(MailbridgeError):
 
 # ---- mail servers ----------------------------------------------------------------------
 
-_MAIL_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
+# By code, and by cause where the server said more.
+_MAIL_CATALOGUE: dict[ErrorCode | Cause, tuple[str, str]] = {
     ErrorCode.AUTH_FAILED: (
         "{proto} server {server} rejected the username or password.",
         "Regenerate the app password and paste it again. Use an app password, not the "
@@ -342,13 +398,27 @@ _MAIL_CATALOGUE: dict[ErrorCode, tuple[str, str]] = {
         "{proto} server {server} refused the message.",
         "Check the attachments' size and kind, and that the account may send from its address.",
     ),
+    Cause.SMTP_AUTH_DISABLED: (
+        "{proto} server {server} refused password login for this mailbox (5.7.139): "
+        "Exchange Online has SMTP AUTH turned off for it or its organization, or security "
+        "defaults block it.",
+        "A new app password will not help: use the Microsoft OAuth connection method. "
+        "Exchange Online turns SMTP AUTH with passwords off by default at the end of "
+        "December 2026; until Microsoft removes it, a Microsoft 365 admin can still turn it "
+        "on for the mailbox (Authenticated SMTP).",
+    ),
+    Cause.BASIC_AUTH_UNSUPPORTED: (
+        "{proto} server {server} no longer accepts passwords (basic authentication) for "
+        "sending (5.7.30).",
+        "A new app password will not help: use the Microsoft OAuth connection method.",
+    ),
 }
 _PORTS = {"IMAP": ("993", "143"), "SMTP": ("465", "587")}
 
 
 class MailServerError(MailbridgeError):
-    """An IMAP or SMTP server failed or refused, in our own words (never the server's text);
-    `detail` fills the catalogue's sentences."""
+    """An IMAP or SMTP server failed or refused, in our own words (never the server's text):
+    the cause's sentences if it said one, else the code's; `detail` fills them."""
 
     def __init__(
         self,
@@ -357,6 +427,7 @@ class MailServerError(MailbridgeError):
         host: str,
         port: int,
         *,
+        cause: Cause | None = None,
         detail: str = "",
         retry_after: int | None = None,
     ) -> None:
@@ -370,7 +441,7 @@ class MailServerError(MailbridgeError):
             "ports": f"{tls_port} (TLS) and {starttls_port} (STARTTLS)",
             "detail": detail,
         }
-        message, hint = _MAIL_CATALOGUE[code]
+        message, hint = _MAIL_CATALOGUE[cause or code]
         super().__init__(
             code, message.format(**values), hint=hint.format(**values), retry_after=retry_after
         )

@@ -120,7 +120,7 @@ class Settings(BaseModel):
     gmail_base_url: Url = Field(
         alias="GMAIL_BASE_URL", default="https://gmail.googleapis.com/gmail/v1"
     )
-    # Gmail push (issue 12): the Pub/Sub topic `users.watch` publishes to (empty: push off,
+    # Gmail push: the Pub/Sub topic `users.watch` publishes to (empty: push off,
     # Google mailboxes are looked at by the scheduler's rounds only).
     gmail_push_topic: str = Field(
         alias="GMAIL_PUSH_TOPIC", default="", pattern=r"^(projects/[^/\s]+/topics/[^/\s]+)?$"

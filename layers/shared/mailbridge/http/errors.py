@@ -39,7 +39,7 @@ STATUS: dict[ErrorCode, int] = {
     _C.RECIPIENTS_NOT_ALLOWED: 422,
     _C.IDEMPOTENCY_KEY_REUSED: 422,
     _C.ATTACHMENT_TOO_LARGE: 413,
-    _C.NOTIFICATION_INVALID: 400,  # issue 12: not one of Graph's notifications
+    _C.NOTIFICATION_INVALID: 400,  # not one of Gmail's or Graph's notifications
     # What is stored does not allow it
     _C.NOT_CONFIGURED: 409,
     _C.NOT_OAUTH: 409,
@@ -59,10 +59,12 @@ STATUS: dict[ErrorCode, int] = {
     _C.STATE_INVALID: 400,
     _C.STATE_EXPIRED: 400,
     _C.AUTHORIZATION_OUTDATED: 409,
+    _C.ACCOUNT_MISMATCH: 409,
     # The connection's account or app must be fixed first
     _C.REAUTHORIZATION_REQUIRED: 409,
     _C.OAUTH_CLIENT_INVALID: 409,
     _C.PERMISSION_MISSING: 409,
+    _C.SEND_PERMISSION_MISSING: 409,
     _C.AUTHORIZATION_DENIED: 409,
     _C.AUTHORIZATION_FAILED: 409,
     _C.OAUTH_APP_MISSING: 409,
@@ -79,7 +81,7 @@ STATUS: dict[ErrorCode, int] = {
     _C.SERVER_BUSY: 429,
     # A provider or mail server failed
     _C.PROVIDER_ERROR: 502,
-    _C.SUBSCRIPTION_REFUSED: 502,  # issue 12: Graph could not validate our route
+    _C.SUBSCRIPTION_REFUSED: 502,  # Graph could not validate our route
     _C.TIMEOUT: 502,
     _C.CONNECTION_FAILED: 502,
     _C.TLS_CERTIFICATE_INVALID: 502,
@@ -88,9 +90,8 @@ STATUS: dict[ErrorCode, int] = {
     _C.TLS_HANDSHAKE_FAILED: 502,
     _C.STARTTLS_UNAVAILABLE: 502,
     _C.SERVER_ERROR: 502,
-    # Gmail push (issue 12): the push route refused; a watch refused for the topic
+    # New mail: a Gmail push refused; a watch refused for the topic
     _C.PUSH_UNAUTHORIZED: 401,
-    _C.PUSH_INVALID: 400,
     _C.PUSH_TOPIC_REFUSED: 502,
 }
 

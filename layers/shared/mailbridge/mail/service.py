@@ -29,6 +29,7 @@ from ..connections.models import (
 )
 from ..core.errors import ErrorCode, InvalidField, MailbridgeError, MailServerError, ProviderError
 from ..core.observability import logger
+from ..oauth.providers import grant_problems
 from ..oauth.tokens import fresh_access_token
 from ..orgs.models import ClientOrg
 from ..orgs.sending_policy import authorize_message, give_back, require_email_domain
@@ -95,9 +96,13 @@ def agent_mailbox(
             assert config.secret is not None  # an IMAP connection is saved with its password
             credential = stores.secrets.read(config.secret)[0]["password"]
         else:
-            credential = fresh_access_token(
-                stores.agents, stores.secrets, stores.orgs, agent, config
-            ).access_token
+            grant = fresh_access_token(stores.agents, stores.secrets, stores.orgs, agent, config)
+            _, cannot_send = grant_problems(config.connection.provider, grant.granted_scopes)
+            if use == "sending" and cannot_send is not None:
+                # Refused before the provider is asked: the connection still receives, so
+                # it stays Connected (its view warns of this).
+                raise cannot_send
+            credential = grant.access_token
         with open_mailbox(config.connection, credential) as mailbox:
             yield mailbox
 

@@ -40,13 +40,13 @@ from ..orgs.sending_policy import require_email_domain
 from ..orgs.shared_apps import find_app, resolve_app
 from .models import AuthorizeResponse, OAuthResultError, OAuthResultMessage, PendingAuthorization
 from .providers import (
+    AuthorizedAccount,
     OAuthApp,
-    missing_permissions,
-    permission_problem,
+    grant_problems,
     provider_client,
     requested_scopes,
 )
-from .tokens import oauth_connection
+from .tokens import oauth_connection, revoke_tokens
 
 if TYPE_CHECKING:
     from ..storage.protocols import (
@@ -78,9 +78,11 @@ def authorize(
     origin: str | None,
     *,
     consent: bool,
+    switch_account: bool = False,
 ) -> AuthorizeResponse:
     """The provider's sign-in URL for the popup. `consent` (re-authorize) asks again for the
-    current scope set, for an account that was authorized before."""
+    current scope set, for an account that was authorized before; `switch_account` lets
+    another account than the connected one replace it."""
     agent, config = load_owned_agent(agents, caller, agent_id)
     connection = oauth_connection(config)
     assert config is not None
@@ -131,6 +133,7 @@ def authorize(
             ui_origin=ui_origin,
             scopes=requested_scopes(connection.provider),
             consent=consent,
+            switch_account=switch_account,
             flow=flow,
             expires_at=expires_at,
         ),
@@ -157,13 +160,18 @@ class CallbackOutcome:
 
 
 def _failed(
-    error: MailbridgeError, pending: PendingAuthorization | None, *, refused: bool = False
+    error: MailbridgeError,
+    pending: PendingAuthorization | None,
+    *,
+    refused: bool = False,
+    email: str | None = None,
 ) -> CallbackOutcome:
     return CallbackOutcome(
         message=OAuthResultMessage(
             agentId=pending.agent_id if pending else None,
             provider=pending.provider if pending else None,
             status="error",
+            email=email,
             error=OAuthResultError(code=error.code, message=error.message),
         ),
         ui_origin=pending.ui_origin if pending else None,
@@ -198,6 +206,45 @@ def _outdated() -> MailbridgeError:
         "The email settings of this agent changed during the sign-in.",
         hint=_AUTHORIZE_AGAIN,
     )
+
+
+def _another_account(signed_in: str, connected: str) -> MailbridgeError:
+    if signed_in.lower() == connected.lower():
+        # A mailbox deleted and made anew, or another directory's, under the same name.
+        message = (
+            f"You signed in to another account named {connected} than the one this agent is "
+            "connected to. Nothing was changed."
+        )
+    else:
+        message = (
+            f"You signed in as {signed_in}, but this agent is connected to {connected}. "
+            "Nothing was changed."
+        )
+    return MailbridgeError(
+        ErrorCode.ACCOUNT_MISMATCH,
+        message,
+        hint=f"Sign in as {connected}; or, to replace it, confirm the switch in the Email tab.",
+    )
+
+
+def _another_mailbox(
+    before: OAuthAuthorization | None,
+    account: AuthorizedAccount,
+    email: str,
+    pending: PendingAuthorization,
+) -> bool:
+    """Whether the sign-in is another mailbox than the connected one, which it may not
+    replace unless the request asked to switch. An authorization recorded before accounts
+    were (no account id) is judged by its address and directory; it records its account
+    at this sign-in."""
+    if before is None or pending.switch_account:
+        return False
+    if before.account_id is not None:
+        return before.account_id != account.account_id
+    other_directory = None not in (before.tenant_id, account.tenant_id) and (
+        before.tenant_id != account.tenant_id
+    )
+    return before.email.lower() != email.lower() or other_directory
 
 
 def _provider_description(response: dict[str, str]) -> str:
@@ -284,7 +331,15 @@ def _finish_authorization(
         client = provider_client(pending.provider)
         (app_secret,) = secrets.read(app.secret)
         account = client.finish(OAuthApp.of(app, app_secret), pending.flow, response)
+        before = config.connection.authorization
         mailbox = client.mailbox(account.grant.access_token)
+        if _another_mailbox(before, account, mailbox.email, pending):
+            # Before anything is stored or recorded: the connected mailbox stays as it was.
+            # The new grant is not revoked: at Google that would end every grant of the
+            # account to this app, another agent's perhaps.
+            assert before is not None
+            mismatch = _another_account(mailbox.email, before.email)
+            return _failed(mismatch, pending, refused=True, email=mailbox.email)
         try:
             require_email_domain(client_org, mailbox.email, "email")
         except InvalidField as outside:
@@ -306,8 +361,8 @@ def _finish_authorization(
         exists=config.tokens is not None,
         org_id=agent.org_id,
     )
-    missing = missing_permissions(pending.provider, grant.granted_scopes)
-    problem = permission_problem(pending.provider, missing) if missing else None
+    # Without the permission to send, the agent is Connected and warned (at each read).
+    problem, _ = grant_problems(pending.provider, grant.granted_scopes)
     now = datetime.now(UTC)
     authorization = OAuthAuthorization(
         email=mailbox.email,
@@ -315,9 +370,17 @@ def _finish_authorization(
         authorized_at=now,
         client_id=app.client_id,
         tenant_id=account.tenant_id,
+        account_id=account.account_id,
     )
-    before = config.connection.authorization
-    same_mailbox = before is not None and before.email == mailbox.email
+    # The same account's new mail carries on; another's (a switch) starts now. One recorded
+    # before accounts were is judged by its address.
+    same_mailbox = before is not None and (
+        before.account_id == account.account_id
+        if before.account_id is not None
+        else before.email.lower() == mailbox.email.lower()
+    )
+    # What was known of the old mailbox says nothing of the new one.
+    forgotten = {} if same_mailbox else {"last_test": None, "degraded": None}
     record = config.with_status(
         Status.ERROR if problem else Status.CONNECTED,
         LastError(**Problem.of(problem).model_dump(), at=now) if problem else None,
@@ -325,10 +388,10 @@ def _finish_authorization(
             update={"authorization": authorization, "scopes": pending.scopes}
         ),
         tokens=TokenRef(**written.model_dump(), expires_at=grant.expires_at),
-        # Another mailbox's new mail starts now; the same one's carries on.
         connected_at=config.connected_at if same_mailbox else None,
         version=config.version + 1,
         updated_at=now,
+        **forgotten,
     )
     try:
         agents.put_config(record, replaces_version=config.version, org_id=agent.org_id)
@@ -339,6 +402,10 @@ def _finish_authorization(
         if current is None or current.deleting:
             secrets.delete(written.name)
         return _failed(_outdated(), pending, refused=True)
+    if before is not None and not same_mailbox and config.tokens is not None:
+        # A switch: the old mailbox is disconnected, its grant revoked where the provider
+        # allows (its tokens' version is still readable). Its push lapses by itself.
+        revoke_tokens(secrets, orgs, agent, config, config.tokens)
     if problem:
         return _failed(problem, pending)
     return CallbackOutcome(

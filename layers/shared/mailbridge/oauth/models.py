@@ -17,6 +17,12 @@ class AuthorizeRequest(StrictModel):
         description="The UI origin that receives the result by postMessage; defaults to the "
         "request's Origin header. Must be one of the deployment's allowed origins.",
     )
+    switch_account: bool = Field(
+        default=False,
+        description="Sign in another account than the one connected and replace it (the old "
+        "mailbox is disconnected). Without it, another account is refused "
+        "(`account_mismatch`) and the connection stays as it is.",
+    )
 
 
 class AuthorizeResponse(BaseModel):
@@ -34,6 +40,7 @@ class PendingAuthorization(BaseModel):
     ui_origin: str
     scopes: list[str]
     consent: bool
+    switch_account: bool = False  # another account than the connected one may replace it
     # The provider's half of the flow, PKCE verifier included (MSAL's flow, Google's verifier).
     flow: dict[str, Any]
     expires_at: int  # epoch seconds: checked explicitly and used as the item's TTL
@@ -51,5 +58,6 @@ class OAuthResultMessage(BaseModel):
     agentId: str | None  # camelCase: the UI's message format
     provider: OAuthProvider | None
     status: Literal["connected", "error"]
+    # The account's address: connected, or the other account an `account_mismatch` signed in.
     email: str | None = None
     error: OAuthResultError | None = None

@@ -31,11 +31,14 @@ GOOGLE_SCOPES = ["openid", "email", _GMAIL + "modify"]
 
 @dataclass(frozen=True)
 class Permission:
-    """A capability the agent needs and the scopes that grant it (any one suffices)."""
+    """A capability the agent needs and the scopes that grant it (any one suffices).
+    `sends`: without it the agent still receives, so its absence is a warning, not an
+    error."""
 
     label: str
     granted_by: frozenset[str]
     ask_for: str
+    sends: bool = False
 
 
 # Granted scopes come back qualified from Microsoft (https://graph.microsoft.com/Mail.Send);
@@ -43,7 +46,7 @@ class Permission:
 REQUIRED_PERMISSIONS: dict[str, list[Permission]] = {
     "microsoft": [
         Permission("reading mail", frozenset({"Mail.ReadWrite", "Mail.Read"}), "Mail.ReadWrite"),
-        Permission("sending mail", frozenset({"Mail.Send"}), "Mail.Send"),
+        Permission("sending mail", frozenset({"Mail.Send"}), "Mail.Send", sends=True),
     ],
     "google": [
         Permission(
@@ -55,6 +58,7 @@ REQUIRED_PERMISSIONS: dict[str, list[Permission]] = {
             "sending mail",
             frozenset({"gmail.send", "gmail.compose", "gmail.modify", "mail.google.com"}),
             _GMAIL + "modify",
+            sends=True,
         ),
     ],
 }
@@ -87,6 +91,21 @@ def permission_problem(provider: str, missing: list[Permission]) -> ProviderErro
         detail=" or ".join(permission.label for permission in missing),
         scope=", ".join(permission.ask_for for permission in missing),
     )
+
+
+def grant_problems(
+    provider: str, granted_scopes: list[str]
+) -> tuple[ProviderError | None, ProviderError | None]:
+    """What a grant lacks of what is required now: an error when the agent cannot use its
+    mailbox (it cannot read it), else a warning when it can receive but not send. Computed
+    at each use from the required set, so requirements that grow reach every grant."""
+    missing = missing_permissions(provider, granted_scopes)
+    if not missing:
+        return None, None
+    if all(permission.sends for permission in missing):
+        scope = ", ".join(permission.ask_for for permission in missing)
+        return None, ProviderError(ErrorCode.SEND_PERMISSION_MISSING, provider, scope=scope)
+    return permission_problem(provider, missing), None
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,10 @@ class TokenGrant:
 class AuthorizedAccount:
     grant: TokenGrant
     tenant_id: str | None
+    # Who signed in, as the provider's id token says: Microsoft `<tid>/<oid>` (the directory
+    # and the user's object in it), Google `sub`. Stable for the account, whatever its address.
+    account_id: str
+    username: str  # the sign-in name the id token gives, to name the account
 
 
 class Mailbox(BaseModel):

@@ -97,14 +97,29 @@ def fresh_access_token(
             raise _changed_meanwhile() from None
         # Until this is recorded, the record keeps the previous tokens: a failure leaves it
         # on a refresh token the provider still honours (Microsoft keeps a used one valid;
-        # Google does not rotate them).
-        agents.update_tokens(latest, TokenRef(**written.model_dump(), expires_at=grant.expires_at))
+        # Google does not rotate them). Scopes withdrawn since are recorded with them: the
+        # view and each use compare what is granted now with what is required.
+        agents.update_tokens(
+            latest,
+            TokenRef(**written.model_dump(), expires_at=grant.expires_at),
+            granted_scopes=_changed_scopes(latest, grant),
+        )
         return grant
     finally:
         # Also when taking the lock failed: it may have been taken with only the answer
         # lost. Best effort: the lease ends an unreleased lock anyway.
         with contextlib.suppress(Unavailable):
             agents.unlock(config.agent_id, holder)
+
+
+def _changed_scopes(config: StoredConfig, grant: TokenGrant) -> list[str] | None:
+    """The scopes a refresh granted, if they differ from the recorded ones. An answer
+    without `scope` says nothing of them."""
+    authorization = oauth_connection(config).authorization
+    assert authorization is not None  # a token was stored for it
+    if not grant.granted_scopes or set(grant.granted_scopes) == set(authorization.granted_scopes):
+        return None
+    return grant.granted_scopes
 
 
 def _changed_meanwhile() -> MailbridgeError:

@@ -219,10 +219,18 @@ class DynamoAgentStore:
             config, "SET degraded = :degraded", {":degraded": serialize(degraded)}
         )
 
-    def update_tokens(self, config: StoredConfig, tokens: TokenRef) -> bool:
+    def update_tokens(
+        self, config: StoredConfig, tokens: TokenRef, *, granted_scopes: list[str] | None = None
+    ) -> bool:
         # A save since then replaced the app, and with it these tokens.
+        values = {":tokens": serialize(tokens.model_dump())}
+        if granted_scopes is None:
+            return self._update_if_version(config, "SET tokens = :tokens", values)
         return self._update_if_version(
-            config, "SET tokens = :tokens", {":tokens": serialize(tokens.model_dump())}
+            config,
+            "SET tokens = :tokens, #connection.#authorization.granted_scopes = :scopes",
+            values | {":scopes": serialize(granted_scopes)},
+            names={"#connection": "connection", "#authorization": "authorization"},
         )
 
     def _update_if_version(

@@ -56,8 +56,11 @@ class AgentStore(Protocol):
         """Record how new mail's delivery fails (or that it works again), as update_status."""
         ...
 
-    def update_tokens(self, config: StoredConfig, tokens: TokenRef) -> bool:
-        """Point the record at refreshed tokens if its settings are still that version."""
+    def update_tokens(
+        self, config: StoredConfig, tokens: TokenRef, *, granted_scopes: list[str] | None = None
+    ) -> bool:
+        """Point the record at refreshed tokens if its settings are still that version, and
+        record the scopes they grant when those changed (`granted_scopes`)."""
         ...
 
     def delete_config(self, agent_id: str) -> None: ...
@@ -179,22 +182,24 @@ class FeedStore(Protocol):
         another worker moved it meanwhile."""
         ...
 
-    def claim_delivery(self, agent_id: str, message_id: str, lease_seconds: int) -> bool:
-        """Claim the announcement of a message: False if it was announced or another worker
-        holds the claim (which lapses after `lease_seconds` if its holder died)."""
+    def claim_delivery(self, agent_id: str, message_id: str, lease_seconds: int) -> str | None:
+        """Claim the announcement of a message; the claim's token, or None if it was
+        announced or another worker holds the claim (which lapses after `lease_seconds` if
+        its holder died)."""
         ...
 
     def confirm_delivery(self, agent_id: str, message_id: str) -> None: ...
 
-    def release_delivery(self, agent_id: str, message_id: str) -> None:
-        """Give up a claim whose announcement failed, for the next attempt."""
+    def release_delivery(self, agent_id: str, message_id: str, claim: str) -> None:
+        """Give up a claim whose announcement failed, for the next attempt, if it is still
+        this one."""
         ...
 
-    def add_subscriber(self, provider: str, subscription_id: str, agent_id: str) -> None: ...
+    def add_subscriber(self, subscription_id: str, agent_id: str) -> None: ...
 
-    def remove_subscriber(self, provider: str, subscription_id: str, agent_id: str) -> None: ...
+    def remove_subscriber(self, subscription_id: str, agent_id: str) -> None: ...
 
-    def subscribers(self, provider: str, subscription_id: str) -> list[str]:
+    def subscribers(self, subscription_id: str) -> list[str]:
         """The agents a push provider's notification naming this subscription is for."""
         ...
 

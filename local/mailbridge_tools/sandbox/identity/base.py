@@ -379,7 +379,8 @@ class FakeProvider:
         self.secrets.add(client_secret)
 
     def add_account(self, email: str, *, inbox_total: int, inbox_unread: int) -> None:
-        """Adds an account; the next sign-ins are as the account added last."""
+        """Adds an account; the next sign-ins are as the account added last. An address
+        added again is another account (its own subject): one deleted and made anew."""
         self.accounts.append(Account(email, inbox_total, inbox_unread))
 
     def deny_next_authorization(
@@ -390,6 +391,16 @@ class FakeProvider:
     def grant_scopes_next(self, scopes: list[str] | None) -> None:
         """The next sign-in grants only these (a permission unticked at consent)."""
         self._next_scopes = scopes
+
+    def withdraw_scopes(self, email: str, scopes: list[str]) -> None:
+        """The account's consent to these scopes is withdrawn (an admin removes a permission,
+        the user unticks it at a later consent): refresh tokens it holds give them no more,
+        and refreshes answer the scopes that are left."""
+        account = self.account(email)
+        with self._lock:
+            for grant in self.refresh_tokens.values():
+                if grant.account is account:
+                    grant.scopes = [scope for scope in grant.scopes if scope not in scopes]
 
     def stall_next(self, path_suffix: str, how: Stall) -> None:
         """The next request to a path ending with `path_suffix` is answered never

@@ -174,7 +174,8 @@ class FakeGoogle(FakeProvider):
     def __init__(self, cert: Path, key: Path) -> None:
         super().__init__(cert, key)
         self.revoked_tokens: list[str] = []
-        # What each (client, account) was granted before: incremental consent adds to it.
+        # What each (client, account subject) was granted before: incremental consent adds
+        # to it.
         self._granted: dict[tuple[str, str], set[str]] = {}
         # Where each page token handed out goes on: after the message with this sort key.
         self._page_tokens: dict[str, tuple[float, int]] = {}
@@ -583,7 +584,7 @@ class FakeGoogle(FakeProvider):
         scopes = request.query.get("scope", "").split()
         if request.query.get("include_granted_scopes") == "true" and self.accounts:
             earlier = self._granted.get(
-                (request.query.get("client_id", ""), self.accounts[-1].email), set()
+                (request.query.get("client_id", ""), self.accounts[-1].subject), set()
             )
             scopes = sorted(set(scopes) | earlier)
         return self._authorize(
@@ -593,8 +594,16 @@ class FakeGoogle(FakeProvider):
     def _code_params(self, code: str, granted: list[str], back: dict[str, str]) -> dict[str, str]:
         return {"code": code, "scope": " ".join(granted), **back}
 
+    def withdraw_scopes(self, email: str, scopes: list[str]) -> None:
+        super().withdraw_scopes(email, scopes)
+        subject = self.account(email).subject
+        with self._lock:  # no longer among what incremental consent adds
+            for (_, granted_to), granted in self._granted.items():
+                if granted_to == subject:
+                    granted.difference_update(scopes)
+
     def _code_tokens(self, app: App, code: Code, form: dict[str, str]) -> Reply:
-        self._granted[(app.client_id, code.account.email)] = set(code.scopes)
+        self._granted[(app.client_id, code.account.subject)] = set(code.scopes)
         answer = self._tokens(code.account, code.scopes, app)
         if code.offline:
             answer["refresh_token"] = self._issue_refresh_token(app, code.account, code.scopes)

@@ -199,6 +199,11 @@ def _short_scope(scope: str) -> str:
     return scope.removeprefix(_GRAPH)
 
 
+def _scope_name(scope: str) -> str:
+    """`Mail.Send` of `https://graph.microsoft.com/Mail.Send` (Entra takes both forms)."""
+    return scope.rsplit("/", 1)[-1].lower()
+
+
 class FakeMicrosoft(FakeProvider):
     """Entra ID's v2.0 endpoints under {base_url}/{tenant}, Graph under {base_url}/v1.0."""
 
@@ -211,6 +216,31 @@ class FakeMicrosoft(FakeProvider):
     _INVALID_REFRESH_TOKEN: ClassVar[dict[str, Any]] = {
         "error_description": "AADSTS700082: The refresh token has expired.",
         "error_codes": [700082],
+    }
+    # Entra's refusals a test can ask the token endpoint for, by AADSTS code: the OAuth
+    # error, the suberror, and the message after "AADSTS<code>: " in the description.
+    _REFUSALS: ClassVar[dict[int, tuple[str, str, str]]] = {
+        50076: (
+            "invalid_grant",
+            "basic_action",
+            "Due to a configuration change made by your administrator, or because you moved "
+            "to a new location, you must use multi-factor authentication to access "
+            "'00000003-0000-0000-c000-000000000000'.",
+        ),
+        50079: (
+            "interaction_required",
+            "basic_action",
+            "Due to a configuration change made by your administrator, or because you moved "
+            "to a new location, you must enroll in multi-factor authentication to access "
+            "'00000003-0000-0000-c000-000000000000'.",
+        ),
+        65001: (
+            "invalid_grant",
+            "consent_required",
+            "The user or administrator has not consented to use the application with ID "
+            "'{client_id}' named 'mailbridge'. Send an interactive authorization request for "
+            "this user and resource.",
+        ),
     }
     # Graph's error objects.
     _UNAUTHENTICATED: ClassVar[dict[str, Any]] = {
@@ -251,6 +281,46 @@ class FakeMicrosoft(FakeProvider):
         self.subscriptions: dict[str, GraphSubscription] = {}
         self.deliveries: list[Delivery] = []
         self._delta_states: dict[str, _DeltaState] = {}
+        self._refusal: int | None = None
+
+    def refuse_next_token(self, aadsts: int) -> None:
+        """The next code or refresh token a client redeems, rightly, is refused with Entra's
+        error AADSTS<aadsts> (50076, 50079 or 65001), in its JSON shape: as when Conditional
+        Access starts asking for multi-factor authentication, or consent is revoked."""
+        if aadsts not in self._REFUSALS:
+            raise ValueError(f"no refusal AADSTS{aadsts}")
+        with self._lock:
+            self._refusal = aadsts
+
+    def _refused(self, form: dict[str, str]) -> Reply | None:
+        """The refusal asked for by refuse_next_token, if any."""
+        with self._lock:
+            aadsts, self._refusal = self._refusal, None
+        return None if aadsts is None else self._entra_error(aadsts, form)
+
+    def _entra_error(self, aadsts: int, form: dict[str, str]) -> Reply:
+        """Entra's token endpoint refusing with AADSTS<aadsts>, in its JSON shape."""
+        error, suberror, text = self._REFUSALS[aadsts]
+        timestamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
+        description = (
+            f"AADSTS{aadsts}: {text.format(client_id=form.get('client_id', ''))}\r\n"
+            f"Trace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}"
+        )
+        answer: dict[str, Any] = {
+            "error": error,
+            "error_description": description,
+            "error_codes": [aadsts],
+            "timestamp": timestamp,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+            "error_uri": f"{self.base_url}/error?code={aadsts}",
+            "suberror": suberror,
+        }
+        if suberror == "basic_action":  # the Conditional Access policy that asks for MFA
+            policy_ids = {"essential": True, "values": [str(uuid.uuid4())]}
+            answer["claims"] = json.dumps({"access_token": {"capolids": policy_ids}})
+        return json_reply(400, answer)
 
     def regular_id(self, message_id: str) -> str:
         """The regular id Graph gives (without the Prefer header) the message with this
@@ -864,9 +934,21 @@ class FakeMicrosoft(FakeProvider):
         return self._token(request, tenant=tenant)
 
     def _code_tokens(self, app: App, code: Code, form: dict[str, str]) -> Reply:
+        refused = self._refused(form)
+        if refused is not None:
+            return refused
         return self._tokens(app, code.account, code.scopes, code.offline, code.nonce, form)
 
     def _refreshed_tokens(self, app: App, grant: Grant, form: dict[str, str]) -> Reply:
+        refused = self._refused(form)
+        if refused is not None:
+            return refused
+        # Entra refuses a refresh that asks for a scope the grant does not hold (never
+        # consented to, or consent withdrawn): AADSTS65001, not a narrower token.
+        held = {_scope_name(scope) for scope in grant.scopes}
+        asked = {_scope_name(scope) for scope in form.get("scope", "").split()}
+        if asked - held - {"openid", "profile", "offline_access"}:
+            return self._entra_error(65001, form)
         # Each use hands out a successor; the used one stays valid until it expires or is
         # revoked ("Refresh tokens in the Microsoft identity platform").
         self._count_refresh(form)
@@ -896,6 +978,10 @@ class FakeMicrosoft(FakeProvider):
         if "openid" in scopes:
             claims = self._id_claims(f"{self.base_url}/{self.tenant_id}/v2.0", app, account)
             claims |= {
+                # `sub` is pairwise (one per app); `oid` is the user's object in the tenant.
+                "sub": b64url(
+                    hashlib.sha256(f"{app.client_id}/{account.subject}".encode()).digest()
+                ),
                 "oid": account.subject,
                 "tid": self.tenant_id,
                 "preferred_username": account.email,
