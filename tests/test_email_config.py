@@ -82,6 +82,8 @@ def test_new_agent_is_not_connected(org: Org) -> None:
     assert response.json() == {
         "agent_id": org.agent_id,
         "status": "not_connected",
+        "reason": "not_configured",
+        "checked_at": None,
         "config": None,
         "last_error": None,
         "last_test": None,
@@ -198,6 +200,27 @@ def test_status_follows_saves_tests_and_disconnects(org: Org, imap_body: Body) -
     assert deleted.status == 200
     assert deleted.json()["status"] == "not_connected"
     assert org.client.get(path).json()["config"] is None
+
+
+def test_each_status_says_why_and_since_when(org: Org, imap_body: Body) -> None:
+    path = org.config_path
+    saved = org.client.put(path, imap_body()).json()
+    assert (saved["status"], saved["reason"], saved["checked_at"]) == (
+        "configured",
+        "untested",
+        None,
+    )
+
+    tested = org.client.post(path + "/test").json()
+    shown = org.client.get(path).json()
+    assert (shown["status"], shown["reason"]) == ("connected", "verified")
+    assert shown["checked_at"] == tested["tested_at"]
+
+    org.client.put(path, imap_body(password="a-wrong-password"))
+    failed = org.client.post(path + "/test").json()
+    shown = org.client.get(path).json()
+    assert (shown["status"], shown["reason"]) == ("error", "auth_failed")
+    assert shown["checked_at"] == failed["tested_at"] == shown["last_error"]["at"]
 
 
 def test_disconnect_removes_the_secret(org: Org, imap_body: Body) -> None:

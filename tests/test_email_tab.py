@@ -9,6 +9,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +131,12 @@ def test_imap_with_presets(
     page.select_option("#smtp-security", "starttls")
     page.click("#imap-form button[type=submit]")
     expect(badge(page)).to_have_text("Configured")
+    expect(page.locator("#status-detail")).to_have_text("untested")
 
     page.click("#test")
     expect(badge(page)).to_have_text("Connected")
+    # Why, and since when: the test's time.
+    expect(page.locator("#status-detail")).to_contain_text("verified · checked ")
     expect(page.locator("#inbox-total")).to_have_text("12")
     expect(page.locator("#inbox-unread")).to_have_text("5")
     expect(page.locator("#confirmed-email")).to_have_text(MAILBOX)
@@ -292,6 +296,22 @@ def test_org_and_client_org_banners(
     expect(page.locator("#org-banner")).to_be_visible()
     choose(page, "Email + Password")
     expect(page.locator("#org-banner")).to_be_hidden()
+
+
+def test_a_shared_apps_expiring_secret_is_warned(
+    page: Page, local_api: Any, org: Org, google: FakeGoogle
+) -> None:
+    client_id = f"{uuid.uuid4().hex[:10]}.apps.googleusercontent.com"
+    google.register_app(client_id, SECRET, [local_api.url + CALLBACK])
+    expires = (datetime.now(UTC) + timedelta(days=10)).date().isoformat()
+    body = {"client_id": client_id, "client_secret": SECRET, "secret_expires_at": expires}
+    assert org.client.put(f"/bridge/orgs/{org.org_id}/email-oauth-apps/google", body).status == 200
+    assert org.client.put(org.config_path, {"provider": "google"}).status == 200
+
+    open_tab(page, local_api, org)
+    warning = page.locator("#warning-list li[data-code=app_secret_expiring]")
+    expect(warning).to_contain_text(f"expires on {expires}")
+    expect(warning).to_contain_text("Rotate the client secret in the Google Cloud console")
 
 
 def test_a_connected_agent_sends_a_test_message(

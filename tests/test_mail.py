@@ -452,7 +452,7 @@ def test_an_agent_whose_client_org_is_gone_sends_nothing(
     assert len(smtp.messages) == before
 
 
-def test_an_agent_outside_the_client_orgs_domain_cannot_send(
+def test_a_policy_changed_after_the_connection_reaches_it_at_read_test_and_send(
     local_api: Any,
     org: Org,
     mailbox_factory: Callable[[], Mailbox],
@@ -462,9 +462,25 @@ def test_an_agent_outside_the_client_orgs_domain_cannot_send(
     agent = _client_org_agent(
         local_api, org, mailbox_factory(), imap_body, dovecot, {"name": "Acme"}
     )
-    # The domain rule arrives after the connection was made.
+    config_path = f"/bridge/agents/{agent.agent_id}/email-config"
+    assert org.client.post(config_path + "/test").json()["status"] == "connected"
+    # The domain rule arrives after the connection was made: nothing of the agent is written.
     policy = {"name": "Acme", "email_domain": "acme.example"}
     assert org.client.put("/bridge/client-orgs/acme/email-policy", policy).status == 200
+    shown = org.client.get(config_path).json()
+    assert (shown["status"], shown["last_error"]["code"]) == ("error", "email_domain_not_allowed")
+    assert "acme.example" in shown["last_error"]["hint"]
+    assert shown["delivery"] is None  # not Connected: no new mail is looked for
+
+    tested = org.client.post(config_path + "/test").json()
+    assert (tested["ok"], tested["status"]) == (False, "error")
+    assert tested["error"]["code"] == "email_domain_not_allowed"
+    # The mailbox itself works: the servers' checks pass, the policy's fails.
+    assert [(c["name"], c["ok"]) for c in tested["checks"]] == [
+        ("imap", True),
+        ("smtp", True),
+        ("policy", False),
+    ]
     refused = agent.runtime.request(
         "POST",
         agent.send_path,
@@ -472,6 +488,11 @@ def test_an_agent_outside_the_client_orgs_domain_cannot_send(
         headers={"Idempotency-Key": "d-1"},
     )
     assert (refused.status, refused.error["code"]) == (409, "email_domain_not_allowed")
+
+    # The rule lifted: the read shows the stored outcome, and the next test passes.
+    assert org.client.put("/bridge/client-orgs/acme/email-policy", {"name": "Acme"}).status == 200
+    assert org.client.post(config_path + "/test").json()["status"] == "connected"
+    assert org.client.get(config_path).json()["status"] == "connected"
 
 
 def test_a_login_outside_the_domain_is_refused_and_tests_say_what_they_confirmed(

@@ -21,7 +21,7 @@ import pytest
 import requests
 from mailbridge_tools.sandbox import FakeMicrosoft
 from mailbridge_tools.sandbox.identity.graph_changes import GraphSubscription
-from support import MS_ACCOUNT, MailAgent, Mailbox, OAuthAgent
+from support import MS_ACCOUNT, MailAgent, Mailbox, OAuthAgent, age_tokens
 
 ROUTE = "/api/engine/push/microsoft"
 ROUND = ("NewMailDispatchFunction", "PollMicrosoft")
@@ -468,3 +468,40 @@ def test_a_disconnect_deletes_the_subscription_and_its_notifications_find_no_age
     assert _post(local_api, {"value": [_notification(subscription)]}).status_code == 202
     assert local_api.process_queue() == 0
     assert _events_of(local_api, connected.agent_id) == []
+
+
+# ---- keeping the grant alive -----------------------------------------------------------------
+
+
+def test_the_catch_up_round_keeps_an_idle_grant_alive_and_tells_a_dead_one(
+    connected: Connected, local_api: Any, microsoft: FakeMicrosoft
+) -> None:
+    """A grant is refreshed at least hourly while the agent is connected, whatever the agent
+    does: the round's look takes a fresh access token through the one refresh path, keeping
+    rotated tokens, long inside Microsoft's 90 idle days. One the provider ended turns the
+    agent to Error with the fix, without anyone clicking Test."""
+    from mailbridge.storage.agents import DynamoAgentStore
+
+    def stored_tokens() -> Any:
+        _, config = DynamoAgentStore().load(connected.agent_id)
+        assert config is not None and config.tokens is not None
+        return config
+
+    before, refreshes = stored_tokens().tokens, microsoft.refresh_count
+    age_tokens(connected.agent_id)  # its access token expires: the agent idle an hour
+    aged = stored_tokens().tokens
+    local_api.run_schedule(*ROUND)
+    local_api.process_queue()
+    assert microsoft.refresh_count == refreshes + 1
+    kept = stored_tokens()
+    assert kept.tokens.version not in (before.version, aged.version)  # the rotated ones
+    assert kept.status == "connected"
+
+    age_tokens(connected.agent_id)
+    microsoft.refuse_next_token(65001)  # an administrator removed the app's consent
+    local_api.run_schedule(*ROUND)
+    local_api.process_queue()
+    ended = connected.agent.get()
+    assert (ended["status"], ended["last_error"]["code"]) == ("error", "reauthorization_required")
+    assert ended["last_error"]["during"] == "reading"
+    assert "Re-authorize" in ended["last_error"]["hint"]

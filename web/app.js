@@ -59,6 +59,9 @@ function render() {
   const badge = $("status-badge");
   badge.textContent = STATUS_LABELS[status];
   badge.className = `badge ${status}`;
+  // Why, and since when: the reason's stable code and when the status was last checked.
+  const checked = view && view.checked_at ? ` · checked ${new Date(view.checked_at).toLocaleString()}` : "";
+  $("status-detail").textContent = view ? `${view.reason}${checked}` : "";
 
   const lastError = view && view.last_error;
   $("last-error").hidden = !lastError;

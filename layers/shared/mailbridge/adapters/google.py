@@ -72,6 +72,17 @@ def _error_code(response: requests.Response) -> str:
     return str(body.get("error", "")) if isinstance(body, dict) else ""
 
 
+def _client_refused(code: object) -> ProviderError | None:
+    """The token endpoint refusing the app itself, if it did: its credentials
+    (invalid_client), or the client's kind or existence."""
+    if code == "invalid_client":
+        cause = Cause.CLIENT_SECRET_REFUSED
+        return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER, cause=cause)
+    if code in {"unauthorized_client", "deleted_client"}:
+        return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER)
+    return None
+
+
 class _PushCerts:
     """Google's certificates that sign push tokens, by key id, kept between pushes."""
 
@@ -166,8 +177,9 @@ class GoogleClient:
         except requests.RequestException as error:
             raise network_problem(error, _PROVIDER) from error
         if not answer.ok:
-            if _error_code(answer) in {"invalid_client", "unauthorized_client", "deleted_client"}:
-                raise ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER)
+            refused = _client_refused(_error_code(answer))
+            if refused is not None:
+                raise refused
             raise ProviderError(ErrorCode.AUTHORIZATION_FAILED, _PROVIDER)
         with reading_answer(_PROVIDER):
             body = answer.json()
@@ -211,8 +223,9 @@ class GoogleClient:
         except RefreshError as error:
             details = error.args[1] if len(error.args) > 1 else None
             code = details.get("error") if isinstance(details, dict) else None
-            if code in {"invalid_client", "unauthorized_client", "deleted_client"}:
-                raise ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER) from error
+            refused = _client_refused(code)
+            if refused is not None:
+                raise refused from error
             if code == "invalid_grant":
                 raise ProviderError(
                     ErrorCode.REAUTHORIZATION_REQUIRED, _PROVIDER, cause=Cause.GOOGLE_GRANT_ENDED

@@ -93,6 +93,7 @@ _CAUSES = {
     50076: Cause.MFA_REQUIRED,
     50079: Cause.MFA_ENROLMENT_REQUIRED,
     65001: Cause.CONSENT_MISSING,
+    7000222: Cause.CLIENT_SECRET_EXPIRED,
 }
 
 
@@ -106,9 +107,12 @@ def _cause(result: dict[str, Any]) -> Cause | None:
 
 def _failure(result: dict[str, Any], *, during_sign_in: bool) -> ProviderError:
     error = result.get("error")
-    if error == "invalid_client" or error == "unauthorized_client":
-        return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER)
     cause = _cause(result)
+    if error == "invalid_client":  # the app's credentials: AADSTS7000222, 7000215...
+        cause = cause or Cause.CLIENT_SECRET_REFUSED
+        return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER, cause=cause)
+    if error == "unauthorized_client":
+        return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER)
     if during_sign_in:
         denied = cause is Cause.CONSENT_MISSING
         code = ErrorCode.AUTHORIZATION_DENIED if denied else ErrorCode.AUTHORIZATION_FAILED

@@ -18,6 +18,8 @@ from ..core.settings import settings
 from ..core.windows import window
 from ..oauth.providers import grant_problems, provider_client
 from ..oauth.tokens import fresh_access_token
+from ..orgs.models import ClientOrg
+from ..orgs.sending_policy import addresses_outside
 from .mail_servers import mail_servers
 from .models import (
     CheckName,
@@ -64,6 +66,8 @@ def run_connection_test(
         result = check_mail_servers(config.connection, password, settings().mail_timeout_seconds)
     else:
         result = _check_oauth(agents, secrets, orgs, agent, config)
+    if result.ok and agent.client_org_id is not None:
+        result = _check_policy(result, orgs.get(agent.org_id, agent.client_org_id), config)
 
     last_error = (
         LastError(**result.error.model_dump(), at=result.tested_at) if result.error else None
@@ -79,6 +83,21 @@ def run_connection_test(
         _, latest = agents.load(agent_id)
         status = latest.status if latest else Status.NOT_CONNECTED
     return ConnectionTestResponse(**result.model_dump(), status=status)
+
+
+def _check_policy(
+    result: ConnectionTestResult, client_org: ClientOrg | None, config: StoredConfig
+) -> ConnectionTestResult:
+    """The mailbox works; does it fit the client organization's policy as it is now (a
+    domain set or changed since the connection was saved)?"""
+    outside = addresses_outside(client_org, config.addresses)
+    if outside is None:
+        return result
+    problem = Problem.of(outside)
+    refused = CheckResult(name="policy", ok=False, latency_ms=0, error=problem)
+    return result.model_copy(
+        update={"ok": False, "checks": [*result.checks, refused], "error": problem}
+    )
 
 
 def _count_test(counters: CounterStore, org_id: str, agent_id: str) -> None:

@@ -264,7 +264,7 @@ class InboxCounts(BaseModel):
     unread: int = Field(ge=0, le=10**15)
 
 
-CheckName = Literal["imap", "smtp", "authorization", "mailbox", "permissions"]
+CheckName = Literal["imap", "smtp", "authorization", "mailbox", "permissions", "policy"]
 
 
 class CheckResult(BaseModel):
@@ -313,6 +313,16 @@ class StoredConfig(BaseModel):
     version: int
     updated_at: datetime
 
+    @property
+    def addresses(self) -> list[str]:
+        """The addresses the agent sends as: the connection's own, and an IMAP login that is
+        an address (the server sends as it); none for an OAuth connection not yet signed in."""
+        connection = self.connection
+        if isinstance(connection, ImapConnection):
+            login = [connection.username] if "@" in connection.username else []
+            return list(dict.fromkeys([connection.email, *login]))
+        return [connection.authorization.email] if connection.authorization else []
+
     def with_status(
         self, status: Status, last_error: LastError | None, **changes: object
     ) -> StoredConfig:
@@ -343,6 +353,15 @@ class EmailConfigView(BaseModel):
 
     agent_id: str
     status: Status
+    reason: str = Field(
+        description="Why the status is what it is, a stable code: `not_configured`, "
+        "`untested` (configured), `authorization_required` (awaiting authorization), "
+        "`verified` (connected), or the last error's code."
+    )
+    checked_at: datetime | None = Field(
+        description="When the status was last established: a test, a sign-in, a failed use "
+        "of the connection, or this read (a policy or requirement that changed since)."
+    )
     config: ImapConnectionView | OAuthConnectionView | None
     last_error: LastError | None
     last_test: ConnectionTestResult | None

@@ -21,8 +21,14 @@ from ..core.types import SecretRef, SecretState
 from ..oauth.providers import grant_problems, requested_scopes
 from ..oauth.tokens import revoke_tokens
 from ..orgs.models import ClientOrg
-from ..orgs.sending_policy import banner, require_email_domain
-from ..orgs.shared_apps import SharedApps, available_apps, resolve_app, unusable_app
+from ..orgs.sending_policy import addresses_outside, banner, require_email_domain
+from ..orgs.shared_apps import (
+    SharedApps,
+    available_apps,
+    resolve_app,
+    secret_expiry,
+    unusable_app,
+)
 from .models import (
     Connection,
     DeliveryView,
@@ -83,9 +89,17 @@ def view(
                 # show on every agent at once, with nothing stored to update.
                 status = Status.ERROR
                 last_error = LastError(**Problem.of(lacking).model_dump(), at=datetime.now(UTC))
+        # The client organization's policy as it is now: a domain set or changed since the
+        # connection was saved shows at once (and sends are refused), nothing stored.
+        outside = addresses_outside(client_org, config.addresses)
+        if outside is not None:
+            status = Status.ERROR
+            last_error = LastError(**Problem.of(outside).model_dump(), at=datetime.now(UTC))
     return EmailConfigView(
         agent_id=agent_id,
         status=status,
+        reason=last_error.code if status is Status.ERROR and last_error else _REASONS[status],
+        checked_at=_checked_at(config, last_error),
         config=connection,
         last_error=last_error,
         last_test=config.last_test if config else None,
@@ -94,8 +108,31 @@ def view(
         shared_apps=available_apps(shared),
         client_org=banner(client_org) if client_org else None,
         delivery=_delivery(config) if status is Status.CONNECTED else None,
-        warnings=_warnings(config, status),
+        warnings=_warnings(config, status, shared),
     )
+
+
+# The reason of each status that is not an error's.
+_REASONS = {
+    Status.NOT_CONNECTED: "not_configured",
+    Status.CONFIGURED: "untested",
+    Status.AWAITING_AUTHORIZATION: "authorization_required",
+    Status.CONNECTED: "verified",
+    Status.ERROR: "error",  # every error is recorded with its last error: never shown
+}
+
+
+def _checked_at(config: StoredConfig | None, last_error: LastError | None) -> datetime | None:
+    """The latest of what establishes a status: a test, a sign-in, an error (recorded, or
+    found at this read)."""
+    if config is None:
+        return None
+    moments = [config.last_test.tested_at if config.last_test else None]
+    moments.append(last_error.at if last_error else None)
+    connection = config.connection
+    if isinstance(connection, OAuthConnection) and connection.authorization is not None:
+        moments.append(connection.authorization.authorized_at)
+    return max((moment for moment in moments if moment is not None), default=None)
 
 
 def _grant_problems(
@@ -108,13 +145,19 @@ def _grant_problems(
     return grant_problems(connection.provider, connection.authorization.granted_scopes)
 
 
-def _warnings(config: StoredConfig | None, status: Status) -> list[Problem]:
-    """Every warning of the view: what works, but not fully."""
+def _warnings(config: StoredConfig | None, status: Status, shared: SharedApps) -> list[Problem]:
+    """Every warning of the view: what works, but not fully (or not for long)."""
     warnings: list[Problem] = []
     if config is not None and status is Status.CONNECTED:
         _, cannot_send = _grant_problems(config)
         if cannot_send is not None:
             warnings.append(Problem.of(cannot_send))
+    if config is not None and isinstance(config.connection, OAuthConnection):
+        # The inherited app's secret near or past its recorded expiry, on every agent.
+        app = resolve_app(config, shared)
+        expiry = secret_expiry(app.shared, datetime.now(UTC).date()) if app and app.shared else None
+        if expiry is not None:
+            warnings.append(Problem(**expiry.model_dump()))
     return warnings
 
 

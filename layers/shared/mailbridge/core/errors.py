@@ -110,7 +110,7 @@ class ErrorCode(StrEnum):
 class Cause(StrEnum):
     """What a provider or mail server said, when it says more than its error's code: the
     code stays (what a client does about it), the cause picks our sentence and hint. Each
-    value is the provider's own code for it."""
+    value is the provider's own code for it (ours for a shared app's, whose fix is there)."""
 
     # Exchange Online refusing passwords for SMTP AUTH: turned off for the tenant or the
     # mailbox (or by security defaults), and basic authentication removed altogether
@@ -120,6 +120,12 @@ class Cause(StrEnum):
     MFA_REQUIRED = "AADSTS50076"
     MFA_ENROLMENT_REQUIRED = "AADSTS50079"
     CONSENT_MISSING = "AADSTS65001"
+    # The token endpoint refusing the app's own credentials: its secret expired (Entra), or
+    # is wrong or deleted (invalid_client, either provider); a shared app's refused secret
+    # is fixed in the shared app, not in the agent
+    CLIENT_SECRET_EXPIRED = "AADSTS7000222"
+    CLIENT_SECRET_REFUSED = "invalid_client"
+    SHARED_APP_SECRET_REFUSED = "shared_app_secret_refused"
     # Google's refresh token expired or revoked
     GOOGLE_GRANT_ENDED = "invalid_grant"
 
@@ -292,6 +298,25 @@ _PROVIDER_CATALOGUE: dict[ErrorCode | Cause, tuple[str, str]] = {
         "Grant admin consent), or the account accepts the permissions when signing in; "
         "then click Re-authorize.",
     ),
+    Cause.CLIENT_SECRET_EXPIRED: (
+        "{provider} refused the app's client secret: it expired (AADSTS7000222).",
+        "Create a new client secret for the app (Azure portal: App registrations > the app > "
+        "Certificates & secrets) and save it in the Email tab; no re-authorization is needed.",
+    ),
+    Cause.CLIENT_SECRET_REFUSED: (
+        "{provider} refused the app's client ID or client secret (invalid_client): the "
+        "secret is wrong, expired or was deleted.",
+        "Create a new client secret in the app registration (Azure: Certificates & secrets; "
+        "Google Cloud console: Credentials) and save it with the client ID in the Email tab; "
+        "no re-authorization is needed.",
+    ),
+    Cause.SHARED_APP_SECRET_REFUSED: (
+        "{provider} refused the client secret of the organization's shared app this agent "
+        "uses: it expired or was deleted (invalid_client).",
+        "An organization admin rotates the client secret (Azure: App registrations > the "
+        "app > Certificates & secrets; Google Cloud console: Credentials) and saves the new "
+        "one in the shared app; every agent using it works again, with no re-authorization.",
+    ),
     Cause.GOOGLE_GRANT_ENDED: (
         "{provider} ended this agent's authorization: its refresh token expired or was "
         "revoked (invalid_grant).",
@@ -329,6 +354,7 @@ class ProviderError(MailbridgeError):
         super().__init__(
             code, message.format(**values), hint=hint.format(**values), retry_after=retry_after
         )
+        self.cause = cause
 
 
 # ---- mail servers ----------------------------------------------------------------------

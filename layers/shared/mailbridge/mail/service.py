@@ -32,7 +32,7 @@ from ..core.observability import logger
 from ..oauth.providers import grant_problems
 from ..oauth.tokens import fresh_access_token
 from ..orgs.models import ClientOrg
-from ..orgs.sending_policy import authorize_message, give_back, require_email_domain
+from ..orgs.sending_policy import addresses_outside, authorize_message, give_back
 from .compose import compose, reply_subject
 from .mailboxes import FetchedMessage, Mailbox, open_mailbox
 from .models import (
@@ -249,22 +249,14 @@ def _check_request(request: SendRequest) -> None:
 def _sender(config: StoredConfig, client_org: ClientOrg | None) -> str:
     """The connection's own address, which must fit the client organization's domain, as
     must an IMAP login that is an address (saved before the rule, or before the domain)."""
+    outside = addresses_outside(client_org, config.addresses)
+    if outside is not None:
+        raise outside
     connection = config.connection
     if isinstance(connection, ImapConnection):
-        address = connection.email
-        addresses = [address, connection.username] if "@" in connection.username else [address]
-    else:
-        assert connection.authorization is not None  # a token was handed out for it
-        address = connection.authorization.email
-        addresses = [address]
-    try:
-        for used in addresses:
-            require_email_domain(client_org, used, "from")
-    except InvalidField as outside:
-        raise MailbridgeError(
-            ErrorCode.EMAIL_DOMAIN_NOT_ALLOWED, outside.message, hint=outside.hint
-        ) from None
-    return address
+        return connection.email
+    assert connection.authorization is not None  # a token was handed out for it
+    return connection.authorization.email
 
 
 def _reply_recipients(original: ParsedMessage) -> list[str]:

@@ -37,7 +37,7 @@ from ..core.observability import logger
 from ..core.settings import settings
 from ..newmail.models import SyncReason, SyncRequest
 from ..orgs.sending_policy import require_email_domain
-from ..orgs.shared_apps import find_app, resolve_app
+from ..orgs.shared_apps import find_app, resolve_app, secret_refused
 from .models import AuthorizeResponse, OAuthResultError, OAuthResultMessage, PendingAuthorization
 from .providers import (
     AuthorizedAccount,
@@ -330,7 +330,13 @@ def _finish_authorization(
             raise ProviderError(ErrorCode.OAUTH_APP_MISSING, pending.provider)
         client = provider_client(pending.provider)
         (app_secret,) = secrets.read(app.secret)
-        account = client.finish(OAuthApp.of(app, app_secret), pending.flow, response)
+        try:
+            account = client.finish(OAuthApp.of(app, app_secret), pending.flow, response)
+        except ProviderError as refused:
+            in_shared_app = secret_refused(orgs, app, refused)
+            if in_shared_app is None:
+                raise
+            raise in_shared_app from refused
         before = config.connection.authorization
         mailbox = client.mailbox(account.grant.access_token)
         if _another_mailbox(before, account, mailbox.email, pending):

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 from ..agents.models import Agent
 from ..connections.models import OAuthConnection, StoredConfig, TokenRef
 from ..core.deadline import seconds_left
-from ..core.errors import ErrorCode, MailbridgeError, StaleWrite, Unavailable
+from ..core.errors import ErrorCode, MailbridgeError, ProviderError, StaleWrite, Unavailable
 from ..core.observability import logger
-from ..orgs.shared_apps import load_app
+from ..orgs.shared_apps import load_app, secret_refused
 from .providers import REFRESH_MARGIN_SECONDS, OAuthApp, TokenGrant, provider_client
 
 if TYPE_CHECKING:
@@ -89,7 +89,13 @@ def fresh_access_token(
             if grant is not None:
                 return grant
         tokens, app_secret = secrets.read(latest.tokens, app.secret)
-        grant = client.refresh(OAuthApp.of(app, app_secret), tokens)
+        try:
+            grant = client.refresh(OAuthApp.of(app, app_secret), tokens)
+        except ProviderError as refused:
+            in_shared_app = secret_refused(orgs, app, refused)
+            if in_shared_app is None:
+                raise
+            raise in_shared_app from refused
         assert grant.tokens is not None
         try:
             written = secrets.replace(latest.tokens.name, grant.tokens)

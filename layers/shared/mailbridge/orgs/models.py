@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
@@ -28,6 +28,12 @@ class SharedAppRequest(StrictModel):
         default=None, description="Leave out or send an empty string to keep the stored one."
     )
     tenant: Tenant | None = Field(default=None, description="Microsoft only; kept when left out.")
+    secret_expires_at: date | None = Field(
+        default=None,
+        description="The client secret's expiry date, as Azure shows it (YYYY-MM-DD): the "
+        "app's and its agents' views warn from 30 days before. Kept when left out; null "
+        "clears it.",
+    )
 
 
 class SharedApp(BaseModel):
@@ -41,12 +47,25 @@ class SharedApp(BaseModel):
     tenant: str | None = None  # absent attributes are None
     secret: SecretRef
     secret_updated_at: datetime
+    secret_expires_at: date | None = None
+    # When the provider refused the secret (invalid_client) at a refresh or a sign-in;
+    # saving a new secret clears it.
+    secret_expired_at: datetime | None = None
     version: int
     updated_at: datetime
 
     @property
     def client_org_id(self) -> str | None:
         return self.owner_id if self.owner == "client_org" else None
+
+
+class AppWarning(BaseModel):
+    """A shared app's problem, shown on it and on the agents using it: a stable code, a
+    sentence and how to fix it."""
+
+    code: str
+    message: str
+    hint: str
 
 
 class SharedAppView(BaseModel):
@@ -56,9 +75,18 @@ class SharedAppView(BaseModel):
     client_id: str
     tenant: str | None
     client_secret: SecretState
+    secret_expires_at: date | None = Field(description="The secret's expiry date, if recorded.")
+    secret_expired_at: datetime | None = Field(
+        description="When Microsoft or Google refused the secret (expired or deleted) for an "
+        "agent; every agent using the app is in error until a new secret is saved."
+    )
     redirect_uri: str
     version: int
     updated_at: datetime
+    warnings: list[AppWarning] = Field(
+        description="`oauth_client_invalid` (the secret was refused), `app_secret_expiring` "
+        "or `app_secret_expired` (the recorded date is near or past), each with the fix."
+    )
 
 
 class AppReference(BaseModel):

@@ -41,6 +41,21 @@ def require_email_domain(client_org: ClientOrg | None, email: str, field: str) -
         )
 
 
+def addresses_outside(client_org: ClientOrg | None, addresses: list[str]) -> MailbridgeError | None:
+    """`email_domain_not_allowed` if an address the agent sends as is outside its client
+    organization's domain: a connection saved before the policy, or before a change of it,
+    which no save or sign-in checked. Worked out wherever it matters (a read, a test, a
+    send), so a policy change reaches every agent at once with nothing written."""
+    for address in addresses:
+        try:
+            require_email_domain(client_org, address, "from")
+        except InvalidField as outside:
+            return MailbridgeError(
+                ErrorCode.EMAIL_DOMAIN_NOT_ALLOWED, outside.message, hint=outside.hint
+            )
+    return None
+
+
 def banner(client_org: ClientOrg) -> ClientOrgBanner:
     warnings = []
     if client_org.email_domain:

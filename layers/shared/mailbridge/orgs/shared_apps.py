@@ -7,17 +7,35 @@ deleted (or replaced by another) is shown in error at once, with nothing to upda
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 from ..agents.access import require_admin, require_person
 from ..agents.models import Agent, Caller
 from ..connections.models import OAuthConnection, StoredConfig
-from ..core.errors import ErrorCode, InvalidField, MailbridgeError, ProviderError, StaleWrite
+from ..core.errors import (
+    Cause,
+    ErrorCode,
+    InvalidField,
+    MailbridgeError,
+    ProviderError,
+    StaleWrite,
+    Unavailable,
+)
+from ..core.observability import logger
 from ..core.settings import settings
-from ..core.types import OAUTH_PROVIDERS, OAuthProvider, SecretRef, SecretState
-from .models import AppOwner, AppReference, AppSource, SharedApp, SharedAppRequest, SharedAppView
+from ..core.types import OAUTH_PROVIDERS, PROVIDER_NAMES, OAuthProvider, SecretRef, SecretState
+from .models import (
+    AppOwner,
+    AppReference,
+    AppSource,
+    AppWarning,
+    SharedApp,
+    SharedAppRequest,
+    SharedAppView,
+)
 
 if TYPE_CHECKING:
     from ..storage.protocols import OrgStore, SecretStore
@@ -33,6 +51,7 @@ class ResolvedApp:
     client_id: str
     tenant: str | None
     secret: SecretRef
+    shared: SharedApp | None = None  # the shared app as read, when inherited
 
     @property
     def reference(self) -> AppReference:
@@ -56,12 +75,13 @@ def resolve_app(config: StoredConfig, apps: SharedApps) -> ResolvedApp | None:
     app = _inherited(connection.provider, apps)
     if app is None:
         return None
-    return ResolvedApp(app.provider, app.owner, app.client_id, app.tenant, app.secret)
+    return ResolvedApp(app.provider, app.owner, app.client_id, app.tenant, app.secret, app)
 
 
 def unusable_app(config: StoredConfig, app: ResolvedApp | None) -> ProviderError | None:
-    """Why the agent cannot use its app now, if it cannot: none is available, or its tokens
-    were granted to another app (a shared app deleted or replaced since)."""
+    """Why the agent cannot use its app now, if it cannot: none is available, its tokens
+    were granted to another app (a shared app deleted or replaced since), or the provider
+    refused the shared app's secret (fixed in the shared app, for all its agents at once)."""
     connection = config.connection
     assert isinstance(connection, OAuthConnection)
     authorization = connection.authorization
@@ -70,7 +90,81 @@ def unusable_app(config: StoredConfig, app: ResolvedApp | None) -> ProviderError
         return ProviderError(code, connection.provider)
     if authorization is not None and app.client_id != authorization.client_id:
         return ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, connection.provider)
+    if app.shared is not None and app.shared.secret_expired_at is not None:
+        cause = Cause.SHARED_APP_SECRET_REFUSED
+        return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, connection.provider, cause=cause)
     return None
+
+
+# What says the app's secret itself was refused (not the app's kind or existence).
+_SECRET_REFUSALS = {Cause.CLIENT_SECRET_EXPIRED, Cause.CLIENT_SECRET_REFUSED}
+
+
+def secret_refused(orgs: OrgStore, app: ResolvedApp, error: ProviderError) -> ProviderError | None:
+    """If the provider's refusal says a shared app's secret is refused: marked on the app,
+    over the version that was used (a new secret saved meanwhile wins), so every agent using
+    it shows so at its next read with nothing written to them; and the error in its words."""
+    if app.shared is None or error.cause not in _SECRET_REFUSALS:
+        return None
+    try:
+        with contextlib.suppress(StaleWrite):
+            orgs.mark_app_secret_expired(app.shared, datetime.now(UTC))
+    except Unavailable as unmarked:  # the next refusal marks it; this one is answered
+        logger.warning("shared app not marked", extra={"error_code": unmarked.code})
+    cause = Cause.SHARED_APP_SECRET_REFUSED
+    return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, app.provider, cause=cause)
+
+
+# Azure's portal offers secrets of 6 to 24 months: a month is time to rotate one.
+_WARNING_DAYS = 30
+_ROTATE = {
+    "microsoft": "Azure (App registrations > the app > Certificates & secrets)",
+    "google": "the Google Cloud console (APIs & Services > Credentials > the OAuth client)",
+}
+
+
+def _rotate_hint(provider: OAuthProvider) -> str:
+    return (
+        f"Rotate the client secret in {_ROTATE[provider]} and save the new one, with its "
+        "expiry date, in the shared app (an organization admin); its agents need no "
+        "re-authorization."
+    )
+
+
+def secret_expiry(app: SharedApp, today: date) -> AppWarning | None:
+    """The warning that the app's recorded secret expiry date is 30 days away or less, or
+    past."""
+    expires = app.secret_expires_at
+    if expires is None or (expires - today).days > _WARNING_DAYS:
+        return None
+    whose = "client organization's" if app.owner == "client_org" else "organization's"
+    secret = f"The client secret of the {whose} shared {PROVIDER_NAMES[app.provider]} app"
+    days = (expires - today).days
+    if days < 0:
+        code, message = "app_secret_expired", f"{secret} expired on {expires}."
+    else:
+        when = "today" if days == 0 else "tomorrow" if days == 1 else f"in {days} days"
+        code, message = "app_secret_expiring", f"{secret} expires on {expires} ({when})."
+    return AppWarning(code=code, message=message, hint=_rotate_hint(app.provider))
+
+
+def _app_warnings(app: SharedApp) -> list[AppWarning]:
+    warnings = []
+    if app.secret_expired_at is not None:
+        refused = (
+            f"{PROVIDER_NAMES[app.provider]} refused this app's client secret on "
+            f"{app.secret_expired_at.date().isoformat()}: it expired or was deleted. Every "
+            "agent using the app is in error until a new secret is saved."
+        )
+        warnings.append(
+            AppWarning(
+                code=ErrorCode.OAUTH_CLIENT_INVALID,
+                message=refused,
+                hint=_rotate_hint(app.provider),
+            )
+        )
+    expiry = secret_expiry(app, datetime.now(UTC).date())
+    return [*warnings, expiry] if expiry else warnings
 
 
 def available_apps(apps: SharedApps) -> list[AppReference]:
@@ -134,9 +228,12 @@ def _view(app: SharedApp) -> SharedAppView:
         client_id=app.client_id,
         tenant=app.tenant,
         client_secret=SecretState(set=True, updated_at=app.secret_updated_at),
+        secret_expires_at=app.secret_expires_at,
+        secret_expired_at=app.secret_expired_at,
         redirect_uri=settings().oauth_redirect_uri,
         version=app.version,
         updated_at=app.updated_at,
+        warnings=_app_warnings(app),
     )
 
 
@@ -186,6 +283,10 @@ def save_shared_app(
     else:
         assert current is not None
         stored = current.secret
+    # Left out, the recorded date stays (as the tenant does); null clears it.
+    expires_at = current.secret_expires_at if current else None
+    if "secret_expires_at" in request.model_fields_set:
+        expires_at = request.secret_expires_at
     app = SharedApp(
         owner=owner,
         owner_id=owner_id,
@@ -195,6 +296,9 @@ def save_shared_app(
         tenant=tenant,
         secret=stored,
         secret_updated_at=now if secret else current.secret_updated_at if current else now,
+        secret_expires_at=expires_at,
+        # A new secret is the fix of a refused one.
+        secret_expired_at=None if secret or current is None else current.secret_expired_at,
         version=current.version + 1 if current else 1,
         updated_at=now,
     )

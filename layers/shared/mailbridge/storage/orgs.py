@@ -3,6 +3,7 @@ shared OAuth apps, in the partition of their owner."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -100,6 +101,18 @@ class DynamoOrgStore:
     def put_app(self, app: SharedApp, *, replaces_version: int | None) -> None:
         partition = owner_partition(app.org_id, app.client_org_id)
         self._put(partition, f"{_APP_SK}{app.provider}", app, replaces_version)
+
+    def mark_app_secret_expired(self, app: SharedApp, at: datetime) -> None:
+        # An update, not a put: the version stays, so an admin's save in progress is not
+        # refused as concurrent.
+        conditional_write(
+            self.table,
+            "update_item",
+            Key=_key(owner_partition(app.org_id, app.client_org_id), f"{_APP_SK}{app.provider}"),
+            UpdateExpression="SET secret_expired_at = :at",
+            ConditionExpression="version = :v AND attribute_not_exists(secret_expired_at)",
+            ExpressionAttributeValues={":at": {"S": at.isoformat()}, ":v": {"N": str(app.version)}},
+        )
 
     def delete_app(self, org_id: str, client_org_id: str | None, provider: str) -> None:
         self._delete(owner_partition(org_id, client_org_id), f"{_APP_SK}{provider}")

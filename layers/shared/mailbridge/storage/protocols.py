@@ -5,6 +5,7 @@ conditional write that lost a race is `StaleWrite` where a method says so."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any, Protocol
 
 from ..agents.models import Agent
@@ -97,6 +98,11 @@ class OrgStore(Protocol):
 
     def put_app(self, app: SharedApp, *, replaces_version: int | None) -> None:
         """Else `StaleWrite` (see AgentStore.put_config)."""
+        ...
+
+    def mark_app_secret_expired(self, app: SharedApp, at: datetime) -> None:
+        """Record that the provider refused the app's secret, once, and only over the
+        app's version as read: else `StaleWrite` (a save since, or marked already)."""
         ...
 
     def delete_app(self, org_id: str, client_org_id: str | None, provider: str) -> None: ...

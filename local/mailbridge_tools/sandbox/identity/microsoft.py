@@ -218,7 +218,8 @@ class FakeMicrosoft(FakeProvider):
         "error_codes": [700082],
     }
     # Entra's refusals a test can ask the token endpoint for, by AADSTS code: the OAuth
-    # error, the suberror, and the message after "AADSTS<code>: " in the description.
+    # error, the suberror (if any), and the message after "AADSTS<code>: " in the
+    # description.
     _REFUSALS: ClassVar[dict[int, tuple[str, str, str]]] = {
         50076: (
             "invalid_grant",
@@ -240,6 +241,14 @@ class FakeMicrosoft(FakeProvider):
             "The user or administrator has not consented to use the application with ID "
             "'{client_id}' named 'mailbridge'. Send an interactive authorization request for "
             "this user and resource.",
+        ),
+        7000222: (
+            "invalid_client",
+            "",
+            "The provided client secret keys for app '{client_id}' are expired. Visit the "
+            "Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or "
+            "consider using certificate credentials for added security: "
+            "https://aka.ms/certCreds.",
         ),
     }
     # Graph's error objects.
@@ -285,8 +294,9 @@ class FakeMicrosoft(FakeProvider):
 
     def refuse_next_token(self, aadsts: int) -> None:
         """The next code or refresh token a client redeems, rightly, is refused with Entra's
-        error AADSTS<aadsts> (50076, 50079 or 65001), in its JSON shape: as when Conditional
-        Access starts asking for multi-factor authentication, or consent is revoked."""
+        error AADSTS<aadsts> (50076, 50079, 65001 or 7000222), in its JSON shape: as when
+        Conditional Access starts asking for multi-factor authentication, consent is revoked,
+        or the app's client secret expires."""
         if aadsts not in self._REFUSALS:
             raise ValueError(f"no refusal AADSTS{aadsts}")
         with self._lock:
@@ -315,12 +325,14 @@ class FakeMicrosoft(FakeProvider):
             "trace_id": trace_id,
             "correlation_id": correlation_id,
             "error_uri": f"{self.base_url}/error?code={aadsts}",
-            "suberror": suberror,
         }
+        if suberror:
+            answer["suberror"] = suberror
         if suberror == "basic_action":  # the Conditional Access policy that asks for MFA
             policy_ids = {"essential": True, "values": [str(uuid.uuid4())]}
             answer["claims"] = json.dumps({"access_token": {"capolids": policy_ids}})
-        return json_reply(400, answer)
+        # Entra answers a client that failed to authenticate with 401.
+        return json_reply(401 if error == "invalid_client" else 400, answer)
 
     def regular_id(self, message_id: str) -> str:
         """The regular id Graph gives (without the Prefer header) the message with this
