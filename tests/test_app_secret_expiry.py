@@ -14,6 +14,8 @@ from mailbridge_tools.sandbox import FakeMicrosoft
 from support import (
     CALLBACK,
     ApiClient,
+    MailAgent,
+    Mailbox,
     OAuthAgent,
     Org,
     age_tokens,
@@ -167,6 +169,38 @@ def test_an_expired_secret_marks_the_shared_app_for_every_agent(
         assert microsoft.refresh_count == before + 1
         assert org.client.get(config_path(agent_id)).json()["status"] == "connected"
     assert ROTATED not in org.client.get(app_path(org)).text
+
+
+def test_uses_while_the_app_is_marked_write_nothing_and_work_again_after_the_rotation(
+    org: Org, local_api: Any, microsoft: FakeMicrosoft, shared_app: str
+) -> None:
+    """The agent's own reads (and new mail's looks, which read the same way) meet the
+    marked app: refused, and nothing recorded on the agent, so it works again as soon as
+    the secret is rotated, without anyone clicking Test."""
+    from mailbridge.storage.agents import DynamoAgentStore
+
+    agent_id = org.agent_id
+    address = f"{agent_id}@contoso.example"
+    microsoft.add_account(address, inbox_total=3, inbox_unread=1)
+    assert org.client.put(config_path(agent_id), {"provider": "microsoft"}).status == 200
+    assert sign_in(org, local_api, agent_id)["status"] == "connected"
+    runtime = MailAgent(
+        local_api, org, Mailbox(address, ""), deliver=lambda *_, **__: None, agent_id=agent_id
+    ).runtime
+    age_tokens(agent_id)
+    microsoft.refuse_next_token(7000222)  # the secret expired in Azure
+    inbox = f"/bridge/agents/{agent_id}/mail/messages"
+    refused = runtime.get(inbox)
+    assert (refused.status, refused.error["code"]) == (409, "oauth_client_invalid")
+    assert runtime.get(inbox).status == 409  # the mark: not even tried again
+    _, stored = DynamoAgentStore().load(agent_id)
+    assert stored is not None and stored.status == "connected" and stored.last_error is None
+    assert org.client.get(config_path(agent_id)).json()["status"] == "error"  # at read
+
+    microsoft.register_app(shared_app, ROTATED, [local_api.url + CALLBACK])
+    save_app(org, shared_app, client_secret=ROTATED)
+    assert org.client.get(config_path(agent_id)).json()["status"] == "connected"
+    assert runtime.get(inbox).status == 200
 
 
 def test_a_secret_refused_at_the_sign_in_marks_the_shared_app(

@@ -93,8 +93,12 @@ _CAUSES = {
     50076: Cause.MFA_REQUIRED,
     50079: Cause.MFA_ENROLMENT_REQUIRED,
     65001: Cause.CONSENT_MISSING,
+    7000215: Cause.CLIENT_SECRET_REFUSED,  # an invalid client secret was provided
     7000222: Cause.CLIENT_SECRET_EXPIRED,
 }
+# What says the app's secret itself is wrong; any other invalid_client (a public client,
+# a certificate expected...) is the app's registration, which a new secret would not fix.
+_SECRET_CAUSES = frozenset({Cause.CLIENT_SECRET_REFUSED, Cause.CLIENT_SECRET_EXPIRED})
 
 
 def _cause(result: dict[str, Any]) -> Cause | None:
@@ -109,7 +113,7 @@ def _failure(result: dict[str, Any], *, during_sign_in: bool) -> ProviderError:
     error = result.get("error")
     cause = _cause(result)
     if error == "invalid_client":  # the app's credentials: AADSTS7000222, 7000215...
-        cause = cause or Cause.CLIENT_SECRET_REFUSED
+        cause = cause if cause in _SECRET_CAUSES else None
         return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER, cause=cause)
     if error == "unauthorized_client":
         return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, _PROVIDER)

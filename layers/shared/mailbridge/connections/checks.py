@@ -66,15 +66,15 @@ def run_connection_test(
         result = check_mail_servers(config.connection, password, settings().mail_timeout_seconds)
     else:
         result = _check_oauth(agents, secrets, orgs, agent, config)
-    if result.ok and agent.client_org_id is not None:
-        result = _check_policy(result, orgs.get(agent.org_id, agent.client_org_id), config)
-
+    # The status records what the servers or provider said; the policy's verdict is
+    # worked out at each read (it changes with the policy), and shown in the test's checks.
     last_error = (
         LastError(**result.error.model_dump(), at=result.tested_at) if result.error else None
     )
-    recorded = config.with_status(
-        Status.CONNECTED if result.ok else Status.ERROR, last_error, last_test=result
-    )
+    status = Status.CONNECTED if result.ok else Status.ERROR
+    if result.ok and agent.client_org_id is not None:
+        result = _check_policy(result, orgs.get(agent.org_id, agent.client_org_id), config)
+    recorded = config.with_status(status, last_error, last_test=result)
     if agents.update_status(recorded):
         status = recorded.status
     else:
@@ -82,6 +82,8 @@ def run_connection_test(
         # is returned but not recorded, and the status reported is the current record's.
         _, latest = agents.load(agent_id)
         status = latest.status if latest else Status.NOT_CONNECTED
+    if not result.ok and status is Status.CONNECTED:
+        status = Status.ERROR  # outside the policy: what every read shows
     return ConnectionTestResponse(**result.model_dump(), status=status)
 
 

@@ -27,7 +27,14 @@ from ..connections.models import (
     Status,
     StoredConfig,
 )
-from ..core.errors import ErrorCode, InvalidField, MailbridgeError, MailServerError, ProviderError
+from ..core.errors import (
+    Cause,
+    ErrorCode,
+    InvalidField,
+    MailbridgeError,
+    MailServerError,
+    ProviderError,
+)
 from ..core.observability import logger
 from ..oauth.providers import grant_problems
 from ..oauth.tokens import fresh_access_token
@@ -64,6 +71,7 @@ BREAKS_THE_CONNECTION = frozenset(
         ErrorCode.OAUTH_APP_REMOVED,
     }
 )
+_APP_CAUSES = frozenset({Cause.SHARED_APP_SECRET_REFUSED})
 # What Lambda can answer: 6 MB in all, and base64 makes 4 bytes of 3.
 MAX_DOWNLOAD_BYTES = 4 * 1024 * 1024
 
@@ -112,7 +120,10 @@ def _recording(agents: AgentStore, config: StoredConfig, use: MailUse) -> Iterat
     try:
         yield
     except (ProviderError, MailServerError) as failure:
-        if failure.code in BREAKS_THE_CONNECTION:
+        # A shared app's refused secret is the app's, shown on its agents at read until it is
+        # rotated: recorded on each, it would outlive the rotation.
+        app_level = isinstance(failure, ProviderError) and failure.cause in _APP_CAUSES
+        if failure.code in BREAKS_THE_CONNECTION and not app_level:
             # Over IMAP/SMTP the protocol says which use failed: a reply reads its original
             # over IMAP before SMTP sends it.
             if isinstance(failure, MailServerError):

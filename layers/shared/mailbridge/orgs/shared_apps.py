@@ -283,8 +283,9 @@ def save_shared_app(
     else:
         assert current is not None
         stored = current.secret
-    # Left out, the recorded date stays (as the tenant does); null clears it.
-    expires_at = current.secret_expires_at if current else None
+    # Left out, the recorded date stays with the secret it is of (as the tenant does); a new
+    # secret without one has none; null clears it.
+    expires_at = current.secret_expires_at if current and not secret else None
     if "secret_expires_at" in request.model_fields_set:
         expires_at = request.secret_expires_at
     app = SharedApp(
