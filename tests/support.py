@@ -32,6 +32,19 @@ CALLBACK = "/api/engine/oauth/callback"
 REPORTS: dict[str, list[str]] = {}
 
 
+def alice_says(subject: str) -> bytes:
+    """A short message from Alice, with a Message-ID of its own, to deliver to a mailbox."""
+    return (
+        "From: Alice <alice@example.net>\r\n"
+        "To: agent@example.com\r\n"
+        f"Subject: {subject}\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@example.net>\r\n"
+        "Date: Mon, 30 Nov 2026 09:00:00 +0000\r\n"
+        "\r\n"
+        "Words.\r\n"
+    ).encode()
+
+
 def require_component(available: bool, what: str) -> None:
     """A missing real component fails the run in CI; on a laptop it skips with the reason."""
     if available:

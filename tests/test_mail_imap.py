@@ -6,7 +6,6 @@ without them; forged UIDs in ids and cursors, which no command carries."""
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -14,23 +13,11 @@ from typing import Any, NamedTuple
 import pytest
 from mailbridge_tools.sandbox import DovecotServer, SmtpServer, dovecot_binary
 from mailbridge_tools.sandbox.smtp import Command
-from support import SENT_FOLDER, MailAgent, Mailbox, Org, require_component
+from support import SENT_FOLDER, MailAgent, Mailbox, Org, alice_says, require_component
 
 SEND = {"to": ["customer@example.org"], "subject": "Hello", "text": "Hello."}
 # What a server without ESEARCH, CONTEXT=SEARCH or SPECIAL-USE advertises (as Outlook.com's).
 BASIC_CAPABILITIES = "IMAP4rev1 SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+"
-
-
-def _message(subject: str) -> bytes:
-    return (
-        "From: Alice <alice@example.net>\r\n"
-        "To: agent@example.com\r\n"
-        f"Subject: {subject}\r\n"
-        f"Message-ID: <{uuid.uuid4().hex}@example.net>\r\n"
-        "Date: Mon, 30 Nov 2026 09:00:00 +0000\r\n"
-        "\r\n"
-        "Words.\r\n"
-    ).encode()
 
 
 def _status(agent: MailAgent) -> dict[str, Any]:
@@ -124,8 +111,8 @@ def test_unread_pages_come_from_searches_that_answer_a_page(
     recorded_agent: MailAgent, recording: Recording
 ) -> None:
     for number in range(5):
-        recorded_agent.deliver(_message(f"Read {number}"), unseen=False)
-        recorded_agent.deliver(_message(f"New {number}"))
+        recorded_agent.deliver(alice_says(f"Read {number}"), unseen=False)
+        recorded_agent.deliver(alice_says(f"New {number}"))
     listed, pages, cursor = [], 0, None
     while True:
         response = recorded_agent.runtime.get(
@@ -161,7 +148,7 @@ def test_a_look_for_new_mail_asks_status_and_fetches_only_the_new_uids(
     from mailbridge.newmail.models import SyncReason, SyncRequest
     from mailbridge.storage.newmail import SqsSyncQueue
 
-    recorded_agent.deliver(_message("Old"))
+    recorded_agent.deliver(alice_says("Old"))
     tested = recorded_agent.org.client.post(recorded_agent.org.config_path + "/test")
     assert tested.json()["status"] == "connected", tested.text
 
@@ -175,7 +162,7 @@ def test_a_look_for_new_mail_asks_status_and_fetches_only_the_new_uids(
     look()  # the first: where the inbox is
     # Unchanged: one STATUS after the login, nothing selected, nothing fetched.
     assert [command.split()[0].upper() for command in look()] == ["STATUS", "LOGOUT"]
-    recorded_agent.deliver(_message("New"))
+    recorded_agent.deliver(alice_says("New"))
     commands = look()
     status, select, search, fetch = commands[:4]
     assert status.upper() == 'STATUS "INBOX" (UIDVALIDITY UIDNEXT)'
@@ -219,7 +206,7 @@ _NOT_NZ_NUMBERS = ["²", "0", "4294967296"]
 def test_forged_uids_and_uidvalidities_find_nothing_and_reach_no_server(
     recorded_agent: MailAgent, recording: Recording
 ) -> None:
-    recorded_agent.deliver(_message("Keep me"))
+    recorded_agent.deliver(alice_says("Keep me"))
     kind, folder, validity, uid = _newest_id_parts(recorded_agent)
     before = len(recording.dovecot.commands(recorded_agent.login))
     for number in _NOT_NZ_NUMBERS:
@@ -236,7 +223,7 @@ def test_forged_uids_and_uidvalidities_find_nothing_and_reach_no_server(
 def test_forged_cursor_positions_are_invalid_cursors_and_never_sent(
     recorded_agent: MailAgent, recording: Recording
 ) -> None:
-    recorded_agent.deliver(_message("Page me"))
+    recorded_agent.deliver(alice_says("Page me"))
     _, folder, validity, _ = _newest_id_parts(recorded_agent)
     before = len(recording.dovecot.commands(recorded_agent.login))
     for number in _NOT_NZ_NUMBERS:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextvars
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ import boto3
 import pytest
 from aws_calls import AwsCalls
 from mailbridge_tools.sandbox import DovecotServer
-from support import ApiClient, MailAgent, Org
+from support import ApiClient, MailAgent, Org, alice_says
 
 POLL = ("NewMailDispatchFunction", "PollImap")
 
@@ -35,18 +34,6 @@ def quiet_queue(local_api: Any) -> Iterator[None]:
     """Each test starts with what earlier ones queued delivered, and sees only its own."""
     local_api.process_queue()
     yield
-
-
-def _message(subject: str) -> bytes:
-    return (
-        "From: Alice <alice@example.net>\r\n"
-        "To: agent@example.com\r\n"
-        f"Subject: {subject}\r\n"
-        f"Message-ID: <{uuid.uuid4().hex}@example.net>\r\n"
-        "Date: Mon, 30 Nov 2026 09:00:00 +0000\r\n"
-        "\r\n"
-        "Words.\r\n"
-    ).encode()
 
 
 def _connect(agent: MailAgent) -> None:
@@ -92,13 +79,13 @@ def _config(agent: MailAgent) -> dict[str, Any]:
 def test_each_new_message_is_one_event_with_the_mail_apis_ids_and_old_mail_none(
     local_api: Any, imap_agent: MailAgent
 ) -> None:
-    imap_agent.deliver(_message("There before"))
+    imap_agent.deliver(alice_says("There before"))
     time.sleep(1)  # arrival times are whole seconds: the connection's own second is new
     _connect(imap_agent)
     _round(local_api, imap_agent)
     assert _events_of(local_api, imap_agent) == []  # what was there before is not news
-    imap_agent.deliver(_message("First news"))
-    imap_agent.deliver(_message("Second news"))
+    imap_agent.deliver(alice_says("First news"))
+    imap_agent.deliver(alice_says("Second news"))
     _round(local_api, imap_agent)
     _round(local_api, imap_agent)  # nothing new: nothing more
 
@@ -134,7 +121,7 @@ def test_more_new_mail_than_one_look_takes_arrives_whole_and_in_order(
     _round(local_api, imap_agent)
     count = LOOK_LIMIT + 7
     for number in range(count):
-        imap_agent.deliver(_message(f"Bulk {number}"))
+        imap_agent.deliver(alice_says(f"Bulk {number}"))
     _round(local_api, imap_agent)
     subjects = [event["subject"] for event in _events_of(local_api, imap_agent)]
     assert subjects == [f"Bulk {number}" for number in range(count)]
@@ -154,11 +141,11 @@ def test_a_uidvalidity_change_announces_only_what_arrived_since(
 ) -> None:
     _connect(imap_agent)
     _round(local_api, imap_agent)
-    imap_agent.deliver(_message("Before the change"))
+    imap_agent.deliver(alice_says("Before the change"))
     _round(local_api, imap_agent)
     old_ids = {event["message_id"] for event in _events_of(local_api, imap_agent)}
     _renumber(dovecot, imap_agent.login)
-    imap_agent.deliver(_message("After the change"))
+    imap_agent.deliver(alice_says("After the change"))
     _round(local_api, imap_agent)
     events = _events_of(local_api, imap_agent)
     assert [event["subject"] for event in events] == ["Before the change", "After the change"]
@@ -172,7 +159,7 @@ def test_a_look_that_dies_before_moving_the_feed_is_repeated_without_a_duplicate
 ) -> None:
     _connect(imap_agent)
     _round(local_api, imap_agent)
-    imap_agent.deliver(_message("Once only"))
+    imap_agent.deliver(alice_says("Once only"))
     _queue(imap_agent)
     # The feed's move is the look's last write: fail it, as a worker dying there would.
     with aws_calls.recording() as calls:
@@ -181,7 +168,7 @@ def test_a_look_that_dies_before_moving_the_feed_is_repeated_without_a_duplicate
     feed_write = max(i for i, name in enumerate(names) if name == "dynamodb.PutItem")
     assert _events_of(local_api, imap_agent)[-1]["subject"] == "Once only"
 
-    imap_agent.deliver(_message("Twice seen"))
+    imap_agent.deliver(alice_says("Twice seen"))
     _queue(imap_agent)
     with aws_calls.failing(feed_write, "server_error"):
         local_api.process_queue()  # fails once, and is tried again
@@ -203,7 +190,7 @@ def test_concurrent_looks_at_one_mailbox_announce_each_message_once(
     _connect(imap_agent)
     _round(local_api, imap_agent)
     for number in range(5):
-        imap_agent.deliver(_message(f"Raced {number}"))
+        imap_agent.deliver(alice_says(f"Raced {number}"))
     stores = FeedStores(
         DynamoAgentStore(),
         SecretsManagerStore(),
@@ -282,7 +269,7 @@ def test_a_failing_poll_shows_delivery_degraded_then_dead_letters_then_recovers(
     assert delivery["failures"] == 3  # SQS tried it three times
     assert [body for body in local_api.dead_letters() if imap_agent.agent_id in body]
     assert _config(imap_agent)["status"] == "connected"  # the connection itself is not blamed
-    imap_agent.deliver(_message("After the outage"))
+    imap_agent.deliver(alice_says("After the outage"))
     _round(local_api, imap_agent)
     assert _config(imap_agent)["delivery"]["state"] == "active"
     assert _events_of(local_api, imap_agent)[-1]["subject"] == "After the outage"
@@ -293,7 +280,7 @@ def test_removing_the_agent_removes_its_feed_and_notes(
 ) -> None:
     _connect(imap_agent)
     _round(local_api, imap_agent)
-    imap_agent.deliver(_message("Noted"))
+    imap_agent.deliver(alice_says("Noted"))
     _round(local_api, imap_agent)
     table = boto3.client("dynamodb")
     from mailbridge.core.settings import settings

@@ -17,6 +17,7 @@ import requests
 
 from ..connections.models import InboxCounts
 from ..core.errors import Cause, ErrorCode, ProviderError
+from ..core.fields import GUID_PATTERN
 from ..core.settings import settings
 from ..oauth.providers import (
     MICROSOFT_SCOPES,
@@ -33,7 +34,7 @@ _PROVIDER = "microsoft"
 # What MSAL adds to every request itself, and refuses to be given.
 _RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
 # A directory named by its id (not "organizations", "common" or a domain).
-_TENANT_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_TENANT_ID = re.compile(GUID_PATTERN)
 _READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
 # MSAL keeps the authority's discovery document here, so warm invocations skip that call.
 _http_cache: dict[Any, Any] = {}

@@ -91,9 +91,11 @@ Password = Annotated[SecretStr, Field(max_length=1024), AfterValidator(_secret_t
 ClientSecret = Password
 # Microsoft application ids are GUIDs; Google's look like 1234-abc.apps.googleusercontent.com.
 ClientId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._-]+$")]
+# Entra's directory ids and Graph's subscription ids.
+GUID_PATTERN = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
 # A directory (tenant) GUID, one of its verified domains, or a multi-tenant audience.
 TENANT_PATTERN = (
-    r"^(?:[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+    rf"^(?:{GUID_PATTERN}"
     r"|organizations|common|consumers"
     r"|(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63})$"
 )

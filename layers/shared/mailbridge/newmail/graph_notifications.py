@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.errors import ErrorCode, MailbridgeError
+from ..core.fields import GUID_PATTERN
 from ..core.observability import logger
 from .models import Feed, SyncReason, SyncRequest
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 # Graph's subscription ids are GUIDs: anything else names none of ours, and is dropped
 # before any lookup (and never logged: it is a stranger's text).
-_SUBSCRIPTION_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_SUBSCRIPTION_ID = re.compile(GUID_PATTERN)
 # Graph's validation tokens are a sentence and a GUID; anything far longer is not one.
 MAX_TOKEN_CHARACTERS = 1024
 # Graph batches notifications; this many in one request is far more than it sends.
