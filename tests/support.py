@@ -128,15 +128,23 @@ class Org:
         return f"/bridge/agents/{self.agent_id}/email-config"
 
 
-def register_agent(org_id: str, *, client_org_id: str | None = None) -> str:
+def register_agent(
+    org_id: str,
+    *,
+    client_org_id: str | None = None,
+    agent_id: str | None = None,
+    name: str = "Support agent",
+) -> str:
+    """An agent registered as the platform would (a fresh id unless given)."""
     from mailbridge.agents.models import Agent
+    from mailbridge.audit.models import Actor
+    from mailbridge.audit.service import agent_entry
     from mailbridge.storage.agents import DynamoAgentStore
 
-    agent_id = f"agent-{uuid.uuid4().hex[:10]}"
-    agent = Agent(
-        agent_id=agent_id, org_id=org_id, name="Support agent", client_org_id=client_org_id
-    )
-    DynamoAgentStore().put_agent(agent)
+    agent_id = agent_id or f"agent-{uuid.uuid4().hex[:10]}"
+    agent = Agent(agent_id=agent_id, org_id=org_id, name=name, client_org_id=client_org_id)
+    platform = Actor(kind="person", subject="platform")
+    assert DynamoAgentStore().put_agent(agent, agent_entry(platform, None, agent))
     return agent_id
 
 
@@ -190,6 +198,19 @@ def age_tokens(agent_id: str) -> None:
         tokens["expires_at"] = soon
     written = SecretsManagerStore().write(config.tokens.name, tokens, exists=True, org_id="")
     assert agents.update_tokens(config, TokenRef(**written.model_dump(), expires_at=soon))
+
+
+def saved_entry(org_id: str, agent_id: str | None = None) -> Any:
+    """The audit entry of a change a test writes to a store itself, as a person would."""
+    from mailbridge.audit.models import Actor, AuditAction, AuditEntry
+
+    return AuditEntry(
+        org_id=org_id,
+        actor=Actor(kind="person", subject="test"),
+        action=AuditAction.CONNECTION_SAVED if agent_id else AuditAction.SHARED_APP_SAVED,
+        target="connection" if agent_id else "shared_app",
+        agent_id=agent_id,
+    )
 
 
 CLIENT_SECRET = "client-secret-c4n4ry-91e2"  # a canary, like the mailbox password

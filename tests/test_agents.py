@@ -16,7 +16,7 @@ import pytest
 from aws_calls import AwsCalls
 from mailbridge.storage.newmail import DynamoFeedStore
 from mailbridge.storage.secrets import SecretsManagerStore
-from support import ApiClient, OAuthAgent, Org, make_org
+from support import ApiClient, OAuthAgent, Org, make_org, saved_entry
 
 
 def _platform(local_api: Any, org: Org) -> ApiClient:
@@ -109,10 +109,12 @@ def test_a_save_racing_the_removal_never_outlives_the_agent(org: Org, imap_body:
     from mailbridge.connections.service import save_email_config
     from mailbridge.core.errors import MailbridgeError
     from mailbridge.storage.agents import DynamoAgentStore
+    from mailbridge.storage.audit import DynamoAuditLog
     from mailbridge.storage.orgs import DynamoOrgStore
     from mailbridge.storage.secrets import SecretsManagerStore
 
     agents, secrets, orgs = DynamoAgentStore(), SecretsManagerStore(), DynamoOrgStore()
+    log = DynamoAuditLog()
     caller = Caller(subject="user", org_id=org.org_id)
     platform = Caller(subject="platform", org_id=org.org_id)
     request = ImapConfigRequest.model_validate(imap_body())
@@ -125,7 +127,7 @@ def test_a_save_racing_the_removal_never_outlives_the_agent(org: Org, imap_body:
         def keep_saving(agent_id: str, saving: threading.Event) -> None:
             while saving.is_set():
                 try:
-                    save_email_config(agents, secrets, orgs, caller, agent_id, request)
+                    save_email_config(agents, secrets, orgs, log, caller, agent_id, request)
                 except MailbridgeError as error:
                     # The agent is gone, or going; or its secret kept being created and
                     # deleted under this save (a retryable 503).
@@ -170,19 +172,22 @@ def test_no_connection_is_written_for_an_agent_removed_or_being_removed(
     assert loaded is not None
     # What a save that read the record before the removal started would write.
     record = loaded.model_copy(update={"version": loaded.version + 1})
+    entry = saved_entry(org.org_id, org.agent_id)
 
     with pytest.raises(StaleWrite):  # the agent is another organization's
-        agents.put_config(record, replaces_version=loaded.version, org_id="someone-else")
+        agents.put_config(
+            record, replaces_version=loaded.version, org_id="someone-else", entry=entry
+        )
     assert agents.mark_deleting(org.agent_id, org.org_id)
     with pytest.raises(StaleWrite):  # being removed
-        agents.put_config(record, replaces_version=loaded.version, org_id=org.org_id)
+        agents.put_config(record, replaces_version=loaded.version, org_id=org.org_id, entry=entry)
     assert org.client.get(org.config_path).error["code"] == "agent_not_found"
     # Registering it again meanwhile would be undone by the removal under way: refused.
     again = _platform(local_api, org).put(f"/bridge/agents/{org.agent_id}", {"name": "Again"})
     assert (again.status, again.error["code"]) == (404, "agent_not_found")
     agents.delete_agent(org.agent_id)
     with pytest.raises(StaleWrite):  # removed
-        agents.put_config(record, replaces_version=None, org_id=org.org_id)
+        agents.put_config(record, replaces_version=None, org_id=org.org_id, entry=entry)
     assert _items(f"AGENT#{org.agent_id}") == []
     assert not agents.mark_deleting(org.agent_id, org.org_id)
 

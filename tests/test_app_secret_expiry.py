@@ -21,6 +21,7 @@ from support import (
     age_tokens,
     posted,
     register_agent,
+    saved_entry,
 )
 
 SECRET = "shared-secret-c4n4ry-3e9f"
@@ -143,6 +144,19 @@ def test_an_expired_secret_marks_the_shared_app_for_every_agent(
     app = org.client.get(app_path(org)).json()
     assert app["secret_expired_at"] is not None
     assert [w["code"] for w in app["warnings"]] == ["oauth_client_invalid"]
+    # The service marked it, and says so in the organization's audit trail.
+    [marked] = [
+        entry
+        for entry in org.client.get(f"/bridge/orgs/{org.org_id}/email-history").json()["entries"]
+        if entry["action"] == "shared_app_secret_refused"
+    ]
+    assert marked["actor"] == {"kind": "system", "subject": "mailbridge"}
+    assert (marked["outcome"], marked["code"], marked["provider"]) == (
+        "failed",
+        "oauth_client_invalid",
+        "microsoft",
+    )
+    assert [change["field"] for change in marked["changes"]] == ["secret_expired_at"]
     for agent_id in (first, second):
         view = org.client.get(config_path(agent_id)).json()
         assert view["status"] == "error"
@@ -158,6 +172,10 @@ def test_an_expired_secret_marks_the_shared_app_for_every_agent(
     refused = org.client.post(config_path(second) + "/test").json()
     assert refused["error"]["code"] == "oauth_client_invalid"
     assert len(microsoft.token_requests) == asked
+    # Nor is a sign-in started, whose code the provider would refuse at its end.
+    started = org.client.post(config_path(second) + "/reauthorize", {"origin": local_api.url})
+    assert (started.status, started.error["code"]) == (409, "oauth_client_invalid")
+    assert "shared app" in started.error["hint"]
 
     # The admin rotates the secret: the mark is gone, and both agents refresh with it.
     microsoft.register_app(shared_app, ROTATED, [local_api.url + CALLBACK])
@@ -226,7 +244,7 @@ def test_a_save_meanwhile_wins_over_the_mark(org: Org, shared_app: str) -> None:
     assert read is not None
     save_app(org, shared_app, client_secret=ROTATED)  # a new secret, after the refresh read
     with pytest.raises(StaleWrite):
-        orgs.mark_app_secret_expired(read, datetime.now(UTC))
+        orgs.mark_app_secret_expired(read, datetime.now(UTC), saved_entry(org.org_id))
     saved = orgs.get_app(org.org_id, None, "microsoft")
     assert saved is not None and saved.secret_expired_at is None
 

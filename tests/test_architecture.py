@@ -18,7 +18,7 @@ FUNCTIONS = ROOT / "functions"
 
 AWS_LIBRARIES = ("boto3", "botocore", "mypy_boto3_dynamodb", "mypy_boto3_secretsmanager")
 PROVIDER_LIBRARIES = ("imapclient", "imaplib", "smtplib", "msal", "google", "requests", "urllib3")
-DOMAIN = ("agents", "connections", "oauth", "orgs", "mail", "newmail")
+DOMAIN = ("agents", "connections", "oauth", "orgs", "mail", "newmail", "audit")
 FEATURE_MODELS = tuple(f"mailbridge.{feature}.models" for feature in DOMAIN)
 # Where the domain declares what it needs of the adapters.
 PORTS = (

@@ -14,8 +14,6 @@ import hypothesis.strategies as st
 import pytest
 import requests
 import schemathesis
-from mailbridge.agents.models import Agent
-from mailbridge.storage.agents import DynamoAgentStore
 from mailbridge_tools.openapi import (
     OPENAPI_PATH,
     REGENERATE,
@@ -32,6 +30,7 @@ from support import (
     ApiClient,
     FuzzFigures,
     Org,
+    register_agent,
 )
 
 # ---- the document ------------------------------------------------------------------------
@@ -230,8 +229,7 @@ class FuzzSession:
 
 
 def _register(agent_id: str, client_org_id: str | None = None) -> None:
-    agent = Agent(agent_id=agent_id, org_id=ORG, name="Fuzzed", client_org_id=client_org_id)
-    DynamoAgentStore().put_agent(agent)
+    register_agent(ORG, client_org_id=client_org_id, agent_id=agent_id, name="Fuzzed")
 
 
 def _connect_google(client: ApiClient, url: str, google: FakeGoogle) -> None:

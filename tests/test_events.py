@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mailbridge.agents.models import Agent
-from mailbridge.storage.agents import DynamoAgentStore
 from mailbridge.storage.newmail import DynamoFeedStore
+from support import register_agent
 
 EVENTS = Path(__file__).parent.parent / "events"
 # Events of other sources than the HTTP API, and the function each is for.
@@ -61,9 +60,7 @@ def test_the_push_events_run(local_api: Any) -> None:
 def test_the_events_run_in_order(local_api: Any) -> None:
     claims = load("get_email_config")["requestContext"]["authorizer"]["jwt"]["claims"]
     agent_id = load("get_email_config")["pathParameters"]["agentId"]
-    DynamoAgentStore(local_api.table_name).put_agent(
-        Agent(agent_id=agent_id, org_id=claims["org_id"], name="Sample events agent")
-    )
+    register_agent(claims["org_id"], agent_id=agent_id, name="Sample events agent")
 
     def run(name: str) -> tuple[int, dict[str, Any]]:
         response = local_api.invoke(load(name))
@@ -87,6 +84,15 @@ def test_the_events_run_in_order(local_api: Any) -> None:
 
     status, body = run("delete_email_config")
     assert (status, body["status"]) == (200, "not_connected")
+    # The admin's history: newest first, the save and the disconnect.
+    status, body = run("get_agent_history")
+    assert status == 200
+    assert [entry["action"] for entry in body["entries"][:2]] == [
+        "disconnected",
+        "connection_saved",
+    ]
+    status, body = run("get_org_history")
+    assert (status, body["entries"][0]["action"]) == (200, "disconnected")
     # Run last: with a configuration it would reach for the real Gmail servers.
     status, body = run("run_connection_test")
     assert (status, body["error"]["code"]) == (409, "not_configured")

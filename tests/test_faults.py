@@ -6,6 +6,8 @@ each time, every one of those calls fails in every way of aws_calls.FAULTS. Afte
 - the API answered a retryable error (or, where the failed step is best effort, succeeded);
 - the stored state is wholly the old one or wholly the new one, and every secret version a
   record points at exists (no config pointing at a missing secret);
+- the audit trail goes with it: the change's entry is there if and only if the change is
+  (both are written in one transaction);
 - doing it again succeeds, and then no secret is left that nothing references (whatever the
   fault left behind lies at a fixed name that the retry takes over or deletes), and the
   connection still works (no lost refresh token).
@@ -94,6 +96,12 @@ class Flow:
     # A send: a lost write of its idempotency record leaves the key held (409
     # request_in_progress, to the request and its retries) until it expires; never twice.
     holds_key: bool = False
+    # The record the flow's audit entries go with, when it is not `state`.
+    audited: Callable[[Run], Hashable] | None = None
+
+    def with_trail(self, run: Run) -> Hashable:
+        """The audited record and the organization's audit trail."""
+        return ((self.audited or self.state)(run), _trail(run))
 
     def ok(self, response: ApiResponse) -> bool:
         if response.headers.get("Content-Type", "").startswith("text/html"):
@@ -163,6 +171,25 @@ def _config_state(run: Run) -> Hashable:
     return (config.status, repr(connection), repr(secret), tokens)
 
 
+def _trail(run: Run) -> Hashable:
+    """The organization's audit entries, newest first: what was done, and how it went."""
+    from mailbridge.storage.audit import DynamoAuditLog
+
+    entries, _ = DynamoAuditLog().history(
+        run.org.org_id, None, since=None, until=None, after=None, limit=100
+    )
+    return tuple((entry.action.value, entry.outcome) for entry in entries)
+
+
+def _tested(run: Run) -> Hashable:
+    """Whether a connection test's outcome is recorded (not when: states are compared
+    across runs)."""
+    from mailbridge.storage.agents import DynamoAgentStore
+
+    _, config = DynamoAgentStore().load(run.org.agent_id)
+    return config is not None and config.last_test is not None
+
+
 def _agent_prefix(run: Run) -> str:
     return f"mailbridge/agents/{run.org.agent_id}/"
 
@@ -184,11 +211,18 @@ def imap_flows(imap_body: Body) -> list[Flow]:
         assert save(MAILBOX_PASSWORD)(run).status == 200
         assert run.org.client.post(run.org.config_path + "/test").json()["ok"] is True
 
+    def saved_wrong(run: Run) -> None:
+        assert save("not-the-password")(run).status == 200
+
+    def test(run: Run) -> ApiResponse:
+        return run.org.client.post(run.org.config_path + "/test")
+
     rotate = save("a-new-password", imap_security="starttls")
     return [
         Flow("save a new connection", lambda run: None, save(MAILBOX_PASSWORD), _config_state,
              save(MAILBOX_PASSWORD), _agent_prefix),
         Flow("save a new password", connected, rotate, _config_state, rotate, _agent_prefix),
+        Flow("test a connection", saved_wrong, test, _config_state, test, _agent_prefix),
     ]  # fmt: skip
 
 
@@ -258,7 +292,7 @@ def oauth_flows(local_api: Any, microsoft: FakeMicrosoft, google: FakeGoogle) ->
              lambda run: agent(run).callback(run.context["location"]), _config_state,
              lambda run: agent(run).connect(), _agent_prefix, connected_after=True),
         Flow("refresh (Microsoft)", connected(microsoft, aged=True), test, refresh_state,
-             test, _agent_prefix, connected_after=True),
+             test, _agent_prefix, connected_after=True, audited=_tested),
         Flow("disconnect (Google)", connected(google, aged=False),
              lambda run: run.org.client.delete(run.org.config_path), _config_state,
              lambda run: run.org.client.delete(run.org.config_path), _agent_prefix),
@@ -321,9 +355,10 @@ def agent_flows(local_api: Any, imap_body: Body, smtp: SmtpServer) -> list[Flow]
 
     return [
         Flow("register an agent", new_agent, register, registered, register, _agent_prefix),
-        Flow("remove an agent", connected, remove, registered, remove, _agent_prefix),
+        Flow("remove an agent", connected, remove, registered, remove, _agent_prefix,
+             audited=_config_state),
         Flow("send under a policy", configured_under_policy, send, times_sent, send,
-             _agent_prefix, holds_key=True),
+             _agent_prefix, holds_key=True, audited=_config_state),
     ]  # fmt: skip
 
 
@@ -411,6 +446,7 @@ def flows(
 FLOW_NAMES = [
     "save a new connection",
     "save a new password",
+    "test a connection",
     "authorize (Microsoft)",
     "callback (Microsoft)",
     "callback (Google)",
@@ -449,10 +485,10 @@ def test_a_failing_aws_call_leaves_whole_state(
         return run
 
     healthy = fresh()
-    old = flow.state(healthy)
+    old, old_trail = flow.state(healthy), flow.with_trail(healthy)
     with aws_calls.recording() as calls:
         assert flow.ok(flow.request(healthy))
-    new = flow.state(healthy)
+    new, new_trail = flow.state(healthy), flow.with_trail(healthy)
     assert new != old, "the flow must change something"
     steps: list[AwsCall] = list(calls)
     assert steps
@@ -486,6 +522,8 @@ def test_a_failing_aws_call_leaves_whole_state(
                 else:
                     assert response.error["hint"] and response.headers["Retry-After"], where
             assert state in (old, new), f"{where}: state {state} is neither old nor new"
+            trail = flow.with_trail(run)
+            assert trail in (old_trail, new_trail), f"{where}: change and entry apart: {trail}"
             assert not _dangling(run, flow), f"{where}: a record points at a missing secret"
             left = _orphans(run, flow)
             retried = flow.retry(run)

@@ -102,6 +102,7 @@ def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body
     from mailbridge.connections.service import save_email_config
     from mailbridge.core.errors import MailbridgeError
     from mailbridge.storage.agents import DynamoAgentStore
+    from mailbridge.storage.audit import DynamoAuditLog
     from mailbridge.storage.orgs import DynamoOrgStore
     from mailbridge.storage.secrets import SecretsManagerStore
 
@@ -117,6 +118,7 @@ def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body
                 DynamoAgentStore(),
                 SecretsManagerStore(),
                 DynamoOrgStore(),
+                DynamoAuditLog(),
                 caller,
                 org.agent_id,
                 request,

@@ -40,7 +40,9 @@ def launched(*arguments: str) -> Iterator[LocalRun]:
     try:
         welcome: list[str] = []
         for line in process.stdout:
-            welcome.append(line.rstrip("\n"))
+            # What the sandbox's seeding logged comes first; the welcome starts here.
+            if welcome or line.startswith("mailbridge local API: "):
+                welcome.append(line.rstrip("\n"))
             if line.startswith("Everything lives in memory"):
                 break
         yield LocalRun(process, welcome)
@@ -91,6 +93,44 @@ def test_parameter_overrides_reach_the_functions() -> None:
             token = run.line("export MAILBRIDGE_TOKEN=").split("=", 1)[1]
             saved = ApiClient(url, token).put("/bridge/agents/demo-agent/email-config", body)
             assert saved.status == status, saved.text
+
+
+def test_the_sandbox_shows_each_state(local_run: LocalRun) -> None:
+    """Each state agent the sandbox prints is in the state it says, as its Email tab reads
+    it, and its history says how it got there."""
+    url = local_run.line("mailbridge local API: ").removeprefix("mailbridge local API: ")
+    token = local_run.line("export MAILBRIDGE_TOKEN=").split("=", 1)[1]
+    client = ApiClient(url, token)
+    printed = [line for line in local_run.welcome if "&agent=state-" in line]
+    shown = {}
+    for line in printed:
+        agent_id = line.rsplit("&agent=", 1)[1]
+        assert line.rsplit(": ", 1)[1] == f"{url}/#token={token}&agent={agent_id}"
+        view = client.get(f"/bridge/agents/{agent_id}/email-config").json()
+        shown[agent_id] = (view["status"], view["reason"], [w["code"] for w in view["warnings"]])
+    # Google agents inherit the organization's app, whose secret the sandbox says expires
+    # in 20 days: each is warned, whatever its state.
+    assert shown == {
+        "state-configured": ("configured", "untested", []),
+        "state-awaiting-authorization": (
+            "awaiting_authorization",
+            "authorization_required",
+            ["app_secret_expiring"],
+        ),
+        "state-connected": ("connected", "verified", []),
+        "state-send-missing": ("connected", "verified", ["send_permission_missing"]),
+        "state-app-expiring": ("connected", "verified", ["app_secret_expiring"]),
+        "state-wrong-password": ("error", "auth_failed", []),
+        "state-outside-policy": ("error", "email_domain_not_allowed", []),
+        "state-app-secret-refused": ("error", "oauth_client_invalid", []),
+        "state-client-org-missing": ("error", "client_org_missing", []),
+    }
+    history = client.get("/bridge/agents/state-outside-policy/email-history").json()
+    assert [entry["action"] for entry in history["entries"]] == [
+        "tested",
+        "connection_saved",
+        "agent_registered",
+    ]
 
 
 def test_the_printed_commands_connect_the_demo_agent(local_run: LocalRun) -> None:

@@ -450,6 +450,18 @@ def test_an_agent_whose_client_org_is_gone_sends_nothing(
     )
     assert (refused.status, refused.error["code"]) == (409, "client_org_missing")
     assert len(smtp.messages) == before
+    # The Email tab and a test say so too, worked out at each (nothing was written).
+    config_path = f"/bridge/agents/{agent.agent_id}/email-config"
+    view = org.client.get(config_path).json()
+    assert (view["status"], view["reason"]) == ("error", "client_org_missing")
+    assert "acme" in view["last_error"]["message"]
+    tested = org.client.post(config_path + "/test").json()
+    assert (tested["ok"], tested["status"], tested["error"]["code"]) == (
+        False,
+        "error",
+        "client_org_missing",
+    )
+    assert [check["name"] for check in tested["checks"] if not check["ok"]] == ["policy"]
 
 
 def test_a_policy_changed_after_the_connection_reaches_it_at_read_test_and_send(

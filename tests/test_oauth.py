@@ -30,6 +30,7 @@ from support import (
     Org,
     age_tokens,
     posted,
+    saved_entry,
 )
 
 # ---- the happy paths ------------------------------------------------------------------
@@ -411,7 +412,10 @@ def _made_legacy(agent: OAuthAgent) -> StoredConfig:
             "version": stored.version + 1,
         }
     )
-    DynamoAgentStore().put_config(legacy, replaces_version=stored.version, org_id=agent.org.org_id)
+    entry = saved_entry(agent.org.org_id, agent.org.agent_id)
+    DynamoAgentStore().put_config(
+        legacy, replaces_version=stored.version, org_id=agent.org.org_id, entry=entry
+    )
     return legacy
 
 

@@ -16,6 +16,7 @@ from mailbridge.http.app import create_app, lambda_handler
 from mailbridge.http.caller import AgentId, current_caller, parse_if_match
 from mailbridge.http.contract import JWT, errors, success
 from mailbridge.storage.agents import DynamoAgentStore
+from mailbridge.storage.audit import DynamoAuditLog
 from mailbridge.storage.newmail import DynamoFeedStore
 from mailbridge.storage.orgs import DynamoOrgStore
 from mailbridge.storage.secrets import SecretsManagerStore
@@ -23,7 +24,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 app = create_app()
 agents, secrets, orgs = DynamoAgentStore(), SecretsManagerStore(), DynamoOrgStore()
-feeds = DynamoFeedStore()
+feeds, log = DynamoFeedStore(), DynamoAuditLog()
 PATH = "/bridge/agents/<agentId>/email-config"
 TAGS = ["Email connection"]
 ETAG: dict[str, OpenAPIResponseHeader] = {
@@ -67,7 +68,7 @@ def put_config(
 ) -> Response[EmailConfigView]:
     caller = current_caller(app)
     expected = parse_if_match(if_match)
-    saved = save_email_config(agents, secrets, orgs, caller, agentId, request, expected)
+    saved = save_email_config(agents, secrets, orgs, log, caller, agentId, request, expected)
     logger.info("email config saved", extra={"status": saved.status, "version": saved.version})
     return _with_etag(saved)
 

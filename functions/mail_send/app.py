@@ -12,6 +12,7 @@ from mailbridge.http.contract import MAIL_SEND, errors, jwt_with, success
 from mailbridge.mail.models import SendRequest, SentMessage
 from mailbridge.mail.service import SendStores, send_message
 from mailbridge.storage.agents import DynamoAgentStore
+from mailbridge.storage.audit import DynamoAuditLog
 from mailbridge.storage.counters import DynamoCounterStore
 from mailbridge.storage.idempotency import PowertoolsSendRecords
 from mailbridge.storage.orgs import DynamoOrgStore
@@ -19,7 +20,11 @@ from mailbridge.storage.secrets import SecretsManagerStore
 
 app = create_app()
 stores = SendStores(
-    DynamoAgentStore(), SecretsManagerStore(), DynamoOrgStore(), DynamoCounterStore()
+    DynamoAgentStore(),
+    SecretsManagerStore(),
+    DynamoOrgStore(),
+    DynamoCounterStore(),
+    DynamoAuditLog(),
 )
 IdempotencyKey = Annotated[
     str,

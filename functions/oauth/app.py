@@ -13,6 +13,7 @@ from mailbridge.oauth.callback_page import render_callback_page
 from mailbridge.oauth.flow import authorize, complete_authorization
 from mailbridge.oauth.models import AuthorizeRequest, AuthorizeResponse
 from mailbridge.storage.agents import DynamoAgentStore
+from mailbridge.storage.audit import DynamoAuditLog
 from mailbridge.storage.authorizations import DynamoAuthorizationStore
 from mailbridge.storage.newmail import SqsSyncQueue
 from mailbridge.storage.orgs import DynamoOrgStore
@@ -22,7 +23,7 @@ from pydantic.json_schema import SkipJsonSchema
 app = create_app()
 agents, secrets = DynamoAgentStore(), SecretsManagerStore()
 states, orgs = DynamoAuthorizationStore(), DynamoOrgStore()
-queue = SqsSyncQueue()
+queue, log = SqsSyncQueue(), DynamoAuditLog()
 TAGS = ["OAuth"]
 STARTED_SIGN_IN = success("The provider's sign-in URL, to open in the popup.") | errors(
     401, 404, 409, 422, 502, 503
@@ -107,7 +108,7 @@ def oauth_callback(
     error_description: ProviderErrorText = None,
 ) -> Response[str]:
     query = dict(app.current_event.query_string_parameters or {})
-    outcome = complete_authorization(agents, states, secrets, orgs, queue, query)
+    outcome = complete_authorization(agents, states, secrets, orgs, queue, log, query)
     problem = outcome.message.error
     logger.info(
         "oauth callback",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 
 from mailbridge.agents.models import Agent
+from mailbridge.audit.models import Actor
+from mailbridge.audit.service import agent_entry
 from mailbridge.storage.agents import DynamoAgentStore
 
 
@@ -29,7 +31,9 @@ def main(argv: list[str] | None = None) -> None:
         name=args.name,
         client_org_id=args.client_org_id,
     )
-    DynamoAgentStore(args.table).put_agent(agent)
+    operator = Actor(kind="system", subject="mailbridge_tools.register_agent")
+    if not DynamoAgentStore(args.table).put_agent(agent, agent_entry(operator, None, agent)):
+        raise SystemExit(f"agent {agent.agent_id} is another organization's, or being removed")
     print(f"registered agent {agent.agent_id} in organization {agent.org_id}")
 
 

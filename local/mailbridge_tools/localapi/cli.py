@@ -158,15 +158,20 @@ def main(argv: list[str] | None = None) -> None:
         )
         api.mail_event_observers.append(log_mail_event)
         stack.enter_context(api)
+        tokens = mint_dev_tokens(api)
+        states: dict[str, str] = {}
         if sandbox is not None:
             sandbox.register_apps(api.url)
             sandbox.seed(api.url, api.issuer.mint(sub="dev-admin", org_id=DEMO_ORG_ID))
-        tokens = mint_dev_tokens(api)
+            states = sandbox.seed_states(api.url, tokens.person, tokens.platform)
         print(welcome_text(api, tokens), flush=True)
         if sandbox is not None:
             print(f"\n{sandbox.describe(api.url, DEMO_AGENT_ID)}")
             client_agent = email_tab_url(api, tokens.person, CLIENT_AGENT_ID)
             print(f"  An agent of client organization {CLIENT_ORG_ID}: {client_agent}")
+            print("  The other states of a connection, an agent in each (its Email tab):")
+            for agent_id, state in states.items():
+                print(f"    {state}: {email_tab_url(api, tokens.person, agent_id)}")
         print("\nEverything lives in memory and is gone after Ctrl-C.", flush=True)
         try:
             threading.Event().wait()

@@ -9,6 +9,7 @@ import json
 import secrets
 import shlex
 import shutil
+import ssl
 import sys
 import tempfile
 import urllib.request
@@ -33,6 +34,13 @@ DEMO_GOOGLE_ACCOUNT = "demo@workspace.example"
 DEMO_MICROSOFT_APP = "6f1d8b1e-5c1a-4d3e-9a52-3f0b8c6f9d21"
 DEMO_GOOGLE_APP = "1234-sandbox.apps.googleusercontent.com"
 _CALLBACK = "/api/engine/oauth/callback"
+_ACME_POLICY = "/bridge/client-orgs/acme/email-policy"
+ACME_POLICY = {
+    "name": "Acme Corp",
+    "email_domain": "workspace.example",
+    "allowed_recipients": ["workspace.example", "orders@supplier.example"],
+    "limits": {"per_hour": 50, "per_day": 400},
+}
 # A small PDF for the demo invoice: enough for a reader to show it as one.
 _INVOICE_PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
 
@@ -143,6 +151,9 @@ class Sandbox:
     """Started as a context manager; `environment()` points the API at it, and
     `register_apps(api_url)` registers the demo OAuth apps once the API's URL is known."""
 
+    microsoft: FakeMicrosoft
+    google: FakeGoogle
+
     def __init__(self) -> None:
         self.password = secrets.token_urlsafe(12)
         self.client_secret = secrets.token_urlsafe(18)
@@ -202,34 +213,109 @@ class Sandbox:
 
     def seed(self, api_url: str, admin_token: str) -> None:
         """Through the API, as an org admin would: the org's shared Google app (the green
-        banner) and client organization `acme` with a policy (the info banner)."""
-        requests_to_send = [
-            (
-                "/bridge/orgs/demo-org/email-oauth-apps/google",
-                {"client_id": DEMO_GOOGLE_APP, "client_secret": self.client_secret},
+        banner; its secret expires in 20 days, so every agent using it is warned) and client
+        organization `acme` with a policy (the info banner)."""
+        expires = datetime.date.today() + datetime.timedelta(days=20)
+        app = {
+            "client_id": DEMO_GOOGLE_APP,
+            "client_secret": self.client_secret,
+            "secret_expires_at": expires.isoformat(),
+        }
+        _call(api_url, admin_token, "PUT", "/bridge/orgs/demo-org/email-oauth-apps/google", app)
+        _call(api_url, admin_token, "PUT", _ACME_POLICY, ACME_POLICY)
+
+    def seed_states(self, api_url: str, admin_token: str, platform_token: str) -> dict[str, str]:
+        """An agent in each state a connection can be in besides the demo agent's blank
+        one, brought there through the API as people would: their ids and what each shows.
+        Two more client organizations serve them: globex, whose shared Microsoft app's
+        secret Entra refuses, and initech, deleted after its agent connected."""
+        states = {
+            "state-configured": ("Configured: saved, not tested yet", None),
+            "state-awaiting-authorization": ("Awaiting Authorization: saved, no sign-in", None),
+            "state-connected": ("Connected by IMAP and tested", None),
+            "state-send-missing": (
+                "Connected by Microsoft without the permission to send: warned, with Re-authorize",
+                None,
             ),
-            (
-                "/bridge/client-orgs/acme/email-policy",
-                {
-                    "name": "Acme Corp",
-                    "email_domain": "workspace.example",
-                    "allowed_recipients": ["workspace.example", "orders@supplier.example"],
-                    "limits": {"per_hour": 50, "per_day": 400},
-                },
+            "state-app-expiring": (
+                "Connected by Google through the shared app, whose secret expires soon: warned",
+                None,
             ),
-        ]
-        for path, body in requests_to_send:
-            request = urllib.request.Request(
-                api_url + path,
-                data=json.dumps(body).encode(),
-                method="PUT",
-                headers={
-                    "Authorization": f"Bearer {admin_token}",
-                    "Content-Type": "application/json",
-                },
-            )
-            with urllib.request.urlopen(request, timeout=10):
+            "state-wrong-password": ("Error auth_failed: saved with a wrong password", None),
+            "state-outside-policy": (
+                "Error email_domain_not_allowed: acme's domain changed after it connected",
+                "acme",
+            ),
+            "state-app-secret-refused": (
+                "Error oauth_client_invalid: Entra refused globex's shared app secret "
+                "(AADSTS7000222); the fix is in the shared app",
+                "globex",
+            ),
+            "state-client-org-missing": (
+                "Error client_org_missing: its client organization initech was deleted",
+                "initech",
+            ),
+        }
+        for name in ("globex", "initech"):
+            policy = {"name": name.capitalize()}
+            _call(api_url, admin_token, "PUT", f"/bridge/client-orgs/{name}/email-policy", policy)
+        globex_app = {
+            "client_id": DEMO_MICROSOFT_APP,
+            "client_secret": self.client_secret,
+            "tenant": "organizations",
+        }
+        _call(
+            api_url,
+            admin_token,
+            "PUT",
+            "/bridge/client-orgs/globex/email-oauth-apps/microsoft",
+            globex_app,
+        )
+        for agent_id, (_, client_org) in states.items():
+            body = {"name": agent_id.removeprefix("state-").replace("-", " ").capitalize()}
+            if client_org:
+                body["client_org_id"] = client_org
+            _call(api_url, platform_token, "PUT", f"/bridge/agents/{agent_id}", body)
+
+        bodies = self.connection_bodies()
+
+        def config(agent_id: str, body: dict[str, Any]) -> str:
+            path = f"/bridge/agents/{agent_id}/email-config"
+            _call(api_url, admin_token, "PUT", path, body)
+            return path
+
+        def test(agent_id: str, body: dict[str, Any]) -> None:
+            _call(api_url, admin_token, "POST", config(agent_id, body) + "/test")
+
+        def sign_in(agent_id: str, body: dict[str, Any]) -> None:
+            path = config(agent_id, body) + "/authorize"
+            url = _call(api_url, admin_token, "POST", path, {"origin": api_url})
+            # The browser at the fake provider, which signs in at once and redirects to the
+            # callback page, which this follows.
+            context = ssl.create_default_context(cafile=str(self.ca.ca_path))
+            with urllib.request.urlopen(url["authorization_url"], timeout=10, context=context):
                 pass
+
+        config("state-configured", bodies["imap"])
+        config("state-awaiting-authorization", bodies["google"])
+        test("state-connected", bodies["imap"])
+        # The user unticks sending at consent.
+        self.microsoft.grant_scopes_next(
+            ["Mail.ReadWrite", "User.Read", "openid", "profile", "offline_access"]
+        )
+        sign_in("state-send-missing", bodies["microsoft"])
+        sign_in("state-app-expiring", bodies["google"])
+        test("state-wrong-password", bodies["imap"] | {"password": "not-the-password"})
+        # Connected while acme had no domain; the domain then set leaves it outside.
+        _call(api_url, admin_token, "PUT", _ACME_POLICY, ACME_POLICY | {"email_domain": None})
+        test("state-outside-policy", bodies["imap"])
+        _call(api_url, admin_token, "PUT", _ACME_POLICY, ACME_POLICY)
+        # The secret expired in Azure: the sign-in's code exchange is refused.
+        self.microsoft.refuse_next_token(7000222)
+        sign_in("state-app-secret-refused", {"provider": "microsoft"})
+        test("state-client-org-missing", bodies["imap"])
+        _call(api_url, admin_token, "DELETE", "/bridge/client-orgs/initech/email-policy")
+        return {agent_id: shown for agent_id, (shown, _) in states.items()}
 
     def connection_bodies(self) -> dict[str, dict[str, Any]]:
         """PUT bodies for .../email-config that connect to the sandbox, by method."""
@@ -296,3 +382,16 @@ class Sandbox:
             f"{shlex.quote(sys.executable)} -m mailbridge_tools.sandbox.drop"
             f" --port {self.dovecot.imap_port} --password {shlex.quote(self.password)}"
         )
+
+
+def _call(api_url: str, token: str, method: str, path: str, body: Any = None) -> Any:
+    """An API call as the Email tab or the platform makes it; its JSON answer."""
+    request = urllib.request.Request(
+        api_url + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = response.read()
+    return json.loads(answer) if answer else None

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, Field
 
+from ..audit.models import Actor, AuditAction
+from ..audit.service import agent_entry
 from ..connections.service import disconnect
 from ..core.errors import InvalidField, agent_not_found
 from ..core.fields import printable
@@ -48,7 +50,11 @@ def register_agent(
         name=request.name,
         client_org_id=request.client_org_id,
     )
-    if not agents.put_agent(agent):
+    current, _ = agents.load(agent_id)
+    if current == agent:  # registered again as it is: nothing changes, nothing recorded
+        return agent
+    ours = current if current is not None and current.org_id == caller.org_id else None
+    if not agents.put_agent(agent, agent_entry(Actor.of(caller), ours, agent)):
         raise agent_not_found(agent_id)
     return agent
 
@@ -72,6 +78,7 @@ def delete_agent(
     agent, config = agents.load(agent_id)
     if agent is None:  # a concurrent removal finished it
         return
-    disconnect(agents, secrets, orgs, feeds, agent, config)
+    removed = AuditAction.AGENT_REMOVED
+    disconnect(agents, secrets, orgs, feeds, agent, config, Actor.of(caller), removed)
     # The agent last: until it is gone, a retry finds it and finishes.
     agents.delete_agent(agent_id)

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..agents.access import load_owned_agent
 from ..agents.models import Agent, Caller
+from ..audit.models import Actor, AuditAction
+from ..audit.service import connection_entry
 from ..core.errors import ErrorCode, LimitReached, MailbridgeError, MailServerError, ProviderError
 from ..core.settings import settings
 from ..core.windows import window
 from ..oauth.providers import grant_problems, provider_client
 from ..oauth.tokens import fresh_access_token
-from ..orgs.models import ClientOrg
-from ..orgs.sending_policy import addresses_outside
+from ..orgs.sending_policy import policy_refusal
 from .mail_servers import mail_servers
 from .models import (
     CheckName,
@@ -73,9 +74,13 @@ def run_connection_test(
     )
     status = Status.CONNECTED if result.ok else Status.ERROR
     if result.ok and agent.client_org_id is not None:
-        result = _check_policy(result, orgs.get(agent.org_id, agent.client_org_id), config)
+        client_org = orgs.get(agent.org_id, agent.client_org_id)
+        result = _check_policy(result, policy_refusal(agent, client_org, config.addresses))
     recorded = config.with_status(status, last_error, last_test=result)
-    if agents.update_status(recorded):
+    entry = connection_entry(agent, Actor.of(caller), AuditAction.TESTED, config, recorded)
+    if result.error is not None:
+        entry = entry.failed(result.error.code, result.error.message)
+    if agents.update_status(recorded, entry):
         status = recorded.status
     else:
         # A concurrent save replaced the settings: this result describes the old ones, so it
@@ -88,14 +93,13 @@ def run_connection_test(
 
 
 def _check_policy(
-    result: ConnectionTestResult, client_org: ClientOrg | None, config: StoredConfig
+    result: ConnectionTestResult, refused_by_policy: MailbridgeError | None
 ) -> ConnectionTestResult:
-    """The mailbox works; does it fit the client organization's policy as it is now (a
-    domain set or changed since the connection was saved)?"""
-    outside = addresses_outside(client_org, config.addresses)
-    if outside is None:
+    """The mailbox works; the policy as it is now may still refuse it (a domain set or
+    changed since the connection was saved, the client organization deleted)."""
+    if refused_by_policy is None:
         return result
-    problem = Problem.of(outside)
+    problem = Problem.of(refused_by_policy)
     refused = CheckResult(name="policy", ok=False, latency_ms=0, error=problem)
     return result.model_copy(
         update={"ok": False, "checks": [*result.checks, refused], "error": problem}

@@ -7,13 +7,17 @@ from typing import TYPE_CHECKING
 
 from ..agents.access import load_owned_agent
 from ..agents.models import Agent, Caller
+from ..audit.models import Actor, AuditAction
+from ..audit.service import connection_entry, record_refusal
 from ..core.errors import (
+    WRITE_ATTEMPTS,
     ErrorCode,
     InvalidField,
     MailbridgeError,
     ProviderError,
     StaleWrite,
     Unavailable,
+    kept_changing,
 )
 from ..core.observability import logger
 from ..core.settings import settings
@@ -21,7 +25,7 @@ from ..core.types import SecretRef, SecretState
 from ..oauth.providers import grant_problems, requested_scopes
 from ..oauth.tokens import revoke_tokens
 from ..orgs.models import ClientOrg
-from ..orgs.sending_policy import addresses_outside, banner, require_email_domain
+from ..orgs.sending_policy import banner, policy_refusal, require_email_domain
 from ..orgs.shared_apps import (
     SharedApps,
     available_apps,
@@ -48,15 +52,11 @@ from .models import (
 from .presets import resolve_server
 
 if TYPE_CHECKING:
-    from ..storage.protocols import AgentStore, FeedStore, OrgStore, SecretStore
-
-# A save re-reads and re-applies on a concurrent write: the request is a full replacement,
-# so re-applying it gives "last writer wins" without ever writing a torn record.
-_SAVE_ATTEMPTS = 3
+    from ..storage.protocols import AgentStore, AuditLog, FeedStore, OrgStore, SecretStore
 
 
 def view(
-    agent_id: str,
+    agent: Agent,
     config: StoredConfig | None,
     shared: SharedApps,
     client_org: ClientOrg | None,
@@ -90,13 +90,14 @@ def view(
                 status = Status.ERROR
                 last_error = LastError(**Problem.of(lacking).model_dump(), at=datetime.now(UTC))
         # The client organization's policy as it is now: a domain set or changed since the
-        # connection was saved shows at once (and sends are refused), nothing stored.
-        outside = addresses_outside(client_org, config.addresses)
+        # connection was saved, or the organization deleted, shows at once (and sends are
+        # refused), nothing stored.
+        outside = policy_refusal(agent, client_org, config.addresses)
         if outside is not None:
             status = Status.ERROR
             last_error = LastError(**Problem.of(outside).model_dump(), at=datetime.now(UTC))
     return EmailConfigView(
-        agent_id=agent_id,
+        agent_id=agent.agent_id,
         status=status,
         reason=last_error.code if status is Status.ERROR and last_error else _REASONS[status],
         checked_at=_checked_at(config, last_error),
@@ -181,7 +182,7 @@ def get_email_config(
 ) -> EmailConfigView:
     agent, config = load_owned_agent(agents, caller, agent_id)
     shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
-    return view(agent_id, config, shared, client_org)
+    return view(agent, config, shared, client_org)
 
 
 def _imap_connection(request: ImapConfigRequest) -> ImapConnection:
@@ -260,6 +261,7 @@ def save_email_config(
     agents: AgentStore,
     secrets: SecretStore,
     orgs: OrgStore,
+    log: AuditLog,
     caller: Caller,
     agent_id: str,
     request: EmailConfigRequest,
@@ -275,7 +277,9 @@ def save_email_config(
     secret_value = secret.get_secret_value() if secret else ""
     written: SecretRef | None = None  # the new secret: written once, whatever the retries
     wrote = False
-    for _ in range(_SAVE_ATTEMPTS):
+    # A save re-reads and re-applies on a concurrent write: the request is a full
+    # replacement, so re-applying it gives "last writer wins", never a torn record.
+    for _ in range(WRITE_ATTEMPTS):
         try:
             agent, current = load_owned_agent(agents, caller, agent_id)
         except MailbridgeError as gone:
@@ -291,11 +295,13 @@ def save_email_config(
                 hint="Reload to see the current settings, then save again.",
             )
         shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
+        refused = _refused_by_policy(agent, client_org, request)
+        if refused is not None:
+            code, refusal = refused
+            saving = AuditAction.CONNECTION_SAVED
+            record_refusal(log, agent, Actor.of(caller), saving, code, refusal)
+            raise refusal
         if isinstance(request, ImapConfigRequest):
-            require_email_domain(client_org, str(request.email), "email")
-            if request.username and "@" in request.username:
-                # A login that is an address is the mailbox's own: the same rule holds.
-                require_email_domain(client_org, request.username, "username")
             connection: Connection = _imap_connection(request)
         else:
             connection = _oauth_connection(request, current, shared)
@@ -323,7 +329,12 @@ def save_email_config(
         record = _next_record(agent_id, current, connection, None if inherits else written or kept)
         try:
             agents.put_config(
-                record, replaces_version=current.version if current else None, org_id=agent.org_id
+                record,
+                replaces_version=current.version if current else None,
+                org_id=agent.org_id,
+                entry=connection_entry(
+                    agent, Actor.of(caller), AuditAction.CONNECTION_SAVED, current, record
+                ),
             )
         except StaleWrite:
             # Whatever changed may have been a disconnect, which deleted what we wrote.
@@ -331,12 +342,30 @@ def save_email_config(
             continue
         if current is not None:
             _discard_unused(secrets, current, record)
-        return view(agent_id, record, shared, client_org)
-    raise MailbridgeError(
-        ErrorCode.CONCURRENT_UPDATE,
-        "The configuration kept changing while saving it.",
-        hint="Reload the page and save again.",
-    )
+        return view(agent, record, shared, client_org)
+    raise kept_changing("configuration")
+
+
+def _refused_by_policy(
+    agent: Agent, client_org: ClientOrg | None, request: EmailConfigRequest
+) -> tuple[ErrorCode, MailbridgeError] | None:
+    """What the client organization's policy refuses of the request, and why, for the
+    audit trail: the organization deleted since the agent was registered, or an address
+    outside its domain (named by its field). (A sign-in's address is checked at the
+    callback.)"""
+    gone = policy_refusal(agent, client_org, [])
+    if gone is not None:
+        return gone.code, gone
+    if not isinstance(request, ImapConfigRequest):
+        return None
+    try:
+        require_email_domain(client_org, str(request.email), "email")
+        if request.username and "@" in request.username:
+            # A login that is an address is the mailbox's own: the same rule holds.
+            require_email_domain(client_org, request.username, "username")
+    except InvalidField as outside:
+        return ErrorCode.EMAIL_DOMAIN_NOT_ALLOWED, outside
+    return None
 
 
 def _next_record(
@@ -416,9 +445,9 @@ def delete_email_config(
     secrets. Deleting what is already gone succeeds, so a retry after a failure half-way
     finishes the job."""
     agent, current = load_owned_agent(agents, caller, agent_id)
-    disconnect(agents, secrets, orgs, feeds, agent, current)
+    disconnect(agents, secrets, orgs, feeds, agent, current, Actor.of(caller))
     shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
-    return view(agent_id, None, shared, client_org)
+    return view(agent, None, shared, client_org)
 
 
 def disconnect(
@@ -428,9 +457,11 @@ def disconnect(
     feeds: FeedStore,
     agent: Agent,
     current: StoredConfig | None,
+    actor: Actor,
+    action: AuditAction = AuditAction.DISCONNECTED,
 ) -> None:
     """Stop the provider's push of new mail and revoke where the provider allows, then
-    delete the record and the agent's secrets."""
+    delete the record (with its entry: `action`, by `actor`) and the agent's secrets."""
     if current is not None:
         # Only a disconnect needs the mail feature (a push to stop): loaded here, the email
         # config's other routes start without it.
@@ -442,6 +473,17 @@ def disconnect(
             revoke_tokens(secrets, orgs, agent, current, current.tokens)
         # The record first: a failure after it leaves secrets nothing reads, at the agent's
         # fixed names, which the retry deletes; never a record pointing at a missing secret.
-        agents.delete_config(agent.agent_id)
+        # Over the version read, so that the entry says what was deleted; a save meanwhile
+        # is deleted in its turn (its tokens are the agent's, deleted below).
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                agents.delete_config(current, connection_entry(agent, actor, action, current, None))
+                break
+            except StaleWrite:
+                _, current = agents.load(agent.agent_id)
+                if current is None:
+                    break
+        else:
+            raise kept_changing("configuration")
     secrets.delete(secrets.name_for(agent.agent_id))
     secrets.delete(secrets.token_name_for(agent.agent_id))

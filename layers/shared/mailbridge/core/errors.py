@@ -188,6 +188,19 @@ def agent_not_found(agent_id: str) -> MailbridgeError:
     )
 
 
+# A write that re-reads and tries again when another write won the race: how many times.
+WRITE_ATTEMPTS = 3
+
+
+def kept_changing(what: str) -> MailbridgeError:
+    """Every try of a write lost its race to another one."""
+    return MailbridgeError(
+        ErrorCode.CONCURRENT_UPDATE,
+        f"The {what} kept changing while this request was writing it.",
+        hint="Reload the page and try again.",
+    )
+
+
 # ---- OAuth providers -------------------------------------------------------------------
 
 # By code, and by cause where the provider said more (a cause's words fit every code it is

@@ -137,6 +137,8 @@ class Settings(BaseModel):
     # functions that use them).
     event_bus_name: str = Field(alias="EVENT_BUS_NAME", default="")
     sync_queue_url: str = Field(alias="SYNC_QUEUE_URL", default="")
+    # How long the audit trail keeps an entry (DynamoDB's TTL deletes it after).
+    audit_retention_days: int = Field(alias="AUDIT_RETENTION_DAYS", default=400, ge=1, le=36500)
 
     @property
     def mail_allowed_ports(self) -> frozenset[int]:

@@ -68,6 +68,6 @@ def unpack_cursor(value: str, kind: str, listing: tuple[str, ...]) -> str:
 def invalid_cursor() -> InvalidField:
     return InvalidField(
         "cursor",
-        "cursor is not one this API gave for this list, or the folder changed since.",
+        "cursor is not one this API gave for this list, or the list changed since.",
         hint="List again without a cursor.",
     )

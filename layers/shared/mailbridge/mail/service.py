@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from ..agents.access import load_agent_for_its_mail
 from ..agents.models import Agent, Caller
+from ..audit.models import SERVICE, Actor, AuditAction
+from ..audit.service import connection_entry, record_refusal
 from ..connections.models import (
     ImapConnection,
     LastError,
@@ -39,7 +41,7 @@ from ..core.observability import logger
 from ..oauth.providers import grant_problems
 from ..oauth.tokens import fresh_access_token
 from ..orgs.models import ClientOrg
-from ..orgs.sending_policy import addresses_outside, authorize_message, give_back
+from ..orgs.sending_policy import authorize_message, give_back, policy_refusal
 from .compose import compose, reply_subject
 from .mailboxes import FetchedMessage, Mailbox, open_mailbox
 from .models import (
@@ -55,7 +57,14 @@ from .models import (
 from .parsing import ParsedMessage, attachment, parse_message
 
 if TYPE_CHECKING:
-    from ..storage.protocols import AgentStore, CounterStore, OrgStore, SecretStore, SendRecords
+    from ..storage.protocols import (
+        AgentStore,
+        AuditLog,
+        CounterStore,
+        OrgStore,
+        SecretStore,
+        SendRecords,
+    )
 
 # Failures that say the connection itself is broken until someone fixes it: they turn the
 # agent to Error. Anything else (a timeout, throttling, one refused recipient) is answered
@@ -84,13 +93,19 @@ class Stores:
 
 
 class SendStores(Stores):
-    """...and sending: the counters of the client organization's limits."""
+    """...and sending: the counters of the client organization's limits, and the audit
+    trail of the sends its policy refuses."""
 
     def __init__(
-        self, agents: AgentStore, secrets: SecretStore, orgs: OrgStore, counters: CounterStore
+        self,
+        agents: AgentStore,
+        secrets: SecretStore,
+        orgs: OrgStore,
+        counters: CounterStore,
+        log: AuditLog,
     ) -> None:
         super().__init__(agents, secrets, orgs)
-        self.counters = counters
+        self.counters, self.log = counters, log
 
 
 @contextmanager
@@ -99,7 +114,7 @@ def agent_mailbox(
 ) -> Iterator[Mailbox]:
     """The agent's mailbox, open with its credential, recording what its use says of the
     connection."""
-    with _recording(stores.agents, config, use):
+    with _recording(stores.agents, agent, config, use):
         if isinstance(config.connection, ImapConnection):
             assert config.secret is not None  # an IMAP connection is saved with its password
             credential = stores.secrets.read(config.secret)[0]["password"]
@@ -116,7 +131,9 @@ def agent_mailbox(
 
 
 @contextmanager
-def _recording(agents: AgentStore, config: StoredConfig, use: MailUse) -> Iterator[None]:
+def _recording(
+    agents: AgentStore, agent: Agent, config: StoredConfig, use: MailUse
+) -> Iterator[None]:
     try:
         yield
     except (ProviderError, MailServerError) as failure:
@@ -129,25 +146,39 @@ def _recording(agents: AgentStore, config: StoredConfig, use: MailUse) -> Iterat
             if isinstance(failure, MailServerError):
                 use = "reading" if failure.protocol == "IMAP" else "sending"
             problem = Problem.of(failure).model_dump()
-            _record(
-                agents, config, Status.ERROR, LastError(**problem, at=datetime.now(UTC), during=use)
-            )
+            last_error = LastError(**problem, at=datetime.now(UTC), during=use)
+            _record(agents, agent, config, Status.ERROR, last_error)
         raise
     failed = config.last_error
     if config.status is Status.CONFIGURED or (
         config.status is Status.ERROR and failed is not None and failed.during == use
     ):
-        _record(agents, config, Status.CONNECTED, None)
+        _record(agents, agent, config, Status.CONNECTED, None)
 
 
 def _record(
-    agents: AgentStore, config: StoredConfig, status: Status, last_error: LastError | None
+    agents: AgentStore,
+    agent: Agent,
+    config: StoredConfig,
+    status: Status,
+    last_error: LastError | None,
 ) -> None:
     """Best effort and only over the version that was used: a save meanwhile wins. What the
     use itself did stands either way: a message that left must not be reported as failed
-    because its status could not be written (its retry would send it again)."""
+    because its status could not be written (its retry would send it again). The service
+    changed it, whoever's use it was: what it found is the connection's."""
+
+    def problem(error: LastError | None) -> tuple[str, str | None] | None:
+        return (error.code, error.during) if error else None
+
+    if status is config.status and problem(last_error) == problem(config.last_error):
+        return  # as recorded already: a runtime retrying a broken mailbox changes nothing
+    changed = config.with_status(status, last_error)
+    entry = connection_entry(agent, SERVICE, AuditAction.STATUS_CHANGED, config, changed)
+    if last_error is not None:
+        entry = entry.failed(last_error.code, last_error.message)
     try:
-        agents.update_status(config.with_status(status, last_error))
+        agents.update_status(changed, entry)
     except MailbridgeError as unrecorded:
         logger.warning("status not recorded", extra={"error_code": unrecorded.code})
 
@@ -257,12 +288,11 @@ def _check_request(request: SendRequest) -> None:
             raise InvalidField("subject", "subject is required for a new message.")
 
 
-def _sender(config: StoredConfig, client_org: ClientOrg | None) -> str:
-    """The connection's own address, which must fit the client organization's domain, as
-    must an IMAP login that is an address (saved before the rule, or before the domain)."""
-    outside = addresses_outside(client_org, config.addresses)
-    if outside is not None:
-        raise outside
+def _sender(agent: Agent, config: StoredConfig, client_org: ClientOrg | None) -> str:
+    """The connection's own address, once the policy allows it (see policy_refusal)."""
+    refused = policy_refusal(agent, client_org, config.addresses)
+    if refused is not None:
+        raise refused
     connection = config.connection
     if isinstance(connection, ImapConnection):
         return connection.email
@@ -292,6 +322,15 @@ def _reply_recipients(original: ParsedMessage) -> list[str]:
     return [address.address for address in chosen]
 
 
+# What the client organization's policy refuses: recorded in the audit trail. Its sending
+# limits are not: a runtime retrying until the window opens would fill the trail.
+_POLICY_REFUSALS = {
+    ErrorCode.RECIPIENTS_NOT_ALLOWED,
+    ErrorCode.EMAIL_DOMAIN_NOT_ALLOWED,
+    ErrorCode.CLIENT_ORG_MISSING,
+}
+
+
 def send_message(
     stores: SendStores,
     sends: SendRecords,
@@ -312,28 +351,25 @@ def send_message(
     # The same send (key and request) always has the same Message-ID; a key used again after
     # it expired, for another message, another one.
     message_key = "\n".join([agent_id, idempotency_key, json.dumps(payload, sort_keys=True)])
-    return sends.once(
-        agent_id,
-        idempotency_key,
-        payload,
-        lambda: _send(stores, agent, config, request, message_key),
-    )
+    try:
+        return sends.once(
+            agent_id,
+            idempotency_key,
+            payload,
+            lambda: _send(stores, agent, config, request, message_key),
+        )
+    except MailbridgeError as refused:
+        if refused.code in _POLICY_REFUSALS:
+            sending = AuditAction.SEND_REFUSED
+            record_refusal(stores.log, agent, Actor.of(caller), sending, refused.code, refused)
+        raise
 
 
 def _send(
     stores: SendStores, agent: Agent, config: StoredConfig, request: SendRequest, message_key: str
 ) -> SentMessage:
     _, client_org = stores.orgs.agent_context(agent.org_id, agent.client_org_id)
-    if agent.client_org_id is not None and client_org is None:
-        # Its policy deleted since: sending as if there were none would fail open.
-        raise MailbridgeError(
-            ErrorCode.CLIENT_ORG_MISSING,
-            f"This agent's client organization {agent.client_org_id!r} no longer exists, so "
-            "its email policy cannot be applied; nothing was sent.",
-            hint="Save the client organization's email policy again, or register the agent "
-            "without it.",
-        )
-    sender = _sender(config, client_org)
+    sender = _sender(agent, config, client_org)
     now = datetime.now(UTC)
     with agent_mailbox(stores, agent, config, "sending") as mailbox:
         original = None

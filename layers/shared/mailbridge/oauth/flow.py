@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..agents.access import load_owned_agent
-from ..agents.models import Caller
+from ..agents.models import Agent, Caller
+from ..audit.models import Actor, AuditAction
+from ..audit.service import connection_entry, record_refusal
 from ..connections.models import (
     LastError,
     OAuthAuthorization,
@@ -37,7 +39,7 @@ from ..core.observability import logger
 from ..core.settings import settings
 from ..newmail.models import SyncReason, SyncRequest
 from ..orgs.sending_policy import require_email_domain
-from ..orgs.shared_apps import find_app, resolve_app, secret_refused
+from ..orgs.shared_apps import find_app, marked_secret, resolve_app, secret_refused
 from .models import AuthorizeResponse, OAuthResultError, OAuthResultMessage, PendingAuthorization
 from .providers import (
     AuthorizedAccount,
@@ -51,6 +53,7 @@ from .tokens import oauth_connection, revoke_tokens
 if TYPE_CHECKING:
     from ..storage.protocols import (
         AgentStore,
+        AuditLog,
         AuthorizationStore,
         OrgStore,
         SecretStore,
@@ -111,6 +114,9 @@ def authorize(
     app = find_app(orgs, agent, config)
     if app is None:
         raise ProviderError(ErrorCode.OAUTH_APP_MISSING, connection.provider)
+    refused = marked_secret(app)
+    if refused is not None:  # the sign-in's code exchange would be refused
+        raise refused
     state = random.token_urlsafe(32)
     try:
         # Microsoft's sign-in starts with its authority's metadata, fetched here: an outage
@@ -134,6 +140,7 @@ def authorize(
             scopes=requested_scopes(connection.provider),
             consent=consent,
             switch_account=switch_account,
+            started_by=Actor.of(caller),
             flow=flow,
             expires_at=expires_at,
         ),
@@ -253,9 +260,17 @@ def _provider_description(response: dict[str, str]) -> str:
     return f": {description[:_DESCRIPTION_LIMIT]}" if description else ""
 
 
-def _record_failure(agents: AgentStore, config: StoredConfig, error: MailbridgeError) -> None:
+def _record_failure(
+    agents: AgentStore,
+    agent: Agent,
+    config: StoredConfig,
+    error: MailbridgeError,
+    signing_in: tuple[Actor, AuditAction],
+) -> None:
     last_error = LastError(**Problem.of(error).model_dump(), at=datetime.now(UTC))
-    agents.update_status(config.with_status(Status.ERROR, last_error))
+    failed = config.with_status(Status.ERROR, last_error)
+    entry = connection_entry(agent, *signing_in, config, failed)
+    agents.update_status(failed, entry.failed(error.code, error.message))
 
 
 def complete_authorization(
@@ -264,6 +279,7 @@ def complete_authorization(
     secrets: SecretStore,
     orgs: OrgStore,
     queue: SyncQueue,
+    log: AuditLog,
     response: dict[str, str],
 ) -> CallbackOutcome:
     """Handle the provider's redirect (`response` is its query string). Always a page for
@@ -278,7 +294,7 @@ def complete_authorization(
     if pending is None:
         return _failed(_unknown_state(), None, refused=True)
     try:
-        outcome = _finish_authorization(agents, secrets, orgs, pending, response)
+        outcome = _finish_authorization(agents, secrets, orgs, log, pending, response)
     except Unavailable as down:
         again = MailbridgeError(down.code, down.message, hint=_AUTHORIZE_AGAIN)
         return _failed(again, pending, refused=True)
@@ -300,6 +316,7 @@ def _finish_authorization(
     agents: AgentStore,
     secrets: SecretStore,
     orgs: OrgStore,
+    log: AuditLog,
     pending: PendingAuthorization,
     response: dict[str, str],
 ) -> CallbackOutcome:
@@ -316,6 +333,12 @@ def _finish_authorization(
     ):
         return _failed(_outdated(), pending, refused=True)
 
+    before = config.connection.authorization
+    # The callback has no token: the person is the one who clicked Authorize.
+    signing_in = (
+        pending.started_by or Actor(kind="person", subject="unknown"),
+        AuditAction.REAUTHORIZED if before else AuditAction.AUTHORIZED,
+    )
     try:
         if "error" in response:
             denied = response["error"] == "access_denied"
@@ -337,14 +360,14 @@ def _finish_authorization(
             if in_shared_app is None:
                 raise
             raise in_shared_app from refused
-        before = config.connection.authorization
         mailbox = client.mailbox(account.grant.access_token)
         if _another_mailbox(before, account, mailbox.email, pending):
-            # Before anything is stored or recorded: the connected mailbox stays as it was.
+            # Before anything is stored: the connected mailbox stays as it was.
             # The new grant is not revoked: at Google that would end every grant of the
             # account to this app, another agent's perhaps.
             assert before is not None
             mismatch = _another_account(mailbox.email, before.email)
+            record_refusal(log, agent, *signing_in, ErrorCode.ACCOUNT_MISMATCH, mismatch)
             return _failed(mismatch, pending, refused=True, email=mailbox.email)
         try:
             require_email_domain(client_org, mailbox.email, "email")
@@ -354,7 +377,7 @@ def _finish_authorization(
                 ErrorCode.EMAIL_DOMAIN_NOT_ALLOWED, pending.provider, detail=outside.message
             ) from None
     except ProviderError as failure:
-        _record_failure(agents, config, failure)
+        _record_failure(agents, agent, config, failure, signing_in)
         return _failed(failure, pending)
 
     grant = account.grant
@@ -399,8 +422,11 @@ def _finish_authorization(
         updated_at=now,
         **forgotten,
     )
+    entry = connection_entry(agent, *signing_in, config, record)
+    if problem:
+        entry = entry.failed(problem.code, problem.message)
     try:
-        agents.put_config(record, replaces_version=config.version, org_id=agent.org_id)
+        agents.put_config(record, replaces_version=config.version, org_id=agent.org_id, entry=entry)
     except StaleWrite:
         # A save won the race and decides what happens next; or the agent is being removed,
         # perhaps after its removal deleted its secrets: the tokens must not outlive it.

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..audit.models import Actor
 from ..core.types import OAuthProvider, StrictModel
 
 
@@ -41,6 +42,9 @@ class PendingAuthorization(BaseModel):
     scopes: list[str]
     consent: bool
     switch_account: bool = False  # another account than the connected one may replace it
+    # Who started it, the audit's actor (the callback has no token). None: started before
+    # the audit trail was, by someone whom the trail calls unknown.
+    started_by: Actor | None = None
     # The provider's half of the flow, PKCE verifier included (MSAL's flow, Google's verifier).
     flow: dict[str, Any]
     expires_at: int  # epoch seconds: checked explicitly and used as the item's TTL

@@ -9,6 +9,8 @@ import uuid
 from typing import TYPE_CHECKING
 
 from ..agents.models import Agent
+from ..audit.models import SERVICE, AuditAction, AuditEntry
+from ..audit.service import connection_entry
 from ..connections.models import OAuthConnection, StoredConfig, TokenRef
 from ..core.deadline import seconds_left
 from ..core.errors import ErrorCode, MailbridgeError, ProviderError, StaleWrite, Unavailable
@@ -105,17 +107,28 @@ def fresh_access_token(
         # on a refresh token the provider still honours (Microsoft keeps a used one valid;
         # Google does not rotate them). Scopes withdrawn since are recorded with them: the
         # view and each use compare what is granted now with what is required.
-        agents.update_tokens(
-            latest,
-            TokenRef(**written.model_dump(), expires_at=grant.expires_at),
-            granted_scopes=_changed_scopes(latest, grant),
-        )
+        refreshed = TokenRef(**written.model_dump(), expires_at=grant.expires_at)
+        granted = _changed_scopes(latest, grant)
+        if granted is None:
+            agents.update_tokens(latest, refreshed)
+        else:
+            agents.update_grant(latest, refreshed, granted, _grant_entry(agent, latest, granted))
         return grant
     finally:
         # Also when taking the lock failed: it may have been taken with only the answer
         # lost. Best effort: the lease ends an unreleased lock anyway.
         with contextlib.suppress(Unavailable):
             agents.unlock(config.agent_id, holder)
+
+
+def _grant_entry(agent: Agent, config: StoredConfig, granted: list[str]) -> AuditEntry:
+    """A grant the provider narrowed (or widened) since the sign-in, as its refresh says."""
+    authorization = oauth_connection(config).authorization
+    assert authorization is not None
+    regranted = authorization.model_copy(update={"granted_scopes": granted})
+    connection = config.connection.model_copy(update={"authorization": regranted})
+    after = config.model_copy(update={"connection": connection})
+    return connection_entry(agent, SERVICE, AuditAction.GRANT_CHANGED, config, after)
 
 
 def _changed_scopes(config: StoredConfig, grant: TokenGrant) -> list[str] | None:

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 from ..agents.access import require_admin, require_person
 from ..agents.models import Caller
-from ..core.errors import ErrorCode, MailbridgeError, StaleWrite
+from ..audit.models import Actor, AuditAction
+from ..audit.service import app_entry, policy_entry
+from ..core.errors import WRITE_ATTEMPTS, ErrorCode, MailbridgeError, StaleWrite, kept_changing
 from ..core.types import OAUTH_PROVIDERS
 from .models import ClientOrg, EmailPolicyRequest
 
@@ -48,8 +50,9 @@ def save_email_policy(
         version=current.version + 1 if current else 1,
         updated_at=datetime.now(UTC),
     )
+    entry = policy_entry(Actor.of(caller), AuditAction.POLICY_SAVED, current, client_org)
     try:
-        orgs.put(client_org, replaces_version=current.version if current else None)
+        orgs.put(client_org, replaces_version=current.version if current else None, entry=entry)
     except StaleWrite:
         raise MailbridgeError(
             ErrorCode.CONCURRENT_UPDATE,
@@ -65,8 +68,24 @@ def delete_email_policy(
     """Remove the client organization and its shared apps. Deleting what is already gone
     succeeds, so a retry after a failure half-way finishes the job."""
     require_admin(caller, "change email policies")
-    # The records first, all at once: a failure after them leaves secrets nothing reads,
-    # at fixed names the retry deletes.
-    orgs.delete(caller.org_id, client_org_id)
+    # The records first, all at once, each over the version read (so that the entries say
+    # what was deleted): a failure after them leaves secrets nothing reads, at fixed names
+    # the retry deletes.
+    actor = Actor.of(caller)
+    for _ in range(WRITE_ATTEMPTS):
+        shared, current = orgs.agent_context(caller.org_id, client_org_id)
+        apps = [app for (owner, _), app in shared.items() if owner == "client_org"]
+        if current is None and not apps:
+            break
+        entries = [app_entry(actor, AuditAction.SHARED_APP_REMOVED, app, None) for app in apps]
+        if current is not None:
+            entries.insert(0, policy_entry(actor, AuditAction.POLICY_REMOVED, current, None))
+        try:
+            orgs.delete(current, apps, entries)
+            break
+        except StaleWrite:  # saved meanwhile
+            continue
+    else:
+        raise kept_changing("client organization")
     for provider in OAUTH_PROVIDERS:
         secrets.delete(secrets.shared_name_for(caller.org_id, client_org_id, provider))

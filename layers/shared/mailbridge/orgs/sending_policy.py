@@ -17,6 +17,7 @@ from ..core.windows import Window, window
 from .models import ClientOrg, ClientOrgBanner
 
 if TYPE_CHECKING:
+    from ..agents.models import Agent
     from ..storage.protocols import CounterStore
 
 _SENT = "SENT"
@@ -54,6 +55,23 @@ def addresses_outside(client_org: ClientOrg | None, addresses: list[str]) -> Mai
                 ErrorCode.EMAIL_DOMAIN_NOT_ALLOWED, outside.message, hint=outside.hint
             )
     return None
+
+
+def policy_refusal(
+    agent: Agent, client_org: ClientOrg | None, addresses: list[str]
+) -> MailbridgeError | None:
+    """Why the agent's connection breaks its client organization's policy as it is now, if
+    it does: the client organization deleted since the agent was registered under it
+    (applying no policy would fail open), or an address outside its domain."""
+    if agent.client_org_id is not None and client_org is None:
+        return MailbridgeError(
+            ErrorCode.CLIENT_ORG_MISSING,
+            f"This agent's client organization {agent.client_org_id!r} no longer exists, so "
+            "its email policy cannot be applied: the agent cannot send.",
+            hint="Save the client organization's email policy again, or register the agent "
+            "without it.",
+        )
+    return addresses_outside(client_org, addresses)
 
 
 def banner(client_org: ClientOrg) -> ClientOrgBanner:

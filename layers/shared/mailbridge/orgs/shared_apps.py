@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING
 
 from ..agents.access import require_admin, require_person
 from ..agents.models import Agent, Caller
+from ..audit.models import SERVICE, Actor, AuditAction
+from ..audit.service import app_entry
 from ..connections.models import OAuthConnection, StoredConfig
 from ..core.errors import (
+    WRITE_ATTEMPTS,
     Cause,
     ErrorCode,
     InvalidField,
@@ -23,6 +26,7 @@ from ..core.errors import (
     ProviderError,
     StaleWrite,
     Unavailable,
+    kept_changing,
 )
 from ..core.observability import logger
 from ..core.settings import settings
@@ -90,9 +94,15 @@ def unusable_app(config: StoredConfig, app: ResolvedApp | None) -> ProviderError
         return ProviderError(code, connection.provider)
     if authorization is not None and app.client_id != authorization.client_id:
         return ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, connection.provider)
+    return marked_secret(app)
+
+
+def marked_secret(app: ResolvedApp) -> ProviderError | None:
+    """The provider refused the shared app's secret: no use of it, a sign-in included,
+    works until the shared app's secret is rotated."""
     if app.shared is not None and app.shared.secret_expired_at is not None:
         cause = Cause.SHARED_APP_SECRET_REFUSED
-        return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, connection.provider, cause=cause)
+        return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, app.provider, cause=cause)
     return None
 
 
@@ -106,9 +116,13 @@ def secret_refused(orgs: OrgStore, app: ResolvedApp, error: ProviderError) -> Pr
     it shows so at its next read with nothing written to them; and the error in its words."""
     if app.shared is None or error.cause not in _SECRET_REFUSALS:
         return None
+    shared, now = app.shared, datetime.now(UTC)
+    marked = shared.model_copy(update={"secret_expired_at": now})
+    refusal = AuditAction.SHARED_APP_SECRET_REFUSED
+    entry = app_entry(SERVICE, refusal, shared, marked).failed(error.code, error.message)
     try:
         with contextlib.suppress(StaleWrite):
-            orgs.mark_app_secret_expired(app.shared, datetime.now(UTC))
+            orgs.mark_app_secret_expired(shared, now, entry)
     except Unavailable as unmarked:  # the next refusal marks it; this one is answered
         logger.warning("shared app not marked", extra={"error_code": unmarked.code})
     cause = Cause.SHARED_APP_SECRET_REFUSED
@@ -303,8 +317,9 @@ def save_shared_app(
         version=current.version + 1 if current else 1,
         updated_at=now,
     )
+    entry = app_entry(Actor.of(caller), AuditAction.SHARED_APP_SAVED, current, app)
     try:
-        orgs.put_app(app, replaces_version=current.version if current else None)
+        orgs.put_app(app, replaces_version=current.version if current else None, entry=entry)
     except StaleWrite:
         raise MailbridgeError(
             ErrorCode.CONCURRENT_UPDATE,
@@ -328,5 +343,17 @@ def delete_shared_app(
     client_org_id = _check_owner(orgs, caller, owner, owner_id, write=True)
     # The record first: a failure after it leaves a secret nothing reads, at a fixed name
     # the retry deletes, never a record pointing at a missing secret.
-    orgs.delete_app(caller.org_id, client_org_id, provider)
+    for _ in range(WRITE_ATTEMPTS):
+        app = orgs.get_app(caller.org_id, client_org_id, provider)
+        if app is None:
+            break
+        try:
+            orgs.delete_app(
+                app, app_entry(Actor.of(caller), AuditAction.SHARED_APP_REMOVED, app, None)
+            )
+            break
+        except StaleWrite:  # saved meanwhile: the entry must say what was deleted
+            continue
+    else:
+        raise kept_changing("app")
     secrets.delete(secrets.shared_name_for(caller.org_id, client_org_id, provider))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from ..agents.models import Agent
+from ..audit.models import AuditEntry
 from ..connections.models import Status, StoredConfig, TokenRef
 from ..core.errors import StaleWrite
 from ..core.settings import settings
+from .audit import write_with_entry
 from .aws import (
     conditional_write,
     dynamodb,
@@ -73,20 +72,20 @@ class DynamoAgentStore:
                 config = StoredConfig.model_validate(from_item(item))
         return agent, config
 
-    def put_agent(self, agent: Agent) -> bool:
+    def put_agent(self, agent: Agent, entry: AuditEntry) -> bool:
         item = to_item(
             {"pk": agent_partition(agent.agent_id), "sk": _AGENT_SK, **agent.model_dump()}
         )
+        put = {
+            "TableName": self.table,
+            "Item": item,
+            # Not over one being removed: the removal would delete it after this answered.
+            "ConditionExpression": "attribute_not_exists(pk) "
+            "OR (org_id = :org AND attribute_not_exists(deleting))",
+            "ExpressionAttributeValues": {":org": {"S": agent.org_id}},
+        }
         try:
-            conditional_write(
-                self.table,
-                "put_item",
-                Item=item,
-                # Not over one being removed: the removal would delete it after this answered.
-                ConditionExpression="attribute_not_exists(pk) "
-                "OR (org_id = :org AND attribute_not_exists(deleting))",
-                ExpressionAttributeValues={":org": {"S": agent.org_id}},
-            )
+            write_with_entry([{"Put": put}], self.table, entry)
         except StaleWrite:
             return False
         return True
@@ -151,7 +150,12 @@ class DynamoAgentStore:
         return True
 
     def put_config(
-        self, config: StoredConfig, *, replaces_version: int | None, org_id: str
+        self,
+        config: StoredConfig,
+        *,
+        replaces_version: int | None,
+        org_id: str,
+        entry: AuditEntry,
     ) -> None:
         item = to_item(
             {
@@ -170,31 +174,10 @@ class DynamoAgentStore:
             "AND attribute_not_exists(deleting)",
             "ExpressionAttributeValues": {":org": {"S": org_id}},
         }
-        put = {
-            "TableName": self.table,
-            "Item": item,
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            **version_condition(replaces_version),
-        }
-        transaction: list[Any] = [{"ConditionCheck": agent_check}, {"Put": put}]
-        with storage_errors("DynamoDB"):
-            try:
-                dynamodb().transact_write_items(
-                    TransactItems=transaction,
-                    # botocore retries a call whose answer was lost with this same token,
-                    # which DynamoDB recognizes as the write already applied.
-                    ClientRequestToken=uuid.uuid4().hex,
-                )
-            except ClientError as error:
-                if error.response["Error"]["Code"] != "TransactionCanceledException":
-                    raise  # storage_errors answers it
-                reasons = error.response.get("CancellationReasons", [])
-                # Applied by a first attempt whose answer was lost: the record is ours.
-                if len(reasons) == 2 and reasons[1].get("Item") == item:
-                    return
-                raise StaleWrite from None
+        put = {"TableName": self.table, "Item": item, **version_condition(replaces_version)}
+        write_with_entry([{"ConditionCheck": agent_check}, {"Put": put}], self.table, entry)
 
-    def update_status(self, config: StoredConfig) -> bool:
+    def update_status(self, config: StoredConfig, entry: AuditEntry) -> bool:
         # A test that ran against settings the user has since replaced must not overwrite
         # the newer record; its result is simply not recorded.
         values = config.model_dump(
@@ -204,14 +187,23 @@ class DynamoAgentStore:
         index = (
             f", {CONNECTED_PROVIDER} = :provider" if provider else f" REMOVE {CONNECTED_PROVIDER}"
         )
-        return self._update_if_version(
-            config,
-            "SET #status = :status, last_error = :last_error, last_test = :last_test, "
-            "connected_at = :connected_at" + index,
-            {f":{key}": serialize(value) for key, value in values.items()}
+        placeholders = {f":{key}": serialize(value) for key, value in values.items()}
+        update = {
+            "TableName": self.table,
+            "Key": self._key(config.agent_id, _CONFIG_SK),
+            "UpdateExpression": "SET #status = :status, last_error = :last_error, "
+            "last_test = :last_test, connected_at = :connected_at" + index,
+            "ConditionExpression": "version = :v",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": placeholders
+            | {":v": {"N": str(config.version)}}
             | ({":provider": {"S": provider}} if provider else {}),
-            names={"#status": "status"},
-        )
+        }
+        try:
+            write_with_entry([{"Update": update}], self.table, entry)
+        except StaleWrite:
+            return False
+        return True
 
     def update_degraded(self, config: StoredConfig) -> bool:
         degraded = config.model_dump(mode="json", include={"degraded"})["degraded"]
@@ -219,19 +211,35 @@ class DynamoAgentStore:
             config, "SET degraded = :degraded", {":degraded": serialize(degraded)}
         )
 
-    def update_tokens(
-        self, config: StoredConfig, tokens: TokenRef, *, granted_scopes: list[str] | None = None
-    ) -> bool:
+    def update_tokens(self, config: StoredConfig, tokens: TokenRef) -> bool:
         # A save since then replaced the app, and with it these tokens.
         values = {":tokens": serialize(tokens.model_dump())}
-        if granted_scopes is None:
-            return self._update_if_version(config, "SET tokens = :tokens", values)
-        return self._update_if_version(
-            config,
-            "SET tokens = :tokens, #connection.#authorization.granted_scopes = :scopes",
-            values | {":scopes": serialize(granted_scopes)},
-            names={"#connection": "connection", "#authorization": "authorization"},
-        )
+        return self._update_if_version(config, "SET tokens = :tokens", values)
+
+    def update_grant(
+        self, config: StoredConfig, tokens: TokenRef, granted_scopes: list[str], entry: AuditEntry
+    ) -> bool:
+        update = {
+            "TableName": self.table,
+            "Key": self._key(config.agent_id, _CONFIG_SK),
+            "UpdateExpression": "SET tokens = :tokens, "
+            "#connection.#authorization.granted_scopes = :scopes",
+            "ConditionExpression": "version = :v",
+            "ExpressionAttributeNames": {
+                "#connection": "connection",
+                "#authorization": "authorization",
+            },
+            "ExpressionAttributeValues": {
+                ":tokens": serialize(tokens.model_dump()),
+                ":scopes": serialize(granted_scopes),
+                ":v": {"N": str(config.version)},
+            },
+        }
+        try:
+            write_with_entry([{"Update": update}], self.table, entry)
+        except StaleWrite:
+            return False
+        return True
 
     def _update_if_version(
         self,
@@ -254,9 +262,14 @@ class DynamoAgentStore:
             return False
         return True
 
-    def delete_config(self, agent_id: str) -> None:
-        with storage_errors("DynamoDB"):
-            dynamodb().delete_item(TableName=self.table, Key=self._key(agent_id, _CONFIG_SK))
+    def delete_config(self, config: StoredConfig, entry: AuditEntry) -> None:
+        delete = {
+            "TableName": self.table,
+            "Key": self._key(config.agent_id, _CONFIG_SK),
+            "ConditionExpression": "version = :v",
+            "ExpressionAttributeValues": {":v": {"N": str(config.version)}},
+        }
+        write_with_entry([{"Delete": delete}], self.table, entry)
 
     def try_lock(self, agent_id: str, holder: str, lease_seconds: int) -> bool:
         now = int(time.time())

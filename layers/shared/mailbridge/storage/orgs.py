@@ -8,11 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ..audit.models import AuditEntry
 from ..core.settings import settings
 from ..core.types import OAUTH_PROVIDERS
 from ..orgs.models import AppOwner, ClientOrg, SharedApp
+from .audit import write_with_entry
 from .aws import (
-    conditional_write,
     dynamodb,
     from_item,
     storage_errors,
@@ -85,53 +86,75 @@ class DynamoOrgStore:
         return from_item(response["Item"]) if "Item" in response else None
 
     def _put(
-        self, partition: str, sort_key: str, record: BaseModel, replaces_version: int | None
+        self,
+        partition: str,
+        sort_key: str,
+        record: BaseModel,
+        replaces_version: int | None,
+        entry: AuditEntry,
     ) -> None:
         item = to_item({"pk": partition, "sk": sort_key, **record.model_dump(mode="json")})
-        conditional_write(self.table, "put_item", Item=item, **version_condition(replaces_version))
-
-    def _delete(self, partition: str, sort_key: str) -> None:
-        with storage_errors("DynamoDB"):
-            dynamodb().delete_item(TableName=self.table, Key=_key(partition, sort_key))
+        put = {"TableName": self.table, "Item": item, **version_condition(replaces_version)}
+        write_with_entry([{"Put": put}], self.table, entry)
 
     def get_app(self, org_id: str, client_org_id: str | None, provider: str) -> SharedApp | None:
         values = self._get(owner_partition(org_id, client_org_id), f"{_APP_SK}{provider}")
         return SharedApp.model_validate(values) if values else None
 
-    def put_app(self, app: SharedApp, *, replaces_version: int | None) -> None:
+    def put_app(self, app: SharedApp, *, replaces_version: int | None, entry: AuditEntry) -> None:
         partition = owner_partition(app.org_id, app.client_org_id)
-        self._put(partition, f"{_APP_SK}{app.provider}", app, replaces_version)
+        self._put(partition, f"{_APP_SK}{app.provider}", app, replaces_version, entry)
 
-    def mark_app_secret_expired(self, app: SharedApp, at: datetime) -> None:
+    def mark_app_secret_expired(self, app: SharedApp, at: datetime, entry: AuditEntry) -> None:
         # An update, not a put: the version stays, so an admin's save in progress is not
         # refused as concurrent.
-        conditional_write(
-            self.table,
-            "update_item",
-            Key=_key(owner_partition(app.org_id, app.client_org_id), f"{_APP_SK}{app.provider}"),
-            UpdateExpression="SET secret_expired_at = :at",
-            ConditionExpression="version = :v AND attribute_not_exists(secret_expired_at)",
-            ExpressionAttributeValues={":at": {"S": at.isoformat()}, ":v": {"N": str(app.version)}},
-        )
+        update = {
+            "TableName": self.table,
+            "Key": _key(owner_partition(app.org_id, app.client_org_id), f"{_APP_SK}{app.provider}"),
+            "UpdateExpression": "SET secret_expired_at = :at",
+            "ConditionExpression": "version = :v AND attribute_not_exists(secret_expired_at)",
+            "ExpressionAttributeValues": {
+                ":at": {"S": at.isoformat()},
+                ":v": {"N": str(app.version)},
+            },
+        }
+        write_with_entry([{"Update": update}], self.table, entry)
 
-    def delete_app(self, org_id: str, client_org_id: str | None, provider: str) -> None:
-        self._delete(owner_partition(org_id, client_org_id), f"{_APP_SK}{provider}")
+    def delete_app(self, app: SharedApp, entry: AuditEntry) -> None:
+        self.delete(None, [app], [entry])
 
     def get(self, org_id: str, client_org_id: str) -> ClientOrg | None:
         values = self._get(owner_partition(org_id, client_org_id), _CLIENT_ORG_SK)
         return ClientOrg.model_validate(values) if values else None
 
-    def put(self, client_org: ClientOrg, *, replaces_version: int | None) -> None:
+    def put(
+        self, client_org: ClientOrg, *, replaces_version: int | None, entry: AuditEntry
+    ) -> None:
         partition = owner_partition(client_org.org_id, client_org.client_org_id)
-        self._put(partition, _CLIENT_ORG_SK, client_org, replaces_version)
+        self._put(partition, _CLIENT_ORG_SK, client_org, replaces_version, entry)
 
-    def delete(self, org_id: str, client_org_id: str) -> None:
-        partition = owner_partition(org_id, client_org_id)
-        sort_keys = [_CLIENT_ORG_SK, *(f"{_APP_SK}{provider}" for provider in OAUTH_PROVIDERS)]
-        with storage_errors("DynamoDB"):
-            dynamodb().transact_write_items(
-                TransactItems=[
-                    {"Delete": {"TableName": self.table, "Key": _key(partition, sort_key)}}
-                    for sort_key in sort_keys
-                ]
+    def delete(
+        self, client_org: ClientOrg | None, apps: list[SharedApp], entries: list[AuditEntry]
+    ) -> None:
+        records: list[tuple[dict[str, Any], int]] = [
+            (
+                _key(owner_partition(app.org_id, app.client_org_id), f"{_APP_SK}{app.provider}"),
+                app.version,
             )
+            for app in apps
+        ]
+        if client_org is not None:
+            partition = owner_partition(client_org.org_id, client_org.client_org_id)
+            records.append((_key(partition, _CLIENT_ORG_SK), client_org.version))
+        deletes = [
+            {
+                "Delete": {
+                    "TableName": self.table,
+                    "Key": key,
+                    "ConditionExpression": "version = :v",
+                    "ExpressionAttributeValues": {":v": {"N": str(version)}},
+                }
+            }
+            for key, version in records
+        ]
+        write_with_entry(deletes, self.table, *entries)

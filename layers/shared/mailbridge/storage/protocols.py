@@ -1,6 +1,7 @@
 """What the domain may ask of each store. The domain is typed against these, never against
 boto3 or the implementations; a failed AWS call is `storage_unavailable` everywhere, and a
-conditional write that lost a race is `StaleWrite` where a method says so."""
+conditional write that lost a race is `StaleWrite` where a method says so. A method taking an
+`entry` writes it in the same transaction as its change: both or neither."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..agents.models import Agent
+from ..audit.models import AuditEntry
 from ..connections.models import StoredConfig, TokenRef
 from ..core.types import SecretRef
 from ..core.windows import Window
@@ -25,7 +27,7 @@ class AgentStore(Protocol):
         """The agent and its config, in one round trip."""
         ...
 
-    def put_agent(self, agent: Agent) -> bool:
+    def put_agent(self, agent: Agent, entry: AuditEntry) -> bool:
         """Register or update it; False (nothing written) if its id is another
         organization's, or it is being removed."""
         ...
@@ -41,14 +43,19 @@ class AgentStore(Protocol):
         ...
 
     def put_config(
-        self, config: StoredConfig, *, replaces_version: int | None, org_id: str
+        self,
+        config: StoredConfig,
+        *,
+        replaces_version: int | None,
+        org_id: str,
+        entry: AuditEntry,
     ) -> None:
         """Write the whole record if it is still at `replaces_version` (None: must not
         exist) and its agent is there, `org_id`'s, and not being removed; else
         `StaleWrite`."""
         ...
 
-    def update_status(self, config: StoredConfig) -> bool:
+    def update_status(self, config: StoredConfig, entry: AuditEntry) -> bool:
         """Record status, last error and last test if the record is still that version;
         False (nothing written) if a save replaced it meanwhile."""
         ...
@@ -57,14 +64,19 @@ class AgentStore(Protocol):
         """Record how new mail's delivery fails (or that it works again), as update_status."""
         ...
 
-    def update_tokens(
-        self, config: StoredConfig, tokens: TokenRef, *, granted_scopes: list[str] | None = None
-    ) -> bool:
-        """Point the record at refreshed tokens if its settings are still that version, and
-        record the scopes they grant when those changed (`granted_scopes`)."""
+    def update_tokens(self, config: StoredConfig, tokens: TokenRef) -> bool:
+        """Point the record at refreshed tokens if its settings are still that version."""
         ...
 
-    def delete_config(self, agent_id: str) -> None: ...
+    def update_grant(
+        self, config: StoredConfig, tokens: TokenRef, granted_scopes: list[str], entry: AuditEntry
+    ) -> bool:
+        """...and record the scopes they grant, which changed."""
+        ...
+
+    def delete_config(self, config: StoredConfig, entry: AuditEntry) -> None:
+        """If the record is still that version; else `StaleWrite` (gone, or saved since)."""
+        ...
 
     def try_lock(self, agent_id: str, holder: str, lease_seconds: int) -> bool:
         """Take the agent's token-refresh lock unless another holder's lease is running."""
@@ -96,25 +108,32 @@ class OrgStore(Protocol):
         self, org_id: str, client_org_id: str | None, provider: str
     ) -> SharedApp | None: ...
 
-    def put_app(self, app: SharedApp, *, replaces_version: int | None) -> None:
+    def put_app(self, app: SharedApp, *, replaces_version: int | None, entry: AuditEntry) -> None:
         """Else `StaleWrite` (see AgentStore.put_config)."""
         ...
 
-    def mark_app_secret_expired(self, app: SharedApp, at: datetime) -> None:
+    def mark_app_secret_expired(self, app: SharedApp, at: datetime, entry: AuditEntry) -> None:
         """Record that the provider refused the app's secret, once, and only over the
         app's version as read: else `StaleWrite` (a save since, or marked already)."""
         ...
 
-    def delete_app(self, org_id: str, client_org_id: str | None, provider: str) -> None: ...
+    def delete_app(self, app: SharedApp, entry: AuditEntry) -> None:
+        """If it is still that version; else `StaleWrite` (gone, or saved since)."""
+        ...
 
     def get(self, org_id: str, client_org_id: str) -> ClientOrg | None: ...
 
-    def put(self, client_org: ClientOrg, *, replaces_version: int | None) -> None:
+    def put(
+        self, client_org: ClientOrg, *, replaces_version: int | None, entry: AuditEntry
+    ) -> None:
         """Else `StaleWrite` (see AgentStore.put_config)."""
         ...
 
-    def delete(self, org_id: str, client_org_id: str) -> None:
-        """The client organization with its shared apps, in one transaction."""
+    def delete(
+        self, client_org: ClientOrg | None, apps: list[SharedApp], entries: list[AuditEntry]
+    ) -> None:
+        """The client organization (if given) and these shared apps with their entries, in
+        one transaction, if each is still the version read; else `StaleWrite`."""
         ...
 
 
@@ -216,3 +235,25 @@ class EventBus(Protocol):
 
 class SyncQueue(Protocol):
     def send(self, requests: list[SyncRequest]) -> None: ...
+
+
+class AuditLog(Protocol):
+    """The audit trail's entries that go with no change of their own, and the histories."""
+
+    def record(self, entry: AuditEntry) -> None:
+        """An entry alone: a refusal, which changed nothing."""
+        ...
+
+    def history(
+        self,
+        org_id: str,
+        agent_id: str | None,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        after: str | None,
+        limit: int,
+    ) -> tuple[list[AuditEntry], str | None]:
+        """The organization's (or one agent's) entries in the time range, newest first,
+        after the sort key `after`; and the sort key to go on from, None after the last."""
+        ...

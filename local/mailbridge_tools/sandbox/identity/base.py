@@ -28,7 +28,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from ..network import LOOPBACK
@@ -348,7 +348,7 @@ class FakeProvider:
         self._sequence = itertools.count(1)
 
     # -- lifecycle
-    def __enter__(self) -> FakeProvider:
+    def __enter__(self) -> Self:
         self._server = _Server(self, self._context)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
