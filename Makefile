@@ -1,16 +1,31 @@
-# The two commands of the README: `make run` (local API) and `make test` (everything CI runs).
+# The README's workflows: `make run` (local API), `make sandbox`, `make invoke`, `make build`
+# and `make test` (everything CI runs).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run sandbox test lint pytest openapi bench screenshots install system-deps clean
+# The local run's port: make run PORT=9000.
+PORT ?= 8787
+
+.PHONY: run sandbox invoke build test lint pytest openapi bench screenshots install system-deps clean
 
 run: install
-	$(BIN)/python -m mailbridge_tools.localapi
+	$(BIN)/python -m mailbridge_tools.localapi --port $(PORT)
 
 # The local run plus a demo mailbox (Dovecot, SMTP) on loopback: no internet needed.
 sandbox: install system-deps
-	$(BIN)/python -m mailbridge_tools.localapi --sandbox
+	$(BIN)/python -m mailbridge_tools.localapi --sandbox --port $(PORT)
+
+# One sample event through its function, in process, against a store with the demo agents:
+# make invoke EVENT=events/get_email_config.json
+invoke: install
+	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/<file>.json" >&2; exit 2; }
+	$(BIN)/python -m mailbridge_tools.localapi --invoke $(EVENT)
+
+# sam build, once the functions' runtime's Python and SAM CLI are on PATH (it says how to get
+# them); SAM_ARGS go to sam build, e.g. SAM_ARGS=--use-container.
+build: install
+	$(BIN)/python -m mailbridge_tools.build $(SAM_ARGS)
 
 test: install system-deps lint pytest
 

@@ -99,6 +99,7 @@ def lambda_environment(
     runtime = properties.get("Runtime", "python3.12")
     resolved = {
         table_logical_id(template): "mailbridge-bench",
+        "AWS::StackName": "mailbridge-bench",
         **_stand_ins(template),
         **(parameters or {}),
     }

@@ -79,7 +79,9 @@ def test_operators_register_agents_from_the_command_line(local_api: Any, org: Or
 def test_new_agent_is_not_connected(org: Org) -> None:
     response = org.client.get(org.config_path)
     assert response.status == 200
-    assert response.json() == {
+    view = response.json()
+    assert set(view.pop("oauth_setup")) == {"microsoft", "google"}  # see below
+    assert view == {
         "agent_id": org.agent_id,
         "status": "not_connected",
         "reason": "not_configured",
@@ -311,6 +313,78 @@ def test_bad_input_is_refused_naming_the_field(
     assert response.error["field"] == field
     assert "Traceback" not in response.text
     assert "secret" not in response.text
+
+
+def test_every_broken_rule_is_named_at_once(org: Org) -> None:
+    """A form marks each field at fault in one round trip: the first problem is the error,
+    and `errors` lists each, one per field, in plain words."""
+    body = {
+        "provider": "imap",
+        "email": "not-an-address",
+        "password": "s3cret-value",
+        "imap": {"host": "mail .example.com", "port": "abc", "security": "tls"},
+        "smtp_host": "x",
+    }
+    response = org.client.put(org.config_path, body)
+    assert response.status == 422, response.text
+    error = response.error
+    problems = {problem["field"]: problem["code"] for problem in error["errors"]}
+    assert problems == {
+        "email": "invalid_field",
+        "imap.host": "invalid_field",
+        "imap.port": "invalid_field",
+        "smtp_host": "unknown_field",
+    }
+    assert (error["code"], error["field"]) == (
+        error["errors"][0]["code"],
+        error["errors"][0]["field"],
+    )
+    email = next(problem for problem in error["errors"] if problem["field"] == "email")
+    assert email["message"] == "email: must be an email address like name@example.com."
+    host = next(problem for problem in error["errors"] if problem["field"] == "imap.host")
+    assert "pattern" not in host["message"] and "^" not in host["message"]
+    assert "s3cret-value" not in response.text
+    # One problem: the error alone, as before.
+    one = {"provider": "imap", "email": "a@example.com", "smtp_host": "x"}
+    single = org.client.put(org.config_path, one).error
+    assert (single["code"], single["field"], "errors" in single) == (
+        "unknown_field",
+        "smtp_host",
+        False,
+    )
+
+
+def test_the_services_own_rules_are_named_at_once_too(org: Org) -> None:
+    """What only the service can say (a custom preset's servers, a secret a new connection
+    needs) comes in the same list."""
+    body = {
+        "provider": "imap",
+        "email": "agent@example.com",
+        "imap": {"port": 993, "security": "tls"},
+        "smtp": {"host": "smtp.example.com"},
+    }
+    error = org.client.put(org.config_path, body).error
+    assert [(problem["field"], problem["code"]) for problem in error["errors"]] == [
+        ("imap.host", "invalid_field"),
+        ("smtp.port", "invalid_field"),
+        ("smtp.security", "invalid_field"),
+        ("password", "invalid_field"),
+    ]
+    hints = [bool(problem.get("hint")) for problem in error["errors"]]
+    assert hints == [True, True, True, False]  # nothing stored: no "stored secret" to explain
+
+
+def test_the_view_says_what_an_oauth_app_needs_before_anything_is_saved(
+    org: Org, local_api: Any
+) -> None:
+    from mailbridge.oauth.providers import requested_scopes
+
+    setup = org.client.get(org.config_path).json()["oauth_setup"]
+    callback = local_api.url + "/api/engine/oauth/callback"
+    assert setup == {
+        provider: {"redirect_uri": callback, "scopes": requested_scopes(provider)}
+        for provider in ("microsoft", "google")
+    }
 
 
 def test_custom_preset_needs_every_server_field(org: Org) -> None:

@@ -33,13 +33,14 @@ def test_every_route_has_a_sample_event(local_api: Any) -> None:
 
 
 def test_the_new_mail_events_run(local_api: Any) -> None:
-    """The scheduler's round queues every connected IMAP agent; a look at an agent with no
-    connection has nothing to do, and succeeds."""
+    """Each finds its function (`make invoke` names none): the scheduler's round queues every
+    connected IMAP agent; a look at an agent with no connection has nothing to do, and
+    succeeds."""
+    for name, function in OTHER_EVENTS.items():
+        assert local_api.function_of(load(name)) == function
     connected = sum(len(page) for page in DynamoFeedStore().connected_agents("imap"))
-    round_ = local_api.invoke(load("new_mail_round"), OTHER_EVENTS["new_mail_round"])
-    assert round_ == {"queued": connected}
-    look = local_api.invoke(load("new_mail_look"), OTHER_EVENTS["new_mail_look"])
-    assert look == {"batchItemFailures": []}
+    assert local_api.invoke(load("new_mail_round")) == {"queued": connected}
+    assert local_api.invoke(load("new_mail_look")) == {"batchItemFailures": []}
     local_api.process_queue()  # what the round queued
 
 

@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from mailbridge.adapters.mailnet import AddressNotAllowed, address_allowed, open_connection
-from support import MAILBOX, Org, secret_value
+from mailbridge.adapters.mailnet import AddressNotAllowed, open_connection
+from mailbridge.core.addresses import address_allowed, host_refused
+from support import MAILBOX, Org, saved_entry, secret_value
 
 Body = Callable[..., dict[str, Any]]
 
@@ -57,16 +58,68 @@ def test_a_refused_address_is_never_connected_to() -> None:
             listener.accept()  # nothing connected
 
 
-def test_the_metadata_address_is_refused_through_the_api(org: Org, imap_body: Body) -> None:
-    body = imap_body()
-    body["imap"] = {"host": "169.254.169.254", "port": 993, "security": "tls"}
-    body["smtp"] = {"host": "::ffff:169.254.169.254", "port": 465, "security": "tls"}
-    assert org.client.put(org.config_path, body).status == 200
+@pytest.mark.parametrize(
+    ("host", "by_default", "with_private_allowed"),
+    [
+        ("imap.example.com", False, False),  # a name: DNS answers at the connection
+        ("8.8.8.8", False, False),
+        ("localhost", True, False),
+        ("127.0.0.1", True, False),
+        ("127.1", True, False),  # the resolver's short and whole-number forms of 127.0.0.1
+        ("2130706433", True, False),
+        ("0x7f000001", True, False),
+        ("10.0.0.7", True, False),
+        ("169.254.169.254", True, True),
+        ("::ffff:169.254.169.254", True, True),
+        ("0.0.0.0", True, True),  # noqa: S104 - the address under test
+    ],
+)
+def test_which_hosts_are_refused_without_asking_dns(
+    host: str, by_default: bool, with_private_allowed: bool
+) -> None:
+    assert host_refused(host, allow_private=False) is by_default
+    assert host_refused(host, allow_private=True) is with_private_allowed
+
+
+def test_the_metadata_address_is_refused_at_save_as_at_test(org: Org, imap_body: Body) -> None:
+    """The user learns it on saving, with the code and words the test would give; a
+    connection saved before (by an earlier version) is still refused by its test, before
+    any connection attempt."""
+    from mailbridge.connections.models import ServerSettings
+    from mailbridge.storage.agents import DynamoAgentStore
+
+    for protocol, host, port in (
+        ("imap", "169.254.169.254", 993),
+        ("smtp", "::ffff:169.254.169.254", 465),
+    ):
+        body = imap_body()
+        body[protocol] = {"host": host, "port": port, "security": "tls"}
+        refused = org.client.put(org.config_path, body)
+        assert (refused.status, refused.error["code"], refused.error["field"]) == (
+            409,
+            "address_not_allowed",
+            f"{protocol}.host",
+        ), refused.text
+        assert f"{host}:{port}" in refused.error["message"]
+    assert org.client.get(org.config_path).json()["config"] is None
+
+    assert org.client.put(org.config_path, imap_body()).status == 200
+    agents = DynamoAgentStore()
+    _, stored = agents.load(org.agent_id)
+    assert stored is not None
+    metadata = ServerSettings(host="169.254.169.254", port=993, security="tls")
+    earlier = stored.model_copy(
+        update={
+            "connection": stored.connection.model_copy(update={"imap": metadata, "smtp": metadata}),
+            "version": stored.version + 1,
+        }
+    )
+    entry = saved_entry(org.org_id, org.agent_id)
+    agents.put_config(earlier, replaces_version=stored.version, org_id=org.org_id, entry=entry)
     started = time.monotonic()
     result = org.client.post(org.config_path + "/test").json()
     assert time.monotonic() - started < 1  # refused before any connection attempt
-    for check in result["checks"]:
-        assert check["error"]["code"] == "address_not_allowed"
+    assert [check["error"]["code"] for check in result["checks"]] == ["address_not_allowed"] * 2
 
 
 @pytest.mark.parametrize("port", [22, 80, 110, 443, 636])

@@ -1,5 +1,5 @@
-"""The handlers' shared entry point, on a route of the test's own: what an unexpected error
-leaves in the logs."""
+"""The handlers' shared entry point: what an unexpected error leaves in the logs (on a route
+of the test's own), and the caller's token checked before anything else."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from mailbridge_tools.localapi import LambdaContext
+from mailbridge_tools.localapi.gateway import PATH_PARAMETER
+from support import ApiClient
 
 EVENT = Path(__file__).parent.parent / "events" / "list_presets.json"
 
@@ -56,3 +58,33 @@ def test_answers_are_utf8_and_survive_a_lone_surrogate(local_api: Any) -> None:
 
     assert answer["statusCode"] == 200
     assert answer["body"] == '{"subject":"Grüße ? 日本"}'
+
+
+def test_a_token_naming_no_organization_is_refused_on_every_route_before_its_body(
+    local_api: Any,
+) -> None:
+    """Signed, unexpired, with every scope, but without the organization claim: 401 on
+    every route behind the authorizer, whatever the body (one that is not even JSON here,
+    which a token naming its organization gets 400 for on the routes that save)."""
+    scopes = ("mail.read", "mail.send", "agents.manage")
+    without = local_api.issuer.mint(sub="someone", org_id="x", org_claim="tenant", scopes=scopes)
+    with_org = local_api.issuer.mint(sub="someone", org_id="org-http", scopes=scopes)
+    statuses: dict[str, tuple[int, str]] = {}
+    read: dict[str, int] = {}  # with the organization's token, by route
+    for route in local_api.routes:
+        if not route.authorized:
+            continue
+        path = PATH_PARAMETER.sub(
+            lambda name: "google" if name[1] == "provider" else "x", route.path
+        )
+        raw = b"{not json" if route.method in ("PUT", "POST", "PATCH") else None
+        answer = ApiClient(local_api.url, without).request(route.method, path, raw=raw)
+        statuses[route.route_key] = (answer.status, answer.error["code"])
+        if raw is not None:
+            answer = ApiClient(local_api.url, with_org).request(route.method, path, raw=raw)
+            read[route.route_key] = answer.status
+    assert set(statuses.values()) == {(401, "unauthorized")}, statuses
+    assert len(statuses) == sum(route.authorized for route in local_api.routes) > 20
+    # Each route that saves something reads its body, and said so with a token naming its
+    # organization.
+    assert {read[key] for key in read if key.startswith("PUT ")} == {400}, read

@@ -1,21 +1,33 @@
-"""The README's run command, end to end: `python -m mailbridge_tools.localapi --sandbox`
-prints a token, a demo agent and the sandbox; with them, curl-like calls connect the agent
-by each of the three methods and test it, and no secret shows up in a response or a log."""
+"""The README's local workflows, end to end: `python -m mailbridge_tools.localapi --sandbox`
+prints a token, a demo agent and the sandbox; its printed lines, run by bash as printed,
+connect the agent by each of the three methods, test it and use its mail, and no secret
+shows up in a response or a log. A taken port is said in one line, a signal stops every
+process the sandbox started, and `--invoke` runs a sample event (`make invoke`)."""
 
 from __future__ import annotations
 
 import json
-import shlex
+import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import boto3
 import pytest
-import requests
 from mailbridge_tools.sandbox import dovecot_binary
 from support import ApiClient, require_component
+
+EVENTS = Path(__file__).parent.parent / "events"
+# A reader's shell and curl run the printed lines.
+BASH, CURL = shutil.which("bash") or "bash", shutil.which("curl")
 
 
 @dataclass
@@ -26,12 +38,23 @@ class LocalRun:
     def line(self, containing: str) -> str:
         return next(line for line in self.welcome if containing in line)
 
+    @property
+    def url(self) -> str:
+        return self.line("mailbridge local API: ").removeprefix("mailbridge local API: ")
+
+    def export(self, name: str) -> str:
+        return self.line(f"export {name}=").split("=", 1)[1]
+
 
 @contextmanager
-def launched(*arguments: str) -> Iterator[LocalRun]:
-    """The run command with these arguments, until its welcome has been printed."""
+def launched(*arguments: str, in_background: bool = False) -> Iterator[LocalRun]:
+    """The run command with these arguments, until its welcome has been printed; with
+    `in_background`, started by a shell as `command &` is, which makes it ignore SIGINT."""
+    command = [sys.executable, "-m", "mailbridge_tools.localapi", "--port", "0", *arguments]
+    if in_background:
+        command = [BASH, "-c", '"$@" & wait', "bash", *command]
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailbridge_tools.localapi", "--port", "0", *arguments],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -48,30 +71,30 @@ def launched(*arguments: str) -> Iterator[LocalRun]:
         yield LocalRun(process, welcome)
     finally:
         process.terminate()
-        process.wait(timeout=10)
-        process.stdout.close()
+        # Read while it stops: it logs on its way out, and a full pipe would hold it.
+        process.communicate(timeout=30)
 
 
-def curl(line: str, variables: dict[str, str]) -> requests.Response:
-    """What this printed `curl -s [-X METHOD] [-H HEADER]... URL [--json BODY]` line does,
-    with the shell's variables (and placeholders) replaced."""
-    for name, value in variables.items():
-        line = line.replace(name, value)
-    words = shlex.split(line)
-    assert words[:2] == ["curl", "-s"], line
-    method, headers, url, body = "GET", {}, "", None
-    options = iter(words[2:])
-    for word in options:
-        if word == "-X":
-            method = next(options)
-        elif word == "-H":
-            name, _, value = next(options).partition(": ")
-            headers[name] = value
-        elif word == "--json":
-            body = json.loads(next(options))
-        else:
-            url = word
-    return requests.request(method, url, headers=headers, json=body, timeout=30)
+_END_OF_LINE = "----- end of a printed line -----"
+
+
+def run_as_printed(lines: list[str], variables: dict[str, str]) -> list[str]:
+    """Runs the printed lines in order, in one bash as a reader pasting them would (a line
+    may set a variable a later one uses), with curl failing on any HTTP error; what each
+    printed."""
+    script = ["set -euo pipefail", 'curl() { command curl --fail-with-body "$@"; }']
+    for line in lines:
+        script += [line, f"echo; echo '{_END_OF_LINE}'"]
+    done = subprocess.run(
+        [BASH, "-c", "\n".join(script)],
+        env=os.environ | variables,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    return [printed.strip() for printed in done.stdout.split(_END_OF_LINE)[:-1]]
 
 
 @pytest.fixture(scope="module")
@@ -82,17 +105,136 @@ def local_run() -> Iterator[LocalRun]:
 
 
 def test_parameter_overrides_reach_the_functions() -> None:
-    """The README's way to try a self-hosted server: private addresses and its ports."""
+    """The README's way to try a self-hosted server: private addresses and its ports. With
+    a customer-managed key too, the password's secret is created under it, tagged with the
+    stack, organization and agent, and the connection test reads it (IAM enforced)."""
     body = {"provider": "imap", "email": "me@example.com", "password": "p"}
     body |= {"imap": {"host": "127.0.0.1", "port": 1143, "security": "starttls"}}
     body |= {"smtp": {"host": "127.0.0.1", "port": 1587, "security": "starttls"}}
-    overrides = ("AllowPrivateMailServers=true", "ExtraMailPorts=1143,1587")
+    key = "arn:aws:kms:us-east-1:123456789012:key/0b6c2d4e-8f1a-4b3c-9d5e-7a6b5c4d3e2f"
+    overrides = ("AllowPrivateMailServers=true", "ExtraMailPorts=1143,1587", f"KmsKeyArn={key}")
+    path = "/bridge/agents/demo-agent/email-config"
     for arguments, status in (((), 422), (("--parameter-overrides", *overrides), 200)):
         with launched(*arguments) as run:
-            url = run.line("mailbridge local API: ").removeprefix("mailbridge local API: ")
-            token = run.line("export MAILBRIDGE_TOKEN=").split("=", 1)[1]
-            saved = ApiClient(url, token).put("/bridge/agents/demo-agent/email-config", body)
+            client = ApiClient(run.url, run.export("MAILBRIDGE_TOKEN"))
+            saved = client.put(path, body)
             assert saved.status == status, saved.text
+            if status != 200:
+                continue
+            tested = client.post(path + "/test")
+            assert tested.status == 200, tested.text  # nothing listens on 1143: refused
+            assert tested.json()["checks"][0]["error"]["code"] == "connection_refused"
+            moto = run.line("AWS (moto)").rsplit(" ", 1)[1]
+            found = boto3.client(
+                "secretsmanager",
+                endpoint_url=moto,
+                region_name="us-east-1",
+                aws_access_key_id="local",
+                aws_secret_access_key="local",
+            ).describe_secret(SecretId="mailbridge/agents/demo-agent/email")
+    assert found["KmsKeyId"] == key
+    assert {tag["Key"]: tag["Value"] for tag in found["Tags"]} == {
+        "mailbridge:stack": "mailbridge-local",
+        "mailbridge:org": "demo-org",
+        "mailbridge:agent": "demo-agent",
+    }
+
+
+def test_a_taken_port_is_said_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "mailbridge_tools.localapi", "--port", str(port)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"mailbridge: port {port} on 127.0.0.1 is taken (another run?); choose another: "
+        f"make run PORT={port + 1}, make sandbox PORT={port + 1}\n"
+    )
+
+
+def test_invoke_runs_a_sample_event_against_the_demo_agents() -> None:
+    """`make invoke EVENT=...`: the handler's answer alone on stdout (the function's logs go
+    to stderr), for the demo agent, which is there. (tests/test_events.py runs every event.)"""
+    command = [sys.executable, "-m", "mailbridge_tools.localapi"]
+    command += ["--invoke", str(EVENTS / "put_email_config.json")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert (answer["statusCode"], json.loads(answer["body"])["status"]) == (200, "configured")
+    assert '"message":"email config saved"' in done.stderr
+
+
+def _processes_under(pid: int) -> dict[int, str]:
+    """Every process `pid` started, and theirs: their command lines, by pid."""
+    found: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rpartition(")")[2].split()[1])
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if parent == pid:
+            child = int(stat.parent.name)
+            found |= {child: command, **_processes_under(child)}
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has ended; only its parent has not collected it yet
+
+
+@pytest.mark.parametrize(
+    ("stop", "in_background"),
+    [(signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["SIGTERM", "SIGINT in the background"],
+)
+def test_a_signal_stops_every_process_the_sandbox_started(
+    stop: signal.Signals, in_background: bool
+) -> None:
+    """Dovecot is a process of its own, which a sandbox stopped by a signal's default action
+    left running; stopped in order, it ends with its processes and its directory. In the
+    background a shell starts it with SIGINT ignored, which it must take back."""
+    require_component(dovecot_binary() is not None, "Dovecot (Debian package dovecot-imapd)")
+    started: dict[int, str] = {}
+    try:
+        with launched("--sandbox", in_background=in_background) as run:
+            server = run.process.pid
+            if in_background:  # the shell's child
+                [server] = (
+                    pid
+                    for pid, command in _processes_under(server).items()
+                    if "mailbridge_tools.localapi" in command
+                )
+            started = _processes_under(server)
+            os.kill(server, stop)
+            status = run.process.wait(timeout=30)
+            assert run.process.stdout is not None
+            said = run.process.stdout.read()
+    finally:
+        left = _ended_or_killed(started)
+    assert (status, said.rstrip().splitlines()[-1]) == (0, "stopped")
+    assert left == []
+    directories = re.findall(r"-c (\S+)/dovecot\.conf", " ".join(started.values()))
+    assert len(directories) == 1, started
+    assert not Path(directories[0]).exists()
+
+
+def _ended_or_killed(processes: dict[int, str]) -> list[str]:
+    """Waits a little for the processes to end (Dovecot's master waits for its own); the
+    command lines of those still running, which are killed: they must not outlive a test."""
+    ends_at = time.monotonic() + 5
+    while any(_running(pid) for pid in processes) and time.monotonic() < ends_at:
+        time.sleep(0.05)
+    left = {pid: command for pid, command in processes.items() if _running(pid)}
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return list(left.values())
 
 
 def test_the_sandbox_shows_each_state(local_run: LocalRun) -> None:
@@ -133,67 +275,91 @@ def test_the_sandbox_shows_each_state(local_run: LocalRun) -> None:
     ]
 
 
-def test_the_printed_commands_connect_the_demo_agent(local_run: LocalRun) -> None:
-    url = local_run.line("mailbridge local API: ").removeprefix("mailbridge local API: ")
-    token = local_run.line("export MAILBRIDGE_TOKEN=").split("=", 1)[1]
-    assert f"{url}/bridge/agents/demo-agent/email-config" in local_run.line('email-config"')
-    put_line = local_run.line("curl -s -X PUT")
-    body = json.loads(put_line[put_line.index("'") + 1 : put_line.rindex("'")])
+def test_the_printed_commands_work_as_printed(local_run: LocalRun) -> None:
+    """Every call the welcome and the sandbox print, run by bash as printed: each answers
+    2xx, and together they connect the demo agent by each method, test it, and read and
+    reply as its runtime."""
+    require_component(CURL is not None, "curl")
+    url, token = local_run.url, local_run.export("MAILBRIDGE_TOKEN")
+    variables = {
+        "MAILBRIDGE_TOKEN": token,
+        "MAILBRIDGE_AGENT_TOKEN": local_run.export("MAILBRIDGE_AGENT_TOKEN"),
+    }
+
+    # The lines to paste: calls, calls whose answer a variable keeps, and the drop command.
+    commands = [
+        line.strip()
+        for line in local_run.welcome
+        if re.match(r"\s+((\w+=\$\()?curl |\S+ -m mailbridge_tools\.sandbox\.drop )", line)
+    ]
+
+    def printed(containing: str) -> str:
+        return next(line for line in commands if containing in line)
+
+    tries = commands[: commands.index(printed("curl -s -X PUT"))]
+    assert f"{url}/bridge/agents/demo-agent/email-config" in " ".join(tries)
+    steps = [(f"try {number}", line) for number, line in enumerate(tries)]
+    steps += [("save imap", printed('"provider": "imap"')), ("test imap", printed("/test"))]
+    steps += [
+        ("list", printed("messages?unread=true&limit=1")),
+        ("pick", printed("MESSAGE_ID=$(curl")),
+        ("open", printed("/messages/$MESSAGE_ID")),
+        ("reply", printed("Idempotency-Key")),
+        ("drop", printed("mailbridge_tools.sandbox.drop")),
+    ]
+    oauth_steps = []
+    for provider in ("microsoft", "google"):
+        oauth_steps += [
+            (f"save {provider}", printed(f'"provider": "{provider}"')),
+            (f"authorize {provider}", printed("SIGN_IN=$(curl")),
+            (f"sign in {provider}", printed('"$SIGN_IN"')),
+            (f"test {provider}", printed("/test")),
+        ]
+    # Every printed line runs.
+    assert {line for _, line in steps + oauth_steps} == set(commands)
+
+    def run(named: list[tuple[str, str]]) -> dict[str, str]:
+        outputs = run_as_printed([line for _, line in named], variables)
+        return dict(zip((name for name, _ in named), outputs, strict=True))
+
     client = ApiClient(url, token)
     path = "/bridge/agents/demo-agent/email-config"
-
     assert client.get(path).json()["status"] == "not_connected"
-    responses = [client.put(path, body), client.post(path + "/test"), client.get(path)]
-    assert [r.status for r in responses] == [200, 200, 200], [r.text for r in responses]
-    tested, read = responses[1].json(), responses[2].json()
+    out = run(steps)
+    assert all(json.loads(out[f"try {number}"]) for number in range(len(tries)))
+
+    tested = json.loads(out["test imap"])
     assert tested["ok"] is True, tested
     assert tested["inbox"] == {"total": 12, "unread": 5}
-    assert tested["email"] == body["email"]
-    assert read["status"] == "connected"
+    listed, opened, replied = (json.loads(out[name]) for name in ("list", "open", "reply"))
+    assert opened["id"] == listed["messages"][0]["id"] and opened["text"]
+    assert replied["recipients"] == [(opened["reply_to"] or [opened["sender"]])[0]["address"]]
+    agent = ApiClient(url, variables["MAILBRIDGE_AGENT_TOKEN"])
+    sent = agent.get("/bridge/agents/demo-agent/mail/messages?folder=sent").json()["messages"]
+    assert sent[0]["subject"] == "Re: " + opened["subject"], sent
+    assert sent[0]["thread_id"] == opened["thread_id"]
 
-    # The agent's runtime reads its newest unread message and replies, by the printed lines.
-    agent_token = local_run.line("export MAILBRIDGE_AGENT_TOKEN=").split("=", 1)[1]
-    variables = {"$MAILBRIDGE_AGENT_TOKEN": agent_token}
-    listed = curl(local_run.line("messages?unread=true"), variables)
-    assert listed.status_code == 200, listed.text
-    newest = listed.json()["messages"][0]
-    variables["<id>"] = newest["id"]
-    opened = curl(local_run.line("messages/<id>"), variables)
-    assert opened.status_code == 200 and opened.json()["text"], opened.text
-    original = opened.json()
-    replied = curl(local_run.line("Idempotency-Key"), variables)
-    assert replied.status_code == 200, replied.text
-    assert replied.json()["recipients"] == [
-        (original["reply_to"] or [original["sender"]])[0]["address"]
-    ]
-    sent = ApiClient(url, agent_token).get("/bridge/agents/demo-agent/mail/messages?folder=sent")
-    assert sent.json()["messages"][0]["subject"] == "Re: " + original["subject"], sent.text
-    assert sent.json()["messages"][0]["thread_id"] == original["thread_id"]
-    texts = [listed.text, opened.text, replied.text, sent.text]
-
-    # The OAuth methods, through the sandbox's fake providers.
-    ca_file = local_run.line("CA certificate").rsplit(" ", 1)[1]
+    # The OAuth methods, through the sandbox's fake providers: signed in, then tested.
+    out |= run(oauth_steps)
     for provider, account in (("microsoft", "contoso"), ("google", "workspace")):
-        oauth_line = local_run.line(f'"provider": "{provider}"')
-        oauth_body = json.loads(oauth_line[oauth_line.index("'") + 1 : oauth_line.rindex("'")])
-        assert client.put(path, oauth_body).json()["status"] == "awaiting_authorization"
-        started = client.post(path + "/authorize", {"origin": url}).json()
-        signed_in = requests.get(
-            started["authorization_url"], allow_redirects=False, verify=ca_file, timeout=10
-        )
-        page = ApiClient(url, None).get(signed_in.headers["Location"].removeprefix(url))
-        assert page.status == 200 and '"status": "connected"' in page.text, page.text
-        oauth_test = client.post(path + "/test").json()
+        assert json.loads(out[f"save {provider}"])["status"] == "awaiting_authorization"
+        assert out[f"sign in {provider}"] == "200"  # the callback page
+        oauth_test = json.loads(out[f"test {provider}"])
         assert oauth_test["ok"] is True, oauth_test
         assert account in oauth_test["email"]
-        responses.append(page)
 
     # Everything the process printed after its welcome is the service's own logging.
     local_run.process.terminate()
     assert local_run.process.stdout is not None
     logs = local_run.process.stdout.read()
     assert '"message"' in logs  # the handlers' JSON log lines are there...
-    secret = local_run.line('"provider": "microsoft"').split('"client_secret": "')[1].split('"')[0]
-    for text in [*(r.text for r in responses), *texts, logs]:
-        assert body["password"] not in text  # ...and neither the password
+
+    def body(step: str) -> dict[str, str]:
+        line = dict(steps + oauth_steps)[step]
+        saved: dict[str, str] = json.loads(line[line.index("'") + 1 : line.rindex("'")])
+        return saved
+
+    password, secret = body("save imap")["password"], body("save microsoft")["client_secret"]
+    for text in [*out.values(), logs]:
+        assert password not in text  # ...and neither the password
         assert secret not in text  # nor the client secret are

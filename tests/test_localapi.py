@@ -629,6 +629,36 @@ def test_a_resource_outside_the_policy_is_access_denied(
     )
 
 
+KEY = "arn:aws:kms:us-east-1:123456789012:key/6f3c1b2a-0d4e-4f5a-9b8c-7d6e5f4a3b2c"
+
+
+def test_a_secret_under_a_customer_managed_key_needs_the_key(
+    api: LocalApi, secretsmanager: Any
+) -> None:
+    """Secrets Manager uses the key as the caller: reading needs kms:Decrypt on it, writing
+    kms:GenerateDataKey too. EchoFunction's policy names no key."""
+    name = f"echo/{uuid.uuid4().hex}"
+    secretsmanager.create_secret(Name=name, SecretString="s", KmsKeyId=KEY)  # no invocation
+    under_aws_key = f"echo/{uuid.uuid4().hex}"
+    secretsmanager.create_secret(Name=under_aws_key, SecretString="s")
+
+    read = access_denied(api, lambda: secretsmanager.get_secret_value(SecretId=name))
+    batch = access_denied(
+        api, lambda: secretsmanager.batch_get_secret_value(SecretIdList=[under_aws_key, name])
+    )
+    created = access_denied(
+        api,
+        lambda: secretsmanager.create_secret(
+            Name=f"echo/{uuid.uuid4().hex}", SecretString="s", KmsKeyId=KEY
+        ),
+    )
+
+    assert read == batch == refused("kms:Decrypt", KEY)
+    assert created == refused("kms:GenerateDataKey", KEY)
+    # A secret under AWS's own key needs no permission on any key.
+    assert as_echo(api, lambda: secretsmanager.get_secret_value(SecretId=under_aws_key))
+
+
 def test_transactions_and_batches_are_checked_item_by_item(
     api: LocalApi, dynamodb: Any, secretsmanager: Any
 ) -> None:
@@ -755,6 +785,39 @@ def test_the_real_template_holds_each_function_to_its_policy() -> None:
     assert "secretsmanager:DeleteSecret on resource: " + secret(
         "mailbridge/agents/any/email"
     ) in str(org_settings.value)
+
+
+def test_the_real_templates_functions_may_use_the_key_it_is_given() -> None:
+    """With KmsKeyArn, each function that reads or writes secrets may use that key, and
+    only with it: the policies follow the parameter."""
+    name = f"mailbridge/agents/{uuid.uuid4().hex}/email"
+    writers = ("EmailConfigFunction", "OAuthFunction", "ConnectionTestFunction", "MailFunction")
+    writers += ("MailSendFunction", "AgentsFunction", "NewMailWorkerFunction")
+    without_secrets = ("AuditFunction", "GmailPushFunction", "PresetsFunction")
+    for parameters, allowed in (({"KmsKeyArn": KEY}, True), ({}, False)):
+        with LocalApi(
+            table_name=f"localapi-test-{uuid.uuid4().hex[:8]}", parameters=parameters
+        ) as real:
+            secretsmanager = boto3.client("secretsmanager")
+            if allowed:
+                secretsmanager.create_secret(Name=name, SecretString="{}", KmsKeyId=KEY)
+            outcomes = {}
+            for function in writers + without_secrets:
+                with real.acting_as(function):
+                    try:
+                        secretsmanager.put_secret_value(SecretId=name, SecretString="{}")
+                        outcomes[function] = "wrote"
+                    except ClientError as error:
+                        outcomes[function] = str(error).split("perform: ")[1].split(" ")[0]
+            secretsmanager.close()
+        if allowed:
+            # The functions without secrets may not touch them, key or not.
+            assert outcomes == dict.fromkeys(writers, "wrote") | dict.fromkeys(
+                without_secrets, "secretsmanager:PutSecretValue"
+            )
+        else:
+            # The same secret (moto's backends outlive a run), under a key no policy names.
+            assert {outcomes[function] for function in writers} == {"kms:GenerateDataKey"}
 
 
 # -- what invokes a function besides API Gateway: schedules, queues, and the bus's events

@@ -505,11 +505,25 @@ def test_concurrent_refreshes_spend_the_refresh_token_once(microsoft_agent: OAut
     assert microsoft_agent.test()["ok"] is True
 
 
-def test_a_dead_refresh_token_asks_for_reauthorization(agent: OAuthAgent) -> None:
+def test_a_dead_refresh_token_asks_for_reauthorization(
+    agent: OAuthAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailbridge.core.observability import metrics
+
     agent.connect()
     agent.fake.revoke_all_grants()
     age_tokens(agent.org.agent_id)
+    counted: list[str] = []
+    add_metric = metrics.add_metric
+
+    def counting(name: str, **rest: Any) -> None:
+        counted.append(name)
+        add_metric(name=name, **rest)
+
+    monkeypatch.setattr(metrics, "add_metric", counting)
     tested = agent.test()
+    # What the TokenRefreshFailures and ConnectionTestFailures alarms watch.
+    assert counted == ["TokenRefreshFailed", "ConnectionTestFailed"]
     assert tested["ok"] is False
     assert tested["status"] == "error"
     assert tested["error"]["code"] == "reauthorization_required"

@@ -213,7 +213,7 @@ def test_the_banner_and_the_domain_at_save(org: Org, local_api: Any) -> None:
     assert banner["limits"] == {"per_hour": 50, "per_day": 500}
     assert banner["warnings"] == [
         "Sends only from @acme.example addresses.",
-        "May only write to acme.example, partner@supplier.example.",
+        "May only write to anyone at @acme.example, partner@supplier.example.",
         "At most 50 messages per hour for the organization.",
         "At most 500 messages per day for the organization.",
     ]

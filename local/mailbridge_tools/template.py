@@ -493,6 +493,15 @@ def _truth(template: dict[str, Any], value: Any, resolved: Mapping[str, Any], wh
     raise TemplateError(f"{where}: {function} cannot be evaluated locally")
 
 
+def _chosen(template: dict[str, Any], value: Any, resolved: Mapping[str, Any], where: str) -> Any:
+    """`value`, or the branch its condition picks if it is an Fn::If; None for the
+    AWS::NoValue that leaves an item out of a list."""
+    while isinstance(value, dict) and list(value) == ["Fn::If"]:
+        condition, when_true, when_false = value["Fn::If"]
+        value = when_true if _holds(template, condition, resolved, where) else when_false
+    return None if value == {"Ref": "AWS::NoValue"} else value
+
+
 def function_environment(
     template: dict[str, Any], function_logical_id: str, resolved: Mapping[str, Any]
 ) -> dict[str, str]:
@@ -538,7 +547,8 @@ def function_policy(
     """The statements of the execution role SAM makes for the function: its Policies, Globals
     applied, every Ref, GetAtt and Sub resolved (`resolve`).
 
-    Only policy documents written out (`- Statement: [...]`) are read. What cannot be
+    Only policy documents written out (`- Statement: [...]`) are read; a statement may be an
+    Fn::If of the template's conditions (AWS::NoValue leaves it out). What cannot be
     evaluated here is refused rather than guessed: a managed policy (by name or ARN), a SAM
     policy template (DynamoDBCrudPolicy...), a Role or PermissionsBoundary of the function's
     own, and statements with Condition, NotAction, NotResource or Principal. (SAM also attaches
@@ -567,8 +577,11 @@ def function_policy(
                 "locally; write its statements out"
             )
         listed = policy["Statement"]
-        for number, statement in enumerate(listed if isinstance(listed, list) else [listed]):
+        for number, written in enumerate(listed if isinstance(listed, list) else [listed]):
             at = f"{where}.Statement[{number}]"
+            statement = _chosen(template, written, resolved, at)
+            if statement is None:
+                continue  # a condition leaves it out
             unknown = set(statement) - _STATEMENT_KEYS
             if unknown:
                 raise TemplateError(

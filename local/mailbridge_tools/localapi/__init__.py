@@ -23,7 +23,8 @@ to different values is refused rather than guessed. Instances also share the pro
 logger and metrics, so under concurrency a log line may carry another request's keys; on
 Lambda each instance is a process of its own. Not emulated: Lambda's timeout (the
 context reports the time left, nothing stops a slow handler), ANY methods, {proxy+} paths,
-cron() and at() schedules on the background clock, Scheduler's retries, SQS FilterCriteria.
+cron() and at() schedules on the background clock, Scheduler's retries, SQS FilterCriteria,
+the stage's throttling and access log, log groups, metrics and alarms (docs/operations.md).
 
 For tests, beside `invoke` and `acting_as`:
 - `run_schedule(function, event_name)`: what EventBridge Scheduler does at a tick of that
@@ -210,12 +211,31 @@ class LocalApi:
         self._cleanup.close()
 
     def invoke(self, event: dict[str, Any], function: str | None = None) -> Any:
-        """Runs `function` on the event as given, by default the one that owns the event's
-        routeKey, with no authorizer check: what `sam local invoke` does with a file from
-        events/."""
-        if function is None:
-            function = next(r for r in self.routes if r.route_key == event["routeKey"]).function
-        return self._functions[function].invoke(event)
+        """Runs `function` on the event as given, by default its own (`function_of`), with
+        no authorizer check: what `sam local invoke` does with a file from events/."""
+        return self._functions[function or self.function_of(event)].invoke(event)
+
+    def function_of(self, event: dict[str, Any]) -> str:
+        """The function an event is for: the route's of its routeKey, the one an SQS event's
+        queue is delivered to, or the one whose schedule's Input it is."""
+        if "routeKey" in event:
+            for route in self.routes:
+                if route.route_key == event["routeKey"]:
+                    return route.function
+            raise ValueError(f"no route {event['routeKey']} in the template")
+        records = event.get("Records")
+        if isinstance(records, list) and records:
+            # arn:aws:sqs:<region>:<account>:<stack>-<QueueId>[-<suffix>], as CloudFormation
+            # names a queue; the local run's: <table>-<QueueId>.
+            queue_name = str(records[0].get("eventSourceARN", "")).rsplit(":", 1)[-1]
+            for queue, mapping in self._mappings.items():
+                if f"-{queue}" in queue_name:
+                    return mapping.source.function
+            raise ValueError(f"no function has an SQS event from the queue {queue_name}")
+        for schedule in self.schedules:
+            if schedule.input == event:
+                return schedule.function
+        raise ValueError("neither a route's, a queue's nor a schedule's event")
 
     def acting_as(self, function: str) -> AbstractContextManager[None]:
         """The AWS calls made in the block are `function`'s, held to its policy as its own

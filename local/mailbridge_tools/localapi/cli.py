@@ -1,18 +1,21 @@
 """The local run's command line: its options, the welcome it prints once the API is up (URLs,
 a development token, calls to try) and, with --sandbox, the demo mailbox and identity
 providers around it. The schedules fire at their rates and the queues are delivered as AWS
-would (LocalApi's background); each event put on the bus is logged as one line."""
+would (LocalApi's background); each event put on the bus is logged as one line. SIGINT and
+SIGTERM stop it all; --invoke runs one sample event instead of serving."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
-import re
+import signal
+import socket
 import sys
-import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, redirect_stdout
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import LocalApi
@@ -26,10 +29,12 @@ MAIL_SCOPES = ("mail.read", "mail.send")
 POLL_RATE_PARAMETER = "NewMailPollRate"
 # The sandbox's polling period unless --poll-seconds says: a dropped message is news at once.
 SANDBOX_POLL_SECONDS = 5.0
+# How soon, at most, a signal another thread received stops the run.
+_SIGNAL_CHECK_SECONDS = 0.2
 
 
-def _placeholder(parameter: re.Match[str]) -> str:
-    return DEMO_AGENT_ID if parameter[1] == "agentId" else f"<{parameter[1]}>"
+# What the welcome's calls fill a route's path parameters with: the demo's own ids.
+_DEMO_IDS = {"agentId": DEMO_AGENT_ID, "orgId": DEMO_ORG_ID}
 
 
 def email_tab_url(api: LocalApi, token: str, agent_id: str) -> str:
@@ -59,11 +64,15 @@ def mint_dev_tokens(api: LocalApi) -> DevTokens:
 def welcome_text(api: LocalApi, tokens: DevTokens) -> str:
     """What `main` prints once the API is up."""
     auth = '-H "Authorization: Bearer $MAILBRIDGE_TOKEN"'
-    # The routes a reader can call as printed: no id to fill in but the demo agent's.
+    # The reads that answer as printed, with the admin's token: no id but the demo's to
+    # fill in, and no mail route (a mailbox must be connected first: the sandbox's lines).
     examples = [
-        f'  curl -s {auth} "{api.url}{PATH_PARAMETER.sub(_placeholder, route.path)}"'
+        f'  curl -s {auth} "{api.url}{PATH_PARAMETER.sub(lambda n: _DEMO_IDS[n[1]], route.path)}"'
         for route in api.routes
-        if route.method == "GET" and set(PATH_PARAMETER.findall(route.path)) <= {"agentId"}
+        if route.method == "GET"
+        and route.authorized
+        and not route.scopes
+        and set(PATH_PARAMETER.findall(route.path)) <= _DEMO_IDS.keys()
     ]
     return "\n".join(
         [
@@ -104,6 +113,41 @@ def log_mail_event(event: dict[str, Any]) -> None:
     )
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT raise KeyboardInterrupt, so that everything started closes in order
+    (Dovecot is a process of its own, which would outlive us): also SIGTERM, which would end
+    the process at once, and SIGINT when started in the background, where it is ignored."""
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)
+
+
+def _port_taken(host: str, port: int) -> bool:
+    if port == 0:
+        return False
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As the API's server binds: a port some closed connection lingers on is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def invoke_event(path: Path, parameters: dict[str, str]) -> None:
+    """`make invoke`: the event in `path` through its function, in process, against the demo
+    agents' store; the handler's answer on stdout, the function's logs on stderr, as `sam
+    local invoke` does."""
+    event = json.loads(path.read_text())
+    answer = sys.stdout
+    # The layer's logger writes to the stdout it finds when it is made, at the first load.
+    with redirect_stdout(sys.stderr), LocalApi(seed=seed_demo_agent, parameters=parameters) as api:
+        result = api.invoke(event)
+    print(json.dumps(result, indent=2), file=answer)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         # What usage lines have always named (argv[0] is now the package's __main__.py).
@@ -133,10 +177,37 @@ def main(argv: list[str] | None = None) -> None:
         help=f"look at IMAP inboxes for new mail every N seconds instead of {POLL_RATE_PARAMETER}"
         f" (rate() takes minutes at least); the sandbox's default is {SANDBOX_POLL_SECONDS:g}",
     )
+    parser.add_argument(
+        "--invoke",
+        type=Path,
+        metavar="EVENT_FILE",
+        help="instead of serving: run the event (a file of events/) through its function "
+        "against a store with the demo agents, and print the answer",
+    )
     args = parser.parse_args(argv)
     if args.poll_seconds is not None and args.poll_seconds <= 0:
         parser.error("--poll-seconds must be positive")
     overrides = dict(override.partition("=")[::2] for override in args.parameter_overrides)
+    if args.invoke is not None:
+        if not args.invoke.is_file():
+            parser.error(f"no event file {args.invoke} (the samples are in events/)")
+        invoke_event(args.invoke, overrides)
+        return
+    if _port_taken(args.host, args.port):
+        parser.exit(
+            1,
+            f"mailbridge: port {args.port} on {args.host} is taken (another run?); choose "
+            f"another: make run PORT={args.port + 1}, make sandbox PORT={args.port + 1}\n",
+        )
+    _stop_on_signals()
+    try:
+        serve(args, overrides)
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+
+
+def serve(args: argparse.Namespace, overrides: dict[str, str]) -> None:
+    """Everything the options ask for, until interrupted; all of it stopped on the way out."""
     poll_seconds = args.poll_seconds or (SANDBOX_POLL_SECONDS if args.sandbox else None)
     with ExitStack() as stack:
         sandbox = None
@@ -173,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             for agent_id, state in states.items():
                 print(f"    {state}: {email_tab_url(api, tokens.person, agent_id)}")
         print("\nEverything lives in memory and is gone after Ctrl-C.", flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            print("\nstopped", file=sys.stderr)
+        while True:
+            # Awake now and then: Python runs a signal's handler in this thread, and when
+            # another thread took the signal, a wait without end would never get to it.
+            time.sleep(_SIGNAL_CHECK_SECONDS)

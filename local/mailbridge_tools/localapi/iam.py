@@ -29,6 +29,11 @@ What a call needs, as the Service Authorization Reference lists it:
   "*", GetSecretValue on each secret of SecretIdList and, with Filters, ListSecrets. (One secret
   not allowed refuses the whole batch here; AWS may instead answer the others and list that
   one under Errors: either way it is not read.)
+- KMS through Secrets Manager: a secret encrypted with a customer-managed key (its KmsKeyId)
+  is encrypted and decrypted by Secrets Manager as the caller, who needs on that key
+  kms:Decrypt to read a value (GetSecretValue, each secret of BatchGetSecretValue), and
+  kms:GenerateDataKey and kms:Decrypt to write one (CreateSecret, PutSecretValue). The key
+  is the one the call names or, for a secret that exists, moto's record of it.
 - SQS: the operation's name on the queue's ARN (from its QueueUrl or QueueName); a batch
   needs the action of one (SendMessageBatch: sqs:SendMessage, DeleteMessageBatch:
   sqs:DeleteMessage, ChangeMessageVisibilityBatch: sqs:ChangeMessageVisibility).
@@ -56,6 +61,7 @@ from typing import Any, cast
 
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
+from moto.secretsmanager.models import SecretsManagerBackend, secretsmanager_backends
 
 from ..template import PolicyStatement
 from .aws import ACCOUNT_ID, PARTITION
@@ -189,19 +195,41 @@ def _secretsmanager(operation: str, params: dict[str, Any], region: str) -> list
         needed = [Authorization("secretsmanager:CreateSecret", created)]
         if params.get("Tags"):
             needed.append(Authorization("secretsmanager:TagResource", created))
-        return needed
+        return needed + _key_use(params.get("KmsKeyId"), _WRITE_KEY_ACTIONS)
     if operation == "BatchGetSecretValue":
         needed = [Authorization("secretsmanager:BatchGetSecretValue", "*")]
         if params.get("Filters"):
             needed.append(Authorization("secretsmanager:ListSecrets", "*"))
-        needed += [
-            Authorization("secretsmanager:GetSecretValue", secret(name))
-            for name in params.get("SecretIdList", [])
-        ]
+        for name in params.get("SecretIdList", []):
+            needed.append(Authorization("secretsmanager:GetSecretValue", secret(name)))
+            needed += _key_use(_secret_key(str(name), region), _READ_KEY_ACTIONS)
         return needed
     if "SecretId" in params:
-        return [Authorization(f"secretsmanager:{operation}", secret(params["SecretId"]))]
+        needed = [Authorization(f"secretsmanager:{operation}", secret(params["SecretId"]))]
+        key_actions = _KEY_ACTIONS.get(operation, ())
+        if key_actions:
+            needed += _key_use(_secret_key(str(params["SecretId"]), region), key_actions)
+        return needed
     return [Authorization(f"secretsmanager:{operation}", "*")]
+
+
+_READ_KEY_ACTIONS = ("kms:Decrypt",)
+_WRITE_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
+# What Secrets Manager does with a secret's key as the caller, by operation.
+_KEY_ACTIONS = {"GetSecretValue": _READ_KEY_ACTIONS, "PutSecretValue": _WRITE_KEY_ACTIONS}
+
+
+def _key_use(key: Any, actions: tuple[str, ...]) -> list[Authorization]:
+    """Using a customer-managed key (none: AWS's own, which needs no permission here)."""
+    return [Authorization(action, str(key)) for action in actions] if key else []
+
+
+def _secret_key(secret_id: str, region: str) -> str | None:
+    """The customer-managed key moto recorded for a secret, if it has one (and exists)."""
+    store = secretsmanager_backends[ACCOUNT_ID][region].secrets
+    found = store.get(secret_id)
+    key = getattr(found, "kms_key_id", None)
+    return None if key in (None, SecretsManagerBackend.DEFAULT_KMS_KEY_ALIAS) else str(key)
 
 
 _SQS_BATCH_ACTIONS = {

@@ -348,7 +348,11 @@ class Sandbox:
         bodies = self.connection_bodies()
         mail = f"{api_url}/bridge/agents/{agent_id}/mail"
         agent_auth = '-H "Authorization: Bearer $MAILBRIDGE_AGENT_TOKEN"'
-        reply = {"reply_to_message_id": "<id>", "text": "Thank you, I am on it."}
+        newest = f'"{mail}/messages?unread=true&limit=1"'
+        # The shell keeps what a later line needs from an answer: python3 reads it from JSON.
+        sign_in_url = _json_field("authorization_url")
+        message_id = _json_field("messages", 0, "id")
+        reply = '{"reply_to_message_id": "\'"$MESSAGE_ID"\'", "text": "Thank you, I am on it."}'
         return "\n".join(
             [
                 "Sandbox: a mailbox, and fake Microsoft and Google sign-in, on loopback.",
@@ -360,16 +364,21 @@ class Sandbox:
                 f" ({DEMO_GOOGLE_ACCOUNT}), 5 messages each (a thread, an attachment): save one of",
                 f"    curl -s -X PUT {auth} {path} --json '{json.dumps(bodies['microsoft'])}'",
                 f"    curl -s -X PUT {auth} {path} --json '{json.dumps(bodies['google'])}'",
-                "  then get the sign-in URL, open it (the fake provider signs in at once and"
-                " redirects to the callback page), and test:",
-                f'    curl -s -X POST {auth} {path}/authorize --json \'{{"origin": "{api_url}"}}\'',
+                "  then sign in: get the sign-in URL and follow it (the fake provider signs in"
+                " at once and redirects to the callback page; a browser must trust the CA"
+                " first), and test:",
+                f"    SIGN_IN=$(curl -s -X POST {auth} {path}/authorize"
+                f' --json \'{{"origin": "{api_url}"}}\' | {sign_in_url})',
+                f'    curl -s -L --cacert {shlex.quote(str(self.ca.ca_path))} "$SIGN_IN"'
+                ' -o /dev/null -w "%{http_code}\\n"',
                 f"    curl -s -X POST {auth} {path}/test",
                 "  Then read and reply as the agent's runtime: its newest unread message, the"
-                " whole of one (an id from the list), a reply in its thread:",
-                f'    curl -s {agent_auth} "{mail}/messages?unread=true&limit=1"',
-                f"    curl -s {agent_auth} {mail}/messages/<id>",
+                " whole of it, a reply in its thread:",
+                f"    curl -s {agent_auth} {newest}",
+                f"    MESSAGE_ID=$(curl -s {agent_auth} {newest} | {message_id})",
+                f'    curl -s {agent_auth} "{mail}/messages/$MESSAGE_ID"',
                 f'    curl -s -X POST {agent_auth} -H "Idempotency-Key: reply-1" {mail}/send'
-                f" --json '{json.dumps(reply)}'",
+                f" --json '{reply}'",
                 "  New mail: with the agent connected by IMAP, drop a message in its mailbox;"
                 " within seconds it is an event on the bus, logged here and on the events page:",
                 f'    {self.drop_command()} "Hello from the sandbox"',
@@ -382,6 +391,12 @@ class Sandbox:
             f"{shlex.quote(sys.executable)} -m mailbridge_tools.sandbox.drop"
             f" --port {self.dovecot.imap_port} --password {shlex.quote(self.password)}"
         )
+
+
+def _json_field(*keys: str | int) -> str:
+    """A shell command printing one field of the JSON on its stdin."""
+    path = "".join(f"[{json.dumps(key)}]" for key in keys)
+    return f"python3 -c 'import json, sys; print(json.load(sys.stdin){path})'"
 
 
 def _call(api_url: str, token: str, method: str, path: str, body: Any = None) -> Any:

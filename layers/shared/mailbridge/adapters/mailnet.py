@@ -7,7 +7,6 @@ and a fix hint, never the server's raw text and never a credential.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import ssl
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from contextlib import contextmanager
 from functools import cache
 
 from ..connections.models import ServerSettings
+from ..core.addresses import address_allowed
 from ..core.deadline import Deadline, watch
 from ..core.errors import Cause, ErrorCode, MailServerError
 from ..core.settings import settings
@@ -33,27 +33,6 @@ def tls_context() -> ssl.SSLContext:
 
 class AddressNotAllowed(OSError):
     """The host resolved to an address outside what the deployment may connect to."""
-
-
-def address_allowed(address: str, *, allow_private: bool) -> bool:
-    """Public addresses only, unless the deployment allows private networks (self-hosted
-    servers, the sandbox); link-local (cloud metadata), multicast, reserved and unspecified
-    addresses never."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
-    if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
-        return False
-    if ip.is_loopback:  # before reserved: ::1 is in IPv6's reserved ::/8
-        return allow_private
-    if ip.is_reserved:
-        return False
-    if ip.is_global:
-        return True
-    return allow_private and (ip.is_private or ip in _SHARED_ADDRESS_SPACE)
-
-
-_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT
 
 
 def open_connection(

@@ -348,6 +348,13 @@ class OAuthConnectionView(OAuthConnection):
     )
 
 
+class OAuthSetup(BaseModel):
+    """What to register in the provider's console for an app of one's own."""
+
+    redirect_uri: str = Field(description="Register exactly this URI with the provider.")
+    scopes: list[str] = Field(description="The permissions sign-in asks for: grant them.")
+
+
 class EmailConfigView(BaseModel):
     """GET/PUT response: the agent's connection without any secret."""
 
@@ -380,6 +387,11 @@ class EmailConfigView(BaseModel):
         default_factory=list,
         description="What works but not fully, each with its stable code and how to fix it "
         "(`send_permission_missing`: the agent can receive but not send).",
+    )
+    oauth_setup: dict[OAuthProvider, OAuthSetup] = Field(
+        default_factory=dict,
+        description="Per OAuth provider, what its app needs, before anything is saved; empty "
+        "when OAuth is not set up on this deployment.",
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..core.errors import InvalidField
+from ..core.addresses import host_refused
+from ..core.errors import ErrorCode, InvalidField, MailServerError, refuse_all
 from ..core.settings import settings
 from .models import Preset, PresetId, Security, ServerOverride, ServerSettings
 
@@ -74,18 +75,32 @@ def resolve_server(preset_id: PresetId, protocol: str, override: ServerOverride)
     base = getattr(PRESETS[preset_id], protocol)
     merged = base.model_dump() if base else {}
     merged.update(override.model_dump(exclude_none=True))
-    for name in ("host", "port", "security"):
-        if name not in merged:
-            raise InvalidField(
+    refuse_all(
+        [
+            InvalidField(
                 f"{protocol}.{name}",
                 f"{protocol}.{name} is required with the custom preset.",
                 hint="Pick a provider preset, or enter the server's host, port and security.",
             )
+            for name in ("host", "port", "security")
+            if name not in merged
+        ]
+    )
     if merged["port"] not in settings().mail_allowed_ports:
         # The service connects to mail ports only: it must not become a port scanner.
         raise InvalidField(
             f"{protocol}.port",
             f"Port {merged['port']} is not a mail port this service connects to.",
             hint="IMAP uses 993 (TLS) or 143 (STARTTLS); SMTP 465 (TLS) or 587 (STARTTLS).",
+        )
+    allow_private = settings().mail_allow_private_networks
+    if host_refused(merged["host"], allow_private=allow_private):
+        # What the connection test would refuse, said with its code and words at the save.
+        raise MailServerError(
+            ErrorCode.ADDRESS_NOT_ALLOWED,
+            protocol.upper(),
+            merged["host"],
+            merged["port"],
+            field=f"{protocol}.host",
         )
     return ServerSettings.model_validate(merged)

@@ -18,10 +18,11 @@ from ..core.errors import (
     StaleWrite,
     Unavailable,
     kept_changing,
+    refuse_all,
 )
 from ..core.observability import logger
 from ..core.settings import settings
-from ..core.types import SecretRef, SecretState
+from ..core.types import OAUTH_PROVIDERS, PROVIDER_NAMES, OAuthProvider, SecretRef, SecretState
 from ..oauth.providers import grant_problems, requested_scopes
 from ..oauth.tokens import revoke_tokens
 from ..orgs.models import ClientOrg
@@ -45,7 +46,9 @@ from .models import (
     MicrosoftConfigRequest,
     OAuthConnection,
     OAuthConnectionView,
+    OAuthSetup,
     Problem,
+    ServerSettings,
     Status,
     StoredConfig,
 )
@@ -110,7 +113,18 @@ def view(
         client_org=banner(client_org) if client_org else None,
         delivery=_delivery(config) if status is Status.CONNECTED else None,
         warnings=_warnings(config, status, shared),
+        oauth_setup=_oauth_setup(),
     )
+
+
+def _oauth_setup() -> dict[OAuthProvider, OAuthSetup]:
+    if not settings().public_base_url:
+        return {}
+    redirect_uri = settings().oauth_redirect_uri
+    return {
+        provider: OAuthSetup(redirect_uri=redirect_uri, scopes=requested_scopes(provider))
+        for provider in OAUTH_PROVIDERS
+    }
 
 
 # The reason of each status that is not an error's.
@@ -186,12 +200,19 @@ def get_email_config(
 
 
 def _imap_connection(request: ImapConfigRequest) -> ImapConnection:
+    servers: dict[str, ServerSettings] = {}
+    problems: list[MailbridgeError] = []
+    for protocol in ("imap", "smtp"):
+        try:
+            servers[protocol] = resolve_server(request.preset, protocol, getattr(request, protocol))
+        except MailbridgeError as problem:  # each server's, to say them all at once
+            problems.append(problem)
+    refuse_all(problems)
     return ImapConnection(
         preset=request.preset,
         email=str(request.email),
         username=request.username or str(request.email),
-        imap=resolve_server(request.preset, "imap", request.imap),
-        smtp=resolve_server(request.preset, "smtp", request.smtp),
+        **servers,
     )
 
 
@@ -205,7 +226,8 @@ def _oauth_connection(
         if not any(reference.provider == request.provider for reference in available_apps(shared)):
             raise InvalidField(
                 "client_id",
-                f"client_id is required: no shared {request.provider} app is registered.",
+                f"client_id is required: no shared {PROVIDER_NAMES[request.provider]} app is "
+                "registered.",
                 hint="Enter the app's client ID and secret, or ask an admin to register one.",
             )
     elif isinstance(request, MicrosoftConfigRequest):
@@ -301,29 +323,53 @@ def save_email_config(
             saving = AuditAction.CONNECTION_SAVED
             record_refusal(log, agent, Actor.of(caller), saving, code, refusal)
             raise refusal
-        if isinstance(request, ImapConfigRequest):
-            connection: Connection = _imap_connection(request)
-        else:
-            connection = _oauth_connection(request, current, shared)
+        # Every problem of the request at once, so that a form marks each field.
+        problems: list[MailbridgeError] = []
+        connection: Connection | None = None
+        try:
+            if isinstance(request, ImapConfigRequest):
+                connection = _imap_connection(request)
+            else:
+                connection = _oauth_connection(request, current, shared)
+        except MailbridgeError as problem:
+            if problem.field is None:
+                raise
+            problems.append(problem)
         inherits = isinstance(connection, OAuthConnection) and connection.client_id is None
         if inherits and secret_value:
-            raise InvalidField(
-                "client_secret",
-                "A client secret goes with a client ID; leave both out to use the shared app.",
+            problems.append(
+                InvalidField(
+                    "client_secret",
+                    "A client secret goes with a client ID; leave both out to use the shared app.",
+                )
             )
-        kept = current.secret if current and _secret_still_applies(current, connection) else None
-        if not secret_value and not inherits and kept is None:
-            raise InvalidField(
-                field,
-                f"{field} is required for a new connection, or a new server or login.",
-                hint="A stored secret is only ever sent where it was saved for.",
+        kept = (
+            current.secret
+            if current and connection and _secret_still_applies(current, connection)
+            else None
+        )
+        # Settings refused: only a new connection is sure to need its secret.
+        needs_secret = current is None if connection is None else not inherits and kept is None
+        if not secret_value and needs_secret:
+            problems.append(
+                InvalidField(
+                    field,
+                    f"{field} is required for a new connection, or a new server or login.",
+                    # Said only where one is stored: why it is asked for again.
+                    hint="A stored secret is only ever sent where it was saved for."
+                    if current is not None and current.secret is not None
+                    else None,
+                )
             )
+        refuse_all(problems)
+        assert connection is not None
         if secret_value and written is None:
             written = secrets.write(
                 secrets.name_for(agent_id),
                 {secret_key: secret_value},
                 exists=current is not None and current.secret is not None,
                 org_id=agent.org_id,
+                agent_id=agent_id,
             )
             wrote = True
         record = _next_record(agent_id, current, connection, None if inherits else written or kept)

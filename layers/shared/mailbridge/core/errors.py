@@ -157,6 +157,31 @@ class InvalidField(MailbridgeError):
         super().__init__(ErrorCode.INVALID_FIELD, message, field=field, hint=hint)
 
 
+class InvalidFields(MailbridgeError):
+    """Several rules a request breaks, each naming its field: the first is the error itself,
+    and the API lists them all, so that a form marks every field at once."""
+
+    problems: list[MailbridgeError]
+
+    def __init__(self, problems: list[MailbridgeError]) -> None:
+        flat = [
+            each
+            for problem in problems
+            for each in (problem.problems if isinstance(problem, InvalidFields) else [problem])
+        ]
+        first = flat[0]
+        super().__init__(first.code, first.message, field=first.field, hint=first.hint)
+        self.problems = flat
+
+
+def refuse_all(problems: list[MailbridgeError]) -> None:
+    """Raise what `problems` holds: one as itself, several at once."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise InvalidFields(problems)
+
+
 class Unavailable(MailbridgeError):
     """A dependency of ours (DynamoDB, Secrets Manager, a lock) failed, or is not set up."""
 
@@ -469,6 +494,7 @@ class MailServerError(MailbridgeError):
         cause: Cause | None = None,
         detail: str = "",
         retry_after: int | None = None,
+        field: str | None = None,
     ) -> None:
         tls_port, starttls_port = _PORTS[protocol]
         values = {
@@ -482,6 +508,10 @@ class MailServerError(MailbridgeError):
         }
         message, hint = _MAIL_CATALOGUE[cause or code]
         super().__init__(
-            code, message.format(**values), hint=hint.format(**values), retry_after=retry_after
+            code,
+            message.format(**values),
+            field=field,
+            hint=hint.format(**values),
+            retry_after=retry_after,
         )
         self.protocol = protocol

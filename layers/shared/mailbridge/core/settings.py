@@ -139,6 +139,11 @@ class Settings(BaseModel):
     sync_queue_url: str = Field(alias="SYNC_QUEUE_URL", default="")
     # How long the audit trail keeps an entry (DynamoDB's TTL deletes it after).
     audit_retention_days: int = Field(alias="AUDIT_RETENTION_DAYS", default=400, ge=1, le=36500)
+    # The deployment's stack: a tag of each secret it creates, which finds them once the
+    # stack is deleted (the secrets are not the stack's resources).
+    stack_name: str = Field(alias="STACK_NAME", default="")
+    # The customer-managed KMS key new secrets are encrypted with (empty: AWS-managed).
+    secrets_kms_key_id: str = Field(alias="SECRETS_KMS_KEY_ID", default="")
 
     @property
     def mail_allowed_ports(self) -> frozenset[int]:

@@ -24,6 +24,7 @@ from ..core.deadline import Deadline
 from ..core.errors import ErrorCode, MailbridgeError
 from ..core.observability import log_unexpected, logger, metrics
 from ..core.settings import settings
+from .caller import caller_of
 from .errors import STATUS, error_body, error_response, invalid_json, validation_error
 
 # What an invocation keeps, after its network exchanges, to record their outcome and answer.
@@ -65,6 +66,21 @@ def create_app() -> APIGatewayHttpResolver:
         )
 
     return app
+
+
+def _unauthenticated(event: dict[str, Any]) -> MailbridgeError | None:
+    """On a route behind the JWT authorizer, a verified token that names no caller (no
+    organization, say) is refused before anything else looks at the request: its body is
+    never validated nor its route answered for it."""
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    jwt = authorizer.get("jwt")
+    if jwt is None:
+        return None  # a public route: the callback, the push routes
+    try:
+        caller_of(jwt.get("claims") or {})
+    except MailbridgeError as error:
+        return error
+    return None
 
 
 def _refused_body(event: dict[str, Any], limit: int) -> MailbridgeError | None:
@@ -109,9 +125,9 @@ def _refused_body(event: dict[str, Any], limit: int) -> MailbridgeError | None:
 def lambda_handler(
     app: APIGatewayHttpResolver, *, max_body_bytes: int | None = None
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
-    """The Lambda entry point for `app`, with logging, metrics, the body checks (bodies up to
-    `max_body_bytes`, by default the deployment's MAX_BODY_BYTES) and the invocation's
-    deadline."""
+    """The Lambda entry point for `app`, with logging, metrics, the caller's token checked
+    first, the body checks (bodies up to `max_body_bytes`, by default the deployment's
+    MAX_BODY_BYTES) and the invocation's deadline."""
     limit = max_body_bytes or settings().max_body_bytes
 
     # clear_state: keys appended for one request never leak into the next one's logs.
@@ -121,7 +137,7 @@ def lambda_handler(
     @metrics.log_metrics
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.append_keys(path_parameters=event.get("pathParameters"))
-        refused = _refused_body(event, limit)
+        refused = _unauthenticated(event) or _refused_body(event, limit)
         if refused is not None:
             return {
                 "statusCode": STATUS[refused.code],

@@ -22,7 +22,11 @@ AgentId = Annotated[str, Path(pattern=ID_PATTERN)]
 def current_caller(app: APIGatewayHttpResolver) -> Caller:
     """The caller's identity from the claims API Gateway's JWT authorizer verified."""
     authorizer = app.current_event.request_context.authorizer
-    claims: dict[str, Any] = (authorizer.jwt_claim if authorizer else None) or {}
+    return caller_of((authorizer.jwt_claim if authorizer else None) or {})
+
+
+def caller_of(claims: dict[str, Any]) -> Caller:
+    """The caller the verified claims name: a subject of an organization, or 401."""
     org_id = claims.get(settings().org_claim)
     agent_id = claims.get(settings().agent_claim)
     if (

@@ -1,6 +1,7 @@
 """The one mapping from the service's errors to HTTP: `STATUS` gives each error code its
 status, and `error_response` shapes every error the same way:
-`{"error": {"code", "message", "field"?, "hint"?}}`, with `Retry-After` where it applies.
+`{"error": {"code", "message", "field"?, "hint"?, "errors"?}}`, with `Retry-After` where it
+applies.
 
 Also used by the OAuth callback's page and by request validation (pydantic's errors become
 `invalid_field`, `unknown_field` or `missing_field`, naming the field).
@@ -8,10 +9,12 @@ Also used by the OAuth callback's page and by request validation (pydantic's err
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from ..core.errors import ErrorCode, InvalidField, MailbridgeError
+from ..core.errors import ErrorCode, InvalidField, InvalidFields, MailbridgeError
 from ..core.observability import logger
 from ..core.types import CONNECTION_METHODS
 from .models import ErrorDetail, ErrorResponse
@@ -96,8 +99,14 @@ STATUS: dict[ErrorCode, int] = {
 }
 
 
+def _detail(error: MailbridgeError) -> ErrorDetail:
+    return ErrorDetail(code=error.code, message=error.message, field=error.field, hint=error.hint)
+
+
 def error_body(error: MailbridgeError) -> str:
-    detail = ErrorDetail(code=error.code, message=error.message, field=error.field, hint=error.hint)
+    detail = _detail(error)
+    if isinstance(error, InvalidFields):
+        detail.errors = [_detail(problem) for problem in error.problems]
     return ErrorResponse(error=detail).model_dump_json(exclude_none=True)
 
 
@@ -126,23 +135,39 @@ def invalid_json() -> MailbridgeError:
 
 
 def validation_error(error: RequestValidationError) -> MailbridgeError:
-    """pydantic's first complaint about the request, naming the field (never the value)."""
-    first = error.errors()[0]
-    if first["type"] == "json_invalid":
+    """pydantic's complaints about the request, one per field, naming the field (never the
+    value)."""
+    found = error.errors()
+    if any(each["type"] == "json_invalid" for each in found):
         return invalid_json()
-    if first["type"] in {"union_tag_not_found", "union_tag_invalid"}:
+    if any(each["type"] in {"union_tag_not_found", "union_tag_invalid"} for each in found):
+        # Which fields a body needs depends on its provider: nothing more can be said.
         return InvalidField("provider", "provider must be one of imap, microsoft, google.")
+    problems: dict[str, MailbridgeError] = {}
+    for each in found:
+        problem = _field_problem(each)
+        problems.setdefault(str(problem.field), problem)  # a field's first complaint
+    listed = list(problems.values())
+    return listed[0] if len(listed) == 1 else InvalidFields(listed)
+
+
+def _field_problem(error: Any) -> MailbridgeError:
     # loc is ("body", "imap", "port") or ("path", "agentId"): name the field, not the source.
     # A body that is a union by provider has the provider after "body": not a field either.
-    loc = [str(part) for part in first["loc"]]
+    loc = [str(part) for part in error["loc"]]
     if len(loc) > 2 and loc[0] == "body" and loc[1] in CONNECTION_METHODS:
         del loc[1]
     field = ".".join(loc[1:]) or loc[0]
-    if first["type"] == "extra_forbidden":
+    if error["type"] == "extra_forbidden":
         code, message = ErrorCode.UNKNOWN_FIELD, f"{field} is not a known field."
-    elif first["type"] == "missing":
+    elif error["type"] == "missing":
         code, message = ErrorCode.MISSING_FIELD, f"{field} is required."
+    elif error["type"] == "string_pattern_mismatch":
+        # The pattern itself says nothing to a person.
+        code, message = ErrorCode.INVALID_FIELD, f"{field} is not in the form it must have."
     else:
-        # pydantic's `msg` describes the rule, never the rejected value (which may be secret).
-        code, message = ErrorCode.INVALID_FIELD, f"{field}: {first['msg'].rstrip('.')}."
+        # pydantic's `msg` describes the rule, never the rejected value (which may be secret);
+        # a validator of ours words it itself.
+        rule = str(error["msg"]).removeprefix("Value error, ").rstrip(".")
+        code, message = ErrorCode.INVALID_FIELD, f"{field}: {rule}."
     return MailbridgeError(code, message, field=field)

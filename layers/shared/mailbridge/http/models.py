@@ -14,6 +14,11 @@ class ErrorDetail(BaseModel):
         default=None, description="The request field at fault, dotted (`imap.port`)."
     )
     hint: str | SkipJsonSchema[None] = Field(default=None, description="How to fix it.")
+    errors: list[ErrorDetail] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="A request that breaks several rules: each, with its field (the first is "
+        "this error).",
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -389,6 +389,7 @@ def _finish_authorization(
         grant.tokens,
         exists=config.tokens is not None,
         org_id=agent.org_id,
+        agent_id=pending.agent_id,
     )
     # Without the permission to send, the agent is Connected and warned (at each read).
     problem, _ = grant_problems(pending.provider, grant.granted_scopes)

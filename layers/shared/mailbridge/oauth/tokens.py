@@ -8,13 +8,15 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from ..agents.models import Agent
 from ..audit.models import SERVICE, AuditAction, AuditEntry
 from ..audit.service import connection_entry
 from ..connections.models import OAuthConnection, StoredConfig, TokenRef
 from ..core.deadline import seconds_left
 from ..core.errors import ErrorCode, MailbridgeError, ProviderError, StaleWrite, Unavailable
-from ..core.observability import logger
+from ..core.observability import logger, metrics
 from ..orgs.shared_apps import load_app, secret_refused
 from .providers import REFRESH_MARGIN_SECONDS, OAuthApp, TokenGrant, provider_client
 
@@ -94,6 +96,9 @@ def fresh_access_token(
         try:
             grant = client.refresh(OAuthApp.of(app, app_secret), tokens)
         except ProviderError as refused:
+            # Counted: many at once (a provider down, a shared app's secret expired) is the
+            # TokenRefreshFailures alarm; one is an agent's own status.
+            metrics.add_metric(name="TokenRefreshFailed", unit=MetricUnit.Count, value=1)
             in_shared_app = secret_refused(orgs, app, refused)
             if in_shared_app is None:
                 raise

@@ -79,9 +79,14 @@ def banner(client_org: ClientOrg) -> ClientOrgBanner:
     if client_org.email_domain:
         warnings.append(f"Sends only from @{client_org.email_domain} addresses.")
     if client_org.allowed_recipients:
-        shown = ", ".join(client_org.allowed_recipients[:5])
+        # A rule without "@" is a domain: written so, it does not read as an address.
+        rules = [
+            rule if "@" in rule else f"anyone at @{rule}"
+            for rule in client_org.allowed_recipients[:5]
+        ]
         more = len(client_org.allowed_recipients) - 5
-        warnings.append(f"May only write to {shown}" + (f" and {more} more." if more > 0 else "."))
+        tail = f" and {more} more." if more > 0 else "."
+        warnings.append(f"May only write to {', '.join(rules)}{tail}")
     limits = client_org.limits
     if limits.per_hour:
         warnings.append(f"At most {limits.per_hour} messages per hour for the organization.")

@@ -179,8 +179,17 @@ class SecretStore(Protocol):
         """The values of these versions, in order; `secret_missing` if one was deleted."""
         ...
 
-    def write(self, name: str, value: dict[str, Any], *, exists: bool, org_id: str) -> SecretRef:
-        """Create or replace the secret: the reference to the version written."""
+    def write(
+        self,
+        name: str,
+        value: dict[str, Any],
+        *,
+        exists: bool,
+        org_id: str,
+        agent_id: str | None = None,
+    ) -> SecretRef:
+        """Create or replace the secret (an agent's names it): the reference to the version
+        written."""
         ...
 
     def replace(self, name: str, value: dict[str, Any]) -> SecretRef:

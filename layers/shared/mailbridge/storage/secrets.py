@@ -13,12 +13,15 @@ import json
 import threading
 from collections import OrderedDict
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ErrorCode, MailbridgeError, StaleWrite
 from ..core.settings import settings
 from ..core.types import SecretRef
 from .aws import secretsmanager, storage_errors, storage_unavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager.type_defs import CreateSecretRequestTypeDef
 
 # Secret versions never change, so a value read once serves every later read of the same
 # version in this instance: a rotated secret is a new version, read at its first use.
@@ -80,9 +83,29 @@ class SecretsManagerStore:
             value = secretsmanager().get_secret_value(SecretId=name, VersionId=version)
             _keep(name, version, json.loads(value["SecretString"]))
 
-    def write(self, name: str, value: dict[str, Any], *, exists: bool, org_id: str) -> SecretRef:
-        """`exists` saves a round trip when we know the secret does."""
+    def write(
+        self,
+        name: str,
+        value: dict[str, Any],
+        *,
+        exists: bool,
+        org_id: str,
+        agent_id: str | None = None,
+    ) -> SecretRef:
+        """`exists` saves a round trip when we know the secret does. A new secret is tagged
+        with the stack, the organization and the agent it is for (a shared app's: none),
+        and encrypted with the deployment's key if it has one."""
         document = json.dumps(value)
+        tags = {"mailbridge:stack": settings().stack_name, "mailbridge:org": org_id}
+        if agent_id is not None:
+            tags["mailbridge:agent"] = agent_id
+        creation: CreateSecretRequestTypeDef = {
+            "Name": name,
+            "SecretString": document,
+            "Tags": [{"Key": tag, "Value": text} for tag, text in tags.items()],
+        }
+        if settings().secrets_kms_key_id:
+            creation["KmsKeyId"] = settings().secrets_kms_key_id
         with storage_errors("Secrets Manager"):
             client = secretsmanager()
             # A concurrent save or removal may create or delete it in between: then the
@@ -92,11 +115,7 @@ class SecretsManagerStore:
                     if exists:
                         put = client.put_secret_value(SecretId=name, SecretString=document)
                         return SecretRef(name=name, version=put["VersionId"])
-                    created = client.create_secret(
-                        Name=name,
-                        SecretString=document,
-                        Tags=[{"Key": "mailbridge:org", "Value": org_id}],
-                    )
+                    created = client.create_secret(**creation)
                     return SecretRef(name=name, version=created["VersionId"])
                 except client.exceptions.ResourceNotFoundException:
                     exists = False  # e.g. an agent that used a shared app until now

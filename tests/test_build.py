@@ -1,0 +1,55 @@
+"""`make build`: what `sam build` needs is checked first and said in one line each, with how
+to get it; then it is sam build, run from the repository with the options given."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mailbridge_tools.template import TEMPLATE_PATH
+
+# A pyenv shim for a version that is not selected: on PATH, but it fails.
+FAILING = "#!/bin/sh\necho 'pyenv: python3.12: command not found' >&2\nexit 127\n"
+WORKING = "#!/bin/sh\nexit 0\n"
+# Records where and with what it ran.
+SAM = '#!/bin/sh\necho "$PWD $*" > "$RECORD"\n'
+
+
+def build(
+    tools: dict[str, str], directory: Path, *arguments: str
+) -> subprocess.CompletedProcess[str]:
+    for name, script in tools.items():
+        (directory / name).write_text(script)
+        (directory / name).chmod(0o755)
+    environment = os.environ | {"PATH": str(directory), "RECORD": str(directory / "ran")}
+    command = [sys.executable, "-m", "mailbridge_tools.build", *arguments]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=environment, timeout=60, check=False
+    )
+
+
+def test_each_missing_tool_is_said_with_how_to_get_it(tmp_path: Path) -> None:
+    done = build({"python3.12": FAILING}, tmp_path)
+
+    assert done.returncode == 1
+    python, sam = done.stderr.splitlines()
+    assert python.startswith("mailbridge: python3.12 is not on PATH")
+    assert "pyenv install 3.12" in python and "SAM_ARGS=--use-container" in python
+    assert sam.startswith("mailbridge: sam is not on PATH: install the AWS SAM CLI (https://")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_with_both_it_is_sam_build_from_the_repository(tmp_path: Path) -> None:
+    done = build({"python3.12": WORKING, "sam": SAM}, tmp_path, "--cached")
+
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "ran").read_text() == f"{TEMPLATE_PATH.parent} build --cached\n"
+
+
+def test_in_docker_the_local_python_is_not_needed(tmp_path: Path) -> None:
+    done = build({"sam": SAM}, tmp_path, "--use-container")
+
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "ran").read_text().endswith(" build --use-container\n")
