@@ -374,6 +374,38 @@ def test_the_services_own_rules_are_named_at_once_too(org: Org) -> None:
     assert hints == [True, True, True, False]  # nothing stored: no "stored secret" to explain
 
 
+def test_a_refused_host_and_a_wrong_port_are_said_together_whatever_their_order(
+    org: Org,
+) -> None:
+    """The metadata address (refused even where private networks are allowed) and a port
+    that is not a mail port: both named, and the status is the form's, in either order."""
+    metadata = {"host": "169.254.169.254", "port": 993, "security": "tls"}
+    ssh = {"host": "smtp.example.com", "port": 22, "security": "tls"}
+    cases = [
+        (metadata, ssh, {("imap.host", "address_not_allowed"), ("smtp.port", "invalid_field")}),
+        (
+            ssh | {"host": "imap.example.com"},
+            metadata,
+            {("imap.port", "invalid_field"), ("smtp.host", "address_not_allowed")},
+        ),
+    ]
+    for imap, smtp, expected in cases:
+        body = {"provider": "imap", "email": "a@example.com", "password": "p", "imap": imap}
+        response = org.client.put(org.config_path, body | {"smtp": smtp})
+        assert response.status == 422, response.text
+        assert {(p["field"], p["code"]) for p in response.error["errors"]} == expected
+    both = {"host": "169.254.169.254", "port": 22, "security": "tls"}
+    response = org.client.put(
+        org.config_path,
+        {"provider": "imap", "email": "a@example.com", "password": "p", "imap": both}
+        | {"smtp": ssh | {"port": 465}},
+    )
+    assert {(p["field"], p["code"]) for p in response.error["errors"]} == {
+        ("imap.port", "invalid_field"),
+        ("imap.host", "address_not_allowed"),
+    }
+
+
 def test_the_view_says_what_an_oauth_app_needs_before_anything_is_saved(
     org: Org, local_api: Any
 ) -> None:

@@ -190,16 +190,17 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("stop", "in_background"),
-    [(signal.SIGTERM, False), (signal.SIGINT, True)],
-    ids=["SIGTERM", "SIGINT in the background"],
+    ("stop", "in_background", "times"),
+    [(signal.SIGTERM, False, 1), (signal.SIGINT, True, 1), (signal.SIGTERM, False, 2)],
+    ids=["SIGTERM", "SIGINT in the background", "SIGTERM twice"],
 )
 def test_a_signal_stops_every_process_the_sandbox_started(
-    stop: signal.Signals, in_background: bool
+    stop: signal.Signals, in_background: bool, times: int
 ) -> None:
     """Dovecot is a process of its own, which a sandbox stopped by a signal's default action
     left running; stopped in order, it ends with its processes and its directory. In the
-    background a shell starts it with SIGINT ignored, which it must take back."""
+    background a shell starts it with SIGINT ignored, which it must take back. A second
+    signal (an impatient Ctrl-C) must not cut the stopping short."""
     require_component(dovecot_binary() is not None, "Dovecot (Debian package dovecot-imapd)")
     started: dict[int, str] = {}
     try:
@@ -212,7 +213,8 @@ def test_a_signal_stops_every_process_the_sandbox_started(
                     if "mailbridge_tools.localapi" in command
                 )
             started = _processes_under(server)
-            os.kill(server, stop)
+            for _ in range(times):
+                os.kill(server, stop)
             status = run.process.wait(timeout=30)
             assert run.process.stdout is not None
             said = run.process.stdout.read()

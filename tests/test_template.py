@@ -140,7 +140,10 @@ def test_the_alarms_watch_metrics_the_code_emits() -> None:
     for alarm in ALARMS.values():
         for metric in _alarm_metrics(alarm):
             if metric["Namespace"] == "Mailbridge":
-                assert metric["Dimensions"] == [{"Name": "service", "Value": service}]
+                assert metric["Dimensions"] == [
+                    {"Name": "service", "Value": service},
+                    {"Name": "stack", "Value": {"Ref": "AWS::StackName"}},
+                ]
 
 
 def _policy(function: str, key: str) -> Policy:
@@ -157,7 +160,9 @@ def _policy(function: str, key: str) -> Policy:
 
 
 @pytest.mark.parametrize("function", function_ids(TEMPLATE))
-def test_a_function_that_touches_secrets_may_use_the_key_and_only_with_one(function: str) -> None:
+def test_a_function_that_touches_secrets_or_the_table_may_use_the_key_and_only_with_one(
+    function: str,
+) -> None:
     secrets = [
         f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:mailbridge/{owner}{SECRET_SUFFIX}"
         for owner in ("agents/a/email", "orgs/o/oauth-apps/google")
@@ -173,7 +178,14 @@ def test_a_function_that_touches_secrets_may_use_the_key_and_only_with_one(funct
         for action in ("CreateSecret", "PutSecretValue")
         for s in secrets
     )
-    assert allowed(with_key, "kms:Decrypt", KEY) is (reads or writes)
+    # DynamoDB decrypts the table's key as the caller: every function reading the table.
+    table = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/t"
+    reads_table = any(
+        allowed(with_key, f"dynamodb:{action}", resource)
+        for action in ("Query", "GetItem")
+        for resource in (table, f"{table}/index/ConnectedByProvider")
+    )
+    assert allowed(with_key, "kms:Decrypt", KEY) is (reads or writes or reads_table)
     assert allowed(with_key, "kms:GenerateDataKey", KEY) is writes
     assert not any(statement.actions[0].startswith("kms:") for statement in without.statements)
 

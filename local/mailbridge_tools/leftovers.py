@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--region", help="its region (default: the AWS CLI's)")
     parser.add_argument("--delete-secrets", action="store_true", help="delete its secrets")
     parser.add_argument(
+        "--without-recovery",
+        action="store_true",
+        help="delete the secrets at once: a stack deployed again with the same secret names "
+        "cannot create them while their deletion is pending",
+    )
+    parser.add_argument(
         "--delete-table", action="store_true", help="delete its table: every agent's record"
     )
     args = parser.parse_args(argv)
@@ -94,7 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in leftovers.secrets:
         print(f"secret {name}")
         if args.delete_secrets:
-            secrets.delete_secret(SecretId=name)  # recoverable for 30 days
+            if args.without_recovery:
+                secrets.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+            else:
+                secrets.delete_secret(SecretId=name)  # recoverable for 30 days
     for table in leftovers.tables:
         print(f"table {table}")
         if args.delete_table:

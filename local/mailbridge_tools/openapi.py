@@ -24,7 +24,7 @@ REGENERATE = "make openapi"
 _DESCRIPTION = (
     "Connects each agent of an AI-agent platform to a real mailbox: IMAP/SMTP with an app "
     "password, Microsoft OAuth or Google OAuth. Generated from the functions' routes and "
-    f"models by `{REGENERATE}`; README.md explains the API."
+    f"models by `{REGENERATE}`; docs/api.md explains the API."
 )
 _SCHEMA_REF = "#/components/schemas/"
 _PLATFORM_JWT = HTTPBearer(

@@ -117,8 +117,15 @@ def _stop_on_signals() -> None:
     """SIGTERM and SIGINT raise KeyboardInterrupt, so that everything started closes in order
     (Dovecot is a process of its own, which would outlive us): also SIGTERM, which would end
     the process at once, and SIGINT when started in the background, where it is ignored."""
+
+    def stop_once(number: int, frame: object) -> None:
+        # A second signal must not interrupt the stopping the first one began.
+        for each in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(each, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
     for stop in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop, signal.default_int_handler)
+        signal.signal(stop, stop_once)
 
 
 def _port_taken(host: str, port: int) -> bool:

@@ -141,6 +141,9 @@ class DovecotServer:
             wait_for_port(self.imap_port, alive=lambda: self._process_alive())
             if self._imaps_port is not None:
                 wait_for_port(self._imaps_port, alive=lambda: self._process_alive())
+        except KeyboardInterrupt:  # stopped while starting (SIGTERM too): not left running
+            self.stop()
+            raise
         except Exception as error:
             self.stop()
             raise RuntimeError(f"Dovecot did not start: {self.log_tail()}") from error

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core.addresses import host_refused
-from ..core.errors import ErrorCode, InvalidField, MailServerError, refuse_all
+from ..core.errors import ErrorCode, InvalidField, MailbridgeError, MailServerError, refuse_all
 from ..core.settings import settings
 from .models import Preset, PresetId, Security, ServerOverride, ServerSettings
 
@@ -86,21 +86,27 @@ def resolve_server(preset_id: PresetId, protocol: str, override: ServerOverride)
             if name not in merged
         ]
     )
+    problems: list[MailbridgeError] = []
     if merged["port"] not in settings().mail_allowed_ports:
         # The service connects to mail ports only: it must not become a port scanner.
-        raise InvalidField(
-            f"{protocol}.port",
-            f"Port {merged['port']} is not a mail port this service connects to.",
-            hint="IMAP uses 993 (TLS) or 143 (STARTTLS); SMTP 465 (TLS) or 587 (STARTTLS).",
+        problems.append(
+            InvalidField(
+                f"{protocol}.port",
+                f"Port {merged['port']} is not a mail port this service connects to.",
+                hint="IMAP uses 993 (TLS) or 143 (STARTTLS); SMTP 465 (TLS) or 587 (STARTTLS).",
+            )
         )
     allow_private = settings().mail_allow_private_networks
     if host_refused(merged["host"], allow_private=allow_private):
         # What the connection test would refuse, said with its code and words at the save.
-        raise MailServerError(
-            ErrorCode.ADDRESS_NOT_ALLOWED,
-            protocol.upper(),
-            merged["host"],
-            merged["port"],
-            field=f"{protocol}.host",
+        problems.append(
+            MailServerError(
+                ErrorCode.ADDRESS_NOT_ALLOWED,
+                protocol.upper(),
+                merged["host"],
+                merged["port"],
+                field=f"{protocol}.host",
+            )
         )
+    refuse_all(problems)
     return ServerSettings.model_validate(merged)

@@ -26,7 +26,7 @@ from .windows import Window
 
 class ErrorCode(StrEnum):
     """The stable, machine-readable codes: API answers, connection-test checks and an agent's
-    last error all use them (README: Errors)."""
+    last error all use them (docs/api.md: Errors)."""
 
     # The request itself
     INVALID_JSON = "invalid_json"
@@ -169,9 +169,14 @@ class InvalidFields(MailbridgeError):
             for problem in problems
             for each in (problem.problems if isinstance(problem, InvalidFields) else [problem])
         ]
+        # The form's own rules first: the status is theirs whatever the fields' order.
+        flat.sort(key=lambda problem: problem.code not in _FORM_RULES)
         first = flat[0]
         super().__init__(first.code, first.message, field=first.field, hint=first.hint)
         self.problems = flat
+
+
+_FORM_RULES = {ErrorCode.INVALID_FIELD, ErrorCode.MISSING_FIELD, ErrorCode.UNKNOWN_FIELD}
 
 
 def refuse_all(problems: list[MailbridgeError]) -> None:

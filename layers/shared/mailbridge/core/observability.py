@@ -7,6 +7,7 @@ bring a botocore of its own into the layer, shadowing the runtime's (BENCHMARKS.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from traceback import extract_tb
 
@@ -44,6 +45,10 @@ class _RedactSecrets(logging.Filter):
 
 logger.addFilter(_RedactSecrets())
 metrics = Metrics()
+# Two stacks in one account (development and production) count apart: each stack's alarms
+# watch its own. Read as Lambda sets it, before the settings are validated.
+if os.environ.get("STACK_NAME"):
+    metrics.set_default_dimensions(stack=os.environ["STACK_NAME"])
 # Most requests record no business metric; Powertools would warn about it on every one.
 warnings.filterwarnings("ignore", "No application metrics to publish")
 

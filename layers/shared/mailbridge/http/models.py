@@ -7,7 +7,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(description="Stable and machine-readable: see the README's Errors table.")
+    code: str = Field(description="Stable and machine-readable: see docs/api.md, Errors.")
     message: str = Field(description="A sentence for the person in the Email tab.")
     # Left out of the body when there is none, so the contract never offers null.
     field: str | SkipJsonSchema[None] = Field(
