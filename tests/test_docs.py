@@ -4,16 +4,22 @@ the template's and the code's. Each failure names the page and what in it is bro
 
 Checked, in inline code and code blocks:
 - `make <target> [VAR=value]`: the target is the Makefile's, and so is each variable;
-- `python -m <module> [--flags]`: the module imports, and `--help` lists each flag;
-- `sam ...`: a SAM CLI command, its `--config-env` an environment of samconfig.toml, its
-  `--parameter-overrides` the template's parameters, `sam local invoke`'s function the
-  template's;
+- `python -m <module> [--flags]`: a module with an argparse CLI runs with `--help`, which
+  lists each flag; any other is imported only (never run: `mailbridge_tools.openapi` writes
+  openapi.json, `mailbridge_tools.build` runs sam);
+- `sam ...`: a SAM CLI command, its `--config-env` an environment of samconfig.toml,
+  `sam local invoke`'s function the template's;
+- `--parameter-overrides KEY=value...`, of any command or alone: each KEY a parameter of
+  template.yaml;
 - `aws <service> <command> [--options]`: an operation of the AWS CLI's service model (from
   botocore), each option one of its parameters or a global option;
 - `curl` lines (shell blocks) and `METHOD /path` mentions: a route of template.yaml, or one
-  of the local run's own pages;
+  of the local run's own pages (a curl line's URL is its first argument that is no option's
+  value; a URL without a path is no route);
 - repository paths in backticks or shell blocks (placeholders like `<group>` match any one
-  name), relative links and images, and their `#anchors`.
+  name), relative links and images, and their `#anchors`;
+- docs/api.md's routes table is template.yaml's routes, docs/settings.md's table the
+  fields of `Settings`, both ways.
 
 The printed lines of the local run are run as printed by tests/test_local_run.py.
 """
@@ -68,6 +74,23 @@ SAM_COMMANDS = {
 }
 # fmt: on
 HTTP_METHODS = ("GET", "PUT", "POST", "PATCH", "DELETE")
+# Modules that do real work when run, whatever their arguments (openapi writes openapi.json,
+# build runs sam): only imported, even should they take options one day.
+IMPORT_ONLY = {"mailbridge_tools.openapi", "mailbridge_tools.build"}
+# curl's options that take a value, which is not the URL; and the short ones among them,
+# which may end a cluster of short flags (`-sX POST`).
+# fmt: off
+CURL_VALUE_OPTIONS = {
+    "-H", "--header", "--json", "-d", "--data", "--data-raw", "--data-binary",
+    "--data-urlencode", "-F", "--form", "-o", "--output", "--cacert", "--cert", "--key",
+    "-X", "--request", "-u", "--user", "-w", "--write-out", "-A", "--user-agent", "-e",
+    "--referer", "-b", "--cookie", "-c", "--cookie-jar", "-m", "--max-time",
+    "--connect-timeout", "--retry", "-x", "--proxy", "--resolve", "-T", "--upload-file",
+    "--url",
+}
+# fmt: on
+CURL_SHORT_VALUE_FLAGS = {option[1] for option in CURL_VALUE_OPTIONS if len(option) == 2}
+CURL_SENDS = {"-d", "--data", "--data-raw", "--data-binary", "--data-urlencode", "--json"}
 
 
 # The pages' parts ----------------------------------------------------------------------
@@ -201,6 +224,28 @@ def template() -> dict[str, object]:
 
 
 @cache
+def sam_environments() -> frozenset[str]:
+    """samconfig.toml's environments: its tables of `[<env>.<command>.parameters]` with a
+    `deploy` or `global` command section; not its other keys (`version`)."""
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    return frozenset(
+        name
+        for name, table in config.items()
+        if isinstance(table, dict)
+        and any(
+            isinstance(table.get(command), dict)
+            and isinstance(table[command].get("parameters"), dict)
+            for command in ("deploy", "global")
+        )
+    )
+
+
+@cache
+def template_parameters() -> frozenset[str]:
+    return frozenset(template()["Parameters"])  # type: ignore[arg-type]
+
+
+@cache
 def route_keys() -> frozenset[str]:
     return frozenset(route.route_key for route in routes(template()))
 
@@ -222,7 +267,10 @@ def route_pattern(route_key: str) -> re.Pattern[str]:
 
 def route_exists(method: str, path: str) -> bool:
     """A concrete path (placeholders `<x>`, `{x}` or `$X` standing for one segment) of a
-    template route or of the local run's own pages."""
+    template route or of the local run's own pages. No path (a bare host or `$API`) is none:
+    it is never taken for `/`."""
+    if not path.startswith("/"):
+        return False
     path = re.sub(r"<[^>/]+>|\{\w+\}|\$\{?\w+\}?", "x", path.split("?")[0]).rstrip("/") or "/"
     return any(
         route_pattern(key).fullmatch(f"{method} {path}") for key in route_keys() | local_pages()
@@ -279,24 +327,117 @@ def python_modules(pages: list[Page]) -> dict[str, dict[str, set[str]]]:
 
 
 def module_source(module: str) -> str | None:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
+    """The source of what `python -m module` runs (a package's: all its files), None when
+    there is nothing to run."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        return None  # its package is missing
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         return None
     origin = Path(spec.origin)
-    files = sorted(origin.parent.glob("*.py")) if origin.name == "__init__.py" else [origin]
-    return "\n".join(path.read_text() for path in files)
+    if origin.name != "__init__.py":
+        return origin.read_text()
+    if not (origin.parent / "__main__.py").exists():
+        return None  # a package without __main__: `python -m` cannot run it
+    return "\n".join(path.read_text() for path in sorted(origin.parent.glob("*.py")))
 
 
-def help_text(module: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", module, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
-    return result.stdout + result.stderr if result.returncode == 0 else ""
+def has_cli(module: str, source: str) -> bool:
+    """Whether `python -m module --help` only prints its options: an argparse parser."""
+    return module not in IMPORT_ONLY and "ArgumentParser(" in source and "parse_args(" in source
+
+
+def imported_name(module: str) -> str:
+    """What to import for `python -m module` without running it: a package's `__main__`
+    when that guards its work with `if __name__ == "__main__"`, else the package."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    main = Path(spec.origin).parent / "__main__.py"
+    if Path(spec.origin).name == "__init__.py" and "__name__ ==" in main.read_text():
+        return f"{module}.__main__"
+    return module
+
+
+@dataclass(frozen=True)
+class ModuleCheck:
+    error: str  # why it fails, "" when it imports (and --help answers)
+    options: frozenset[str] | None  # what its --help lists; None: not run, imported only
+
+
+def last_line(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+@cache
+def check_module(module: str) -> ModuleCheck:
+    """`python -m module --help` for a module with an argparse CLI, an import of it for any
+    other, in a fresh interpreter: a module broken at import fails either way."""
+    source = module_source(module)
+    assert source is not None, module
+    cli = has_cli(module, source)
+    if cli:
+        command = [sys.executable, "-m", module, "--help"]
+    else:
+        command = [
+            sys.executable,
+            "-c",
+            "import importlib, sys; importlib.import_module(sys.argv[1])",
+        ]
+        command.append(imported_name(module))
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return ModuleCheck(f"{' '.join(command[1:])} did not finish in 60 s", None)
+    if result.returncode != 0:
+        what = "--help" if cli else "importing it"
+        return ModuleCheck(f"{what} failed: {last_line(result.stderr + result.stdout)}", None)
+    if not cli:
+        return ModuleCheck("", None)
+    if "usage:" not in result.stdout:
+        return ModuleCheck(f"--help printed no usage: {last_line(result.stdout)}", None)
+    return ModuleCheck("", frozenset(re.findall(r"(?<![\w-])--[\w-]+", result.stdout)))
+
+
+def python_problems(pages: list[Page]) -> list[str]:
+    modules = python_modules(pages)
+    problems = []
+    runnable = []
+    for module, by_page in sorted(modules.items()):
+        try:
+            source = module_source(module)
+        except Exception as error:  # its package is broken at import
+            problems.extend(
+                f"{page}: `python -m {module}`: importing its package failed: {error!r}"
+                for page in by_page
+            )
+            continue
+        if source is None:
+            problems.extend(f"{page}: `python -m {module}`: no such module" for page in by_page)
+        else:
+            runnable.append(module)
+    # Each in its own interpreter, two at a time (CI has two cores).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        checks = dict(zip(runnable, pool.map(check_module, runnable), strict=True))
+    for module, check in checks.items():
+        for page, flags in modules[module].items():
+            if check.error:
+                problems.append(f"{page}: `python -m {module}`: {check.error}")
+            elif check.options is None and flags:
+                problems.append(
+                    f"{page}: `python -m {module} {' '.join(sorted(flags))}`: the module takes "
+                    "no argparse options to check the flags against"
+                )
+            elif check.options is not None:
+                problems.extend(
+                    f"{page}: `python -m {module}`: no option {flag} (its --help: "
+                    f"{', '.join(sorted(check.options))})"
+                    for flag in sorted(flags - check.options)
+                )
+    return problems
 
 
 def test_make_commands_name_the_makefiles_targets_and_variables(pages: list[Page]) -> None:
@@ -307,46 +448,12 @@ def test_make_commands_name_the_makefiles_targets_and_variables(pages: list[Page
 def test_python_modules_import_and_take_their_flags(pages: list[Page]) -> None:
     modules = python_modules(pages)
     assert "mailbridge_tools.localapi" in modules, "no python -m command found in the docs"
-    problems = []
-    to_ask = []
-    for module, by_page in sorted(modules.items()):
-        try:
-            source = module_source(module)
-        except ModuleNotFoundError:
-            source = None
-        if source is None:
-            problems.extend(f"{page}: `python -m {module}`: no such module" for page in by_page)
-        elif any(by_page.values()):
-            if "ArgumentParser" not in source:
-                problems.extend(
-                    f"{page}: `python -m {module} {' '.join(sorted(flags))}`: the module takes "
-                    "no argparse options to check the flags against"
-                    for page, flags in by_page.items()
-                    if flags
-                )
-            else:
-                to_ask.append(module)
-    # Only modules with an argparse parser are run, and only with --help.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        helps = dict(zip(to_ask, pool.map(help_text, to_ask), strict=True))
-    for module in to_ask:
-        known = set(re.findall(r"(?<![\w-])--[\w-]+", helps[module]))
-        if not helps[module]:
-            problems.append(f"`python -m {module} --help` failed")
-            continue
-        for page, flags in modules[module].items():
-            problems.extend(
-                f"{page}: `python -m {module}`: no option {flag} (its --help: "
-                f"{', '.join(sorted(known))})"
-                for flag in sorted(flags - known)
-            )
+    problems = python_problems(pages)
     assert not problems, problems_of("python -m commands", problems)
 
 
 def sam_problems(page: Page) -> Iterator[str]:
-    parameters = set(template()["Parameters"])  # type: ignore[arg-type]
     functions = set(function_ids(template()))
-    environments = set(tomllib.loads((ROOT / "samconfig.toml").read_text()))
     for command in page.commands():
         for match in re.finditer(r"(?<![\w./-])sam\s+([a-z][\w-]*)(.*)", command):
             words = match[2].replace("[", " ").replace("]", " ").split()
@@ -354,16 +461,8 @@ def sam_problems(page: Page) -> Iterator[str]:
             if name not in SAM_COMMANDS:
                 yield f"{page.name}: `{match[0]}`: no SAM CLI command `sam {name}`"
             for flag, value in pairwise([*words, ""]):
-                if flag == "--config-env" and value not in environments:
+                if flag == "--config-env" and value not in sam_environments():
                     yield f"{page.name}: `{match[0]}`: samconfig.toml has no environment {value!r}"
-            if "--parameter-overrides" in words:
-                overrides = words[words.index("--parameter-overrides") + 1 :]
-                for override in overrides:
-                    if override.startswith("-"):
-                        break
-                    key = override.split("=")[0]
-                    if "=" in override and key not in parameters:
-                        yield f"{page.name}: `{match[0]}`: the template has no parameter {key}"
             invoked = words[1] if name == "local invoke" and len(words) > 1 else "-"
             if not invoked.startswith("-") and invoked not in functions:
                 yield f"{page.name}: `{match[0]}`: the template has no function {invoked}"
@@ -372,6 +471,39 @@ def sam_problems(page: Page) -> Iterator[str]:
 def test_sam_commands_name_what_exists(pages: list[Page]) -> None:
     problems = [problem for page in pages for problem in sam_problems(page)]
     assert not problems, problems_of("sam commands", problems)
+
+
+def parameter_overrides(page: Page) -> Iterator[tuple[str, str]]:
+    """(what the page says, KEY) of each `--parameter-overrides KEY=value ...`, of whatever
+    command (sam, the local run) or alone in prose; up to the next option or command.
+    Both of SAM's forms: `KEY=value` (quoted or not) and `ParameterKey=KEY,ParameterValue=...`.
+    """
+    for command in page.commands():
+        for match in re.finditer(r"(?<![\w-])--parameter-overrides(?:=|\s+)(.*)", command):
+            said = re.split(r"\s(?:&&|\|\||\||;|#)(?:\s|$)|\)", match[0])[0].strip()
+            arguments = said.removeprefix("--parameter-overrides").lstrip("= ")
+            try:
+                words = shlex.split(arguments)
+            except ValueError:
+                words = arguments.split()
+            for override in (part for word in words for part in word.split()):
+                if override.startswith("-"):
+                    break  # the next option
+                key = re.match(r"ParameterKey=([^,]+),|([^=,]+)=", override)
+                if key:
+                    yield said, key[1] or key[2]
+
+
+def override_problems(page: Page) -> Iterator[str]:
+    for said, key in parameter_overrides(page):
+        if key not in template_parameters():
+            yield f"{page.name}: `{said}`: template.yaml has no parameter {key}"
+
+
+def test_parameter_overrides_name_the_templates_parameters(pages: list[Page]) -> None:
+    assert any(parameter_overrides(page) for page in pages), "no --parameter-overrides found"
+    problems = [problem for page in pages for problem in override_problems(page)]
+    assert not problems, problems_of("--parameter-overrides", problems)
 
 
 def aws_problems(page: Page) -> Iterator[str]:
@@ -404,40 +536,82 @@ def test_aws_commands_are_the_cli_s_operations(pages: list[Page]) -> None:
     assert not problems, problems_of("aws commands", problems)
 
 
+def curl_request(arguments: list[str]) -> tuple[str | None, str]:
+    """A curl command's URL (its first argument that is no option's value) and method."""
+    url: str | None = None
+    method: str | None = None
+    sends = False
+
+    def given(option: str, value: str) -> None:
+        nonlocal url, method, sends
+        sends = sends or option in CURL_SENDS
+        if option in ("-X", "--request"):
+            method = value
+        elif option == "--url" and url is None:
+            url = value
+
+    taking: str | None = None  # the option the next argument is the value of
+    for word in arguments:
+        if taking is not None:
+            given(taking, word)
+            taking = None
+        elif word.startswith("--"):
+            option, equals, value = word.partition("=")
+            if equals:
+                given(option, value)
+            elif option in CURL_VALUE_OPTIONS:
+                taking = option
+        elif word.startswith("-") and len(word) > 1:
+            # Short flags, one of which may take a value: `-sX POST`, `-XPOST`.
+            for index, letter in enumerate(word[1:], start=2):
+                if letter in CURL_SHORT_VALUE_FLAGS:
+                    if word[index:]:
+                        given(f"-{letter}", word[index:])
+                    else:
+                        taking = f"-{letter}"
+                    break
+        elif url is None:
+            url = word
+    return url, method or ("POST" if sends else "GET")
+
+
 def route_mentions(page: Page) -> Iterator[tuple[str, str, str]]:
-    """(what the page says, method, path) of its curl lines and `METHOD /path` mentions."""
+    """(what the page says, method, path) of its curl lines and `METHOD /path` mentions; the
+    path is "" when a curl line gives none (no URL, a bare host or `$API`)."""
     variables: dict[str, str] = {}
     for line in page.shell_lines():
         for name, value in re.findall(r"(?:^|\s)(\w+)=(\"[^\"]*\"|'[^']*'|[^\s\"']\S*)", line):
             if not value.startswith("$("):  # a command's output: any one segment
                 variables[name] = value.strip("\"'")
         for call in re.split(r"(?<![\w-])(?=curl\s)", line)[1:]:
-            call = re.split(r"\s(?:\||&&|;)\s|\)", call)[0]
-            url = next(
-                (word for word in shlex.split(call) if re.match(r"(\$\{?\w+\}?|https?://)", word)),
-                None,
-            )
+            call = re.split(r"\s(?:\||&&|;)\s|\)", call)[0].strip()
+            try:
+                words = shlex.split(call, comments=True)
+            except ValueError:
+                words = call.split()
+            url, method = curl_request(words[1:])
             if url is None:
+                yield call, method, ""
                 continue
             for _ in range(5):  # variables that name others
                 url = re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m[1], m[0]), url)
-            method = re.search(r"-X\s+([A-Z]+)", call)
-            sends = re.search(r"--json|-d\s|--data", call)
-            chosen = method[1] if method else "POST" if sends else "GET"
-            path = re.sub(r"^(https?://[^/]+|\$\{?\w+\}?)", "", url)
-            yield f"curl {url}", chosen, path or "/"
+            path = re.sub(r"^(https?://[^/?#]+|\$\{?\w+\}?)", "", url)
+            yield f"curl {url}", method, path
     for span in page.inline_code():
         for match in re.finditer(rf"\b({'|'.join(HTTP_METHODS)}) (/\S*)", span):
             yield match[0], match[1], match[2]
 
 
+def route_problems(page: Page) -> Iterator[str]:
+    for said, method, path in route_mentions(page):
+        if not path.startswith("/"):
+            yield f"{page.name}: `{said}`: no path to a route (an empty one is not /)"
+        elif not route_exists(method, path):
+            yield f"{page.name}: `{said}`: no route {method} {path} in template.yaml"
+
+
 def test_routes_the_pages_call_exist(pages: list[Page]) -> None:
-    problems = [
-        f"{page.name}: `{said}`: no route {method} {path} in template.yaml"
-        for page in pages
-        for said, method, path in route_mentions(page)
-        if not route_exists(method, path)
-    ]
+    problems = [problem for page in pages for problem in route_problems(page)]
     assert not problems, problems_of("routes", problems)
 
 
@@ -517,29 +691,39 @@ def section(page: Page, heading: str) -> str:
     return page.text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
 
 
+def routes_table_problems(page: Page) -> Iterator[str]:
+    """Its `## Routes` table against template.yaml's routes, both ways."""
+    rows = re.findall(r"^\| ([A-Z, ]+) \| `([^`]+)` \|", section(page, "Routes"), re.M)
+    listed = {f"{method.strip()} {path}" for methods, path in rows for method in methods.split(",")}
+    for key in sorted(route_keys() - listed):
+        yield f"{page.name}'s routes table: no row for {key} (a route of template.yaml)"
+    for key in sorted(listed - route_keys()):
+        yield f"{page.name}'s routes table: {key} is no route of template.yaml"
+
+
+def settings_table_problems(page: Page) -> Iterator[str]:
+    """Its table of variables against the aliases of `Settings`' fields, both ways."""
+    from mailbridge.core.settings import Settings
+
+    rows = re.findall(r"^\| (`[A-Z].*?) \|", page.text, re.M)
+    listed = {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", row)}
+    fields = {field.alias for field in Settings.model_fields.values() if field.alias}
+    for name in sorted(fields - listed):
+        yield f"{page.name}'s settings table: no row for {name} (a field of Settings)"
+    for name in sorted(listed - fields):
+        yield f"{page.name}'s settings table: {name} is no field of Settings"
+
+
 def test_the_routes_table_is_the_templates(pages: list[Page]) -> None:
     api = next(page for page in pages if page.name == "docs/api.md")
-    rows = re.findall(r"^\| ([A-Z, ]+) \| `([^`]+)` \|", section(api, "Routes"), re.M)
-    listed = {f"{method.strip()} {path}" for methods, path in rows for method in methods.split(",")}
-    missing = sorted(route_keys() - listed)
-    extra = sorted(listed - route_keys())
-    assert not missing and not extra, (
-        f"docs/api.md's routes table: missing {missing} (in template.yaml), "
-        f"not in template.yaml {extra}"
-    )
+    problems = list(routes_table_problems(api))
+    assert not problems, problems_of("the routes table", problems)
 
 
 def test_the_settings_table_is_the_settings_fields(pages: list[Page]) -> None:
-    from mailbridge.core.settings import Settings
-
     settings = next(page for page in pages if page.name == "docs/settings.md")
-    rows = re.findall(r"^\| (`[A-Z].*?) \|", settings.text, re.M)
-    listed = {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", row)}
-    fields = {field.alias for field in Settings.model_fields.values() if field.alias}
-    assert listed == fields, (
-        f"docs/settings.md's table: missing {sorted(fields - listed)} (Settings' fields), "
-        f"not Settings' {sorted(listed - fields)}"
-    )
+    problems = list(settings_table_problems(settings))
+    assert not problems, problems_of("the settings table", problems)
 
 
 def test_deploying_names_the_python_sam_build_needs(pages: list[Page]) -> None:
@@ -560,25 +744,55 @@ def broken(text: str, name: str = "docs/example.md") -> Page:
     return Page(ROOT / name, text)
 
 
-def test_the_checks_catch_a_broken_page() -> None:
+# Modules the self-test writes: one whose CLI, one whose import, is broken.
+BROKEN_CLI = """import argparse
+import mailbridge_no_such_dependency
+
+argparse.ArgumentParser().parse_args()
+"""
+BROKEN_LIBRARY = "import mailbridge_no_such_dependency\n"
+
+
+def test_the_checks_catch_a_broken_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mailbridge_docs_broken_cli.py").write_text(BROKEN_CLI)
+    (tmp_path / "mailbridge_docs_broken_library.py").write_text(BROKEN_LIBRARY)
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    )
     page = broken(
         "`make runn` and `make run PORTT=1`\n\n"
         "[gone](nowhere.md) [anchor](api.md#no-such-heading) ![img](screenshots/no.png)\n\n"
         "`tests/test_nothing.py`, `GET /bridge/nothing`\n\n"
-        "```sh\nsam deploy --config-env staging\n"
-        "aws kms create-key --no-such-option x\ncurl -s $API/bridge/nowhere\n```\n"
+        "`python -m mailbridge_tools.no_such_module`, `python -m mailbridge_tools`, "
+        "`python -m mailbridge_docs_broken_cli`, `python -m mailbridge_docs_broken_library`, "
+        "`python -m mailbridge_tools.openapi --check`, "
+        "`--parameter-overrides NoSuchInlineParameter=...`\n\n"
+        "```sh\nsam deploy --config-env staging\nsam deploy --config-env version\n"
+        "sam deploy --parameter-overrides LogLevel=INFO NoSuchSamParameter=x --guided\n"
+        "sam deploy --parameter-overrides ParameterKey=NoSuchKeyParameter,ParameterValue=x\n"
+        ".venv/bin/python -m mailbridge_tools.leftovers --stack x --no-such-flag\n"
+        ".venv/bin/python -m mailbridge_tools.localapi \\\n"
+        "  --parameter-overrides AllowPrivateMailServers=true NoSuchLocalParameter=1\n"
+        "aws kms create-key --no-such-option x\ncurl -s $API/bridge/nowhere\n"
+        "curl -H \"$AUTH\" $API/bridge/unset-header\ncurl -s -XPUT --json '{}' $API/bridge/x\n"
+        'curl -s -H "$AUTH"\ncurl -s $API\n```\n\n'
+        "## Routes\n\n| method | path | does |\n|---|---|---|\n"
+        "| GET | `/bridge/email-presets` | the presets |\n| GET, POST | `/bridge/nothing` | x |\n\n"
+        "## Settings\n\n| variable | default | meaning |\n|---|---|---|\n"
+        "| `TABLE_NAME` | (from the stack) | the table |\n| `MAIL_NO_SUCH_SETTING` | none | x |\n"
     )
     found = "\n".join(
         [
             *make_problems(page),
             *link_problems(page, {}),
+            *python_problems([page]),
             *sam_problems(page),
+            *override_problems(page),
             *aws_problems(page),
-            *(
-                f"{said} {method} {path}"
-                for said, method, path in route_mentions(page)
-                if not route_exists(method, path)
-            ),
+            *route_problems(page),
+            *routes_table_problems(page),
+            *settings_table_problems(page),
             *(
                 word
                 for word in repo_path_candidates(page)
@@ -592,10 +806,42 @@ def test_the_checks_catch_a_broken_page() -> None:
         "nowhere.md does not exist",
         "has no heading #no-such-heading",
         "screenshots/no.png does not exist",
+        # python -m: a missing module, a package without __main__, one broken at import
+        # (run with --help, or imported), a missing flag, flags for a module without options
+        "`python -m mailbridge_tools.no_such_module`: no such module",
+        "`python -m mailbridge_tools`: no such module",
+        "`python -m mailbridge_docs_broken_cli`: --help failed: ModuleNotFoundError",
+        "`python -m mailbridge_docs_broken_library`: importing it failed: ModuleNotFoundError",
+        "`python -m mailbridge_tools.leftovers`: no option --no-such-flag",
+        "`python -m mailbridge_tools.openapi --check`: the module takes no argparse options",
         "no environment 'staging'",
+        "no environment 'version'",
+        "template.yaml has no parameter NoSuchSamParameter",
+        "template.yaml has no parameter NoSuchKeyParameter",
+        "template.yaml has no parameter NoSuchLocalParameter",
+        "template.yaml has no parameter NoSuchInlineParameter",
         "has no --no-such-option",
-        "curl $API/bridge/nowhere GET /bridge/nowhere",
-        "GET /bridge/nothing",
+        "`curl $API/bridge/nowhere`: no route GET /bridge/nowhere",
+        "`curl $API/bridge/unset-header`: no route GET /bridge/unset-header",
+        "`curl $API/bridge/x`: no route PUT /bridge/x",
+        '`curl -s -H "$AUTH"`: no path to a route',
+        "`curl $API`: no path to a route",
+        "`GET /bridge/nothing`: no route GET /bridge/nothing",
+        "routes table: GET /bridge/nothing is no route",
+        "routes table: POST /bridge/nothing is no route",
+        "settings table: MAIL_NO_SUCH_SETTING is no field of Settings",
         "tests/test_nothing.py",
     ]:
         assert expected in found, f"{expected!r} not caught:\n{found}"
+    # What is right on the same lines is not taken for wrong.
+    for right in [
+        "no parameter LogLevel",
+        "no parameter AllowPrivateMailServers",
+        "GET /bridge/email-presets is no route",
+        "TABLE_NAME is no field",
+        "`python -m mailbridge_tools.localapi`",
+    ]:
+        assert right not in found, f"{right!r} is no problem:\n{found}"
+    # Modules that do real work when run are imported, never run.
+    for module in IMPORT_ONLY:
+        assert check_module(module) == ModuleCheck("", None), module

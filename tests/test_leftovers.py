@@ -70,12 +70,11 @@ def test_what_a_deleted_stack_leaves_is_listed_then_deleted(
     # Recoverable for 30 days; the other stack's are untouched.
     assert secrets.describe_secret(SecretId=names[gone])["DeletedDate"]
     assert "DeletedDate" not in secrets.describe_secret(SecretId=names[other])
-    # At once: the name is free for a stack deployed again.
-    restored = secrets.restore_secret(SecretId=names[gone])["Name"]
+    # Already scheduled, deleted at once: the name is free for a stack deployed again.
     run(capsys, "--stack", gone, "--delete-secrets", "--without-recovery")
     with pytest.raises(secrets.exceptions.ResourceNotFoundException):
-        secrets.describe_secret(SecretId=restored)
-    secrets.create_secret(Name=restored, SecretString="{}")
+        secrets.describe_secret(SecretId=names[gone])
+    secrets.create_secret(Name=names[gone], SecretString="{}")
     secrets.close()
     dynamodb.close()
 

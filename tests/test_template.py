@@ -8,7 +8,10 @@ lint`, checks the template against CloudFormation's schemas.)"""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -178,16 +181,44 @@ def test_a_function_that_touches_secrets_or_the_table_may_use_the_key_and_only_w
         for action in ("CreateSecret", "PutSecretValue")
         for s in secrets
     )
-    # DynamoDB decrypts the table's key as the caller: every function reading the table.
+    # DynamoDB uses the table's key as the caller: every function using the table.
     table = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/t"
-    reads_table = any(
+    uses_table = any(
         allowed(with_key, f"dynamodb:{action}", resource)
-        for action in ("Query", "GetItem")
+        for action in ("Query", "GetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchGetItem")
         for resource in (table, f"{table}/index/ConnectedByProvider")
     )
-    assert allowed(with_key, "kms:Decrypt", KEY) is (reads or writes or reads_table)
+    assert allowed(with_key, "kms:Decrypt", KEY) is (reads or writes or uses_table)
     assert allowed(with_key, "kms:GenerateDataKey", KEY) is writes
     assert not any(statement.actions[0].startswith("kms:") for statement in without.statements)
+
+
+def test_the_metrics_carry_the_dimensions_the_alarms_watch() -> None:
+    """What a function emits, as Lambda starts it (STACK_NAME set), in a fresh interpreter:
+    the service and the stack, as the alarms name them."""
+    code = (
+        "from aws_lambda_powertools.metrics import MetricUnit\n"
+        "from mailbridge.core.observability import metrics\n"
+        "metrics.add_metric(name='TokenRefreshFailed', unit=MetricUnit.Count, value=1)\n"
+        "print(json.dumps(metrics.serialize_metric_set()))"
+    )
+    environment = os.environ | {
+        "STACK_NAME": "mailbridge-dev",
+        "POWERTOOLS_SERVICE_NAME": "mailbridge",
+    }
+    emitted = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=True,
+        timeout=60,
+    )
+    document = json.loads(emitted.stdout)
+    [directive] = document["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "Mailbridge"
+    assert sorted(directive["Dimensions"][0]) == ["service", "stack"]
+    assert (document["service"], document["stack"]) == ("mailbridge", "mailbridge-dev")
 
 
 def test_the_table_and_the_secrets_follow_the_key() -> None:

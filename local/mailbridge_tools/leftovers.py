@@ -1,7 +1,7 @@
 """What a deleted stack leaves behind, found by its tag and removed on request:
 
     python -m mailbridge_tools.leftovers --stack mailbridge [--region eu-west-1]
-        [--delete-secrets] [--delete-table]
+        [--delete-secrets [--without-recovery]] [--delete-table]
 
 Two things outlive `sam delete`, both tagged `mailbridge:stack=<stack name>`:
 - the secrets: the functions create them at run time (an agent's password or client secret
@@ -11,7 +11,8 @@ Two things outlive `sam delete`, both tagged `mailbridge:stack=<stack name>`:
 
 Without an option it lists them. `--delete-secrets` schedules each secret's deletion with
 Secrets Manager's 30-day recovery window (`aws secretsmanager restore-secret` brings one
-back); `--delete-table` deletes the table. Both refuse while the stack still exists: its
+back; `--without-recovery` deletes them at once, freeing their names for a stack deployed
+again); `--delete-table` deletes the table. Both refuse while the stack still exists: its
 functions would be using them.
 """
 
@@ -37,13 +38,23 @@ class Leftovers:
     tables: list[str]
 
 
-def find(stack: str, secrets: SecretsManagerClient, dynamodb: DynamoDBClient) -> Leftovers:
-    """The secrets and tables tagged with `stack` (secrets already scheduled for deletion are
-    not listed)."""
+def find(
+    stack: str,
+    secrets: SecretsManagerClient,
+    dynamodb: DynamoDBClient,
+    *,
+    scheduled: bool = False,
+) -> Leftovers:
+    """The secrets and tables tagged with `stack`; secrets already scheduled for deletion
+    too with `scheduled` (their names stay taken until they are deleted)."""
     found_secrets = []
     # The filters match a tag key and a tag value, not necessarily of one tag: checked below.
     for listed in secrets.get_paginator("list_secrets").paginate(
-        Filters=[{"Key": "tag-key", "Values": [STACK_TAG]}, {"Key": "tag-value", "Values": [stack]}]
+        Filters=[
+            {"Key": "tag-key", "Values": [STACK_TAG]},
+            {"Key": "tag-value", "Values": [stack]},
+        ],
+        IncludePlannedDeletion=scheduled,
     ):
         for secret in listed["SecretList"]:
             secret_tags = {tag["Key"]: tag["Value"] for tag in secret.get("Tags", [])}
@@ -90,13 +101,15 @@ def main(argv: list[str] | None = None) -> None:
         "--delete-table", action="store_true", help="delete its table: every agent's record"
     )
     args = parser.parse_args(argv)
+    if args.without_recovery and not args.delete_secrets:
+        parser.error("--without-recovery goes with --delete-secrets")
     if args.region:
         boto3.setup_default_session(region_name=args.region)
     deleting = args.delete_secrets or args.delete_table
     if deleting and stack_exists(args.stack):
         parser.exit(1, f"mailbridge: stack {args.stack} still exists; delete it first\n")
     secrets, dynamodb = boto3.client("secretsmanager"), boto3.client("dynamodb")
-    leftovers = find(args.stack, secrets, dynamodb)
+    leftovers = find(args.stack, secrets, dynamodb, scheduled=args.without_recovery)
     for name in leftovers.secrets:
         print(f"secret {name}")
         if args.delete_secrets:

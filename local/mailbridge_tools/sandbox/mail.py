@@ -389,7 +389,9 @@ class Sandbox:
         """The command that drops a new message in the demo mailbox (drop), but its subject."""
         return (
             f"{shlex.quote(sys.executable)} -m mailbridge_tools.sandbox.drop"
-            f" --port {self.dovecot.imap_port} --password {shlex.quote(self.password)}"
+            # "=": a password may start with "-" (token_urlsafe), which argparse would
+            # take for an option.
+            f" --port {self.dovecot.imap_port} --password={shlex.quote(self.password)}"
         )
 
 
