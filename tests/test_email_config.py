@@ -281,9 +281,9 @@ def test_unknown_agent_is_not_found(org: Org) -> None:
         ({"username": "agent\x00"}, 422, "invalid_field", "username"),
         ({"password": "line\nbreak"}, 422, "invalid_field", "password"),
         ({"password": "x" * 1025}, 422, "invalid_field", "password"),
-        # IMAP's LOGIN and SMTP's AUTH carry ASCII: anything else would fail at the server.
-        ({"password": "pässwörd"}, 422, "invalid_field", "password"),
-        ({"username": "agënt@example.com"}, 422, "invalid_field", "username"),
+        # One line of printable characters (beyond ASCII too: AUTH PLAIN carries UTF-8).
+        ({"password": "pässwörd\u2028"}, 422, "invalid_field", "password"),
+        ({"username": "agënt\t@example.com"}, 422, "invalid_field", "username"),
         ({"preset": "hotmail"}, 422, "invalid_field", "preset"),
         ({"provider": "pop3"}, 422, "invalid_field", "provider"),
         ({"imap_host": "x"}, 422, "unknown_field", "imap_host"),
@@ -502,3 +502,59 @@ def test_the_logger_redacts_secrets_passed_by_name(logs: list[str]) -> None:
     assert logged.count('"[redacted]"') == 3
     assert MAILBOX_PASSWORD not in logged and "s3cr3t" not in logged and "c0d3" not in logged
     assert '"error_code":"auth_failed"' in logged  # what operators search for stays readable
+
+
+def test_a_password_beyond_ascii_logs_in_by_auth_plain(
+    org: Org, imap_body: Body, dovecot: Any, smtp: Any
+) -> None:
+    """Passphrases and non-English keyboards: LOGIN and smtplib's AUTH carry ASCII only,
+    so such a password goes by AUTHENTICATE PLAIN and AUTH PLAIN in UTF-8 (RFC 4616), to the
+    real Dovecot and SMTP server."""
+    from conftest import MAILBOX_PASSWORDS
+
+    # (Dovecot takes only ASCII user names by default: the password is the case.)
+    login = f"juergen-{uuid.uuid4().hex[:6]}"
+    password = f"Grüße aus Köln, пароль 密码 {uuid.uuid4().hex[:6]}"
+    MAILBOX_PASSWORDS.add(password)  # a canary like the others
+    for server in (dovecot, smtp):
+        server.set_password(login, password)
+    body = imap_body(password=password, username=login)
+    assert org.client.put(org.config_path, body).status == 200
+    result = org.client.post(org.config_path + "/test").json()
+    assert result["ok"] is True, result
+    assert (result["login"], result["inbox"]) == (login, {"total": 0, "unread": 0})
+    assert {check["name"]: check["ok"] for check in result["checks"]} == {
+        "imap": True,
+        "smtp": True,
+    }
+    # The wrong one is still refused, as a wrong ASCII password is.
+    wrong = imap_body(password=password + "!", username=login)
+    assert org.client.put(org.config_path, wrong).status == 200
+    refused = org.client.post(org.config_path + "/test").json()
+    assert refused["error"]["code"] == "auth_failed"
+
+
+def test_a_server_without_auth_plain_is_told_apart_from_a_wrong_password(
+    org: Org, imap_body: Body, dovecot: Any, server_cert: tuple[Any, Any]
+) -> None:
+    """An SMTP server that offers LOGIN only cannot take a password beyond ASCII: said so,
+    with that reason, and the password is never sent to it; the same password on the IMAP
+    server that offers PLAIN still works."""
+    from conftest import MAILBOX_PASSWORDS
+    from mailbridge_tools.sandbox import SmtpServer
+
+    login, password = f"kenji-{uuid.uuid4().hex[:6]}", f"パスワード\u3000{uuid.uuid4().hex[:6]}"
+    MAILBOX_PASSWORDS.add(password)
+    dovecot.set_password(login, password)
+    with SmtpServer(*server_cert, {login: password}, offer_plain=False) as login_only:
+        body = imap_body(password=password, username=login)
+        body["smtp"]["port"] = login_only.starttls_port
+        assert org.client.put(org.config_path, body).status == 200
+        result = org.client.post(org.config_path + "/test").json()
+        attempts = login_only.auth_attempts
+    checks = {check["name"]: check for check in result["checks"]}
+    assert checks["imap"]["ok"] is True
+    refusal = checks["smtp"]["error"]
+    assert refusal["code"] == "auth_unavailable"
+    assert "beyond ASCII" in refusal["message"] and "AUTH PLAIN" in refusal["hint"]
+    assert attempts == 0

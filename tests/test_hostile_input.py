@@ -209,3 +209,66 @@ def test_connection_tests_are_rate_limited_per_agent(org: Org, imap_body: Body) 
     assert (limited.status, limited.error["code"]) == (429, "rate_limited")
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     assert "this agent" in limited.error["message"]
+
+
+# What pydantic would read as an integer but a JSON client did not send as one.
+NOT_INTEGERS = [True, "993", 1.5]
+
+
+def _integer_fields(document: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """Every integer field of every request body of the API's contract: (method, path,
+    dotted field)."""
+    schemas = document["components"]["schemas"]
+    found: set[tuple[str, str, str]] = set()
+
+    def walk(
+        schema: dict[str, Any], field: str, seen: frozenset[str], route: tuple[str, str]
+    ) -> None:
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[1]
+            if name not in seen:
+                walk(schemas[name], field, seen | {name}, route)
+            return
+        for alternative in schema.get("anyOf", []) + schema.get("oneOf", []):
+            walk(alternative, field, seen, route)
+        if schema.get("type") == "integer":
+            found.add((*route, field.lstrip(".")))
+        for name, property_schema in schema.get("properties", {}).items():
+            walk(property_schema, f"{field}.{name}", seen, route)
+
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                walk(content["schema"], "", frozenset(), (method.upper(), path))
+    return found
+
+
+def test_an_integer_is_a_json_integer_in_every_request(org: Org, imap_body: Body) -> None:
+    """`"port": true` was port 1, `"993"` port 993: every integer field of the contract
+    refuses booleans, numeric strings and fractions, naming the field."""
+    import json
+    from pathlib import Path
+
+    document = json.loads((Path(__file__).parent.parent / "openapi.json").read_text())
+    config, policy = org.config_path, "/bridge/client-orgs/strict/email-policy"
+    valid = {
+        ("PUT", "/bridge/agents/{agentId}/email-config"): (config, imap_body()),
+        ("PUT", "/bridge/client-orgs/{clientOrgId}/email-policy"): (
+            policy,
+            {"name": "Strict", "limits": {"per_hour": 5, "per_day": 50}},
+        ),
+    }
+    fields = _integer_fields(document)
+    assert {(method, path) for method, path, _ in fields} == set(valid), fields
+    for method, route, field in sorted(fields):
+        path, body = valid[(method, route)]
+        for value in NOT_INTEGERS:
+            changed = json.loads(json.dumps(body))
+            *parents, last = field.split(".")
+            target = changed
+            for name in parents:
+                target = target[name]
+            target[last] = value
+            answer = org.client.request(method, path, changed)
+            assert (answer.status, answer.error["field"]) == (422, field), (field, value)
+        assert org.client.request(method, path, body).status == 200, (route, field)

@@ -88,3 +88,25 @@ def test_a_token_naming_no_organization_is_refused_on_every_route_before_its_bod
     # Each route that saves something reads its body, and said so with a token naming its
     # organization.
     assert {read[key] for key in read if key.startswith("PUT ")} == {400}, read
+
+
+def test_no_answer_of_any_route_may_be_stored(local_api: Any) -> None:
+    """Every route of the template, with a token of every scope: whatever it answers (a
+    view, a refusal, an error page, the public routes' own), a browser or a proxy must not
+    keep it. A new route cannot forget it: the handler adds it to every answer."""
+    scopes = ("mail.read", "mail.send", "agents.manage")
+    token = local_api.issuer.mint(sub="someone", org_id="org-cache", scopes=scopes)
+    client = ApiClient(local_api.url, token)
+    answers: dict[str, tuple[int, str | None]] = {}
+    for route in local_api.routes:
+        path = PATH_PARAMETER.sub(
+            lambda name: "google" if name[1] == "provider" else "x", route.path
+        )
+        body = {} if route.method in ("PUT", "POST", "PATCH") else None
+        answer = client.request(route.method, path, body)
+        answers[route.route_key] = (answer.status, answer.headers.get("Cache-Control"))
+    assert {header for _, header in answers.values()} == {"no-store"}, answers
+    assert len(answers) == len(local_api.routes) > 20
+    # A success too.
+    presets = client.get("/bridge/email-presets")
+    assert (presets.status, presets.headers["Cache-Control"]) == (200, "no-store")

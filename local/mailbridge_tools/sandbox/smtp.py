@@ -174,11 +174,18 @@ class SmtpServer:
     `starttls_port` (STARTTLS required before AUTH) and `tls_port` (implicit TLS).
 
     With `offer_starttls=False` the STARTTLS port offers no TLS but still advertises AUTH,
-    the trap a careful client must not fall into; `auth_attempts` shows whether it did.
+    the trap a careful client must not fall into; `auth_attempts` shows whether it did. With
+    `offer_plain=False` AUTH offers LOGIN only, as some servers do.
     """
 
     def __init__(
-        self, cert: Path, key: Path, users: dict[str, str], *, offer_starttls: bool = True
+        self,
+        cert: Path,
+        key: Path,
+        users: dict[str, str],
+        *,
+        offer_starttls: bool = True,
+        offer_plain: bool = True,
     ) -> None:
         self._mailroom = _Mailroom(users)
         context = server_context(cert, key)
@@ -195,6 +202,7 @@ class SmtpServer:
                 authenticator=self._mailroom.authenticate,
                 auth_required=True,
                 auth_require_tls=offer_starttls,
+                auth_exclude_mechanism=[] if offer_plain else ["PLAIN"],
             ),
             _Controller(
                 self._mailroom,
@@ -206,6 +214,7 @@ class SmtpServer:
                 auth_required=True,
                 # With True, aiosmtpd hides AUTH on an implicit-TLS port.
                 auth_require_tls=False,
+                auth_exclude_mechanism=[] if offer_plain else ["PLAIN"],
             ),
         ]
 

@@ -16,7 +16,7 @@ from imapclient.exceptions import LoginError
 from imapclient.tls import IMAP4_TLS, wrap_socket
 
 from ..connections.models import ImapConnection, InboxCounts, Security, ServerSettings
-from ..core.errors import ErrorCode
+from ..core.errors import Cause, ErrorCode
 from .mailnet import (
     classify_network_error,
     open_connection,
@@ -90,7 +90,15 @@ def logged_in(connection: ImapConnection, password: str, timeout: float) -> Iter
             if not client.has_capability("STARTTLS"):
                 raise server_error(ErrorCode.STARTTLS_UNAVAILABLE, "IMAP", server)
             client.starttls(tls_context())
-        client.login(connection.username, password)
+        if (connection.username + password).isascii():
+            client.login(connection.username, password)
+        elif client.has_capability("AUTH=PLAIN"):
+            # LOGIN carries ASCII only, whether or not the server takes UTF8=ACCEPT (RFC 6855
+            # section 5): AUTHENTICATE PLAIN carries UTF-8 (RFC 4616).
+            client.plain_login(connection.username, password)
+        else:
+            cause = Cause.UTF8_LOGIN_UNSUPPORTED
+            raise server_error(ErrorCode.AUTH_UNAVAILABLE, "IMAP", server, cause=cause)
         yield client
     finally:
         _close(client)

@@ -3,6 +3,7 @@ the same logged-in dialogue, each within its timeout."""
 
 from __future__ import annotations
 
+import base64
 import smtplib
 import socket
 from collections.abc import Iterator
@@ -145,6 +146,25 @@ def _quit(client: smtplib.SMTP) -> None:
     client.close()
 
 
+def _log_in(client: smtplib.SMTP, server: ServerSettings, username: str, password: str) -> None:
+    if (username + password).isascii():
+        client.login(username, password)
+        return
+    # smtplib sends AUTH in ASCII only; AUTH PLAIN carries UTF-8 (RFC 4616).
+    if "PLAIN" not in client.esmtp_features.get("auth", "").upper().split():
+        cause = Cause.UTF8_LOGIN_UNSUPPORTED
+        raise server_error(ErrorCode.AUTH_UNAVAILABLE, "SMTP", server, cause=cause)
+    plain = base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii")
+    code, reply = client.docmd("AUTH", f"PLAIN {plain}")
+    if code == 334:  # a server that asks for the response after all (as smtplib answers it)
+        code, reply = client.docmd(plain)
+    if code in (235, 503):  # 503: already authenticated
+        return
+    if _temporary(code):
+        raise smtplib.SMTPResponseException(code, reply)
+    raise smtplib.SMTPAuthenticationError(code, reply)
+
+
 @contextmanager
 def _logged_in(connection: ImapConnection, password: str, timeout: float) -> Iterator[smtplib.SMTP]:
     """A dialogue secured and authenticated; QUIT at the end. Failures are MailServerErrors."""
@@ -170,7 +190,7 @@ def _logged_in(connection: ImapConnection, password: str, timeout: float) -> Ite
                 _ehlo(client)
             if not client.has_extn("auth"):
                 raise server_error(ErrorCode.AUTH_UNAVAILABLE, "SMTP", server)
-            client.login(connection.username, password)
+            _log_in(client, server, connection.username, password)
             yield client
         finally:
             _quit(client)

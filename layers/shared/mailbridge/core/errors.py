@@ -116,6 +116,9 @@ class Cause(StrEnum):
     # mailbox (or by security defaults), and basic authentication removed altogether
     SMTP_AUTH_DISABLED = "535 5.7.139"
     BASIC_AUTH_UNSUPPORTED = "550 5.7.30"
+    # Ours, not a server's code: a login or password beyond ASCII, which only AUTH PLAIN
+    # (UTF-8, RFC 4616) can carry, to a server that does not offer it
+    UTF8_LOGIN_UNSUPPORTED = "utf8_login_unsupported"
     # Microsoft Entra ID at the token endpoint
     MFA_REQUIRED = "AADSTS50076"
     MFA_ENROLMENT_REQUIRED = "AADSTS50079"
@@ -466,6 +469,12 @@ _MAIL_CATALOGUE: dict[ErrorCode | Cause, tuple[str, str]] = {
     ErrorCode.MESSAGE_REFUSED: (
         "{proto} server {server} refused the message.",
         "Check the attachments' size and kind, and that the account may send from its address.",
+    ),
+    Cause.UTF8_LOGIN_UNSUPPORTED: (
+        "{proto} server {server} cannot take a login or password with characters beyond "
+        "ASCII: it does not offer AUTH PLAIN, the one way to send them.",
+        "Use a password of ASCII letters, digits and punctuation (an app password is), or ask "
+        "the mail provider whether its server offers AUTH PLAIN.",
     ),
     Cause.SMTP_AUTH_DISABLED: (
         "{proto} server {server} refused password login for this mailbox (5.7.139): "

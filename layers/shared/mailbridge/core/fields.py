@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated
+import unicodedata
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?:{_LABEL}\.)*{_LABEL}\.?$")
@@ -66,16 +67,32 @@ def email_address(value: str) -> str:
     return f"{local}@{domain}"
 
 
-def _ascii(value: str) -> str:
-    """What IMAP's LOGIN and SMTP's AUTH can carry (both send ASCII): printable ASCII."""
-    if not all(" " <= ch <= "~" for ch in value):
-        raise ValueError("must be printable ASCII: letters, digits, punctuation and spaces")
+# What a login or password may not hold: control and format characters, surrogates,
+# private-use and unassigned code points, line and paragraph separators. Spaces of any
+# script (a Japanese keyboard's U+3000) are fine.
+_NOT_IN_A_LOGIN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _login_text(value: str) -> str:
+    """One line a login can carry: beyond ASCII only through AUTH PLAIN (UTF-8), which the
+    adapters use then, and refuse where the server does not offer it."""
+    if any(unicodedata.category(ch) in _NOT_IN_A_LOGIN for ch in value):
+        raise ValueError("must be one line of letters, digits, punctuation and spaces")
     return value
 
 
-def _secret_text(value: SecretStr) -> SecretStr:
-    # App passwords and client secrets are ASCII; anything else could not be sent anyway.
-    _ascii(value.get_secret_value())
+def _password(value: SecretStr) -> SecretStr:
+    # The message says the rule, never the value.
+    _login_text(value.get_secret_value())
+    return value
+
+
+def _ascii_secret(value: SecretStr) -> SecretStr:
+    """Microsoft's and Google's client secrets are ASCII: anything else is a paste error,
+    said now rather than as invalid_client after a sign-in."""
+    text = value.get_secret_value()
+    if not all(" " < ch <= "~" for ch in text):
+        raise ValueError("must be the secret as the provider shows it: ASCII, no spaces")
     return value
 
 
@@ -85,10 +102,22 @@ EmailAddress = Annotated[
     Field(max_length=320, json_schema_extra={"format": "email"}),
     AfterValidator(email_address),
 ]
-Port = Annotated[int, Field(ge=1, le=65535)]
-Username = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_ascii)]
-Password = Annotated[SecretStr, Field(max_length=1024), AfterValidator(_secret_text)]
-ClientSecret = Password
+
+
+def _whole_number(value: Any) -> Any:
+    """An integer as JSON writes one: pydantic would also take true (1) and "993"."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number without quotes, not true or false")
+    return value
+
+
+# An integer of a request (what storage gives back, a Decimal, passes too). The bounds go
+# before the validator, or the contract loses its minimum and maximum.
+WholeNumber = BeforeValidator(_whole_number)
+Port = Annotated[int, Field(ge=1, le=65535), WholeNumber]
+Username = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_login_text)]
+Password = Annotated[SecretStr, Field(max_length=1024), AfterValidator(_password)]
+ClientSecret = Annotated[SecretStr, Field(max_length=1024), AfterValidator(_ascii_secret)]
 # Microsoft application ids are GUIDs; Google's look like 1234-abc.apps.googleusercontent.com.
 ClientId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._-]+$")]
 # Entra's directory ids and Graph's subscription ids.

@@ -139,15 +139,20 @@ def lambda_handler(
         logger.append_keys(path_parameters=event.get("pathParameters"))
         refused = _unauthenticated(event) or _refused_body(event, limit)
         if refused is not None:
-            return {
+            response: dict[str, Any] = {
                 "statusCode": STATUS[refused.code],
                 "headers": {"Content-Type": content_types.APPLICATION_JSON},
                 "body": error_body(refused),
             }
-        # Every network exchange of this invocation ends in time to record its outcome and
-        # answer: a slow server becomes a `timeout` result, never a Lambda timeout.
-        budget = context.get_remaining_time_in_millis() / 1000 - _ANSWER_SECONDS
-        with Deadline(budget):
-            return app.resolve(event, context)
+        else:
+            # Every network exchange of this invocation ends in time to record its outcome
+            # and answer: a slow server becomes a `timeout` result, never a Lambda timeout.
+            budget = context.get_remaining_time_in_millis() / 1000 - _ANSWER_SECONDS
+            with Deadline(budget):
+                response = app.resolve(event, context)
+        # Addresses, client ids, policies, errors: nothing a shared browser should keep on
+        # disk, nor a proxy serve to someone else. (ETag still works for If-Match.)
+        response.setdefault("headers", {})["Cache-Control"] = "no-store"
+        return response
 
     return handler

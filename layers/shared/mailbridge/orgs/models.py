@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from ..core.fields import ClientId, ClientSecret, Tenant, hostname, printable
+from ..core.fields import ClientId, ClientSecret, Tenant, WholeNumber, hostname, printable
 from ..core.types import OAuthProvider, SecretRef, SecretState, StrictModel, example
 
 # ---- shared OAuth apps -----------------------------------------------------------------
@@ -119,8 +119,8 @@ EmailDomain = Annotated[str, Field(max_length=253), AfterValidator(hostname)]
 
 
 class SendingLimits(StrictModel):
-    per_hour: int | None = Field(default=None, ge=1, le=1_000_000)
-    per_day: int | None = Field(default=None, ge=1, le=10_000_000)
+    per_hour: Annotated[int, Field(ge=1, le=1_000_000), WholeNumber] | None = None
+    per_day: Annotated[int, Field(ge=1, le=10_000_000), WholeNumber] | None = None
 
 
 class EmailPolicyRequest(StrictModel):
