@@ -187,23 +187,15 @@ class DynamoAgentStore:
         index = (
             f", {CONNECTED_PROVIDER} = :provider" if provider else f" REMOVE {CONNECTED_PROVIDER}"
         )
-        placeholders = {f":{key}": serialize(value) for key, value in values.items()}
-        update = {
-            "TableName": self.table,
-            "Key": self._key(config.agent_id, _CONFIG_SK),
-            "UpdateExpression": "SET #status = :status, last_error = :last_error, "
-            "last_test = :last_test, connected_at = :connected_at" + index,
-            "ConditionExpression": "version = :v",
-            "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": placeholders
-            | {":v": {"N": str(config.version)}}
+        return self._update_if_version(
+            config,
+            "SET #status = :status, last_error = :last_error, last_test = :last_test, "
+            "connected_at = :connected_at" + index,
+            {f":{key}": serialize(value) for key, value in values.items()}
             | ({":provider": {"S": provider}} if provider else {}),
-        }
-        try:
-            write_with_entry([{"Update": update}], self.table, entry)
-        except StaleWrite:
-            return False
-        return True
+            names={"#status": "status"},
+            entry=entry,
+        )
 
     def update_degraded(self, config: StoredConfig) -> bool:
         degraded = config.model_dump(mode="json", include={"degraded"})["degraded"]
@@ -219,27 +211,13 @@ class DynamoAgentStore:
     def update_grant(
         self, config: StoredConfig, tokens: TokenRef, granted_scopes: list[str], entry: AuditEntry
     ) -> bool:
-        update = {
-            "TableName": self.table,
-            "Key": self._key(config.agent_id, _CONFIG_SK),
-            "UpdateExpression": "SET tokens = :tokens, "
-            "#connection.#authorization.granted_scopes = :scopes",
-            "ConditionExpression": "version = :v",
-            "ExpressionAttributeNames": {
-                "#connection": "connection",
-                "#authorization": "authorization",
-            },
-            "ExpressionAttributeValues": {
-                ":tokens": serialize(tokens.model_dump()),
-                ":scopes": serialize(granted_scopes),
-                ":v": {"N": str(config.version)},
-            },
-        }
-        try:
-            write_with_entry([{"Update": update}], self.table, entry)
-        except StaleWrite:
-            return False
-        return True
+        return self._update_if_version(
+            config,
+            "SET tokens = :tokens, #connection.#authorization.granted_scopes = :scopes",
+            {":tokens": serialize(tokens.model_dump()), ":scopes": serialize(granted_scopes)},
+            names={"#connection": "connection", "#authorization": "authorization"},
+            entry=entry,
+        )
 
     def _update_if_version(
         self,
@@ -247,17 +225,24 @@ class DynamoAgentStore:
         expression: str,
         values: dict[str, Any],
         names: dict[str, str] | None = None,
+        entry: AuditEntry | None = None,
     ) -> bool:
+        """Update the record if it is still `config`'s version (False if not), with its
+        audit entry in the same transaction when the update is a change of the connection."""
+        update: dict[str, Any] = {
+            "Key": self._key(config.agent_id, _CONFIG_SK),
+            "UpdateExpression": expression,
+            "ConditionExpression": "version = :v",
+            "ExpressionAttributeValues": {":v": {"N": str(config.version)}, **values},
+            **({"ExpressionAttributeNames": names} if names else {}),
+        }
         try:
-            conditional_write(
-                self.table,
-                "update_item",
-                Key=self._key(config.agent_id, _CONFIG_SK),
-                UpdateExpression=expression,
-                ConditionExpression="version = :v",
-                ExpressionAttributeValues={":v": {"N": str(config.version)}, **values},
-                **({"ExpressionAttributeNames": names} if names else {}),
-            )
+            if entry is None:
+                conditional_write(self.table, "update_item", **update)
+            else:
+                write_with_entry(
+                    [{"Update": {"TableName": self.table, **update}}], self.table, entry
+                )
         except StaleWrite:
             return False
         return True
