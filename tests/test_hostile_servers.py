@@ -43,6 +43,24 @@ def test_an_imap_server_that_garbles_status(
     assert org.client.get(org.config_path).json()["last_error"]["code"] == "server_error"
 
 
+def test_an_imap_server_whose_greeting_lists_no_capabilities_is_asked_for_them(
+    org: Org, imap_body: Body, server_cert: tuple[Path, Path]
+) -> None:
+    """The capabilities come from the greeting when it has them (a round trip saved); a
+    plain `* OK` greeting costs the CAPABILITY command, as imaplib always spent it."""
+    with ScriptedImapServer(
+        server_context(*server_cert),
+        {b"STATUS": [b"* STATUS INBOX (MESSAGES 3 UNSEEN 1)"]},
+        greeting=b"* OK scripted",
+    ) as imap:
+        body = imap_body()
+        body["imap"]["port"] = imap.port
+        assert org.client.put(org.config_path, body).status == 200
+        response = org.client.post(org.config_path + "/test")
+    imap_check = next(check for check in response.json()["checks"] if check["name"] == "imap")
+    assert imap_check["ok"] is True, imap_check
+
+
 @pytest.mark.parametrize(
     "search_lines",
     [

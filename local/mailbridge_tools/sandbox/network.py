@@ -155,7 +155,8 @@ class ScriptedImapServer(_ThreadPerConnection):
     """An IMAP server over implicit TLS that takes any login and answers each command with
     the untagged lines `answers` names for it, then OK: what a broken or hostile server may
     say, for the tests. The command named `drip` is answered with `dripped` instead, one byte
-    per `interval` seconds, after which the server hangs up."""
+    per `interval` seconds, after which the server hangs up. The greeting lists the
+    capabilities, as most servers' do, unless `greeting` says otherwise."""
 
     def __init__(
         self,
@@ -165,8 +166,10 @@ class ScriptedImapServer(_ThreadPerConnection):
         drip: bytes | None = None,
         dripped: bytes = b"+ go ahead, slowly\r\n",
         interval: float = 0.5,
+        greeting: bytes = b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] scripted",
     ) -> None:
         super().__init__(tls)
+        self._greeting = greeting
         self._answers = {
             b"CAPABILITY": [b"* CAPABILITY IMAP4rev1 AUTH=PLAIN"],
             b"LOGOUT": [b"* BYE scripted"],
@@ -176,7 +179,7 @@ class ScriptedImapServer(_ThreadPerConnection):
 
     def _serve(self, client: socket.socket) -> None:
         with client.makefile("rwb") as stream:
-            stream.write(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] scripted\r\n")
+            stream.write(self._greeting + b"\r\n")
             stream.flush()
             for line in stream:
                 tag, _, rest = line.partition(b" ")
