@@ -5,11 +5,10 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from mailbridge.audit.models import AuditPage, HistoryQuery, UtcTime
 from mailbridge.audit.service import agent_history, org_history
-from mailbridge.core.types import ID_PATTERN
+from mailbridge.core.types import ID_PATTERN, OPAQUE_ID_PATTERN
 from mailbridge.http.app import create_app, lambda_handler
 from mailbridge.http.caller import AgentId, current_caller
 from mailbridge.http.contract import JWT, errors, success
-from mailbridge.mail.models import OPAQUE_ID_PATTERN
 from mailbridge.storage.agents import DynamoAgentStore
 from mailbridge.storage.audit import DynamoAuditLog
 from pydantic.json_schema import SkipJsonSchema

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from mailbridge.core.types import OPAQUE_ID_PATTERN
 from mailbridge.http.app import create_app, lambda_handler
 from mailbridge.http.caller import AgentId, current_caller
 from mailbridge.http.contract import MAIL_READ, errors, jwt_with, success
 from mailbridge.mail.models import (
-    OPAQUE_ID_PATTERN,
     AttachmentContent,
     Folder,
     Message,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from ..core.types import PlatformId
+from ..core.types import Model, PlatformId
 
 
-class Agent(BaseModel):
+class Agent(Model):
     agent_id: PlatformId
     org_id: PlatformId
     name: str
@@ -16,7 +16,7 @@ class Agent(BaseModel):
     deleting: bool = Field(default=False, exclude=True)
 
 
-class Caller(BaseModel):
+class Caller(Model):
     """Who is calling, from the JWT the API Gateway authorizer already verified: a person of
     the organization (an admin or a member), or an agent's runtime, whose token names the one
     agent it may act for."""

@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, Field
 
 from ..agents.models import Caller
 from ..connections.models import Status
+from ..core.types import Model
 
 
-class Actor(BaseModel):
+class Actor(Model):
     """Who made the change: a person of the organization or an agent's runtime (the token's
     subject), or the service itself (a use of the connection found it broken, a provider
     refused a shared app's secret)."""
@@ -66,7 +67,7 @@ def _in_utc(at: datetime) -> datetime:
 UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
-class FieldChange(BaseModel):
+class FieldChange(Model):
     """One field's change. A secret's value is never recorded: `secret` says it changed."""
 
     field: str = Field(description="Dotted path, like `imap.host`.")
@@ -75,7 +76,7 @@ class FieldChange(BaseModel):
     secret: bool = False
 
 
-class AuditEntry(BaseModel):
+class AuditEntry(Model):
     entry_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     org_id: str
@@ -94,7 +95,7 @@ class AuditEntry(BaseModel):
     status: Status | None = Field(default=None, description="The connection's status after.")
     code: str | None = Field(default=None, description="Why it failed or was refused.")
     message: str | None = None
-    changes: list[FieldChange] = []
+    changes: list[FieldChange] = Field(default_factory=list)
 
     @property
     def sort_key(self) -> str:
@@ -107,7 +108,7 @@ class AuditEntry(BaseModel):
         return self.model_copy(update={"outcome": outcome, "code": code, "message": message})
 
 
-class HistoryQuery(BaseModel):
+class HistoryQuery(Model):
     """The query of a history route, as the route validated it."""
 
     since: UtcTime | None = None
@@ -116,6 +117,6 @@ class HistoryQuery(BaseModel):
     limit: int = 50
 
 
-class AuditPage(BaseModel):
+class AuditPage(Model):
     entries: list[AuditEntry] = Field(description="Newest first.")
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; None: last.")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..core.errors import MailbridgeError
 from ..core.fields import (
@@ -20,7 +20,7 @@ from ..core.fields import (
     Tenant,
     Username,
 )
-from ..core.types import OAuthProvider, SecretRef, SecretState, StrictModel, example
+from ..core.types import Model, OAuthProvider, SecretRef, SecretState, StrictModel, example
 from ..orgs.models import AppReference, ClientOrgBanner
 
 
@@ -57,7 +57,7 @@ class ServerOverride(StrictModel):
 # ---- presets ----------------------------------------------------------------------------
 
 
-class Preset(BaseModel):
+class Preset(Model):
     id: PresetId
     label: str
     imap: ServerSettings | None  # None for `custom`: the user enters everything
@@ -71,7 +71,7 @@ class Preset(BaseModel):
     )
 
 
-class PresetList(BaseModel):
+class PresetList(Model):
     presets: list[Preset]
 
 
@@ -161,7 +161,7 @@ EmailConfigRequest = Annotated[
 # ---- what is stored ---------------------------------------------------------------------
 
 
-class ImapConnection(BaseModel):
+class ImapConnection(Model):
     """The resolved, complete IMAP/SMTP settings of an agent (no secret in it)."""
 
     provider: Literal["imap"] = "imap"
@@ -172,7 +172,7 @@ class ImapConnection(BaseModel):
     smtp: ServerSettings
 
 
-class OAuthAuthorization(BaseModel):
+class OAuthAuthorization(Model):
     """What the provider confirmed when the account was authorized."""
 
     email: str
@@ -188,7 +188,7 @@ class OAuthAuthorization(BaseModel):
     )
 
 
-class OAuthConnection(BaseModel):
+class OAuthConnection(Model):
     """An agent's OAuth app and, once authorized, its account (no secret in it)."""
 
     provider: OAuthProvider
@@ -201,7 +201,7 @@ class OAuthConnection(BaseModel):
 Connection = Annotated[ImapConnection | OAuthConnection, Field(discriminator="provider")]
 
 
-class Problem(BaseModel):
+class Problem(Model):
     """A classified failure: stable code, a sentence for the user, and how to fix it."""
 
     code: str
@@ -227,7 +227,7 @@ class LastError(Problem):
     )
 
 
-class Degraded(BaseModel):
+class Degraded(Model):
     """New mail is not reaching the agent as it should, since `since`, and why (the
     connection itself may still work: a poll timed out, a push subscription failed to renew)."""
 
@@ -240,7 +240,7 @@ class Degraded(BaseModel):
     failures: int = Field(ge=1, description="Failed attempts in a row.")
 
 
-class DeliveryView(BaseModel):
+class DeliveryView(Model):
     """How new mail reaches the agent, as the Email tab shows it."""
 
     state: Literal["active", "degraded", "inactive"] = Field(
@@ -258,7 +258,7 @@ class DeliveryView(BaseModel):
     failures: int = Field(default=0, description="Failed attempts in a row.")
 
 
-class InboxCounts(BaseModel):
+class InboxCounts(Model):
     # Bounded: a server's numbers are input too (and DynamoDB stores 38 digits at most).
     total: int = Field(ge=0, le=10**15)
     unread: int = Field(ge=0, le=10**15)
@@ -267,14 +267,14 @@ class InboxCounts(BaseModel):
 CheckName = Literal["imap", "smtp", "authorization", "mailbox", "permissions", "policy"]
 
 
-class CheckResult(BaseModel):
+class CheckResult(Model):
     name: CheckName
     ok: bool
     latency_ms: int
     error: Problem | None = None
 
 
-class ConnectionTestResult(BaseModel):
+class ConnectionTestResult(Model):
     ok: bool
     email: str | None = Field(
         description="The address the provider confirmed: the account's (OAuth), or the login "
@@ -294,7 +294,7 @@ class TokenRef(SecretRef):
     expires_at: int  # epoch seconds
 
 
-class StoredConfig(BaseModel):
+class StoredConfig(Model):
     """The email-config record of one agent, as kept in DynamoDB."""
 
     agent_id: str
@@ -348,14 +348,14 @@ class OAuthConnectionView(OAuthConnection):
     )
 
 
-class OAuthSetup(BaseModel):
+class OAuthSetup(Model):
     """What to register in the provider's console for an app of one's own."""
 
     redirect_uri: str = Field(description="Register exactly this URI with the provider.")
     scopes: list[str] = Field(description="The permissions sign-in asks for: grant them.")
 
 
-class EmailConfigView(BaseModel):
+class EmailConfigView(Model):
     """GET/PUT response: the agent's connection without any secret."""
 
     agent_id: str

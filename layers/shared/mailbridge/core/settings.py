@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+
+from .types import Model
 
 # Submission, IMAP and their TLS variants; SMTP relay (25) and the common alternative 2525.
 MAIL_PORTS = frozenset({25, 143, 465, 587, 993, 2525})
@@ -59,7 +61,7 @@ Seconds = Annotated[float, Field(gt=0, le=900)]
 PerMinute = Annotated[int, Field(ge=1)]
 
 
-class Settings(BaseModel):
+class Settings(Model):
     """Each field is read from the environment variable its alias names."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")

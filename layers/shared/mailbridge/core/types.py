@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 # Secrets Manager name, and none is the '#' our table keys use as a separator.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 PlatformId = Annotated[str, Field(pattern=ID_PATTERN)]
+# Opaque ids and cursors: base64url, as `mail.ids` makes them.
+OPAQUE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,2048}$"
 
 OAuthProvider = Literal["microsoft", "google"]
 OAUTH_PROVIDERS: tuple[OAuthProvider, ...] = get_args(OAuthProvider)
@@ -21,7 +23,15 @@ PROVIDER_NAMES: dict[str, str] = {"microsoft": "Microsoft", "google": "Google"}
 CONNECTION_METHODS = frozenset({"imap", *OAUTH_PROVIDERS})
 
 
-class StrictModel(BaseModel):
+class Model(BaseModel):
+    """Every model of the layer. Its validation schema is built at its first use, not when
+    the class is defined: a handler imports many models and uses a few per request, and
+    building them all cost its cold start about 50 ms (BENCHMARKS.md)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class StrictModel(Model):
     """A request body: unknown fields are refused, so a typo is a 422 naming the field rather
     than a setting silently ignored."""
 
@@ -34,7 +44,7 @@ def example(value: dict[str, Any]) -> ConfigDict:
     return ConfigDict(json_schema_extra={"examples": [value]})
 
 
-class SecretRef(BaseModel):
+class SecretRef(Model):
     """A secret in Secrets Manager, pinned to the version its record was written with: a
     write that fails half-way leaves the record on the version it had, never on a value
     that belongs to settings it does not hold."""
@@ -43,7 +53,7 @@ class SecretRef(BaseModel):
     version: str
 
 
-class SecretState(BaseModel):
+class SecretState(Model):
     """What a response says of a secret: whether one is stored, and since when; never it."""
 
     set: bool

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
+from ..core.types import Model
 
-class ErrorDetail(BaseModel):
+
+class ErrorDetail(Model):
     code: str = Field(description="Stable and machine-readable: see docs/api.md, Errors.")
     message: str = Field(description="A sentence for the person in the Email tab.")
     # Left out of the body when there is none, so the contract never offers null.
@@ -21,13 +23,13 @@ class ErrorDetail(BaseModel):
     )
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(Model):
     """Every error the functions answer."""
 
     error: ErrorDetail
 
 
-class GatewayError(BaseModel):
+class GatewayError(Model):
     """What API Gateway answers by itself, before any function runs (a missing or invalid
     token, a body over its 10 MB limit)."""
 

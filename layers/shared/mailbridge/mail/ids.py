@@ -12,7 +12,7 @@ import binascii
 import re
 
 from ..core.errors import ErrorCode, InvalidField, MailbridgeError
-from .models import OPAQUE_ID_PATTERN
+from ..core.types import OPAQUE_ID_PATTERN
 
 _SEPARATOR = "\x1f"  # the ASCII unit separator: in no folder name, id or token
 _OPAQUE = re.compile(OPAQUE_ID_PATTERN)

@@ -9,10 +9,10 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, Field
 
 from ..core.fields import EmailAddress, encodable, printable
-from ..core.types import StrictModel, example
+from ..core.types import OPAQUE_ID_PATTERN, Model, StrictModel, example
 
 Folder = Literal["inbox", "sent", "drafts", "trash"]
 # Gmail and Exchange take at most 100 recipients per message; one address list of an agent
@@ -29,16 +29,14 @@ MAX_BODIES_BYTES = 4 * 1024 * 1024
 # How many attachments a message read lists (its first ones), and how long a file name is.
 MAX_ATTACHMENTS_LISTED = 100
 MAX_FILENAME_CHARACTERS = 255
-# Opaque ids: base64url, as `ids` makes them.
-OPAQUE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,2048}$"
 
 
-class Address(BaseModel):
+class Address(Model):
     address: str
     name: str | None = None
 
 
-class MessageSummary(BaseModel):
+class MessageSummary(Model):
     id: str = Field(description="Opaque and stable; use it to read, mark or reply.")
     thread_id: str = Field(description="Opaque; the same for every message of a conversation.")
     folder: Folder
@@ -50,12 +48,12 @@ class MessageSummary(BaseModel):
     message_id: str | None = Field(description="The Message-ID header.")
 
 
-class MessagePage(BaseModel):
+class MessagePage(Model):
     messages: list[MessageSummary] = Field(description="Newest first.")
     next_cursor: str | None = Field(description="Pass it as `cursor` for the next page.")
 
 
-class AttachmentInfo(BaseModel):
+class AttachmentInfo(Model):
     id: str = Field(description="Download it at .../attachments/{id}.")
     filename: str | None
     content_type: str
@@ -166,7 +164,7 @@ class SendRequest(StrictModel):
     )
 
 
-class SentMessage(BaseModel):
+class SentMessage(Model):
     id: str | None = Field(
         description="The sent message's id in the mailbox; null when the server kept no copy."
     )

@@ -12,12 +12,13 @@ import json
 from typing import TYPE_CHECKING, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from ..core.adapters import load_adapter
 from ..core.errors import ErrorCode, MailbridgeError
 from ..core.observability import metrics
 from ..core.settings import settings
+from ..core.types import Model
 from .models import SyncReason, SyncRequest
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class PushTokenVerifier(Protocol):
         ...
 
 
-class GmailNotification(BaseModel):
+class GmailNotification(Model):
     """What Gmail publishes: the watched address and its history id now."""
 
     model_config = ConfigDict(extra="ignore")
@@ -47,13 +48,13 @@ class GmailNotification(BaseModel):
     history_id: int = Field(alias="historyId", ge=1)
 
 
-class _PubSubMessage(BaseModel):
+class _PubSubMessage(Model):
     model_config = ConfigDict(extra="ignore")
 
     data: str = Field(min_length=1, max_length=_MAX_DATA_CHARACTERS)
 
 
-class _PushEnvelope(BaseModel):
+class _PushEnvelope(Model):
     """Pub/Sub's push request (`message.data` is the published bytes, in base64)."""
 
     model_config = ConfigDict(extra="ignore")

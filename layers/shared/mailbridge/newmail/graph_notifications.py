@@ -15,11 +15,12 @@ import hmac
 import re
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from ..core.errors import ErrorCode, MailbridgeError
 from ..core.fields import GUID_PATTERN
 from ..core.observability import logger
+from ..core.types import Model
 from .models import Feed, SyncReason, SyncRequest
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ _LIFECYCLE_REASONS = {
 }
 
 
-class GraphNotification(BaseModel):
+class GraphNotification(Model):
     """A change or lifecycle notification: what of it is read (Graph sends more)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -57,7 +58,7 @@ class GraphNotification(BaseModel):
         return _LIFECYCLE_REASONS.get(self.lifecycle_event or "", SyncReason.NOTIFIED)
 
 
-class _Notifications(BaseModel):
+class _Notifications(Model):
     """Graph's changeNotificationCollection."""
 
     model_config = ConfigDict(extra="ignore")

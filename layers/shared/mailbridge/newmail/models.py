@@ -8,15 +8,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..core.types import Model
 from ..mail.models import Address, MessageSummary
 
 EVENT_SOURCE = "mailbridge"
 EVENT_DETAIL_TYPE = "Mail Received"
 
 
-class MailReceived(BaseModel):
+class MailReceived(Model):
     """The event's detail: one new message of one agent's inbox."""
 
     event_id: str = Field(
@@ -57,20 +58,20 @@ class SyncReason(StrEnum):
     CONNECTED = "connected"  # a sign-in connected (or re-connected) it
 
 
-class Round(BaseModel):
+class Round(Model):
     """A scheduler's round, as its schedule's input names it: whose mailboxes."""
 
     provider: Literal["imap", "google", "microsoft"]
 
 
-class SyncRequest(BaseModel):
+class SyncRequest(Model):
     """One SQS message: look at this agent's mailbox."""
 
     agent_id: str
     reason: SyncReason
 
 
-class Subscription(BaseModel):
+class Subscription(Model):
     """A push provider's news of the inbox: Gmail's watch (its id, the watched address) or
     Graph's subscription (its id). Notifications name it, and find their agents by it."""
 
@@ -82,7 +83,7 @@ class Subscription(BaseModel):
     client_state_sha256: str | None = None
 
 
-class Feed(BaseModel):
+class Feed(Model):
     """One agent's place in its inbox: what its provider needs to tell what is new since
     (`position`, the adapter's own string), for the connection made at `based_on`."""
 

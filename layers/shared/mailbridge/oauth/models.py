@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..audit.models import Actor
-from ..core.types import OAuthProvider, StrictModel
+from ..core.types import Model, OAuthProvider, StrictModel
 
 
 class AuthorizeRequest(StrictModel):
@@ -26,12 +26,12 @@ class AuthorizeRequest(StrictModel):
     )
 
 
-class AuthorizeResponse(BaseModel):
+class AuthorizeResponse(Model):
     authorization_url: str = Field(description="Open it in the popup.")
     expires_at: datetime = Field(description="The authorization must finish before this.")
 
 
-class PendingAuthorization(BaseModel):
+class PendingAuthorization(Model):
     """A started authorization, stored under the hash of its `state` until the callback."""
 
     agent_id: str
@@ -50,12 +50,12 @@ class PendingAuthorization(BaseModel):
     expires_at: int  # epoch seconds: checked explicitly and used as the item's TTL
 
 
-class OAuthResultError(BaseModel):
+class OAuthResultError(Model):
     code: str
     message: str
 
 
-class OAuthResultMessage(BaseModel):
+class OAuthResultMessage(Model):
     """What the callback page posts to the Email tab (and shows when it has no opener)."""
 
     type: Literal["mailbridge:oauth-result"] = "mailbridge:oauth-result"

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..connections.models import InboxCounts
 from ..core.adapters import load_adapter
 from ..core.errors import ErrorCode, ProviderError
-from ..core.types import OAuthProvider
+from ..core.types import Model, OAuthProvider
 
 if TYPE_CHECKING:
     from ..orgs.shared_apps import ResolvedApp
@@ -148,7 +148,7 @@ class AuthorizedAccount:
     username: str  # the sign-in name the id token gives, to name the account
 
 
-class Mailbox(BaseModel):
+class Mailbox(Model):
     """What the provider's mail API says of the account (validated: it is input)."""
 
     email: str = Field(min_length=3, max_length=320, pattern=r"@")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, Field
 
 from ..core.fields import ClientId, ClientSecret, Tenant, WholeNumber, hostname, printable
-from ..core.types import OAuthProvider, SecretRef, SecretState, StrictModel, example
+from ..core.types import Model, OAuthProvider, SecretRef, SecretState, StrictModel, example
 
 # ---- shared OAuth apps -----------------------------------------------------------------
 
@@ -36,7 +36,7 @@ class SharedAppRequest(StrictModel):
     )
 
 
-class SharedApp(BaseModel):
+class SharedApp(Model):
     """An OAuth app registered once for every agent of an org or client organization."""
 
     owner: AppOwner
@@ -59,7 +59,7 @@ class SharedApp(BaseModel):
         return self.owner_id if self.owner == "client_org" else None
 
 
-class AppWarning(BaseModel):
+class AppWarning(Model):
     """A shared app's problem, shown on it and on the agents using it: a stable code, a
     sentence and how to fix it."""
 
@@ -68,7 +68,7 @@ class AppWarning(BaseModel):
     hint: str
 
 
-class SharedAppView(BaseModel):
+class SharedAppView(Model):
     owner: AppOwner
     owner_id: str
     provider: OAuthProvider
@@ -89,7 +89,7 @@ class SharedAppView(BaseModel):
     )
 
 
-class AppReference(BaseModel):
+class AppReference(Model):
     """Where an agent's OAuth app comes from (the Email tab's green banner), never its
     secret."""
 
@@ -147,7 +147,7 @@ class EmailPolicyRequest(StrictModel):
     limits: SendingLimits = SendingLimits()
 
 
-class ClientOrg(BaseModel):
+class ClientOrg(Model):
     """A client organization of an org, with the email policy its agents follow."""
 
     client_org_id: str
@@ -160,7 +160,7 @@ class ClientOrg(BaseModel):
     updated_at: datetime
 
 
-class ClientOrgBanner(BaseModel):
+class ClientOrgBanner(Model):
     """What the Email tab's info banner shows for an agent of a client organization."""
 
     id: str
