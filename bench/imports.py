@@ -1,5 +1,7 @@
-"""Cold-start imports: each handler module loaded as Lambda loads it, in a fresh interpreter
-with the environment Lambda gives its function, next to reference imports.
+"""Cold starts as Lambda pays them: each function's handler imported, and its first request
+handled, by the runtime's Python in a fresh interpreter, from the code laid out as Lambda lays
+it out (`deployed.Deployment`), with bytecode writing off as on Lambda; next to the framework
+floor measured the same way.
 
 The functions, their handlers and their environment come from template.yaml, so a function,
 a handler or a variable (tracing turned off, say) that changes there changes here.
@@ -10,8 +12,9 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import sys
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +26,24 @@ from mailbridge_tools.template import (
     table_logical_id,
 )
 
+from .deployed import Deployment
+
 REGION = "us-east-1"
 BOTO3_FLOOR = "import boto3"
 FRAMEWORK_FLOOR = "framework floor: boto3, resolver, pydantic, Logger, Metrics"
-# The issue's budgets, as multiples of the boto3 floor: every handler, and the handler that
-# serves this route (the Email tab's first call, so its cold start is the one users wait on).
-HANDLER_BUDGET = 1.5
-GET_CONFIG_BUDGET = 1.3
+FLOOR_FUNCTION = "FrameworkFloor"
+FLOOR_CODE = Path(__file__).with_name("floor_function")
+WHOLE_LAYER = "whole layer: every mailbridge module"
+PROBE = Path(__file__).with_name("lambda_probe.py")
+EVENTS = TEMPLATE_PATH.parent / "events"
+# The issue's budgets, as multiples of the framework floor: every handler's import, the
+# import of the handler serving this route (the Email tab's first call, the cold start users
+# wait on), and every first request against the floor's.
+HANDLER_BUDGET = 1.15
+GET_CONFIG_BUDGET = 1.10
+FIRST_REQUEST_BUDGET = 1.2
+# The layer's bytecode: the handlers' imports with it, at most this part of without it.
+BYTECODE_BUDGET = 0.80
 GET_CONFIG_ROUTE = "GET /bridge/agents/{agentId}/email-config"
 CONNECTION_TEST_ROUTE = "POST /bridge/agents/{agentId}/email-config/test"
 
@@ -43,38 +57,78 @@ class Handler:
     name: str  # "app.handler"
 
     def arguments(self) -> list[str]:
+        """For `mailbridge_tools.functions.load_function_module`, in a child process."""
         return [self.function, str(self.code_uri), self.name]
 
 
 @dataclass(frozen=True)
 class ImportTarget:
-    """One row: a module to import, or a function's handler to load."""
+    """One row: a module to import, or a function's handler to load and, with a sample
+    event, invoke once."""
 
     label: str
     environment: dict[str, str]
     module: str | None = None
     handler: Handler | None = None
-    budget: float | None = None  # the most it may cost, in multiples of the boto3 floor
+    budget: float | None = None  # the most its import may cost, in multiples of the floor
+    event: dict[str, Any] | None = None  # its first request: a sample of events/
 
-    @property
-    def probe_arguments(self) -> list[str]:
-        """For `python -m mailbridge_bench.probe`."""
-        if self.handler:
-            return ["handler", *self.handler.arguments()]
-        return ["module", str(self.module)]
+    def spec(self, deployment: Deployment, layer: Path) -> dict[str, Any]:
+        """The probe's spec: Lambda's sys.path order, then what to import or invoke."""
+        if self.module == WHOLE_LAYER:
+            return {
+                "paths": [str(layer), str(deployment.runtime_packages)],
+                "every_module_of": "mailbridge",
+            }
+        if self.handler is None:
+            return {"paths": [str(layer), str(deployment.runtime_packages)], "module": self.module}
+        task_root = deployment.task_roots[self.handler.function]
+        return {
+            "paths": [str(task_root), str(layer), str(deployment.runtime_packages)],
+            "handler": self.handler.name,
+            "function": self.handler.function,
+            "memory_mb": int(self.environment.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")),
+            "event": self.event,
+        }
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    seconds: float
+    import_seconds: float
     peak_rss: int  # bytes
+    request_seconds: float | None = None  # the import and the first request
+    status: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class ImportResult:
+    """A row's medians, with the layer's bytecode and, where measured, without it."""
+
     target: ImportTarget
-    seconds: float  # median over the runs
-    peak_rss: int  # median, bytes
+    samples: list[ProbeResult] = field(default_factory=list)
+    without_bytecode: list[ProbeResult] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(sample.import_seconds for sample in self.samples)
+
+    @property
+    def peak_rss(self) -> int:
+        return int(statistics.median(sample.peak_rss for sample in self.samples))
+
+    @property
+    def first_request(self) -> float | None:
+        times = [s.request_seconds for s in self.samples if s.request_seconds is not None]
+        return statistics.median(times) if times else None
+
+    @property
+    def status(self) -> int | None:
+        return self.samples[-1].status
+
+    @property
+    def seconds_without_bytecode(self) -> float | None:
+        times = [sample.import_seconds for sample in self.without_bytecode]
+        return statistics.median(times) if times else None
 
 
 def _stand_ins(template: dict[str, Any]) -> dict[str, str]:
@@ -130,70 +184,138 @@ def function_serving(template: dict[str, Any], route_key: str) -> str:
     return function
 
 
-def handler_targets(template: dict[str, Any]) -> list[ImportTarget]:
-    """One per function of the template, in its order, with its budget."""
-    seen: dict[str, ImportTarget] = {}
+def sample_events() -> dict[str, Path]:
+    """The sample events of events/ that are a route's, by route key."""
+    samples: dict[str, Path] = {}
+    for path in sorted(EVENTS.glob("*.json")):
+        route_key = json.loads(path.read_text()).get("routeKey")
+        if route_key:
+            samples.setdefault(route_key, path)
+    return samples
+
+
+def handler_targets(
+    template: dict[str, Any], parameters: dict[str, str] | None = None
+) -> list[ImportTarget]:
+    """One per function of the template that serves routes, in its order, with its budget
+    and its first request: its first GET route's sample event, else its first route's."""
     get_config = function_serving(template, GET_CONFIG_ROUTE)
+    samples = sample_events()
+    served: dict[str, list[str]] = {}
     for route in routes(template):
-        if route.function in seen:
-            continue
+        served.setdefault(route.function, []).append(route.route_key)
+    targets = []
+    for function, route_keys in served.items():
+        route = next(r for r in routes(template) if r.function == function)
         source = route.code_uri / f"{route.handler.rpartition('.')[0]}.py"
-        seen[route.function] = ImportTarget(
-            label=f"{route.function} ({source.relative_to(TEMPLATE_PATH.parent)})",
-            environment=lambda_environment(template, route.function),
-            handler=Handler(route.function, route.code_uri, route.handler),
-            budget=GET_CONFIG_BUDGET if route.function == get_config else HANDLER_BUDGET,
+        with_samples = [key for key in route_keys if key in samples]
+        chosen = next((key for key in with_samples if key.startswith("GET ")), None)
+        chosen = chosen or next(iter(with_samples), None)
+        targets.append(
+            ImportTarget(
+                label=f"{function} ({source.relative_to(TEMPLATE_PATH.parent)})",
+                environment=lambda_environment(template, function, parameters),
+                handler=Handler(function, route.code_uri, route.handler),
+                budget=GET_CONFIG_BUDGET if function == get_config else HANDLER_BUDGET,
+                event=json.loads(samples[chosen].read_text()) if chosen else None,
+            )
         )
-    return list(seen.values())
+    return targets
 
 
-def import_targets(template: dict[str, Any]) -> list[ImportTarget]:
-    """The boto3 floor, the mandated stack, every handler and the whole layer. The rows that
-    are not a handler run with the first function's environment."""
-    handlers = handler_targets(template)
-    environment = handlers[0].environment
+def floor_target(
+    template: dict[str, Any], parameters: dict[str, str] | None = None
+) -> ImportTarget:
+    """The framework floor as a function of its own, with the GET config function's
+    environment (its table), and its route's request: one GetItem of the demo agent."""
+    function = function_serving(template, GET_CONFIG_ROUTE)
+    sample = json.loads(sample_events()[GET_CONFIG_ROUTE].read_text())
+    path = "/floor/demo-agent"
+    sample.update(routeKey="GET /floor/{key}", rawPath=path, pathParameters={"key": "demo-agent"})
+    sample["requestContext"].update(routeKey="GET /floor/{key}")
+    sample["requestContext"]["http"].update(path=path)
+    return ImportTarget(
+        label=FRAMEWORK_FLOOR,
+        environment=lambda_environment(template, function, parameters),
+        handler=Handler(FLOOR_FUNCTION, FLOOR_CODE, "app.handler"),
+        event=sample,
+    )
 
-    def module(label: str, name: str) -> ImportTarget:
-        return ImportTarget(label, environment, module=name)
 
+def import_targets(
+    template: dict[str, Any], parameters: dict[str, str] | None = None
+) -> list[ImportTarget]:
+    """The boto3 floor, the framework floor, every handler and the whole layer. The rows
+    that are not a function's run with the floor's environment."""
+    floor = floor_target(template, parameters)
     return [
-        module(BOTO3_FLOOR, "boto3"),
-        module(FRAMEWORK_FLOOR, "mailbridge_bench.framework_floor"),
-        *handlers,
-        module("whole layer: every mailbridge module", "mailbridge_bench.whole_layer"),
+        ImportTarget(BOTO3_FLOOR, floor.environment, module="boto3"),
+        floor,
+        *handler_targets(template, parameters),
+        ImportTarget(WHOLE_LAYER, floor.environment, module=WHOLE_LAYER),
     ]
 
 
-def probe(target: ImportTarget) -> ProbeResult:
-    """Runs `target`'s import in a fresh interpreter."""
-    completed = subprocess.run(  # noqa: S603 - this interpreter, our own probe module
-        [sys.executable, "-m", "mailbridge_bench.probe", *target.probe_arguments],
-        env=target.environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def task_sources(targets: Iterable[ImportTarget]) -> dict[str, Path]:
+    """The code each target's task root is built from (its CodeUri), by function."""
+    return {t.handler.function: t.handler.code_uri for t in targets if t.handler is not None}
+
+
+def probe(
+    target: ImportTarget, deployment: Deployment, layer: Path, aws: dict[str, str]
+) -> ProbeResult:
+    """Runs `target` in a fresh interpreter of the deployment's runtime, with bytecode
+    writing off (Lambda's /opt and /var/task are read-only), `aws` pointing its clients."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as spec:
+        json.dump(target.spec(deployment, layer), spec)
+        spec.flush()
+        completed = subprocess.run(  # noqa: S603 - the runtime's interpreter, our probe
+            [deployment.python, "-s", "-B", str(PROBE), spec.name],
+            env={**target.environment, **aws, "PYTHONDONTWRITEBYTECODE": "1"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if completed.returncode != 0:
         raise RuntimeError(f"{target.label}: the probe failed\n{completed.stderr}")
     result = json.loads(completed.stdout.splitlines()[-1])
-    return ProbeResult(result["seconds"], result["peak_rss"])
+    return ProbeResult(
+        result["import_seconds"],
+        result["peak_rss"],
+        result.get("request_seconds"),
+        result.get("status"),
+    )
 
 
-def measure_imports(targets: list[ImportTarget], runs: int) -> list[ImportResult]:
-    """Medians over `runs` rounds. Each round runs every target once, so a slow moment of
-    the machine touches all rows alike; a first, discarded round warms the caches (bytecode,
-    the file system) as a deployed function's are."""
-    samples: dict[str, list[ProbeResult]] = {target.label: [] for target in targets}
+@dataclass(frozen=True)
+class Group:
+    """Targets measured on one deployment; `without_bytecode`: the functions and the floor
+    also without the layer's bytecode."""
+
+    deployment: Deployment
+    targets: list[ImportTarget]
+    without_bytecode: bool = False
+
+
+def measure_imports(
+    groups: list[Group], runs: int, aws: dict[str, str]
+) -> list[list[ImportResult]]:
+    """Medians over `runs` rounds, by group. Each round runs every target of every group
+    once (and once more without the bytecode where asked), so a slow moment of the machine
+    touches all rows alike; a first, discarded round warms the file system cache as a
+    deployed function's is."""
+    results = [[ImportResult(target) for target in group.targets] for group in groups]
     for round_number in range(runs + 1):
-        for target in targets:
-            result = probe(target)
-            if round_number:
-                samples[target.label].append(result)
-    return [
-        ImportResult(
-            target,
-            statistics.median(sample.seconds for sample in samples[target.label]),
-            int(statistics.median(sample.peak_rss for sample in samples[target.label])),
-        )
-        for target in targets
-    ]
+        for group, group_results in zip(groups, results, strict=True):
+            deployment = group.deployment
+            for result in group_results:
+                sample = probe(result.target, deployment, deployment.layer, aws)
+                other = None
+                if group.without_bytecode and result.target.handler is not None:
+                    layer = deployment.layer_without_bytecode
+                    other = probe(result.target, deployment, layer, aws)
+                if round_number:
+                    result.samples.append(sample)
+                    if other is not None:
+                        result.without_bytecode.append(other)
+    return results

@@ -53,3 +53,18 @@ def test_in_docker_the_local_python_is_not_needed(tmp_path: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "ran").read_text().endswith(" build --use-container\n")
+
+
+def test_pyenvs_runtime_python_is_found_when_not_selected(tmp_path: Path) -> None:
+    """pyenv's shim fails for an installed version that is not selected: the build finds
+    the interpreter under `pyenv root` and puts it first on PATH for sam build."""
+    versions = tmp_path / "pyenv-root" / "versions" / "3.12.9" / "bin"
+    versions.mkdir(parents=True)
+    (versions / "python3.12").write_text(WORKING)
+    (versions / "python3.12").chmod(0o755)
+    pyenv = f"#!/bin/sh\necho {tmp_path / 'pyenv-root'}\n"
+    sam = '#!/bin/sh\ncommand -v python3.12 > "$RECORD"\n'
+    done = build({"python3.12": FAILING, "pyenv": pyenv, "sam": sam}, tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "ran").read_text() == f"{versions / 'python3.12'}\n"

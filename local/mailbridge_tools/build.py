@@ -1,7 +1,8 @@
-"""`make build`: `sam build`, once what it needs is there. SAM builds each function and the
-layer with the functions' runtime's own Python (python3.12 for the template's
-`Runtime: python3.12`), found on PATH; without it, it fails deep in its output. This says
-so first, and how to get it.
+"""`make build`: `sam build`, once what it needs is there. SAM builds each function, and the
+layer by its Makefile (layers/shared/Makefile: the packages with their bytecode), with the
+functions' runtime's own Python (python3.12 for the template's `Runtime: python3.12`), found
+on PATH; without it, it fails deep in its output. This finds pyenv's when it is installed but
+not selected, and otherwise says first what is missing and how to get it.
 
     python -m mailbridge_tools.build [sam build options...]
 """
@@ -12,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from .template import TEMPLATE_PATH, function_ids, function_properties, load_template
 
@@ -30,6 +32,22 @@ def runtime_python(template: dict[str, object]) -> str:
             f"mailbridge: expected one Python runtime in the template, found {runtimes}"
         )
     return runtimes.pop()
+
+
+def find_python(python: str) -> str | None:
+    """An interpreter named `python` ("python3.12") that runs: the one on PATH, else pyenv's
+    installed version of it (selected or not), else None."""
+    if _runs(python):
+        return python
+    pyenv = shutil.which("pyenv")
+    if pyenv is None:
+        return None
+    root = subprocess.run(  # noqa: S603 - pyenv from PATH, fixed arguments
+        [pyenv, "root"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.strip()
+    version = python.removeprefix("python")
+    installed = sorted(Path(root).glob(f"versions/{version}.*/bin/{python}")) if root else []
+    return str(installed[-1]) if installed and _runs(str(installed[-1])) else None
 
 
 def _runs(python: str) -> bool:
@@ -65,7 +83,12 @@ def missing_tools(python: str | None) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     arguments = sys.argv[1:] if argv is None else argv
     in_docker = "--use-container" in arguments
-    problems = missing_tools(None if in_docker else runtime_python(load_template(TEMPLATE_PATH)))
+    python = None if in_docker else runtime_python(load_template(TEMPLATE_PATH))
+    found = find_python(python) if python else None
+    if found and found != python:
+        # pyenv's, not selected: sam build finds it by name on PATH.
+        os.environ["PATH"] = f"{Path(found).parent}{os.pathsep}{os.environ['PATH']}"
+    problems = missing_tools(python)
     if problems:
         raise SystemExit("\n".join(f"mailbridge: {problem}" for problem in problems))
     os.chdir(TEMPLATE_PATH.parent)

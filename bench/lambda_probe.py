@@ -1,0 +1,81 @@
+"""One cold start as Lambda has it, run by the runtime's Python in a fresh interpreter:
+`python -s -B lambda_probe.py SPEC_FILE`. Standard library only, and run as a file, not
+from the benchmark's package: nothing but what is measured is imported.
+
+The spec (JSON) names the directories in Lambda's order (the task root, the layer's
+/opt/python, the runtime's packages), then either a module to import (`module`), a handler
+to load and, with `event`, invoke once (`handler`: "app.handler"), or a package whose
+every module to import (`every_module_of`).
+
+Prints one JSON line: the import's seconds, the first request's (import included), the
+status it answered, and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+
+class LambdaContext:
+    """What Lambda passes a handler: the attributes Powertools and our handlers read."""
+
+    def __init__(self, function_name: str, memory_mb: int) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = memory_mb
+        self.invoked_function_arn = (
+            f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+        )
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "probe"
+        self._deadline = time.monotonic() + 30
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self._deadline - time.monotonic()) * 1000)
+
+
+def main(spec: dict[str, Any]) -> dict[str, Any]:
+    sys.path[:0] = spec["paths"]
+    result: dict[str, Any] = {}
+    started = time.perf_counter()
+    if "module" in spec:
+        importlib.import_module(spec["module"])
+    elif "every_module_of" in spec:
+        package = importlib.import_module(spec["every_module_of"])
+        for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            importlib.import_module(module.name)
+    else:
+        module_name, _, function_name = spec["handler"].rpartition(".")
+        handler = getattr(importlib.import_module(module_name), function_name)
+        result["import_seconds"] = time.perf_counter() - started
+        if spec.get("event") is not None:
+            context = LambdaContext(spec["function"], spec["memory_mb"])
+            answer = handler(spec["event"], context)
+            result["request_seconds"] = time.perf_counter() - started
+            result["status"] = answer.get("statusCode") if isinstance(answer, dict) else None
+    result.setdefault("import_seconds", time.perf_counter() - started)
+    result["peak_rss"] = _peak_rss()
+    return result
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set, in bytes. Not getrusage's ru_maxrss: Linux carries
+    the parent's peak into it across fork and exec, so it would measure the benchmark."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # in kB
+    raise RuntimeError("no VmHWM in /proc/self/status: the probe needs Linux")
+
+
+if __name__ == "__main__":
+    outcome = main(json.loads(Path(sys.argv[1]).read_text()))
+    # The handlers log to stdout, as on Lambda: the result is the last line.
+    print(json.dumps(outcome), flush=True)
