@@ -20,6 +20,17 @@ def _table_name() -> str:
     return os.environ["TABLE_NAME"]
 
 
+def test_every_preset_is_a_valid_preset() -> None:
+    """The presets are constructed without validation (their schemas would be built at every
+    cold start): here they are validated, as a request's would be."""
+    from mailbridge.connections.models import Preset
+    from mailbridge.connections.presets import PRESETS
+
+    for preset_id, preset in PRESETS.items():
+        assert Preset.model_validate(preset.model_dump()) == preset, preset_id
+        assert preset.id == preset_id
+
+
 def test_presets_list_the_product_page_servers(org: Org) -> None:
     response = org.client.get("/bridge/email-presets")
     assert response.status == 200

@@ -27,7 +27,7 @@ class Actor(Model):
         return cls(kind="agent" if caller.agent_id else "person", subject=caller.subject)
 
 
-SERVICE = Actor(kind="system", subject="mailbridge")
+SERVICE = Actor.model_construct(kind="system", subject="mailbridge")
 
 
 class AuditAction(StrEnum):

@@ -101,8 +101,10 @@ class ImapConfigRequest(StrictModel):
         default=None,
         description="App password. Leave out or send an empty string to keep the stored one.",
     )
-    imap: ServerOverride = ServerOverride()
-    smtp: ServerOverride = ServerOverride()
+    # Constructed, not validated: a default validated here would build the model's schema at
+    # import, on every cold start (core.types.Model).
+    imap: ServerOverride = ServerOverride.model_construct()
+    smtp: ServerOverride = ServerOverride.model_construct()
 
 
 class MicrosoftConfigRequest(StrictModel):

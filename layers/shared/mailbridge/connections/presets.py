@@ -10,61 +10,66 @@ from .models import Preset, PresetId, Security, ServerOverride, ServerSettings
 _TLS, _STARTTLS = Security.TLS, Security.STARTTLS
 
 
-def _servers(imap_host: str, smtp_host: str, smtp_port: int = 587) -> dict[str, ServerSettings]:
-    smtp_security = _TLS if smtp_port == 465 else _STARTTLS
-    return {
-        "imap": ServerSettings(host=imap_host, port=993, security=_TLS),
-        "smtp": ServerSettings(host=smtp_host, port=smtp_port, security=smtp_security),
-    }
+def _preset(
+    preset_id: PresetId, label: str, note: str, servers: tuple[str, str, int] | None
+) -> Preset:
+    """Constructed, not validated: our own constants, whose validation would build the
+    models' schemas at every cold start (core.types.Model); tests/test_email_config.py
+    validates them. `servers`: the IMAP host (TLS on 993), the SMTP host and port (TLS on
+    465, STARTTLS otherwise)."""
+    imap = smtp = None
+    if servers:
+        imap_host, smtp_host, smtp_port = servers
+        imap = ServerSettings.model_construct(host=imap_host, port=993, security=_TLS)
+        smtp_security = _TLS if smtp_port == 465 else _STARTTLS
+        smtp = ServerSettings.model_construct(
+            host=smtp_host, port=smtp_port, security=smtp_security
+        )
+    return Preset.model_construct(id=preset_id, label=label, imap=imap, smtp=smtp, note=note)
 
 
 PRESETS: dict[str, Preset] = {
     preset.id: preset
     for preset in [
-        Preset(
-            id="microsoft365",
-            label="Microsoft 365 / Outlook",
-            **_servers("outlook.office365.com", "smtp.office365.com"),
-            note=(
-                "Use the Microsoft OAuth connection method instead. Exchange Online no longer "
-                "accepts passwords for IMAP (basic authentication has been off since "
-                "2022-2023), and turns password (basic) authentication for SMTP AUTH off by "
-                "default at the end of December 2026."
-            ),
+        _preset(
+            "microsoft365",
+            "Microsoft 365 / Outlook",
+            "Use the Microsoft OAuth connection method instead. Exchange Online no longer "
+            "accepts passwords for IMAP (basic authentication has been off since "
+            "2022-2023), and turns password (basic) authentication for SMTP AUTH off by "
+            "default at the end of December 2026.",
+            ("outlook.office365.com", "smtp.office365.com", 587),
         ),
-        Preset(
-            id="gmail",
-            label="Google Workspace / Gmail",
-            **_servers("imap.gmail.com", "smtp.gmail.com"),
-            note=(
-                "Needs 2-Step Verification on the account and an app password "
-                "(Google Account > Security > App passwords)."
-            ),
+        _preset(
+            "gmail",
+            "Google Workspace / Gmail",
+            "Needs 2-Step Verification on the account and an app password "
+            "(Google Account > Security > App passwords).",
+            ("imap.gmail.com", "smtp.gmail.com", 587),
         ),
-        Preset(
-            id="yahoo",
-            label="Yahoo Mail",
-            **_servers("imap.mail.yahoo.com", "smtp.mail.yahoo.com", smtp_port=465),
-            note="Generate an app password under Yahoo Account Security. SMTP uses TLS on 465.",
+        _preset(
+            "yahoo",
+            "Yahoo Mail",
+            "Generate an app password under Yahoo Account Security. SMTP uses TLS on 465.",
+            ("imap.mail.yahoo.com", "smtp.mail.yahoo.com", 465),
         ),
-        Preset(
-            id="zoho",
-            label="Zoho Mail",
-            **_servers("imap.zoho.com", "smtp.zoho.com"),
-            note="With two-factor authentication on, use an application-specific password.",
+        _preset(
+            "zoho",
+            "Zoho Mail",
+            "With two-factor authentication on, use an application-specific password.",
+            ("imap.zoho.com", "smtp.zoho.com", 587),
         ),
-        Preset(
-            id="fastmail",
-            label="Fastmail",
-            **_servers("imap.fastmail.com", "smtp.fastmail.com"),
-            note="Create an app password under Settings > Privacy & Security.",
+        _preset(
+            "fastmail",
+            "Fastmail",
+            "Create an app password under Settings > Privacy & Security.",
+            ("imap.fastmail.com", "smtp.fastmail.com", 587),
         ),
-        Preset(
-            id="custom",
-            label="Custom IMAP/SMTP server",
-            imap=None,
-            smtp=None,
-            note="Enter your server's hosts and ports. TLS on 993/465, STARTTLS on 143/587.",
+        _preset(
+            "custom",
+            "Custom IMAP/SMTP server",
+            "Enter your server's hosts and ports. TLS on 993/465, STARTTLS on 143/587.",
+            None,
         ),
     ]
 }

@@ -144,7 +144,8 @@ class EmailPolicyRequest(StrictModel):
         max_length=1000,
         description="Addresses and domains agents may write to; empty means anyone.",
     )
-    limits: SendingLimits = SendingLimits()
+    # Constructed, not validated: validating a default would build its schema at import.
+    limits: SendingLimits = SendingLimits.model_construct()
 
 
 class ClientOrg(Model):
