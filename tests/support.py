@@ -42,6 +42,7 @@ DISCOVERY_DOMAINS = [
         "oversized",
         "laughs",
         "entity",
+        "dtd",
         "unsafe",
         "redirect",
         "refused",

@@ -313,6 +313,13 @@ EXTERNAL_ENTITY = (
     "<hostname>&host;</hostname><port>993</port><socketType>SSL</socketType></incomingServer>"
     "</emailProvider></clientConfig>"
 )
+# Harmless to expand, and what a parser that takes entities would read as a good server.
+ENTITY_IN_DTD = (
+    '<?xml version="1.0"?><!DOCTYPE clientConfig [<!ENTITY host "imap.smuggled.test">]>'
+    '<clientConfig version="1.1"><emailProvider id="p"><incomingServer type="imap">'
+    "<hostname>&host;</hostname><port>993</port><socketType>SSL</socketType></incomingServer>"
+    "</emailProvider></clientConfig>"
+)
 OVERSIZED = config_document(("imap.oversized.test", 993, "SSL")).replace(
     "<domain>", "<!--" + "x" * 70_000 + "--><domain>"
 )
@@ -320,8 +327,13 @@ OVERSIZED = config_document(("imap.oversized.test", 993, "SSL")).replace(
 
 @pytest.mark.parametrize(
     ("domain", "document"),
-    [("oversized.test", OVERSIZED), ("laughs.test", LAUGHS), ("entity.test", EXTERNAL_ENTITY)],
-    ids=["oversized", "billion-laughs", "external-entity"],
+    [
+        ("oversized.test", OVERSIZED),
+        ("laughs.test", LAUGHS),
+        ("entity.test", EXTERNAL_ENTITY),
+        ("dtd.test", ENTITY_IN_DTD),
+    ],
+    ids=["oversized", "billion-laughs", "external-entity", "entity-in-a-dtd"],
 )
 def test_a_hostile_autoconfig_is_passed_over_for_the_next_source(
     org: Org, mail_domains: MailDomains, domain: str, document: str

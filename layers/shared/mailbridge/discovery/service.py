@@ -170,7 +170,7 @@ def discover_domain(
     def tenant() -> str | None:
         return lookups.microsoft_tenant(domain, allow_private=allow_private)
 
-    own = f"https://autoconfig.{domain}/mail/config-v1.1.xml?emailaddress={quote(email)}"
+    own = f"https://autoconfig.{domain}/mail/config-v1.1.xml?emailaddress={quote(email, safe='')}"
     by_priority = [
         (Source.AUTOCONFIG, run.start(config_at(own))),
         (
@@ -206,10 +206,12 @@ def discover_domain(
     if provider.id == "microsoft365" and tenant_lookup is None:
         tenant_lookup = run.start(tenant)
     tenant_id = run.first([(Source.TENANT, tenant_lookup)], _as_found) if tenant_lookup else None
-    found_tenant = tenant_id and TenantFinding(
-        id=tenant_id[1], source=Source.TENANT, confidence=Confidence.HIGH
+    found_tenant = (
+        None
+        if tenant_id is None
+        else TenantFinding(id=tenant_id[1], source=Source.TENANT, confidence=Confidence.HIGH)
     )
-    return _answer(domain, provider, servers, found_tenant or None, run.unanswered)
+    return _answer(domain, provider, servers, found_tenant, run.unanswered)
 
 
 @dataclass
