@@ -21,7 +21,7 @@ WELL_KNOWN = "/.well-known/autoconfig/mail/config-v1.1.xml"
 # The route's deadline on its sources, and what a request may take beyond it (the API, the
 # cache and the counters on this shared machine).
 DEADLINE_SECONDS = 3.0
-SLACK_SECONDS = 1.0
+SLACK_SECONDS = 1.5
 
 
 def discover(client: ApiClient, email: str) -> ApiResponse:
