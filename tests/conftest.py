@@ -16,18 +16,23 @@ from typing import Any
 import pytest
 from mailbridge_tools.sandbox import (
     CertificateAuthority,
+    DnsServer,
+    DomainWebServer,
     DovecotServer,
     FakeGoogle,
     FakeMicrosoft,
     Sandbox,
     SmtpServer,
+    address_records,
     dovecot_binary,
 )
 from mailbridge_tools.template import load_template
 from secret_hygiene import KeptLogLines, SecretHygiene
 from support import (
     BULK_MAILBOX,
+    DISCOVERY_DOMAINS,
     GOOGLE_ACCOUNT,
+    ISPDB_HOST,
     MAIL_TIMEOUT_SECONDS,
     MAILBOX,
     MAILBOX_PASSWORD,
@@ -36,6 +41,7 @@ from support import (
     SENT_FOLDER,
     MailAgent,
     Mailbox,
+    MailDomains,
     OAuthAgent,
     Org,
     make_org,
@@ -110,8 +116,21 @@ def google(identity_cert: tuple[Path, Path]) -> Iterator[FakeGoogle]:
 
 
 @pytest.fixture(scope="session")
+def mail_domains(ca: CertificateAuthority) -> Iterator[MailDomains]:
+    """The test domains of email discovery: their DNS, and one https server for their
+    autoconfig hosts and the ISPDB, all on loopback."""
+    hosts = [ISPDB_HOST, *(f"{p}{d}" for d in DISCOVERY_DOMAINS for p in ("", "autoconfig."))]
+    with DnsServer() as dns, DomainWebServer(*ca.issue(hosts)) as web:
+        dns.add(*address_records(hosts))
+        yield MailDomains(dns, web)
+
+
+@pytest.fixture(scope="session")
 def local_api(
-    ca: CertificateAuthority, microsoft: FakeMicrosoft, google: FakeGoogle
+    ca: CertificateAuthority,
+    microsoft: FakeMicrosoft,
+    google: FakeGoogle,
+    mail_domains: MailDomains,
 ) -> Iterator[Any]:
     # Settings are read once per process, as on Lambda: set them before any handler loads.
     os.environ["MAIL_EXTRA_CA_FILE"] = str(ca.ca_path)
@@ -128,6 +147,10 @@ def local_api(
     os.environ["GMAIL_BASE_URL"] = f"{google.base_url}/gmail/v1"
     # Gmail push: Google's signing keys are the fake's.
     os.environ["GOOGLE_PUSH_CERTS_URL"] = f"{google.base_url}/oauth2/v1/certs"
+    # Email discovery asks the test domains' DNS server, and their https server on its port.
+    os.environ["DISCOVERY_DNS_SERVER"] = mail_domains.dns.address
+    os.environ["DISCOVERY_HTTPS_PORT"] = str(mail_domains.web.port)
+    os.environ["DISCOVERY_ISPDB_URL"] = f"https://{ISPDB_HOST}/v1.1"
     from mailbridge_tools.localapi import LocalApi
 
     # The test servers listen on loopback, on high ports: allowed explicitly, as a

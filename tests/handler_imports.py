@@ -1,6 +1,7 @@
 """Run by test_cold_start.py in a fresh interpreter, with a function's Lambda environment:
 loads the function's handler as Lambda does, then, given a provider, does what the
-connection test (`check`) or the mail routes (`mail`) do for a connection of that provider.
+connection test (`check`) or the mail routes (`mail`) do for a connection of that provider
+(or, given `discovery`, loads what email discovery's first lookup loads).
 Prints, as JSON, the modules loaded after each step and the checks the IMAP step ran.
 
     python tests/handler_imports.py FUNCTION CODE_URI HANDLER [PROVIDER [check|mail]]
@@ -56,6 +57,11 @@ def open_mailbox(provider: str) -> list[str]:
 
 
 def use_provider(provider: str, step: str = "check") -> list[str]:
+    if provider == "discovery":  # what a lookup loads (asking nothing: no DNS here)
+        from mailbridge.discovery.lookups import domain_lookups
+
+        domain_lookups()
+        return []
     if step == "mail":
         return open_mailbox(provider)
     if provider == "imap":

@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from mailbridge_tools.sandbox import FakeGoogle, FakeMicrosoft
+from mailbridge_tools.sandbox import DnsServer, DomainWebServer, FakeGoogle, FakeMicrosoft
 
 MAILBOX = "agent@example.com"
 SENT_FOLDER = "Gesendete Elemente"  # the test Dovecot's folder marked \Sent
@@ -28,6 +28,36 @@ MAILBOX_PASSWORD = "app-pass-7f3a9c"  # the canary: must never be seen outside t
 BULK_MAILBOX = "bulk@example.com"
 MAIL_TIMEOUT_SECONDS = 2.0
 CALLBACK = "/api/engine/oauth/callback"
+# Email discovery's test domains (each <name>.test, with its autoconfig.<name>.test host;
+# one a test, so that the cache of one is not another's), and the ISPDB's host.
+DISCOVERY_DOMAINS = [
+    f"{name}.test"
+    for name in (
+        "autoconf",
+        "wellknown",
+        "listed",
+        "srv",
+        "everything",
+        "silent",
+        "oversized",
+        "laughs",
+        "entity",
+        "dtd",
+        "unsafe",
+        "redirect",
+        "refused",
+        "cached",
+    )
+]
+ISPDB_HOST = "ispdb.test"
+
+
+@dataclass(frozen=True)
+class MailDomains:
+    dns: DnsServer
+    web: DomainWebServer
+
+
 # Tables the tests measured, by title: printed at the end of the run (conftest.py).
 REPORTS: dict[str, list[str]] = {}
 

@@ -17,8 +17,11 @@ LAYER = ROOT / "layers" / "shared"
 FUNCTIONS = ROOT / "functions"
 
 AWS_LIBRARIES = ("boto3", "botocore", "mypy_boto3_dynamodb", "mypy_boto3_secretsmanager")
-PROVIDER_LIBRARIES = ("imapclient", "imaplib", "smtplib", "msal", "google", "requests", "urllib3")
-DOMAIN = ("agents", "connections", "oauth", "orgs", "mail", "newmail", "audit")
+PROVIDER_LIBRARIES = (
+    *("imapclient", "imaplib", "smtplib", "msal", "google", "requests", "urllib3"),
+    *("dns", "defusedxml"),  # email discovery
+)
+DOMAIN = ("agents", "connections", "oauth", "orgs", "mail", "newmail", "audit", "discovery")
 FEATURE_MODELS = tuple(f"mailbridge.{feature}.models" for feature in DOMAIN)
 # Where the domain declares what it needs of the adapters.
 PORTS = (
@@ -27,6 +30,7 @@ PORTS = (
     "mailbridge.mail.mailboxes",
     "mailbridge.mail.ids",
     "mailbridge.mail.parsing",  # one reader of headers for every provider's summaries
+    "mailbridge.discovery.lookups",
 )
 
 

@@ -55,10 +55,14 @@ MAIL_MODULES = {
 MAIL_FUNCTIONS = sorted(
     {function_serving(TEMPLATE, route) for route in (LIST_MESSAGES_ROUTE, SEND_ROUTE)}
 )
+# What email discovery needs to look a domain up, loaded at its first lookup.
+DISCOVERY_MODULES = ("dns", "defusedxml", "mailbridge.adapters.discovery")
+DISCOVERY_ROUTE = "GET /bridge/email-discovery"
 # No handler needs an adapter, or a provider's library, to start.
 NEVER_AT_IMPORT = (
     "mailbridge.adapters",
     *(m for kind in (PROVIDER_MODULES, MAIL_MODULES) for ms in kind.values() for m in ms),
+    *DISCOVERY_MODULES,
 )
 
 
@@ -121,3 +125,12 @@ def test_a_mail_route_loads_its_connections_adapter_and_no_other(
     assert set(MAIL_MODULES[provider]) <= set(after)
     others = [m for p, ms in MAIL_MODULES.items() if p != provider for m in ms]
     assert loaded(after, tuple(others)) == set()
+
+
+def test_email_discovery_loads_its_adapter_at_first_use_and_no_provider() -> None:
+    steps = load_in_fresh_interpreter(function_serving(TEMPLATE, DISCOVERY_ROUTE), "discovery")
+    assert loaded(steps["at_import"], NEVER_AT_IMPORT) == set()
+    after = steps["after_provider"]
+    assert loaded(after, DISCOVERY_MODULES) >= set(DISCOVERY_MODULES)
+    providers = [m for kind in (PROVIDER_MODULES, MAIL_MODULES) for ms in kind.values() for m in ms]
+    assert loaded(after, tuple(providers)) == set()

@@ -25,6 +25,7 @@ from support import (
     MAILBOX,
     MAILBOX_PASSWORD,
     REPORTS,
+    MailDomains,
     Org,
     age_tokens,
     register_agent,
@@ -355,6 +356,47 @@ def test_imap_with_presets(
     expect(badge(page)).to_have_text("Not Connected")
     expect(page.locator("#disconnect")).to_be_hidden()
     expect(page.locator("#save")).to_be_focused()
+
+
+def test_the_address_suggests_the_method_and_fills_the_servers(
+    page: Page, local_api: Any, org: Org, mail_domains: MailDomains, microsoft: FakeMicrosoft
+) -> None:
+    """As the address is typed: the servers its domain's SRV records name are filled in and
+    said where they came from; the person's own choice is then offered a suggestion, never
+    overwritten; a Microsoft 365 domain recommends Microsoft OAuth with its tenant."""
+    mail_domains.dns.add(
+        "_imaps._tcp.tab-srv.test. 300 IN SRV 0 1 993 mail.tab-srv.test.",
+        "_submission._tcp.tab-srv.test. 300 IN SRV 0 1 587 mail.tab-srv.test.",
+        "contoso.example. 300 IN MX 0 contoso-example.mail.protection.outlook.com.",
+    )
+    open_tab(page, local_api, org)
+    page.locator("#email").press_sequentially("jane@tab-srv.test")
+    discovery = page.locator("#discovery")
+    expect(discovery).to_contain_text("from the domain's SRV records")
+    expect(page.locator("#preset")).to_have_value("custom")
+    expect(page.locator("#imap-host")).to_have_value("mail.tab-srv.test")
+    expect(page.locator("#imap-port")).to_have_value("993")
+    expect(page.locator("#smtp-port")).to_have_value("587")
+    expect(page.locator("#smtp-security")).to_have_value("starttls")
+    shoot(page, "imap-discovered")
+
+    # The person's own server stays: another address's settings are offered instead.
+    page.fill("#imap-host", "imap.mine.test")
+    page.fill("#email", "")
+    page.locator("#email").press_sequentially("jane@contoso.example")
+    expect(discovery).to_contain_text("Microsoft 365, by the domain's MX records.")
+    expect(discovery).to_contain_text("Microsoft OAuth is recommended")
+    expect(discovery).to_contain_text(microsoft.tenant_id)
+    expect(page.locator("#imap-host")).to_have_value("imap.mine.test")
+    use = page.locator("#discovery-use")
+    expect(use).to_have_text("Use Microsoft OAuth")
+    shoot(page, "method-recommended")
+    use.click()
+    expect(page.locator("#form-title")).to_have_text("Microsoft OAuth")
+    expect(page.locator("#tenant")).to_have_value(microsoft.tenant_id)
+    # Still the person's to change.
+    page.fill("#tenant", "organizations")
+    expect(page.locator("#tenant")).to_have_value("organizations")
 
 
 def test_errors_show_at_their_fields(

@@ -71,6 +71,14 @@ def test_the_events_run_in_order(local_api: Any) -> None:
     assert status == 200
     assert "gmail" in {preset["id"] for preset in body["presets"]}
 
+    # A provider's own domain: its preset, found without asking the network.
+    status, body = run("discover_email_settings")
+    assert (status, body["provider"]["id"], body["recommended"]["method"]) == (
+        200,
+        "google",
+        "google",
+    )
+
     status, body = run("put_email_config")
     assert (status, body["status"]) == (200, "configured"), body
     assert run("get_email_config")[1] == body

@@ -346,6 +346,31 @@ def test_the_printed_commands_work_as_printed(local_run: LocalRun) -> None:
     assert client.get(path).json()["status"] == "not_connected"
     out = run(steps)
     assert all(json.loads(out[f"try {number}"]) for number in range(len(tries)))
+    # Settings from the address: the demo domains through the sandbox's DNS server.
+    discovered = {
+        line.partition("email=")[2].rstrip('"'): json.loads(out[f"try {number}"])
+        for number, line in enumerate(tries)
+        if "/bridge/email-discovery?" in line
+    }
+    imap_body = json.loads(printed('"provider": "imap"').split("--json '")[1].rstrip("'"))
+    demo = discovered["demo@example.com"]
+    for protocol in ("imap", "smtp"):
+        assert {key: demo[protocol][key] for key in ("host", "port", "security")} == imap_body[
+            protocol
+        ]
+        assert demo[protocol]["source"] == "srv"
+    contoso = discovered["demo@contoso.example"]
+    assert (contoso["provider"]["id"], contoso["recommended"]["method"]) == (
+        "microsoft365",
+        "microsoft",
+    )
+    assert contoso["tenant"]["source"] == "openid_configuration"
+    assert discovered["demo@workspace.example"]["provider"] == {
+        "id": "google",
+        "source": "mx",
+        "confidence": "high",
+    }
+    assert discovered["jane@gmail.com"]["provider"]["source"] == "preset"
 
     tested = json.loads(out["test imap"])
     assert tested["ok"] is True, tested

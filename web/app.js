@@ -30,6 +30,24 @@ const CHECK_NAMES = {
 // A new connection starts on the most common provider that still takes an app password
 // (Microsoft 365 no longer does: its note points to Microsoft OAuth).
 const FIRST_PRESET = "gmail";
+// Email discovery: asked once the address has stopped changing for this long.
+const DISCOVERY_DELAY_MS = 500;
+// What an address must look like before its domain is worth asking about.
+const DISCOVERABLE = /^[^@\s]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}$/i;
+const PROVIDER_LABELS = {
+  microsoft365: "Microsoft 365",
+  google: "Google Workspace or Gmail",
+  yahoo: "Yahoo Mail",
+  zoho: "Zoho Mail",
+  fastmail: "Fastmail",
+};
+const SOURCE_NAMES = {
+  preset: "the provider's own domain",
+  autoconfig: "the domain's autoconfig",
+  ispdb: "Thunderbird's ISPDB",
+  srv: "the domain's SRV records",
+  mx: "the domain's MX records",
+};
 const TOKEN_PROBLEM =
   "This link's sign-in token is missing, invalid or expired. Open the Email tab again from the agent's page.";
 // The API's field names, the inputs they are entered in, and the names the page gives them.
@@ -63,6 +81,10 @@ let method = "imap";
 let busy = false; // a request of the form's buttons is running
 const ACTIONS = ["save", "authorize", "reauthorize", "test", "disconnect"];
 let setupShownFor = null; // the method whose setup steps were last opened or closed by the page
+let discoveryTimer = null;
+let discovered = null; // what the last discovery found, for the address in the field
+// The person chose the provider or a server themselves: a discovery offers, never overwrites.
+let serversChosen = false;
 
 async function api(verb, path, body, headers = {}) {
   let response;
@@ -276,6 +298,7 @@ function renderClientOrg() {
 function renderImap() {
   const config = savedConfig("imap");
   if (config) {
+    serversChosen = true; // the saved servers stay until the person takes a suggestion
     $("preset").value = config.preset;
     $("email").value = config.email;
     $("username").value = config.username === config.email ? "" : config.username;
@@ -306,6 +329,94 @@ function applyPreset(fill) {
       if (fill && !custom) input.value = preset[protocol][part];
     }
   }
+}
+
+// ---- settings from the address ----------------------------------------------------------
+
+function discoverSoon() {
+  clearTimeout(discoveryTimer);
+  const email = $("email").value.trim();
+  if (!DISCOVERABLE.test(email)) {
+    showDiscovery(null);
+    return;
+  }
+  discoveryTimer = setTimeout(() => discover(email), DISCOVERY_DELAY_MS);
+}
+
+async function discover(email) {
+  let found = null;
+  try {
+    found = await api("GET", `/bridge/email-discovery?email=${encodeURIComponent(email)}`);
+  } catch {
+    // A suggestion only helps: without one (too many lookups, a bad address) the form is as it was.
+  }
+  if ($("email").value.trim() === email) showDiscovery(found);
+}
+
+// What the address's domain calls for, and where that came from; the IMAP servers filled in
+// unless the person chose their own, in which case they are offered.
+function showDiscovery(found) {
+  discovered = found;
+  $("discovery-use").hidden = true;
+  if (!found) {
+    $("discovery").textContent = "";
+    return;
+  }
+  const parts = [];
+  const provider = found.provider;
+  if (provider.id !== "other") {
+    parts.push(`${PROVIDER_LABELS[provider.id]}, by ${SOURCE_NAMES[provider.source]}.`);
+  }
+  const recommended = found.recommended;
+  if (recommended.method !== "imap") {
+    parts.push(`${METHOD_NAMES[recommended.method]} is recommended: ${recommended.reason}`);
+    if (found.tenant) parts.push(`Its tenant ID is ${found.tenant.id}.`);
+    showDiscoveryButton(`Use ${METHOD_NAMES[recommended.method]}`);
+    if (!serversChosen) fillDiscoveredServers(); // should the person keep to IMAP
+  } else if (found.imap || found.smtp) {
+    const where = SOURCE_NAMES[(found.imap || found.smtp).source];
+    if (serversChosen) {
+      parts.push(`Settings found in ${where}.`);
+      showDiscoveryButton("Use these settings");
+    } else {
+      fillDiscoveredServers();
+      parts.push(`Servers filled in from ${where}: change them if your provider says otherwise.`);
+    }
+  } else {
+    parts.push(`No settings were found for ${found.domain}: enter your provider's servers.`);
+  }
+  $("discovery").textContent = parts.join(" ");
+}
+
+function showDiscoveryButton(text) {
+  $("discovery-use").textContent = text;
+  $("discovery-use").hidden = false;
+}
+
+function fillDiscoveredServers() {
+  $("preset").value = discovered.recommended.preset;
+  applyPreset(true);
+  if (discovered.recommended.preset !== "custom") return;
+  for (const protocol of ["imap", "smtp"]) {
+    const server = discovered[protocol];
+    if (!server) continue;
+    $(`${protocol}-host`).value = server.host;
+    $(`${protocol}-port`).value = server.port;
+    $(`${protocol}-security`).value = server.security;
+  }
+}
+
+function useDiscovery() {
+  const recommended = discovered.recommended;
+  if (recommended.method === "imap") {
+    fillDiscoveredServers();
+    serversChosen = false;
+    $("discovery-use").hidden = true;
+    $("discovery").textContent = `Servers filled in from ${SOURCE_NAMES[(discovered.imap || discovered.smtp).source]}.`;
+    return;
+  }
+  chooseMethod(recommended.method);
+  if (discovered.tenant && !$("tenant").value) $("tenant").value = discovered.tenant.id;
 }
 
 function renderOAuth() {
@@ -773,7 +884,19 @@ async function start() {
   document.querySelectorAll("input[name=method]").forEach((radio) =>
     radio.addEventListener("change", () => chooseMethod(radio.value)),
   );
-  $("preset").addEventListener("change", () => applyPreset(true));
+  $("preset").addEventListener("change", () => {
+    serversChosen = true;
+    applyPreset(true);
+  });
+  $("email").addEventListener("input", discoverSoon);
+  $("discovery-use").addEventListener("click", useDiscovery);
+  for (const protocol of ["imap", "smtp"]) {
+    for (const part of ["host", "port", "security"]) {
+      $(`${protocol}-${part}`).addEventListener(part === "security" ? "change" : "input", () => {
+        serversChosen = true;
+      });
+    }
+  }
   // An edited field's error is the past.
   $("config-form").addEventListener("input", (event) => {
     if (event.target.hasAttribute("aria-invalid")) clearFieldError(event.target);

@@ -33,8 +33,10 @@ SANDBOX_POLL_SECONDS = 5.0
 _SIGNAL_CHECK_SECONDS = 0.2
 
 
-# What the welcome's calls fill a route's path parameters with: the demo's own ids.
+# What the welcome's calls fill a route's path parameters with: the demo's own ids; and the
+# query a route needs (a provider's own domain: discovered without the network).
 _DEMO_IDS = {"agentId": DEMO_AGENT_ID, "orgId": DEMO_ORG_ID}
+_DEMO_QUERIES = {"/bridge/email-discovery": "?email=jane@gmail.com"}
 
 
 def email_tab_url(api: LocalApi, token: str, agent_id: str) -> str:
@@ -67,7 +69,8 @@ def welcome_text(api: LocalApi, tokens: DevTokens) -> str:
     # The reads that answer as printed, with the admin's token: no id but the demo's to
     # fill in, and no mail route (a mailbox must be connected first: the sandbox's lines).
     examples = [
-        f'  curl -s {auth} "{api.url}{PATH_PARAMETER.sub(lambda n: _DEMO_IDS[n[1]], route.path)}"'
+        f'  curl -s {auth} "{api.url}{PATH_PARAMETER.sub(lambda n: _DEMO_IDS[n[1]], route.path)}'
+        f'{_DEMO_QUERIES.get(route.path, "")}"'
         for route in api.routes
         if route.method == "GET"
         and route.authorized

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .domains import DnsServer
 from .dovecot import DovecotServer
 from .identity import FakeGoogle, FakeMicrosoft
 from .identity.base import FakeProvider
@@ -173,6 +174,8 @@ class Sandbox:
             _seed(self.microsoft, DEMO_MICROSOFT_ACCOUNT)
             self.google = stack.enter_context(FakeGoogle(cert, key))
             _seed(self.google, DEMO_GOOGLE_ACCOUNT)
+            self.dns = stack.enter_context(DnsServer())
+            self.dns.add(*self.demo_zone())
             self._stack = stack.pop_all()
         return self
 
@@ -183,6 +186,18 @@ class Sandbox:
         traceback: TracebackType | None,
     ) -> None:
         self._stack.close()
+
+    def demo_zone(self) -> list[str]:
+        """The demo domains as email discovery finds them: the demo mailbox's servers by
+        their SRV records, and the fake providers' accounts' domains by their MX records
+        (contoso.example is also the fake Microsoft's tenant's)."""
+        domain = DEMO_MAILBOX.partition("@")[2]
+        return [
+            f"_imaps._tcp.{domain}. 300 IN SRV 0 1 {self.dovecot.imaps_port} localhost.",
+            f"_submission._tcp.{domain}. 300 IN SRV 0 1 {self.smtp.starttls_port} localhost.",
+            "contoso.example. 300 IN MX 0 contoso-example.mail.protection.outlook.com.",
+            "workspace.example. 300 IN MX 1 aspmx.l.google.com.",
+        ]
 
     def environment(self) -> dict[str, str]:
         """The API's settings that make it use (and trust) the sandbox's servers."""
@@ -197,6 +212,9 @@ class Sandbox:
             "GOOGLE_TOKEN_URL": f"{google}/token",
             "GOOGLE_REVOKE_URL": f"{google}/revoke",
             "GMAIL_BASE_URL": f"{google}/gmail/v1",
+            # Email discovery resolves through the sandbox's DNS server: the demo domains
+            # are found, any other name is not, and nothing goes out.
+            "DISCOVERY_DNS_SERVER": self.dns.address,
         }
 
     @staticmethod
@@ -357,6 +375,12 @@ class Sandbox:
             [
                 "Sandbox: a mailbox, and fake Microsoft and Google sign-in, on loopback.",
                 f"  Its CA certificate (for curl --cacert): {self.ca.ca_path}",
+                f"  Settings from the address: its DNS server ({self.dns.address}) has the demo"
+                " domains' SRV and MX records (the Email tab fills them in as you type):",
+                *(
+                    f'    curl -s {auth} "{api_url}/bridge/email-discovery?email={address}"'
+                    for address in (DEMO_MAILBOX, DEMO_MICROSOFT_ACCOUNT, DEMO_GOOGLE_ACCOUNT)
+                ),
                 f"  IMAP/SMTP: {DEMO_MAILBOX}, 12 messages, 5 unread:",
                 f"    curl -s -X PUT {auth} {path} --json '{json.dumps(bodies['imap'])}'",
                 f"    curl -s -X POST {auth} {path}/test",

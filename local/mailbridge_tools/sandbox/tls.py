@@ -109,6 +109,8 @@ class CertificateAuthority:
             .sign(self.key, hashes.SHA256())
         )
         stem = "-".join(hostnames).replace(":", "_")
+        if len(stem) > 100:  # a file name has 255 bytes at most
+            stem = f"{hostnames[0]}-and-{len(hostnames) - 1}-more"
         cert_path = self.directory / f"{stem}.pem"
         key_path = self.directory / f"{stem}.key"
         # The chain file holds the leaf then the CA, as servers send it.

@@ -74,6 +74,16 @@ PRESETS: dict[str, Preset] = {
     ]
 }
 
+# The providers' own domains, whose preset is certain from the address alone (email
+# discovery asks nothing of the network for them).
+PRESET_DOMAINS: dict[str, PresetId] = {
+    **dict.fromkeys(("outlook.com", "hotmail.com", "live.com", "msn.com"), "microsoft365"),
+    **dict.fromkeys(("gmail.com", "googlemail.com"), "gmail"),
+    **dict.fromkeys(("yahoo.com", "ymail.com", "rocketmail.com"), "yahoo"),
+    **dict.fromkeys(("zoho.com", "zohomail.com"), "zoho"),
+    **dict.fromkeys(("fastmail.com", "fastmail.fm"), "fastmail"),
+}
+
 
 def resolve_server(preset_id: PresetId, protocol: str, override: ServerOverride) -> ServerSettings:
     """The preset's settings for `protocol`, with every field the request gave taking priority."""

@@ -7,12 +7,13 @@ first request that happens to read it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from functools import cache
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .types import Model
 
@@ -54,6 +55,31 @@ def _true_or_false(value: Any) -> Any:
 
 def _without_trailing_slash(value: Any) -> Any:
     return value.rstrip("/") if isinstance(value, str) else value
+
+
+def _dns_server(value: str) -> tuple[str, int]:
+    """ "10.0.0.2", "127.0.0.1:5353" or "[::1]:5353": an address and a port (53 unless given)."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = value.partition(":")
+    ipaddress.ip_address(host)  # ValueError unless an address
+    number = int(port or "53")
+    if not 1 <= number <= 65535:
+        raise ValueError("the port must be 1-65535")
+    return host, number
+
+
+def _valid_dns_server(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            _dns_server(value)
+        except ValueError:
+            raise ValueError(
+                'must be an IP address and maybe a port: "10.0.0.2", "127.0.0.1:5353", "[::1]:5353"'
+            ) from None
+    return value
 
 
 Url = Annotated[str, BeforeValidator(_without_trailing_slash)]
@@ -141,6 +167,21 @@ class Settings(Model):
     sync_queue_url: str = Field(alias="SYNC_QUEUE_URL", default="")
     # How long the audit trail keeps an entry (DynamoDB's TTL deletes it after).
     audit_retention_days: int = Field(alias="AUDIT_RETENTION_DAYS", default=400, ge=1, le=36500)
+    # Email discovery: the DNS server it asks ("host" or "host:port", an IP address; empty:
+    # the system's resolver), Thunderbird's ISPDB, and the port of the https servers it asks
+    # for autoconfig (443; the sandbox's and the tests' servers listen on loopback ports).
+    discovery_dns_server: Annotated[str | None, AfterValidator(_valid_dns_server)] = Field(
+        alias="DISCOVERY_DNS_SERVER", default=None
+    )
+    discovery_ispdb_url: Url = Field(
+        alias="DISCOVERY_ISPDB_URL", default="https://autoconfig.thunderbird.net/v1.1"
+    )
+    discovery_https_port: int = Field(alias="DISCOVERY_HTTPS_PORT", default=443, ge=1, le=65535)
+    # Lookups that miss the cache, per organization and minute: a person typing addresses
+    # needs a few; more would make the service a prober of other people's servers.
+    discoveries_per_org_per_minute: PerMinute = Field(
+        alias="DISCOVERIES_PER_ORG_PER_MINUTE", default=30
+    )
     # The deployment's stack: a tag of each secret it creates, which finds them once the
     # stack is deleted (the secrets are not the stack's resources).
     stack_name: str = Field(alias="STACK_NAME", default="")
@@ -150,6 +191,11 @@ class Settings(Model):
     @property
     def mail_allowed_ports(self) -> frozenset[int]:
         return MAIL_PORTS | self.mail_extra_ports
+
+    @property
+    def discovery_dns_address(self) -> tuple[str, int] | None:
+        """The discovery's DNS server as an address and a port, or None: the system's."""
+        return None if self.discovery_dns_server is None else _dns_server(self.discovery_dns_server)
 
     @property
     def oauth_redirect_uri(self) -> str:

@@ -9,6 +9,8 @@ Table layout (one table, see template.yaml):
     pk = "ORG#<org>#CLIENT_ORG#<id>", sk = "CLIENT_ORG"  a client organization, its policy
     pk = "SENDING#<org>#<client org>", sk = "SENT#<window>#<key>"  messages sent (TTL)
     pk = "RATE#AGENT#<id>" or "RATE#ORG#<id>", sk = "TESTS#<window>#<key>"  tests run (TTL)
+    pk = "RATE#ORG#<id>", sk = "DISCOVERY#<window>#<key>"  email discoveries looked up (TTL)
+    pk = "DISCOVERY#<domain>", sk = "DISCOVERY"  email discovery's findings for a domain (TTL)
     pk = "ORG#<org>" or "ORG#<org>#CLIENT_ORG#<id>", sk = "OAUTH_APP#<provider>"  a shared app
     pk = "IDEMPOTENCY#<agent_id>", sk = "send#<hash of the key>"  a send by its key (TTL)
 An agent and its config share a partition, so both come back in one Query. A client
@@ -25,6 +27,7 @@ they were written with (`secrets`).
     authorizations.py  started OAuth sign-ins
     orgs.py            client organizations and shared OAuth apps
     counters.py        counting windows (rate and sending limits)
+    discovery.py       email discovery's findings, cached by domain
     secrets.py         Secrets Manager, with a per-instance cache of secret versions
     idempotency.py     the agent's sends by Idempotency-Key (Powertools idempotency)
 """

@@ -14,6 +14,7 @@ from ..audit.models import AuditEntry
 from ..connections.models import StoredConfig, TokenRef
 from ..core.types import SecretRef
 from ..core.windows import Window
+from ..discovery.models import EmailDiscovery
 from ..mail.models import SentMessage
 from ..newmail.models import Feed, MailReceived, SyncRequest
 from ..oauth.models import PendingAuthorization
@@ -146,6 +147,16 @@ class CounterStore(Protocol):
     def give_back(self, kind: str, windows: list[tuple[str, Window]]) -> None:
         """Uncount one event counted in these windows (it did not happen after all)."""
         ...
+
+
+class DiscoveryCache(Protocol):
+    """Email discovery's findings by domain, each until it expires."""
+
+    def get(self, domain: str, now: datetime) -> EmailDiscovery | None:
+        """The findings for `domain` if they have not expired by `now`."""
+        ...
+
+    def put(self, discovery: EmailDiscovery, expires_at: datetime) -> None: ...
 
 
 class SendRecords(Protocol):

@@ -1,0 +1,1 @@
+"""Email discovery: the provider, the method and the servers an address's domain calls for."""
