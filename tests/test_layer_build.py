@@ -35,8 +35,11 @@ def runtime_python() -> str:
 
 @pytest.fixture(scope="module")
 def layer(runtime_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built for the template's architecture, as deployed."""
-    return build_layer(runtime_python, tmp_path_factory.mktemp("layer"), SPEC.machine)
+    """Built for the template's architecture, as deployed. pip reaches PyPI: not through the
+    test CA the session trusts for its fake providers (conftest's REQUESTS_CA_BUNDLE)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        return build_layer(runtime_python, tmp_path_factory.mktemp("layer"), SPEC.machine)
 
 
 def _runtime_value(python: str, expression: str) -> str:
