@@ -1,5 +1,6 @@
-"""`make bench`: cold starts, the layer's size and connection-test latency, in one table.
+"""`make bench`: cold starts and first requests as Lambda pays them, the layer's size, and the
+connection test's and mail routes' latency, in one table (docs/benchmarks.md).
 
-Imports nothing: `python -m mailbridge_bench.probe` runs in fresh interpreters whose every
-import is measured.
+Imports nothing: `bench/lambda_probe.py` runs in fresh interpreters of the runtime's Python,
+whose every import is measured.
 """

@@ -145,6 +145,10 @@ def _measure_cold_starts(
             _progress(f"building for {runtime} ({python})")
             root = build_root / f"deployed-{runtime}"
             deployments[runtime] = build_deployment(runtime, python, task_sources(targets), root)
+            if runtime != spec.runtime:
+                # A runtime is a candidate only if every dependency has wheels for Lambda's
+                # architecture: the Makefile fails here otherwise.
+                build_layer(python, root / f"layer-{spec.machine}", spec.machine)
         groups = [Group(deployments[spec.runtime], targets, without_bytecode=True)]
         groups += [
             Group(deployment, compared)

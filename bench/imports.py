@@ -20,7 +20,9 @@ from typing import Any
 
 from mailbridge_tools.template import (
     TEMPLATE_PATH,
+    function_code,
     function_environment,
+    function_ids,
     function_properties,
     routes,
     table_logical_id,
@@ -197,25 +199,26 @@ def sample_events() -> dict[str, Path]:
 def handler_targets(
     template: dict[str, Any], parameters: dict[str, str] | None = None
 ) -> list[ImportTarget]:
-    """One per function of the template that serves routes, in its order, with its budget
-    and its first request: its first GET route's sample event, else its first route's."""
+    """One per function of the template, in its order, with its budget and, for a function
+    that serves routes, its first request: its first GET route's sample event, else its
+    first route's. (New mail's functions, invoked by the Scheduler and SQS, have no route.)"""
     get_config = function_serving(template, GET_CONFIG_ROUTE)
     samples = sample_events()
     served: dict[str, list[str]] = {}
     for route in routes(template):
         served.setdefault(route.function, []).append(route.route_key)
     targets = []
-    for function, route_keys in served.items():
-        route = next(r for r in routes(template) if r.function == function)
-        source = route.code_uri / f"{route.handler.rpartition('.')[0]}.py"
-        with_samples = [key for key in route_keys if key in samples]
+    for function in function_ids(template):
+        code = function_code(template, function)
+        source = code.code_uri / f"{code.handler.rpartition('.')[0]}.py"
+        with_samples = [key for key in served.get(function, []) if key in samples]
         chosen = next((key for key in with_samples if key.startswith("GET ")), None)
         chosen = chosen or next(iter(with_samples), None)
         targets.append(
             ImportTarget(
                 label=f"{function} ({source.relative_to(TEMPLATE_PATH.parent)})",
                 environment=lambda_environment(template, function, parameters),
-                handler=Handler(function, route.code_uri, route.handler),
+                handler=Handler(function, code.code_uri, code.handler),
                 budget=GET_CONFIG_BUDGET if function == get_config else HANDLER_BUDGET,
                 event=json.loads(samples[chosen].read_text()) if chosen else None,
             )
@@ -279,6 +282,10 @@ def probe(
     if completed.returncode != 0:
         raise RuntimeError(f"{target.label}: the probe failed\n{completed.stderr}")
     result = json.loads(completed.stdout.splitlines()[-1])
+    status = result.get("status")
+    if target.event is not None and not (isinstance(status, int) and status < 500):
+        # A handler that fails fast must not pass for a fast one.
+        raise RuntimeError(f"{target.label}: its first request answered {status}")
     return ProbeResult(
         result["import_seconds"],
         result["peak_rss"],

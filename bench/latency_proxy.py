@@ -110,15 +110,22 @@ class LatencyProxy:
         to_client: asyncio.Future[asyncio.StreamWriter] = loop.create_future()
         to_client.set_result(client_out)
         try:
-            async with asyncio.TaskGroup() as flows:
-                # The client's data is timed from its arrival, before the server is reached.
-                flows.create_task(self._forward(client_in, to_server, "client", trace))
-                await asyncio.sleep(3 * self._delay)  # SYN, SYN-ACK, ACK
-                server_in, server_out = await asyncio.open_connection(LOOPBACK, self._upstream_port)
-                to_server.set_result(server_out)
-                flows.create_task(self._forward(server_in, to_client, "server", trace))
-        except* (OSError, EOFError):
-            pass  # refused or reset: the other side is closed below, as the kernel would
+            try:
+                async with asyncio.TaskGroup() as flows:
+                    # The client's data is timed from its arrival, before the server is
+                    # reached.
+                    flows.create_task(self._forward(client_in, to_server, "client", trace))
+                    await asyncio.sleep(3 * self._delay)  # SYN, SYN-ACK, ACK
+                    upstream = asyncio.open_connection(LOOPBACK, self._upstream_port)
+                    server_in, server_out = await upstream
+                    to_server.set_result(server_out)
+                    flows.create_task(self._forward(server_in, to_client, "server", trace))
+            except* (OSError, EOFError):
+                pass  # refused or reset: the other side is closed below, as the kernel would
+        except asyncio.CancelledError:
+            # The proxy shuts down. Ending, not cancelled: Python 3.11's stream callback
+            # would print a cancelled connection's traceback.
+            pass
         finally:
             client_out.close()
             if to_server.done():

@@ -68,3 +68,17 @@ def test_pyenvs_runtime_python_is_found_when_not_selected(tmp_path: Path) -> Non
 
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "ran").read_text() == f"{versions / 'python3.12'}\n"
+
+
+def test_pyenvs_newest_patch_release_is_taken(tmp_path: Path) -> None:
+    for version in ("3.12.9", "3.12.10"):
+        interpreter = tmp_path / "pyenv-root" / "versions" / version / "bin" / "python3.12"
+        interpreter.parent.mkdir(parents=True)
+        interpreter.write_text(WORKING)
+        interpreter.chmod(0o755)
+    pyenv = f"#!/bin/sh\necho {tmp_path / 'pyenv-root'}\n"
+    sam = '#!/bin/sh\ncommand -v python3.12 > "$RECORD"\n'
+    done = build({"python3.12": FAILING, "pyenv": pyenv, "sam": sam}, tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "/versions/3.12.10/bin/python3.12" in (tmp_path / "ran").read_text()

@@ -61,6 +61,46 @@ def test_an_imap_server_whose_greeting_lists_no_capabilities_is_asked_for_them(
     assert imap_check["ok"] is True, imap_check
 
 
+def test_capabilities_said_before_starttls_are_asked_again_after_it(
+    org: Org, imap_body: Body, server_cert: tuple[Path, Path]
+) -> None:
+    """What a plain connection said can be forged on the way (RFC 3501, 6.2.1): after
+    STARTTLS the capabilities are asked again, the greeting's are not kept."""
+    with ScriptedImapServer(
+        server_context(*server_cert),
+        {b"STATUS": [b"* STATUS INBOX (MESSAGES 3 UNSEEN 1)"]},
+        greeting=b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] scripted",
+        starttls=True,
+    ) as imap:
+        body = imap_body()
+        body["imap"].update(port=imap.port, security="starttls")
+        assert org.client.put(org.config_path, body).status == 200
+        response = org.client.post(org.config_path + "/test")
+    imap_check = next(check for check in response.json()["checks"] if check["name"] == "imap")
+    assert imap_check["ok"] is True, imap_check
+    assert imap.commands[:3] == [b"STARTTLS", b"CAPABILITY", b"LOGIN"], imap.commands
+
+
+def test_a_preauthenticated_starttls_connection_is_refused_before_any_password(
+    org: Org, imap_body: Body, server_cert: tuple[Path, Path]
+) -> None:
+    """A PREAUTH greeting on a connection that must become TLS: STARTTLS is illegal once
+    authenticated, so the connection would stay plain; the check fails without a login."""
+    with ScriptedImapServer(
+        server_context(*server_cert),
+        {},
+        greeting=b"* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] scripted",
+        starttls=True,
+    ) as imap:
+        body = imap_body()
+        body["imap"].update(port=imap.port, security="starttls")
+        assert org.client.put(org.config_path, body).status == 200
+        response = org.client.post(org.config_path + "/test")
+    imap_check = next(check for check in response.json()["checks"] if check["name"] == "imap")
+    assert imap_check["ok"] is False, imap_check
+    assert b"LOGIN" not in imap.commands and b"AUTHENTICATE" not in imap.commands
+
+
 @pytest.mark.parametrize(
     "search_lines",
     [

@@ -53,13 +53,20 @@ def _runtime_value(python: str, expression: str) -> str:
 
 
 def test_the_template_builds_the_layer_with_its_makefile() -> None:
-    layer = TEMPLATE["Resources"]["SharedLayer"]
+    ((logical_id, layer),) = [
+        (name, resource)
+        for name, resource in TEMPLATE["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::LayerVersion"
+    ]
     assert layer["Metadata"]["BuildMethod"] == "makefile"
     assert Path(TEMPLATE_PATH.parent / layer["Properties"]["ContentUri"]) == LAYER_DIR
     makefile = (LAYER_DIR / "Makefile").read_text()
+    # sam build runs `make build-<LogicalId>`, with the Makefile's defaults: the functions'
+    # runtime's Python and architecture (the tests and the benchmark set both).
+    assert f"build-{logical_id}" == LAYER_TARGET
     assert f"\n{LAYER_TARGET}:" in makefile
-    # The Makefile's default interpreter is the functions' runtime.
     assert f"RUNTIME_PYTHON ?= {SPEC.runtime}\n" in makefile
+    assert f"PLATFORM ?= manylinux2014_{SPEC.machine}\n" in makefile
     runtimes = {
         resource["Properties"].get("Runtime", TEMPLATE["Globals"]["Function"]["Runtime"])
         for resource in TEMPLATE["Resources"].values()

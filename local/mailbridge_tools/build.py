@@ -46,8 +46,15 @@ def find_python(python: str) -> str | None:
         [pyenv, "root"], capture_output=True, text=True, timeout=30, check=False
     ).stdout.strip()
     version = python.removeprefix("python")
-    installed = sorted(Path(root).glob(f"versions/{version}.*/bin/{python}")) if root else []
+    found = Path(root).glob(f"versions/{version}.*/bin/{python}") if root else []
+    # The newest patch release: 3.12.10 after 3.12.9.
+    installed = sorted(found, key=_version)
     return str(installed[-1]) if installed and _runs(str(installed[-1])) else None
+
+
+def _version(interpreter: Path) -> list[int]:
+    """The version of pyenv's `versions/<version>/bin/pythonX.Y`, by its numeric parts."""
+    return [int(part) for part in interpreter.parents[1].name.split(".") if part.isdigit()]
 
 
 def _runs(python: str) -> bool:

@@ -156,7 +156,9 @@ class ScriptedImapServer(_ThreadPerConnection):
     the untagged lines `answers` names for it, then OK: what a broken or hostile server may
     say, for the tests. The command named `drip` is answered with `dripped` instead, one byte
     per `interval` seconds, after which the server hangs up. The greeting lists the
-    capabilities, as most servers' do, unless `greeting` says otherwise."""
+    capabilities, as most servers' do, unless `greeting` says otherwise. With `starttls`, the
+    connection starts plain and STARTTLS secures it. `commands` records the commands
+    received, in order."""
 
     def __init__(
         self,
@@ -167,9 +169,12 @@ class ScriptedImapServer(_ThreadPerConnection):
         dripped: bytes = b"+ go ahead, slowly\r\n",
         interval: float = 0.5,
         greeting: bytes = b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] scripted",
+        starttls: bool = False,
     ) -> None:
-        super().__init__(tls)
+        super().__init__(None if starttls else tls)
+        self._starttls = tls if starttls else None
         self._greeting = greeting
+        self.commands: list[bytes] = []
         self._answers = {
             b"CAPABILITY": [b"* CAPABILITY IMAP4rev1 AUTH=PLAIN"],
             b"LOGOUT": [b"* BYE scripted"],
@@ -178,18 +183,22 @@ class ScriptedImapServer(_ThreadPerConnection):
         self._drip_command, self._dripped, self._interval = drip, dripped, interval
 
     def _serve(self, client: socket.socket) -> None:
-        with client.makefile("rwb") as stream:
-            stream.write(self._greeting + b"\r\n")
+        stream = client.makefile("rwb")
+        stream.write(self._greeting + b"\r\n")
+        stream.flush()
+        while line := stream.readline():
+            tag, _, rest = line.partition(b" ")
+            command = rest.split(maxsplit=1)[0].upper() if rest.strip() else b""
+            self.commands.append(command)
+            if command == self._drip_command:
+                self._drip(client, self._dripped, self._interval)
+                return
+            answers = self._answers.get(command, [])
+            stream.write(b"".join(answer + b"\r\n" for answer in answers))
+            stream.write(tag + b" OK done\r\n")
             stream.flush()
-            for line in stream:
-                tag, _, rest = line.partition(b" ")
-                command = rest.split(maxsplit=1)[0].upper() if rest.strip() else b""
-                if command == self._drip_command:
-                    self._drip(client, self._dripped, self._interval)
-                    return
-                answers = self._answers.get(command, [])
-                stream.write(b"".join(answer + b"\r\n" for answer in answers))
-                stream.write(tag + b" OK done\r\n")
-                stream.flush()
-                if command == b"LOGOUT":
-                    return
+            if command == b"STARTTLS" and self._starttls is not None:
+                client = self._starttls.wrap_socket(client, server_side=True)
+                stream = client.makefile("rwb")
+            if command == b"LOGOUT":
+                return

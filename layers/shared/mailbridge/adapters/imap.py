@@ -28,9 +28,10 @@ from .mailnet import (
 
 class _GreetingCapabilities(imaplib.IMAP4):
     """Takes the capabilities from the greeting when the server lists them there (`* OK
-    [CAPABILITY ...]`, as Dovecot, Gmail and Exchange do), saving the CAPABILITY command's
-    round trip that imaplib spends on every connection. imaplib offers no supported way to
-    skip it, so this overrides the method its `_connect` calls."""
+    [CAPABILITY ...]`, as Dovecot and Cyrus do; Gmail's and Exchange's greetings do not, and
+    cost the CAPABILITY command as before), saving the round trip that imaplib spends on
+    every connection. imaplib offers no supported way to skip it, so this overrides the
+    method its `_connect` calls."""
 
     _greeting_read = False
 
@@ -38,7 +39,8 @@ class _GreetingCapabilities(imaplib.IMAP4):
         greeting = None
         if not self._greeting_read:
             # Only the greeting's: after STARTTLS what came before the handshake is
-            # discarded (RFC 3501, 6.2.1), and imaplib asks again.
+            # discarded (RFC 3501, 6.2.1), and imaplib's starttls, which imapclient 4 uses,
+            # asks again.
             self._greeting_read = True
             greeting = self.untagged_responses.pop("CAPABILITY", None)
         listed = greeting[-1] if greeting else None

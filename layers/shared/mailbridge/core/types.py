@@ -26,7 +26,7 @@ CONNECTION_METHODS = frozenset({"imap", *OAUTH_PROVIDERS})
 class Model(BaseModel):
     """Every model of the layer. Its validation schema is built at its first use, not when
     the class is defined: a handler imports many models and uses a few per request, and
-    building them all cost its cold start about 50 ms (BENCHMARKS.md)."""
+    building them all cost the GET config function's cold start about 20 ms (BENCHMARKS.md)."""
 
     model_config = ConfigDict(defer_build=True)
 
