@@ -361,13 +361,23 @@ def test_imap_with_presets(
 def test_the_address_suggests_the_method_and_fills_the_servers(
     page: Page, local_api: Any, org: Org, mail_domains: MailDomains, microsoft: FakeMicrosoft
 ) -> None:
-    """As the address is typed: the servers its domain's SRV records name are filled in and
-    said where they came from; the person's own choice is then offered a suggestion, never
-    overwritten; a Microsoft 365 domain recommends Microsoft OAuth with its tenant."""
+    """As the address is typed: one lookup once it stops changing; the servers its domain's
+    SRV records name are filled in and said where they came from; the person's own preset
+    and servers are then offered a suggestion, never overwritten; a Microsoft 365 domain
+    recommends Microsoft OAuth with its tenant."""
     mail_domains.dns.add(
         "_imaps._tcp.tab-srv.test. 300 IN SRV 0 1 993 mail.tab-srv.test.",
         "_submission._tcp.tab-srv.test. 300 IN SRV 0 1 587 mail.tab-srv.test.",
         "contoso.example. 300 IN MX 0 contoso-example.mail.protection.outlook.com.",
+    )
+    lookups: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            lookups.append(request.url.partition("?email=")[2])
+            if "/bridge/email-discovery" in request.url
+            else None
+        ),
     )
     open_tab(page, local_api, org)
     page.locator("#email").press_sequentially("jane@tab-srv.test")
@@ -379,6 +389,26 @@ def test_the_address_suggests_the_method_and_fills_the_servers(
     expect(page.locator("#smtp-port")).to_have_value("587")
     expect(page.locator("#smtp-security")).to_have_value("starttls")
     shoot(page, "imap-discovered")
+    # Typed without a pause: one lookup, of the whole address.
+    assert lookups == ["jane%40tab-srv.test"]
+
+    # The person's own preset stays: the settings found are offered instead.
+    page.select_option("#preset", "fastmail")
+    page.fill("#email", "")
+    page.locator("#email").press_sequentially("jane@tab-srv.tes")
+    page.wait_for_timeout(700)  # a pause longer than the debounce: a lookup
+    page.locator("#email").press_sequentially("t")
+    expect(discovery).to_contain_text("Settings found in the domain's SRV records.")
+    assert lookups == ["jane%40tab-srv.test", "jane%40tab-srv.tes", "jane%40tab-srv.test"]
+    expect(page.locator("#preset")).to_have_value("fastmail")
+    expect(page.locator("#imap-host")).to_have_value("imap.fastmail.com")
+    use = page.locator("#discovery-use")
+    expect(use).to_have_text("Use these settings")
+    use.click()
+    expect(page.locator("#preset")).to_have_value("custom")
+    expect(page.locator("#imap-host")).to_have_value("mail.tab-srv.test")
+    expect(page.locator("#smtp-security")).to_have_value("starttls")
+    expect(use).to_be_hidden()
 
     # The person's own server stays: another address's settings are offered instead.
     page.fill("#imap-host", "imap.mine.test")
@@ -386,17 +416,16 @@ def test_the_address_suggests_the_method_and_fills_the_servers(
     page.locator("#email").press_sequentially("jane@contoso.example")
     expect(discovery).to_contain_text("Microsoft 365, by the domain's MX records.")
     expect(discovery).to_contain_text("Microsoft OAuth is recommended")
-    expect(discovery).to_contain_text(microsoft.tenant_id)
+    expect(discovery).to_contain_text(
+        f"Its tenant ID is {microsoft.tenant_id}, from the domain's Microsoft tenant."
+    )
     expect(page.locator("#imap-host")).to_have_value("imap.mine.test")
-    use = page.locator("#discovery-use")
+    expect(page.locator("#preset")).to_have_value("custom")
     expect(use).to_have_text("Use Microsoft OAuth")
     shoot(page, "method-recommended")
     use.click()
     expect(page.locator("#form-title")).to_have_text("Microsoft OAuth")
     expect(page.locator("#tenant")).to_have_value(microsoft.tenant_id)
-    # Still the person's to change.
-    page.fill("#tenant", "organizations")
-    expect(page.locator("#tenant")).to_have_value("organizations")
 
 
 def test_errors_show_at_their_fields(

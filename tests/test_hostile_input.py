@@ -32,6 +32,11 @@ Body = Callable[..., dict[str, Any]]
         ("169.254.169.254", False, False),  # cloud metadata: never
         ("::ffff:169.254.169.254", False, False),
         ("fe80::1", False, False),
+        ("fd00:ec2::254", False, False),  # EC2's IPv6 metadata, in a private range
+        ("2002:a9fe:a9fe::", False, False),  # 6to4 of 169.254.169.254
+        ("64:ff9b::a9fe:a9fe", False, False),  # NAT64 of 169.254.169.254
+        ("64:ff9b::a00:1", False, True),  # NAT64 of 10.0.0.1
+        ("64:ff9b::808:808", True, True),  # NAT64 of 8.8.8.8
         ("224.0.0.1", False, False),
         ("0.0.0.0", False, False),  # noqa: S104 - the address under test
         ("240.0.0.1", False, False),

@@ -47,6 +47,7 @@ const SOURCE_NAMES = {
   ispdb: "Thunderbird's ISPDB",
   srv: "the domain's SRV records",
   mx: "the domain's MX records",
+  openid_configuration: "the domain's Microsoft tenant",
 };
 const TOKEN_PROBLEM =
   "This link's sign-in token is missing, invalid or expired. Open the Email tab again from the agent's page.";
@@ -370,9 +371,14 @@ function showDiscovery(found) {
   const recommended = found.recommended;
   if (recommended.method !== "imap") {
     parts.push(`${METHOD_NAMES[recommended.method]} is recommended: ${recommended.reason}`);
-    if (found.tenant) parts.push(`Its tenant ID is ${found.tenant.id}.`);
+    if (found.tenant) {
+      parts.push(`Its tenant ID is ${found.tenant.id}, from ${SOURCE_NAMES[found.tenant.source]}.`);
+    }
     showDiscoveryButton(`Use ${METHOD_NAMES[recommended.method]}`);
-    if (!serversChosen) fillDiscoveredServers(); // should the person keep to IMAP
+    if (!serversChosen && (found.imap || found.smtp)) {
+      fillDiscoveredServers(); // should the person keep to IMAP
+      parts.push(`For IMAP, servers from ${SOURCE_NAMES[(found.imap || found.smtp).source]} are filled in.`);
+    }
   } else if (found.imap || found.smtp) {
     const where = SOURCE_NAMES[(found.imap || found.smtp).source];
     if (serversChosen) {
@@ -385,6 +391,7 @@ function showDiscovery(found) {
   } else {
     parts.push(`No settings were found for ${found.domain}: enter your provider's servers.`);
   }
+  if (found.unanswered.length) parts.push("Some sources did not answer in time: a later try may find more.");
   $("discovery").textContent = parts.join(" ");
 }
 

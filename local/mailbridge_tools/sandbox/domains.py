@@ -1,7 +1,7 @@
 """Mail domains on loopback, for email discovery in the tests and the sandbox: a DNS server
 (dnslib) answering the records of its zone, and an https server answering, by host and path,
-what a test puts there (autoconfig documents, an ISPDB); each records what it was asked, and
-either can be told to stay silent for a name."""
+what a test puts there (autoconfig documents, an ISPDB, raw hostile answers); each records what
+it was asked, and either can be told to stay silent for a name."""
 
 from __future__ import annotations
 
@@ -118,6 +118,12 @@ class Page:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    # A hostile answer: `raw` sent as it is (status line, headers and all), then `repeat`
+    # `repeats` times unless the client goes first; `sent` counts the bytes it took.
+    raw: bytes = b""
+    repeat: bytes = b""
+    repeats: int = 0
+    sent: int = 0
 
 
 class DomainWebServer:
@@ -188,6 +194,9 @@ class _PageHandler(BaseHTTPRequestHandler):
             site.stopped.wait(_SILENT_SECONDS)
             return
         page = site.pages.get((host, self.path.partition("?")[0]), Page(404, b"not here"))
+        if page.raw:
+            self._send_raw(page)
+            return
         self.send_response(page.status, HTTPStatus(page.status).phrase)
         for name, value in page.headers.items():
             self.send_header(name, value)
@@ -195,6 +204,17 @@ class _PageHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(page.body)))
         self.end_headers()
         self.wfile.write(page.body)
+
+    def _send_raw(self, page: Page) -> None:
+        self.close_connection = True
+        try:
+            self.wfile.write(page.raw)
+            page.sent += len(page.raw)
+            for _ in range(page.repeats):
+                self.wfile.write(page.repeat)
+                page.sent += len(page.repeat)
+        except OSError:
+            pass  # the client hung up: what it should do
 
 
 def address_records(names: Iterable[str], address: str = LOOPBACK) -> list[str]:

@@ -5,9 +5,11 @@ GETs of autoconfig documents and OpenID configurations.
 An https GET resolves the host itself, checks every address by the rule the connection test
 applies (`core.addresses.address_allowed`), and connects to the address it checked, with TLS
 verifying the certificate for the host: a DNS answer that changes between the check and the
-connection (rebinding) cannot take it elsewhere. It reads at most MAX_DOCUMENT_BYTES, follows
-no redirect (wherever one points, nothing is fetched from there) and ends by the current
-deadline, its sockets watched.
+connection (rebinding) cannot take it elsewhere. It takes a body of at most
+MAX_DOCUMENT_BYTES, and reads at most MAX_RESPONSE_BYTES from the socket whatever the answer
+says (its headers, its chunk sizes, a negative one included). It follows no redirect
+(wherever one points, nothing is fetched from there) and ends by the current deadline, its
+sockets watched.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ipaddress
 import json
 import re
 import socket
+import ssl
 from collections.abc import Iterable
 from functools import cache
 from typing import Any
@@ -39,6 +42,8 @@ from .mailnet import tls_context
 
 # Autoconfig documents and OpenID configurations are a few kilobytes.
 MAX_DOCUMENT_BYTES = 64 * 1024
+# All an answer may send: the document, its status line, headers and chunk framing.
+MAX_RESPONSE_BYTES = MAX_DOCUMENT_BYTES + 16 * 1024
 # At most, for one DNS query or one socket operation; the deadline usually ends them sooner.
 _STEP_SECONDS = 3.0
 # Autoconfig's socketType values this service connects with (never "plain").
@@ -86,8 +91,61 @@ def _addresses(host: str) -> list[str]:
     return [str(record.address) for kind in ("A", "AAAA") for record in _records(host, kind)]
 
 
+class _Oversized(Exception):
+    """The answer sent more than MAX_RESPONSE_BYTES."""
+
+
+class _CappedReader:
+    """The response's socket file, refusing to read past `limit` bytes in all: http.client
+    reads as much as a chunk size says, and reads to the end for a chunk size of -1."""
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self._raw = raw
+        self._left = limit
+
+    def _counted(self, size: int) -> int:
+        self._left -= size
+        if self._left < 0:
+            raise _Oversized
+        return size
+
+    def _cap(self, size: int | None) -> int:
+        # One byte past the limit, so that an answer reaching it is told from one at it.
+        return self._left + 1 if size is None or size < 0 else min(size, self._left + 1)
+
+    def read(self, size: int | None = -1) -> bytes:
+        data: bytes = self._raw.read(self._cap(size))
+        self._counted(len(data))
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        data: bytes = self._raw.read1(self._cap(size))
+        self._counted(len(data))
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        data: bytes = self._raw.readline(self._cap(size))
+        self._counted(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        with memoryview(buffer) as view:
+            return self._counted(self._raw.readinto(view[: self._cap(len(view))]))
+
+    def __getattr__(self, name: str) -> Any:  # close, fileno, peek...: the file's own
+        return getattr(self._raw, name)
+
+
+class _CappedResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = _CappedReader(self.fp, MAX_RESPONSE_BYTES)  # type: ignore[assignment]
+
+
 class _CheckedAddressConnection(http.client.HTTPSConnection):
     """HTTPS to `address`, already checked, with SNI, certificate and Host for `host`."""
+
+    response_class = _CappedResponse
 
     def __init__(self, host: str, port: int, address: str) -> None:
         super().__init__(host, port, timeout=seconds_left(_STEP_SECONDS))
@@ -106,13 +164,15 @@ class _CheckedAddressConnection(http.client.HTTPSConnection):
 
 def _get(url: str, *, allow_private: bool) -> bytes | None:
     """The body of a 200 answer to GET `url`, from the first allowed address that answers;
-    None for anything else (another status, a body over the cap, a refused address, a TLS or
-    connection failure)."""
+    None for anything else (another status, a body over the cap, a refused address, a
+    certificate not for the host). Raises LookupUnanswered when no address answered because
+    of the network (a timeout, a refused or reset connection): maybe later."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         return None
     port = parts.port or settings().discovery_https_port
     target = parts.path + (f"?{parts.query}" if parts.query else "")
+    failed: OSError | None = None
     for address in _addresses(parts.hostname):
         if not address_allowed(address, allow_private=allow_private):
             continue
@@ -127,11 +187,20 @@ def _get(url: str, *, allow_private: bool) -> bytes | None:
                 return None
             body = answer.read(MAX_DOCUMENT_BYTES + 1)
             return body if len(body) <= MAX_DOCUMENT_BYTES else None
-        except (OSError, http.client.HTTPException) as error:
-            if seconds_left(_STEP_SECONDS) <= 0 or isinstance(error, TimeoutError):
+        except _Oversized:
+            return None
+        except ssl.SSLCertVerificationError:
+            continue  # a certificate not for the host: that answer lasts
+        except OSError as error:
+            if seconds_left(_STEP_SECONDS) <= 0:
                 raise LookupUnanswered(url) from error
+            failed = error
+        except http.client.HTTPException:
+            continue  # not HTTP: a server that is no web server
         finally:
             connection.close()
+    if failed is not None:
+        raise LookupUnanswered(url) from failed
     return None
 
 
@@ -183,7 +252,7 @@ class DiscoveryAdapter:
         document = _get(url, allow_private=allow_private)
         try:
             issuer = json.loads(document)["issuer"] if document else None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # nested past the stack
             return None
         found = _TENANT_IN_ISSUER.search(issuer) if isinstance(issuer, str) else None
         return found[1].lower() if found else None

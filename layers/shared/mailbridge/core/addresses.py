@@ -8,17 +8,26 @@ import ipaddress
 import socket
 
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT
+# EC2's IPv6 instance metadata (fd00:ec2::254), DNS and time: a private range, refused always.
+_EC2_SERVICES = ipaddress.ip_network("fd00:ec2::/32")
+# NAT64 prefixes (RFC 6052 and 8215): the IPv4 address in the last 32 bits is the one reached.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 # Resolved from /etc/hosts to loopback everywhere, Lambda included: no DNS answer changes it.
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 def address_allowed(address: str, *, allow_private: bool) -> bool:
     """Public addresses only, unless the deployment allows private networks (self-hosted
-    servers, the sandbox); link-local (cloud metadata), multicast, reserved and unspecified
-    addresses never."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
+    servers, the sandbox); link-local and cloud metadata, multicast, reserved and unspecified
+    addresses never. An IPv6 address that carries an IPv4 one (mapped, 6to4, NAT64) is judged
+    by the IPv4 address it reaches."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+        address.split("%", 1)[0]
+    )
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _EC2_SERVICES:
+            return False
+        ip = _carried_ipv4(ip) or ip  # ::ffff:169.254.169.254 is 169.254.169.254
     if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
         return False
     if ip.is_loopback:  # before reserved: ::1 is in IPv6's reserved ::/8
@@ -28,6 +37,12 @@ def address_allowed(address: str, *, allow_private: bool) -> bool:
     if ip.is_global:
         return True
     return allow_private and (ip.is_private or ip in _SHARED_ADDRESS_SPACE)
+
+
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if any(ip in prefix for prefix in _NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.ipv4_mapped or ip.sixtofour
 
 
 def host_refused(host: str, *, allow_private: bool) -> bool:

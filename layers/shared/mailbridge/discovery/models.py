@@ -30,7 +30,9 @@ class Source(StrEnum):
 
 class Confidence(StrEnum):
     HIGH = "high"  # said by the provider or the domain itself for this purpose
-    MEDIUM = "medium"  # inferred: a provider's preset servers from its mail exchangers
+    # Inferred (a provider's preset servers from its mail exchangers or its tenant, a
+    # provider from the servers' host or a tenant alone), or a third party's word (the ISPDB).
+    MEDIUM = "medium"
 
 
 class ProviderFinding(Model):
@@ -45,14 +47,20 @@ class ServerFinding(ServerSettings):
 
 
 class TenantFinding(Model):
-    id: str = Field(description="The Microsoft Entra directory (tenant) id, a GUID.")
+    id: str = Field(
+        description="The Microsoft Entra directory (tenant) id, a GUID; `consumers` for "
+        "Microsoft's own domains (personal accounts: outlook.com, hotmail.com...)."
+    )
     source: Source
     confidence: Confidence
 
 
 class Recommendation(Model):
     method: Method = Field(description="The connection method to choose in the Email tab.")
-    preset: PresetId = Field(description="The preset to fill the IMAP/SMTP form with.")
+    preset: PresetId = Field(
+        description="The preset to fill the IMAP/SMTP form with: the provider's when every "
+        "server returned is its preset's, else `custom` (filled with the servers returned)."
+    )
     reason: str
 
 
@@ -68,7 +76,8 @@ class EmailDiscovery(Model):
         description="For Microsoft 365: the tenant, to fill the Microsoft OAuth form with."
     )
     unanswered: list[Source] = Field(
-        description="Sources that gave no answer in time: a later lookup may find more."
+        description="Sources that gave no answer in time, in the order they are trusted: a "
+        "later lookup may find more."
     )
     looked_up_at: datetime
 

@@ -5,8 +5,10 @@ The sources are asked side by side, all within DEADLINE_SECONDS; for each findin
 first good answer by priority wins (a source of higher priority is waited for, until the
 deadline). For the servers: the domain's own autoconfig (its `autoconfig.` host, then its
 `.well-known`), Thunderbird's ISPDB, SRV records, then the preset of the provider the MX
-records name. For the provider: the MX records, else the servers found. A provider's own
-domains (gmail.com...) are presets, and ask nothing of the network.
+records (or the tenant) name. For the provider: the MX records, else the servers found, else
+a Microsoft tenant for the domain. The recommended preset agrees with the servers returned:
+the provider's when they are all its preset's, else custom. A provider's own domains
+(gmail.com...) are presets, and ask nothing of the network.
 
 Results are cached per domain (never per address) for a day, or briefly when a source did not
 answer; lookups that miss the cache are rate-limited per organization.
@@ -23,7 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from pydantic import ValidationError
@@ -35,6 +37,7 @@ from ..connections.presets import PRESET_DOMAINS, PRESETS, resolve_server
 from ..core.deadline import Deadline
 from ..core.errors import ErrorCode, InvalidField, LimitReached, MailbridgeError
 from ..core.fields import email_address
+from ..core.observability import logger
 from ..core.settings import settings
 from ..core.windows import window
 from .lookups import DomainLookups, LookupUnanswered, domain_lookups
@@ -56,7 +59,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 V = TypeVar("V")
 
-DEADLINE_SECONDS = 3.0
+# On the sources: with the cache and the counter around them, the route answers within 3 s.
+DEADLINE_SECONDS = 2.6
 CACHED_FOR = timedelta(days=1)
 # A result some source did not answer for: kept long enough to absorb a burst, short enough
 # that the source's answer is soon taken into account.
@@ -92,6 +96,17 @@ _OTHER_REASON = (
     "Connect with IMAP/SMTP and the mailbox's password or an app password: OAuth is for "
     "Microsoft 365 and Google accounts."
 )
+_CONSUMER_REASON = (
+    "Outlook.com, Hotmail, Live and MSN accounts connect with Microsoft OAuth, tenant "
+    "consumers (an app that accepts personal Microsoft accounts): Microsoft no longer takes "
+    "their passwords for IMAP and SMTP."
+)
+# The servers a source names for this purpose are high; the ISPDB's, a third party's, medium.
+_CONFIDENCE = {
+    Source.AUTOCONFIG: Confidence.HIGH,
+    Source.ISPDB: Confidence.MEDIUM,
+    Source.SRV: Confidence.HIGH,
+}
 _NOTHING_FOUND = (
     " No settings were found for this domain: ask the mail provider for its IMAP and SMTP servers."
 )
@@ -103,25 +118,31 @@ _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="discovery")
 def discover_email_settings(
     cache: DiscoveryCache, counters: CounterStore, caller: Caller, email: str
 ) -> EmailDiscovery:
-    """What the Email tab proposes for `email`: from the cache when its domain was looked up
-    lately, else looked up (and counted against the organization's limit)."""
+    """What the Email tab proposes for `email`: a provider's own domain from the presets
+    (nothing looked up, so nothing counted or cached); else from the cache when its domain
+    was looked up lately, else looked up (and counted against the organization's limit)."""
     require_person(caller)
-    domain = _domain_of(email)
+    address = _address(email)
+    domain = address.rpartition("@")[2]
+    known = PRESET_DOMAINS.get(domain)
+    if known is not None:
+        return _preset_domain(domain, known)
     cached = cache.get(domain, datetime.now(UTC))
     if cached is not None:
         return cached
     _count_lookup(counters, caller.org_id)
     found = discover_domain(
-        domain_lookups(), domain, email, allow_private=settings().mail_allow_private_networks
+        domain_lookups(), domain, address, allow_private=settings().mail_allow_private_networks
     )
     kept_for = CACHED_UNANSWERED_FOR if found.unanswered else CACHED_FOR
     cache.put(found, found.looked_up_at + kept_for)
     return found
 
 
-def _domain_of(email: str) -> str:
+def _address(email: str) -> str:
+    """The address, its domain lower-cased and without a final dot."""
     try:
-        domain = email_address(email).rpartition("@")[2]
+        address = email_address(email)
     except ValueError:
         raise InvalidField(
             "email",
@@ -130,10 +151,11 @@ def _domain_of(email: str) -> str:
             if email.isascii()
             else "Write a domain with letters beyond ASCII in its xn-- form.",
         ) from None
+    domain = address.rpartition("@")[2]
     # Names that resolve to this machine whatever DNS says (RFC 6761): nothing to ask.
     if domain.rpartition(".")[2] == "localhost":
         raise InvalidField("email", f"{domain} is not a domain that receives mail.")
-    return domain
+    return address
 
 
 def _count_lookup(counters: CounterStore, org_id: str) -> None:
@@ -151,24 +173,31 @@ def _count_lookup(counters: CounterStore, org_id: str) -> None:
         ) from None
 
 
+def _preset_domain(domain: str, preset: PresetId) -> EmailDiscovery:
+    """A provider's own domain (gmail.com, outlook.com...): its preset, asking nothing."""
+    provider = ProviderFinding(
+        id=_PROVIDER_OF[preset], source=Source.PRESET, confidence=Confidence.HIGH
+    )
+    found = _answer(domain, provider, _preset_servers(preset, Source.PRESET, Confidence.HIGH))
+    if preset != "microsoft365":
+        return found
+    # Microsoft's own domains are its consumer accounts' (Outlook.com): no organization's
+    # tenant, and not Exchange Online's reason.
+    tenant = TenantFinding(id="consumers", source=Source.PRESET, confidence=Confidence.HIGH)
+    recommended = found.recommended.model_copy(update={"reason": _CONSUMER_REASON})
+    return found.model_copy(update={"tenant": tenant, "recommended": recommended})
+
+
 def discover_domain(
     lookups: DomainLookups, domain: str, email: str, *, allow_private: bool
 ) -> EmailDiscovery:
-    """The findings for `domain`; `email` goes to the domain's own autoconfig only, as
-    Thunderbird sends it."""
-    known = PRESET_DOMAINS.get(domain)
-    if known is not None:
-        provider = ProviderFinding(
-            id=_PROVIDER_OF[known], source=Source.PRESET, confidence=Confidence.HIGH
-        )
-        return _answer(domain, provider, _preset_servers(known, Source.PRESET, Confidence.HIGH))
+    """The findings for `domain`, which is no provider's own (see PRESET_DOMAINS). `email`,
+    normalised, goes to the domain's own autoconfig only, as Thunderbird sends it; only the
+    servers of its answer are kept, which are the domain's."""
     run = _Run(time.monotonic() + DEADLINE_SECONDS)
 
     def config_at(url: str) -> Callable[[], MailConfig | None]:
         return lambda: lookups.mail_config(url, domain, allow_private=allow_private)
-
-    def tenant() -> str | None:
-        return lookups.microsoft_tenant(domain, allow_private=allow_private)
 
     own = f"https://autoconfig.{domain}/mail/config-v1.1.xml?emailaddress={quote(email, safe='')}"
     by_priority = [
@@ -181,35 +210,39 @@ def discover_domain(
         (Source.SRV, run.start(lambda: _srv_config(lookups, domain))),
     ]
     exchangers = run.start(lambda: lookups.mail_exchangers(domain))
+    # Asked for every domain: Microsoft 365 behind a mail filter (Mimecast, Proofpoint) has
+    # mail exchangers that name no provider, and only its tenant tells.
+    tenant_lookup = run.start(lambda: lookups.microsoft_tenant(domain, allow_private=allow_private))
 
-    by_mx: tuple[Source, MailProvider] | None = run.first(
-        [(Source.MX, exchangers)], _provider_of_exchangers
-    )
-    # Microsoft's answer is asked for as soon as the provider is known to be Microsoft.
-    tenant_lookup = run.start(tenant) if by_mx and by_mx[1] == "microsoft365" else None
+    by_mx = run.first([(Source.MX, exchangers)], _provider_of_exchangers)
     servers: dict[str, ServerFinding | None] = {}
     for protocol in ("imap", "smtp"):
         found = run.first(by_priority, partial(_usable, protocol=protocol))
         servers[protocol] = (
             None
             if found is None
-            else ServerFinding(**found[1].model_dump(), source=found[0], confidence=Confidence.HIGH)
+            else ServerFinding(
+                **found[1].model_dump(), source=found[0], confidence=_CONFIDENCE[found[0]]
+            )
         )
+    tenant_id = run.answer(Source.TENANT, tenant_lookup)
     provider = ProviderFinding(id="other", source=None, confidence=None)
     if by_mx is not None:
         provider = ProviderFinding(id=by_mx[1], source=Source.MX, confidence=Confidence.HIGH)
-        # The provider's own servers, where no source of higher priority named others.
-        preset = _preset_servers(PRESET_OF[by_mx[1]], Source.MX, Confidence.MEDIUM)
-        servers = {protocol: servers[protocol] or preset[protocol] for protocol in servers}
     elif (imap := servers["imap"]) and (by_servers := _provider_of_servers(imap)):
         provider = ProviderFinding(id=by_servers, source=imap.source, confidence=Confidence.MEDIUM)
-    if provider.id == "microsoft365" and tenant_lookup is None:
-        tenant_lookup = run.start(tenant)
-    tenant_id = run.first([(Source.TENANT, tenant_lookup)], _as_found) if tenant_lookup else None
+    elif tenant_id is not None:
+        provider = ProviderFinding(
+            id="microsoft365", source=Source.TENANT, confidence=Confidence.MEDIUM
+        )
+    if provider.source in (Source.MX, Source.TENANT):
+        # The provider's own servers, where no source of higher priority named others.
+        preset = _preset_servers(PRESET_OF[provider.id], provider.source, Confidence.MEDIUM)
+        servers = {protocol: servers[protocol] or preset[protocol] for protocol in servers}
     found_tenant = (
-        None
-        if tenant_id is None
-        else TenantFinding(id=tenant_id[1], source=Source.TENANT, confidence=Confidence.HIGH)
+        TenantFinding(id=tenant_id, source=Source.TENANT, confidence=Confidence.HIGH)
+        if tenant_id is not None and provider.id == "microsoft365"
+        else None
     )
     return _answer(domain, provider, servers, found_tenant, run.unanswered)
 
@@ -230,19 +263,26 @@ class _Run:
         with Deadline(max(0.0, self.ends_at - time.monotonic())):
             return call()
 
+    def answer(self, source: Source, future: Future[T]) -> T | None:
+        """The source's answer; None, and the source unanswered, when it has not answered by
+        the deadline or could not."""
+        try:
+            return future.result(timeout=max(0.0, self.ends_at - time.monotonic()))
+        except (FutureTimeout, LookupUnanswered):
+            pass
+        except Exception as error:  # a hostile domain must never make a 500
+            logger.warning("a discovery source failed", extra={"source": source}, exc_info=error)
+        self.unanswered.add(source)
+        return None
+
     def first(
         self, sources: list[tuple[Source, Future[T]]], pick: Callable[[T], V | None]
     ) -> tuple[Source, V] | None:
         """The first source, by priority, whose answer gives what `pick` picks; a source
         that has not answered by the deadline, or could not, is passed over."""
         for source, future in sources:
-            try:
-                answer = future.result(timeout=max(0.0, self.ends_at - time.monotonic()))
-            except (FutureTimeout, LookupUnanswered):
-                self.unanswered.add(source)
-                continue
-            picked = pick(answer)
-            if picked is not None:
+            answer = self.answer(source, future)
+            if answer is not None and (picked := pick(answer)) is not None:
                 return source, picked
         return None
 
@@ -250,16 +290,19 @@ class _Run:
 def _srv_config(lookups: DomainLookups, domain: str) -> MailConfig | None:
     """RFC 6186's IMAP over TLS; RFC 8314's submission over TLS, else with STARTTLS."""
 
-    def first(service: str, security: Security) -> ServerSettings | None:
-        for target in lookups.srv_targets(f"_{service}._tcp.{domain}")[:1]:
-            try:
-                return ServerSettings(host=target.host, port=target.port, security=security)
-            except ValidationError:
-                return None  # a name DNS holds and no mail client takes ("_imap.example")
+    def first(service: str, protocol: str, security: Security) -> ServerSettings | None:
+        # In RFC 2782's order, passing over a target no save would take (a name no mail
+        # client takes, "_imap.example"; an address the service may not reach).
+        for target in lookups.srv_targets(f"_{service}._tcp.{domain}"):
+            server = {"host": target.host, "port": target.port, "security": security}
+            if (usable := _allowed(server, protocol)) is not None:
+                return usable
         return None
 
-    imap = first("imaps", Security.TLS)
-    smtp = first("submissions", Security.TLS) or first("submission", Security.STARTTLS)
+    imap = first("imaps", "imap", Security.TLS)
+    smtp = first("submissions", "smtp", Security.TLS) or first(
+        "submission", "smtp", Security.STARTTLS
+    )
     return MailConfig(imap, smtp) if imap or smtp else None
 
 
@@ -267,10 +310,12 @@ def _usable(config: MailConfig | None, *, protocol: str) -> ServerSettings | Non
     """The config's server for `protocol` if a save would take it: a mail port, a host the
     service may reach (a document naming 127.0.0.1 or the metadata address is passed over)."""
     server = getattr(config, protocol) if config else None
-    if server is None:
-        return None
+    return None if server is None else _allowed(server.model_dump(), protocol)
+
+
+def _allowed(server: dict[str, Any], protocol: str) -> ServerSettings | None:
     try:
-        return resolve_server("custom", protocol, ServerOverride(**server.model_dump()))
+        return resolve_server("custom", protocol, ServerOverride(**server))
     except (MailbridgeError, ValidationError):
         return None
 
@@ -292,10 +337,6 @@ def _provider_of_servers(imap: ServerFinding) -> MailProvider | None:
     return None
 
 
-def _as_found(tenant: str | None) -> str | None:
-    return tenant
-
-
 def _preset_servers(
     preset: PresetId, source: Source, confidence: Confidence
 ) -> dict[str, ServerFinding | None]:
@@ -307,17 +348,35 @@ def _preset_servers(
     }
 
 
-def _recommendation(provider: MailProvider, servers_found: bool) -> Recommendation:
+def _recommendation(
+    provider: MailProvider, servers: dict[str, ServerFinding | None]
+) -> Recommendation:
     preset = PRESET_OF[provider]
+    if not _are_presets(preset, servers):
+        # Servers a source named that are not the preset's: the form is filled with those.
+        preset = "custom"
     if provider == "microsoft365":
         # The preset's note says why: Exchange Online refuses passwords.
-        return Recommendation(method="microsoft", preset=preset, reason=PRESETS[preset].note or "")
+        note = PRESETS["microsoft365"].note or ""
+        return Recommendation(method="microsoft", preset=preset, reason=note)
     if provider == "google":
         return Recommendation(method="google", preset=preset, reason=_GOOGLE_REASON)
-    reason = PRESETS[preset].note if provider != "other" else _OTHER_REASON
-    if not servers_found:
+    reason = (PRESETS[PRESET_OF[provider]].note if provider != "other" else None) or _OTHER_REASON
+    if servers["imap"] is None:
         reason = f"{reason}{_NOTHING_FOUND}"
-    return Recommendation(method="imap", preset=preset, reason=reason or "")
+    return Recommendation(method="imap", preset=preset, reason=reason)
+
+
+def _are_presets(preset: PresetId, servers: dict[str, ServerFinding | None]) -> bool:
+    """Whether each server found is the preset's own (host, port and security)."""
+    for protocol, server in servers.items():
+        own = getattr(PRESETS[preset], protocol)
+        if server is not None and (
+            own is None
+            or (own.host, own.port, own.security) != (server.host, server.port, server.security)
+        ):
+            return False
+    return True
 
 
 def _answer(
@@ -330,10 +389,11 @@ def _answer(
     return EmailDiscovery(
         domain=domain,
         provider=provider,
-        recommended=_recommendation(provider.id, servers["imap"] is not None),
+        recommended=_recommendation(provider.id, servers),
         imap=servers["imap"],
         smtp=servers["smtp"],
         tenant=tenant,
-        unanswered=sorted(unanswered or ()),
+        # In the order the sources are trusted.
+        unanswered=sorted(unanswered or (), key=list(Source).index),
         looked_up_at=datetime.now(UTC),
     )

@@ -1,10 +1,13 @@
 """Email discovery's findings, one item per domain (`DISCOVERY#<domain>`), never per address:
 a burst of people at one company costs one lookup. DynamoDB's TTL deletes an item some time
-after it expires; until then a read passes it over."""
+after it expires; until then a read passes it over, as it does an item that no longer reads as
+the current findings (written by an older version): looked up again, and overwritten."""
 
 from __future__ import annotations
 
 from datetime import datetime
+
+from pydantic import ValidationError
 
 from ..core.settings import settings
 from ..discovery.models import EmailDiscovery
@@ -29,7 +32,10 @@ class DynamoDiscoveryCache:
             )
         if item is None or int(item["expires_at"]["N"]) <= now.timestamp():
             return None
-        return EmailDiscovery.model_validate_json(item["discovery"]["S"])
+        try:
+            return EmailDiscovery.model_validate_json(item["discovery"]["S"])
+        except ValidationError:
+            return None
 
     def put(self, discovery: EmailDiscovery, expires_at: datetime) -> None:
         with storage_errors("DynamoDB"):

@@ -283,6 +283,9 @@ class FakeMicrosoft(FakeProvider):
         super().__init__(cert, key)
         self.tenant_id = tenant_id
         self.tenants = {tenant_id, tenant_domain, "organizations", "common"}
+        # OpenID configurations a test sets by tenant (a domain): what the fake answers
+        # instead of its own, for answers a real authority should never give.
+        self.openid_configurations: dict[str, Reply] = {}
         # Every request to the mail endpoints: tests check each asked for immutable ids.
         self.mail_requests: list[GraphRequest] = []
         # Change tracking: the subscriptions by id, every request sent to their notification
@@ -916,6 +919,8 @@ class FakeMicrosoft(FakeProvider):
         )
 
     def _discovery(self, request: Request) -> Reply:
+        if (planted := self.openid_configurations.get(request.path.split("/")[1])) is not None:
+            return planted
         tenant = self._tenant(request)
         if tenant is None:
             return self._unknown_tenant()
