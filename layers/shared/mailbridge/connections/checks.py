@@ -123,12 +123,8 @@ def _count_test(counters: CounterStore, org_id: str, agent_id: str) -> None:
         )
     except LimitReached as reached:
         whose = "this agent" if reached.scope == agent_scope else "your organization"
-        retry_after = reached.window.retry_after(now)
-        raise MailbridgeError(
-            ErrorCode.RATE_LIMITED,
-            f"Too many connection tests for {whose}: at most {reached.window.limit} a minute.",
-            hint=f"Try again in {retry_after} seconds.",
-            retry_after=retry_after,
+        raise reached.refusal(
+            now, f"Too many connection tests for {whose}: at most {reached.window.limit} a minute."
         ) from None
 
 

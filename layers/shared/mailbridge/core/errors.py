@@ -17,6 +17,7 @@ test into a password oracle).
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from .settings import settings
@@ -212,6 +213,17 @@ class LimitReached(MailbridgeError):
         super().__init__(ErrorCode.RATE_LIMITED, f"At most {window.limit} per {window.name}.")
         self.scope = scope
         self.window = window
+
+    def refusal(self, now: datetime, message: str, otherwise: str = "") -> MailbridgeError:
+        """The caller's answer: its words, and when to try again (`otherwise`: what else the
+        user can do, as ", or ...")."""
+        retry_after = self.window.retry_after(now)
+        return MailbridgeError(
+            ErrorCode.RATE_LIMITED,
+            message,
+            hint=f"Try again in {retry_after} seconds{otherwise}.",
+            retry_after=retry_after,
+        )
 
 
 def agent_not_found(agent_id: str) -> MailbridgeError:

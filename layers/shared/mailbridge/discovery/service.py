@@ -35,7 +35,7 @@ from ..agents.models import Caller
 from ..connections.models import PresetId, Security, ServerOverride, ServerSettings
 from ..connections.presets import PRESET_DOMAINS, PRESETS, resolve_server
 from ..core.deadline import Deadline
-from ..core.errors import ErrorCode, InvalidField, LimitReached, MailbridgeError
+from ..core.errors import InvalidField, LimitReached, MailbridgeError
 from ..core.fields import email_address
 from ..core.observability import logger
 from ..core.settings import settings
@@ -164,12 +164,10 @@ def _count_lookup(counters: CounterStore, org_id: str) -> None:
     try:
         counters.count("DISCOVERY", [(f"RATE#ORG#{org_id}", limit)])
     except LimitReached as reached:
-        retry_after = reached.window.retry_after(now)
-        raise MailbridgeError(
-            ErrorCode.RATE_LIMITED,
+        raise reached.refusal(
+            now,
             f"Too many settings lookups for your organization: at most {limit.limit} a minute.",
-            hint=f"Try again in {retry_after} seconds, or enter the settings yourself.",
-            retry_after=retry_after,
+            ", or enter the settings yourself",
         ) from None
 
 
@@ -271,7 +269,12 @@ class _Run:
         except (FutureTimeout, LookupUnanswered):
             pass
         except Exception as error:  # a hostile domain must never make a 500
-            logger.warning("a discovery source failed", extra={"source": source}, exc_info=error)
+            # Its type only: an exception's text may quote the autoconfig URL, which holds
+            # the address, kept out of the logs.
+            logger.warning(
+                "a discovery source failed",
+                extra={"source": source, "error_type": type(error).__name__},
+            )
         self.unanswered.add(source)
         return None
 
