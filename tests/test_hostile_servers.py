@@ -18,6 +18,18 @@ from support import OAuthAgent, Org, age_tokens, posted
 Body = Callable[..., dict[str, Any]]
 
 
+def imap_check(org: Org, imap_body: Body, port: int, **imap: Any) -> dict[str, Any]:
+    """The connection test's IMAP check, saved and run against the server on `port` with
+    the `imap` settings given."""
+    body = imap_body()
+    body["imap"].update(port=port, **imap)
+    assert org.client.put(org.config_path, body).status == 200
+    response = org.client.post(org.config_path + "/test")
+    assert response.status == 200, response.text  # a check that fails is still answered
+    checks: list[dict[str, Any]] = response.json()["checks"]
+    return next(check for check in checks if check["name"] == "imap")
+
+
 @pytest.mark.parametrize(
     "status_lines",
     [
@@ -33,13 +45,8 @@ def test_an_imap_server_that_garbles_status(
     org: Org, imap_body: Body, server_cert: tuple[Path, Path], status_lines: list[bytes]
 ) -> None:
     with ScriptedImapServer(server_context(*server_cert), {b"STATUS": status_lines}) as imap:
-        body = imap_body()
-        body["imap"]["port"] = imap.port
-        assert org.client.put(org.config_path, body).status == 200
-        response = org.client.post(org.config_path + "/test")
-    assert response.status == 200, response.text
-    imap_check = next(check for check in response.json()["checks"] if check["name"] == "imap")
-    assert imap_check["error"]["code"] == "server_error"
+        check = imap_check(org, imap_body, imap.port)
+    assert check["error"]["code"] == "server_error"
     assert org.client.get(org.config_path).json()["last_error"]["code"] == "server_error"
 
 
@@ -53,12 +60,8 @@ def test_an_imap_server_whose_greeting_lists_no_capabilities_is_asked_for_them(
         {b"STATUS": [b"* STATUS INBOX (MESSAGES 3 UNSEEN 1)"]},
         greeting=b"* OK scripted",
     ) as imap:
-        body = imap_body()
-        body["imap"]["port"] = imap.port
-        assert org.client.put(org.config_path, body).status == 200
-        response = org.client.post(org.config_path + "/test")
-    imap_check = next(check for check in response.json()["checks"] if check["name"] == "imap")
-    assert imap_check["ok"] is True, imap_check
+        check = imap_check(org, imap_body, imap.port)
+    assert check["ok"] is True, check
 
 
 def test_capabilities_said_before_starttls_are_asked_again_after_it(
@@ -72,12 +75,8 @@ def test_capabilities_said_before_starttls_are_asked_again_after_it(
         greeting=b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] scripted",
         starttls=True,
     ) as imap:
-        body = imap_body()
-        body["imap"].update(port=imap.port, security="starttls")
-        assert org.client.put(org.config_path, body).status == 200
-        response = org.client.post(org.config_path + "/test")
-    imap_check = next(check for check in response.json()["checks"] if check["name"] == "imap")
-    assert imap_check["ok"] is True, imap_check
+        check = imap_check(org, imap_body, imap.port, security="starttls")
+    assert check["ok"] is True, check
     assert imap.commands[:3] == [b"STARTTLS", b"CAPABILITY", b"LOGIN"], imap.commands
 
 
@@ -92,12 +91,8 @@ def test_a_preauthenticated_starttls_connection_is_refused_before_any_password(
         greeting=b"* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] scripted",
         starttls=True,
     ) as imap:
-        body = imap_body()
-        body["imap"].update(port=imap.port, security="starttls")
-        assert org.client.put(org.config_path, body).status == 200
-        response = org.client.post(org.config_path + "/test")
-    imap_check = next(check for check in response.json()["checks"] if check["name"] == "imap")
-    assert imap_check["ok"] is False, imap_check
+        check = imap_check(org, imap_body, imap.port, security="starttls")
+    assert check["ok"] is False, check
     assert b"LOGIN" not in imap.commands and b"AUTHENTICATE" not in imap.commands
 
 
