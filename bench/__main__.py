@@ -82,11 +82,8 @@ def main() -> None:
     rows += first_request_rows(cold, options.runs)
     rows += runtime_rows(by_runtime, spec.runtime, missing)
 
-    _progress("layer: built as sam build builds it, for the template's architecture")
-    python = find_python(spec.runtime)
-    assert python is not None  # the cold starts needed it already
-    layer_dir = build_layer(python, build_root / f"layer-{spec.machine}", spec.machine)
-    layer = measure_layer(layer_dir, spec)
+    # Built with the cold starts' deployments, for Lambda's architecture.
+    layer = measure_layer(_lambda_layer(build_root, spec.runtime, spec.machine) / "python", spec)
     rows += layer_rows(layer)
 
     _progress(f"connection test: filling a {LARGE_MAILBOX.messages:,}-message mailbox, then checks")
@@ -145,10 +142,10 @@ def _measure_cold_starts(
             _progress(f"building for {runtime} ({python})")
             root = build_root / f"deployed-{runtime}"
             deployments[runtime] = build_deployment(runtime, python, task_sources(targets), root)
-            if runtime != spec.runtime:
-                # A runtime is a candidate only if every dependency has wheels for Lambda's
-                # architecture: the Makefile fails here otherwise.
-                build_layer(python, root / f"layer-{spec.machine}", spec.machine)
+            # As sam build builds it, for Lambda's architecture: the template's runtime's is
+            # the layer measured for size, and a runtime is a candidate only if every
+            # dependency has wheels for it (the Makefile fails here otherwise).
+            build_layer(python, _lambda_layer(build_root, runtime, spec.machine), spec.machine)
         groups = [Group(deployments[spec.runtime], targets, without_bytecode=True)]
         groups += [
             Group(deployment, compared)
@@ -163,6 +160,11 @@ def _measure_cold_starts(
         for group, measured in zip(groups[1:], results[1:], strict=True)
     )
     return results[0], by_runtime, missing
+
+
+def _lambda_layer(build_root: Path, runtime: str, machine: str) -> Path:
+    """Where the layer built for Lambda's architecture with `runtime` lies."""
+    return build_root / f"deployed-{runtime}" / f"layer-{machine}"
 
 
 def _get_config(template: dict[str, object]) -> str:
