@@ -21,7 +21,7 @@ from types import TracebackType
 
 from mailbridge.connections.checks import check_mail_servers
 from mailbridge.connections.mail_servers import mail_servers
-from mailbridge.connections.models import ImapConnection, Security, ServerSettings
+from mailbridge.connections.records import ImapConnection, Security, ServerSettings
 from mailbridge.core.settings import settings
 from mailbridge.mail.compose import compose
 from mailbridge.mail.mailboxes import open_mailbox

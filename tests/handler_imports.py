@@ -27,7 +27,7 @@ def _closed_port() -> int:
 def open_mailbox(provider: str) -> list[str]:
     """What a mail route does: the provider's token path (OAuth), then the mailbox, opened and
     listed (IMAP: at a closed port, which fails at once after loading what it needs)."""
-    from mailbridge.connections.models import (
+    from mailbridge.connections.records import (
         ImapConnection,
         OAuthConnection,
         Security,
@@ -66,7 +66,7 @@ def use_provider(provider: str, step: str = "check") -> list[str]:
         return open_mailbox(provider)
     if provider == "imap":
         from mailbridge.connections.checks import check_mail_servers
-        from mailbridge.connections.models import ImapConnection, Security, ServerSettings
+        from mailbridge.connections.records import ImapConnection, Security, ServerSettings
 
         # Nothing listens there: the checks fail at once, after loading what they need.
         port = _closed_port()

@@ -210,7 +210,7 @@ def secret_value(ref: Any) -> dict[str, Any]:
 def age_tokens(agent_id: str) -> None:
     """Make the stored access token expire in a minute (time cannot be sped up): a new
     version of the token document, and the record pointing at it, as a refresh would."""
-    from mailbridge.connections.models import TokenRef
+    from mailbridge.connections.records import TokenRef
     from mailbridge.storage.agents import DynamoAgentStore
     from mailbridge.storage.secrets import SecretsManagerStore
 

@@ -90,7 +90,7 @@ def test_the_metadata_address_is_refused_at_save_as_at_test(org: Org, imap_body:
     """The user learns it on saving, with the code and words the test would give; a
     connection saved before (by an earlier version) is still refused by its test, before
     any connection attempt."""
-    from mailbridge.connections.models import ServerSettings
+    from mailbridge.connections.records import ServerSettings
     from mailbridge.storage.agents import DynamoAgentStore
 
     for protocol, host, port in (

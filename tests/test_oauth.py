@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 import requests
-from mailbridge.connections.models import OAuthConnection, StoredConfig
+from mailbridge.connections.records import OAuthConnection, StoredConfig
 from mailbridge.oauth.providers import REQUIRED_PERMISSIONS, Permission
 from mailbridge.storage.agents import DynamoAgentStore
 from support import (

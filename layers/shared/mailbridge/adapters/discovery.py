@@ -31,7 +31,7 @@ import dns.resolver
 from defusedxml import ElementTree
 from pydantic import ValidationError
 
-from ..connections.models import Security, ServerSettings
+from ..connections.records import Security, ServerSettings
 from ..core.addresses import address_allowed
 from ..core.deadline import seconds_left, watch
 from ..core.fields import GUID_PATTERN

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..connections.models import Connection, OAuthConnection
+from ..connections.records import Connection, OAuthConnection
 from ..core.errors import ErrorCode, MailbridgeError, ProviderError
 from ..core.observability import logger
 from ..core.settings import settings

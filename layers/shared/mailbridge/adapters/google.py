@@ -18,7 +18,7 @@ from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
 from google.auth.transport.requests import Request
 from google.oauth2 import reauth
 
-from ..connections.models import InboxCounts
+from ..connections.records import InboxCounts
 from ..core.errors import Cause, ErrorCode, ProviderError
 from ..core.settings import settings
 from ..oauth.providers import (

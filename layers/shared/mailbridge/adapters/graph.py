@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from ..connections.models import Connection
+from ..connections.records import Connection
 from ..core.deadline import Deadline
 from ..core.errors import ErrorCode, MailbridgeError, ProviderError
 from ..core.settings import settings

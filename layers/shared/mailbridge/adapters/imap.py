@@ -15,7 +15,7 @@ from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import LoginError
 from imapclient.tls import IMAP4_TLS, wrap_socket
 
-from ..connections.models import ImapConnection, InboxCounts, Security, ServerSettings
+from ..connections.records import ImapConnection, InboxCounts, Security, ServerSettings
 from ..core.errors import Cause, ErrorCode
 from .mailnet import (
     classify_network_error,

@@ -29,7 +29,7 @@ from imapclient import IMAPClient
 from imapclient.imapclient import ANSWERED, SEEN
 from imapclient.response_parser import parse_response
 
-from ..connections.models import Connection, ImapConnection
+from ..connections.records import Connection, ImapConnection
 from ..core.deadline import watch
 from ..core.errors import ErrorCode, MailbridgeError
 from ..core.observability import logger

@@ -3,7 +3,7 @@ do the talking."""
 
 from __future__ import annotations
 
-from ..connections.models import ImapConnection, InboxCounts
+from ..connections.records import ImapConnection, InboxCounts
 from .imap import check_imap
 from .smtp import check_smtp
 

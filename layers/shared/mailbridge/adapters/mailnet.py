@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
-from ..connections.models import ServerSettings
+from ..connections.records import ServerSettings
 from ..core.addresses import address_allowed
 from ..core.deadline import Deadline, watch
 from ..core.errors import Cause, ErrorCode, MailServerError

@@ -15,7 +15,7 @@ from typing import Any
 import msal
 import requests
 
-from ..connections.models import InboxCounts
+from ..connections.records import InboxCounts
 from ..core.errors import Cause, ErrorCode, ProviderError
 from ..core.fields import GUID_PATTERN
 from ..core.settings import settings

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
-from ..connections.models import ImapConnection, Security, ServerSettings
+from ..connections.records import ImapConnection, Security, ServerSettings
 from ..core.errors import Cause, ErrorCode, MailServerError
 from .mailnet import (
     classify_network_error,

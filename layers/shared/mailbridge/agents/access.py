@@ -8,7 +8,7 @@ from ..core.errors import ErrorCode, MailbridgeError, agent_not_found
 from .models import Agent, Caller
 
 if TYPE_CHECKING:
-    from ..connections.models import StoredConfig
+    from ..connections.records import StoredConfig
     from ..storage.protocols import AgentStore
 
 

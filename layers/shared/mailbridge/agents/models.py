@@ -1,7 +1,5 @@
 """The agent as the platform registers it, and the caller of a request."""
 
-from __future__ import annotations
-
 from pydantic import Field
 
 from ..core.types import Model, PlatformId

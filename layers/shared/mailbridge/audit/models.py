@@ -1,7 +1,5 @@
 """An audit entry, as stored and as shown, and a page of history."""
 
-from __future__ import annotations
-
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -10,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, Field
 
 from ..agents.models import Caller
-from ..connections.models import Status
+from ..connections.records import Status
 from ..core.types import Model
 
 
@@ -23,7 +21,7 @@ class Actor(Model):
     subject: str = Field(description="The token's `sub`; `mailbridge` for the service.")
 
     @classmethod
-    def of(cls, caller: Caller) -> Actor:
+    def of(cls, caller: Caller) -> "Actor":
         return cls(kind="agent" if caller.agent_id else "person", subject=caller.subject)
 
 
@@ -101,7 +99,7 @@ class AuditEntry(Model):
     def sort_key(self) -> str:
         return f"{time_key(self.at)}#{self.entry_id}"
 
-    def failed(self, code: str, message: str, *, refused: bool = False) -> AuditEntry:
+    def failed(self, code: str, message: str, *, refused: bool = False) -> "AuditEntry":
         """This entry, for an attempt that failed (recorded with what it changed, the
         status), or that was refused (by policy, or another account: nothing changed)."""
         outcome = "refused" if refused else "failed"

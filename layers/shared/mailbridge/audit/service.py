@@ -6,7 +6,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..agents.access import require_admin, require_person
-from ..connections.models import Status
+from ..connections.records import Status
 from ..core.errors import ErrorCode, InvalidField, MailbridgeError, Unavailable, agent_not_found
 from ..core.observability import logger
 from ..mail.ids import invalid_cursor, pack_cursor, unpack_cursor
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from ..agents.models import Agent, Caller
-    from ..connections.models import StoredConfig
+    from ..connections.records import StoredConfig
     from ..core.types import SecretRef
     from ..orgs.models import ClientOrg, SharedApp
     from ..storage.protocols import AgentStore, AuditLog

@@ -22,10 +22,10 @@ from ..oauth.providers import grant_problems, provider_client
 from ..oauth.tokens import fresh_access_token
 from ..orgs.sending_policy import policy_refusal
 from .mail_servers import mail_servers
-from .models import (
+from .models import ConnectionTestResponse
+from .records import (
     CheckName,
     CheckResult,
-    ConnectionTestResponse,
     ConnectionTestResult,
     ImapConnection,
     LastError,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..core.adapters import load_adapter
-from .models import ImapConnection, InboxCounts
+from .records import ImapConnection, InboxCounts
 
 
 class MailServers(Protocol):

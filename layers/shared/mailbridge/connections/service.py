@@ -35,24 +35,26 @@ from ..orgs.shared_apps import (
     unusable_app,
 )
 from .models import (
-    Connection,
     DeliveryView,
     EmailConfigRequest,
     EmailConfigView,
     ImapConfigRequest,
-    ImapConnection,
     ImapConnectionView,
-    LastError,
     MicrosoftConfigRequest,
-    OAuthConnection,
     OAuthConnectionView,
     OAuthSetup,
+)
+from .presets import resolve_server
+from .records import (
+    Connection,
+    ImapConnection,
+    LastError,
+    OAuthConnection,
     Problem,
     ServerSettings,
     Status,
     StoredConfig,
 )
-from .presets import resolve_server
 
 if TYPE_CHECKING:
     from ..storage.protocols import AgentStore, AuditLog, FeedStore, OrgStore, SecretStore

@@ -5,8 +5,6 @@ stops the instance at start with a message naming the variable, rather than fail
 first request that happens to read it.
 """
 
-from __future__ import annotations
-
 import ipaddress
 import os
 from collections.abc import Mapping

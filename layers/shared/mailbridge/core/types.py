@@ -1,8 +1,6 @@
 """Value types more than one feature uses: platform ids, the OAuth providers' names, references
 to secrets, and the base of request models."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -26,7 +24,10 @@ CONNECTION_METHODS = frozenset({"imap", *OAUTH_PROVIDERS})
 class Model(BaseModel):
     """Every model of the layer. Its validation schema is built at its first use, not when
     the class is defined: a handler imports many models and uses a few per request, and
-    building them all cost the GET config function's cold start about 20 ms (BENCHMARKS.md)."""
+    building them all cost the GET config function's cold start about 20 ms (BENCHMARKS.md).
+
+    Model modules do without `from __future__ import annotations`: pydantic would compile and
+    evaluate every annotation from its string, a fifth of what defining a model costs."""
 
     model_config = ConfigDict(defer_build=True)
 

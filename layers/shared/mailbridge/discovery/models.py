@@ -1,8 +1,6 @@
 """Email discovery's answer: who hosts an address's mail, how to connect to it, and where
 each finding came from; and what the sources give the service to weigh."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -10,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..connections.models import PresetId, ServerSettings
+from ..connections.records import PresetId, ServerSettings
 from ..core.types import Model
 
 MailProvider = Literal["microsoft365", "google", "yahoo", "zoho", "fastmail", "other"]

@@ -1,7 +1,5 @@
 """The error bodies: ours, and API Gateway's own."""
 
-from __future__ import annotations
-
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
@@ -16,7 +14,7 @@ class ErrorDetail(Model):
         default=None, description="The request field at fault, dotted (`imap.port`)."
     )
     hint: str | SkipJsonSchema[None] = Field(default=None, description="How to fix it.")
-    errors: list[ErrorDetail] | SkipJsonSchema[None] = Field(
+    errors: list["ErrorDetail"] | SkipJsonSchema[None] = Field(
         default=None,
         description="A request that breaks several rules: each, with its field (the first is "
         "this error).",

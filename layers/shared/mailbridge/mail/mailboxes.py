@@ -15,7 +15,7 @@ from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from typing import Protocol
 
-from ..connections.models import Connection
+from ..connections.records import Connection
 from ..core.adapters import load_adapter
 from ..newmail.models import Subscription
 from .models import Folder, MessagePage, MessageSummary

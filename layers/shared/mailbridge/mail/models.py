@@ -1,8 +1,6 @@
 """What the mail routes take and give: messages and their summaries, pages, attachments, and
 what sending takes and returns. Ids and cursors are opaque strings (see `ids`)."""
 
-from __future__ import annotations
-
 import base64
 import binascii
 import re

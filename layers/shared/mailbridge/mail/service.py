@@ -21,14 +21,7 @@ from ..agents.access import load_agent_for_its_mail
 from ..agents.models import Agent, Caller
 from ..audit.models import SERVICE, Actor, AuditAction
 from ..audit.service import connection_entry, record_refusal
-from ..connections.models import (
-    ImapConnection,
-    LastError,
-    MailUse,
-    Problem,
-    Status,
-    StoredConfig,
-)
+from ..connections.records import ImapConnection, LastError, MailUse, Problem, Status, StoredConfig
 from ..core.errors import (
     Cause,
     ErrorCode,

@@ -1,8 +1,6 @@
 """What the new-mail feed keeps and sends: the event per message, an agent's place in its
 mailbox (its feed), and the request that has a worker look at one mailbox."""
 
-from __future__ import annotations
-
 import hashlib
 from datetime import datetime
 from enum import StrEnum
@@ -36,7 +34,7 @@ class MailReceived(Model):
     @classmethod
     def of(
         cls, agent_id: str, org_id: str, client_org_id: str | None, message: MessageSummary
-    ) -> MailReceived:
+    ) -> "MailReceived":
         digest = hashlib.sha256(f"{agent_id}\x1f{message.id}".encode()).hexdigest()
         return cls(
             event_id=digest[:32],

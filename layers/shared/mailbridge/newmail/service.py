@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from ..agents.models import Agent
-from ..connections.models import Degraded, Problem, Status, StoredConfig
+from ..connections.records import Degraded, Problem, Status, StoredConfig
 from ..core.errors import MailbridgeError, MailServerError, ProviderError
 from ..core.observability import logger
 from ..mail.mailboxes import Mailbox

@@ -18,7 +18,7 @@ from ..agents.access import load_owned_agent
 from ..agents.models import Agent, Caller
 from ..audit.models import Actor, AuditAction
 from ..audit.service import connection_entry, record_refusal
-from ..connections.models import (
+from ..connections.records import (
     LastError,
     OAuthAuthorization,
     OAuthConnection,

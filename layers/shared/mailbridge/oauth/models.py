@@ -1,8 +1,6 @@
 """A sign-in: what starting one takes and gives, what is stored until the callback, and what
 the callback page posts to the Email tab."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Any, Literal
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import Field
 
-from ..connections.models import InboxCounts
+from ..connections.records import InboxCounts
 from ..core.adapters import load_adapter
 from ..core.errors import ErrorCode, ProviderError
 from ..core.types import Model, OAuthProvider

@@ -13,7 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from ..agents.models import Agent
 from ..audit.models import SERVICE, AuditAction, AuditEntry
 from ..audit.service import connection_entry
-from ..connections.models import OAuthConnection, StoredConfig, TokenRef
+from ..connections.records import OAuthConnection, StoredConfig, TokenRef
 from ..core.deadline import seconds_left
 from ..core.errors import ErrorCode, MailbridgeError, ProviderError, StaleWrite, Unavailable
 from ..core.observability import logger, metrics

@@ -1,7 +1,5 @@
 """Shared OAuth apps and client organizations: requests, stored records and views."""
 
-from __future__ import annotations
-
 from datetime import date, datetime
 from typing import Annotated, Literal
 

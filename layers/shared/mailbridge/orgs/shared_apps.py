@@ -16,7 +16,7 @@ from ..agents.access import require_admin, require_person
 from ..agents.models import Agent, Caller
 from ..audit.models import SERVICE, Actor, AuditAction
 from ..audit.service import app_entry
-from ..connections.models import OAuthConnection, StoredConfig
+from ..connections.records import OAuthConnection, StoredConfig
 from ..core.errors import (
     WRITE_ATTEMPTS,
     Cause,

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..agents.models import Agent
 from ..audit.models import AuditEntry
-from ..connections.models import Status, StoredConfig, TokenRef
+from ..connections.records import Status, StoredConfig, TokenRef
 from ..core.errors import StaleWrite
 from ..core.settings import settings
 from .audit import write_with_entry

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from ..agents.models import Agent
 from ..audit.models import AuditEntry
-from ..connections.models import StoredConfig, TokenRef
+from ..connections.records import StoredConfig, TokenRef
 from ..core.types import SecretRef
 from ..core.windows import Window
 from ..discovery.models import EmailDiscovery
