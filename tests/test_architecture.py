@@ -22,10 +22,15 @@ PROVIDER_LIBRARIES = (
     *("dns", "defusedxml"),  # email discovery
 )
 DOMAIN = ("agents", "connections", "oauth", "orgs", "mail", "newmail", "audit", "discovery")
-FEATURE_MODELS = tuple(f"mailbridge.{feature}.models" for feature in DOMAIN)
+FEATURE_MODELS = (
+    *(f"mailbridge.{feature}.models" for feature in DOMAIN),
+    "mailbridge.connections.records",  # what is stored of a connection
+    "mailbridge.newmail.events",  # the event sent for each new message
+)
 # Where the domain declares what it needs of the adapters.
 PORTS = (
     "mailbridge.oauth.providers",
+    "mailbridge.oauth.scopes",
     "mailbridge.connections.mail_servers",
     "mailbridge.mail.mailboxes",
     "mailbridge.mail.ids",

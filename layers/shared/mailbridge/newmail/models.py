@@ -1,52 +1,15 @@
-"""What the new-mail feed keeps and sends: the event per message, an agent's place in its
-mailbox (its feed), and the request that has a worker look at one mailbox."""
+"""What the new-mail feed keeps: an agent's place in its mailbox (its feed), its push
+subscription, and the request that has a worker look at one mailbox. The event it sends is
+in `.events`."""
 
-import hashlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
-
 from ..core.types import Model
-from ..mail.models import Address, MessageSummary
 
 EVENT_SOURCE = "mailbridge"
 EVENT_DETAIL_TYPE = "Mail Received"
-
-
-class MailReceived(Model):
-    """The event's detail: one new message of one agent's inbox."""
-
-    event_id: str = Field(
-        description="The same for every delivery of this message to this agent: EventBridge "
-        "delivers at least once, so a consumer that must never act twice keeps it."
-    )
-    agent_id: str
-    org_id: str
-    client_org_id: str | None
-    message_id: str = Field(description="The mail API's id: read or reply with it.")
-    thread_id: str
-    sender: Address | None = Field(description="The From address.")
-    subject: str
-    received_at: datetime
-
-    @classmethod
-    def of(
-        cls, agent_id: str, org_id: str, client_org_id: str | None, message: MessageSummary
-    ) -> "MailReceived":
-        digest = hashlib.sha256(f"{agent_id}\x1f{message.id}".encode()).hexdigest()
-        return cls(
-            event_id=digest[:32],
-            agent_id=agent_id,
-            org_id=org_id,
-            client_org_id=client_org_id,
-            message_id=message.id,
-            thread_id=message.thread_id,
-            sender=message.sender,
-            subject=message.subject,
-            received_at=message.received_at,
-        )
 
 
 class SyncReason(StrEnum):

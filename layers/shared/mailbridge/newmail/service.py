@@ -22,7 +22,8 @@ from ..core.observability import logger
 from ..mail.mailboxes import Mailbox
 from ..mail.models import MessageSummary
 from ..mail.service import BREAKS_THE_CONNECTION, Stores, agent_mailbox
-from .models import Feed, MailReceived, Round, Subscription, SyncReason, SyncRequest
+from .events import MailReceived
+from .models import Feed, Round, Subscription, SyncReason, SyncRequest
 
 if TYPE_CHECKING:
     from ..storage.protocols import (

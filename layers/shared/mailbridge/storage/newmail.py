@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import StaleWrite
 from ..core.settings import settings
-from ..newmail.models import EVENT_DETAIL_TYPE, EVENT_SOURCE, Feed, MailReceived, SyncRequest
+from ..newmail.models import EVENT_DETAIL_TYPE, EVENT_SOURCE, Feed, SyncRequest
 from .agents import CONNECTED_INDEX, CONNECTED_PROVIDER, agent_partition, delivered_partition
 from .aws import (
     conditional_write,
@@ -27,6 +27,9 @@ from .aws import (
     to_item,
     version_condition,
 )
+
+if TYPE_CHECKING:
+    from ..newmail.events import MailReceived
 
 _FEED_SK = "MAIL_FEED"
 # How long the note of an announced message is kept: longer than any provider redelivers

@@ -16,7 +16,8 @@ from ..core.types import SecretRef
 from ..core.windows import Window
 from ..discovery.models import EmailDiscovery
 from ..mail.models import SentMessage
-from ..newmail.models import Feed, MailReceived, SyncRequest
+from ..newmail.events import MailReceived
+from ..newmail.models import Feed, SyncRequest
 from ..oauth.models import PendingAuthorization
 from ..orgs.models import AppOwner, ClientOrg, SharedApp
 
