@@ -420,7 +420,7 @@ def test_a_refused_host_and_a_wrong_port_are_said_together_whatever_their_order(
 def test_the_view_says_what_an_oauth_app_needs_before_anything_is_saved(
     org: Org, local_api: Any
 ) -> None:
-    from mailbridge.oauth.providers import requested_scopes
+    from mailbridge.oauth.scopes import requested_scopes
 
     setup = org.client.get(org.config_path).json()["oauth_setup"]
     callback = local_api.url + "/api/engine/oauth/callback"

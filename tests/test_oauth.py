@@ -18,7 +18,7 @@ import boto3
 import pytest
 import requests
 from mailbridge.connections.records import OAuthConnection, StoredConfig
-from mailbridge.oauth.providers import REQUIRED_PERMISSIONS, Permission
+from mailbridge.oauth.scopes import REQUIRED_PERMISSIONS, Permission
 from mailbridge.storage.agents import DynamoAgentStore
 from support import (
     CALLBACK,

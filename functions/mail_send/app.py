@@ -10,7 +10,7 @@ from mailbridge.http.app import create_app, lambda_handler
 from mailbridge.http.caller import AgentId, current_caller
 from mailbridge.http.contract import MAIL_SEND, errors, jwt_with, success
 from mailbridge.mail.models import SendRequest, SentMessage
-from mailbridge.mail.service import SendStores, send_message
+from mailbridge.mail.sending import SendStores, send_message
 from mailbridge.storage.agents import DynamoAgentStore
 from mailbridge.storage.audit import DynamoAuditLog
 from mailbridge.storage.counters import DynamoCounterStore

@@ -33,7 +33,7 @@ from ..mail.mailboxes import Delivered, FetchedMessage, NewMessages, Outgoing
 from ..mail.models import Folder, MessagePage, MessageSummary
 from ..mail.parsing import read_headers
 from ..newmail.models import Subscription
-from ..oauth.providers import REQUIRED_PERMISSIONS, Permission
+from ..oauth.scopes import REQUIRED_PERMISSIONS, Permission
 from .provider_http import call, message_segment, path_segment, provider_id, reading_answer
 
 _PROVIDER = "google"

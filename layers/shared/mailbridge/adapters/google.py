@@ -22,14 +22,13 @@ from ..connections.records import InboxCounts
 from ..core.errors import Cause, ErrorCode, ProviderError
 from ..core.settings import settings
 from ..oauth.providers import (
-    GOOGLE_SCOPES,
     REFRESH_MARGIN_SECONDS,
-    REQUIRED_PERMISSIONS,
     AuthorizedAccount,
     Mailbox,
     OAuthApp,
     TokenGrant,
 )
+from ..oauth.scopes import GOOGLE_SCOPES, REQUIRED_PERMISSIONS
 from .provider_http import get_json, network_problem, reading_answer, session, timeout
 
 _PROVIDER = "google"

@@ -20,14 +20,13 @@ from ..core.errors import Cause, ErrorCode, ProviderError
 from ..core.fields import GUID_PATTERN
 from ..core.settings import settings
 from ..oauth.providers import (
-    MICROSOFT_SCOPES,
     REFRESH_MARGIN_SECONDS,
-    REQUIRED_PERMISSIONS,
     AuthorizedAccount,
     Mailbox,
     OAuthApp,
     TokenGrant,
 )
+from ..oauth.scopes import MICROSOFT_SCOPES, REQUIRED_PERMISSIONS
 from .provider_http import get_json, network_problem, reading_answer, session
 
 _PROVIDER = "microsoft"

@@ -20,7 +20,7 @@ from ..core.deadline import Deadline, watch
 from ..core.errors import ErrorCode, MailbridgeError, ProviderError
 from ..core.settings import settings
 from ..mail.ids import message_not_found
-from ..oauth.providers import Permission, permission_problem
+from ..oauth.scopes import Permission, permission_problem
 
 
 class _WatchedConnection(urllib3.connection.HTTPSConnection):

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, Field
 
 from ..audit.models import Actor, AuditAction
 from ..audit.service import agent_entry
-from ..connections.service import disconnect
+from ..connections.disconnecting import disconnect
 from ..core.errors import InvalidField, agent_not_found
 from ..core.fields import printable
 from ..core.types import PlatformId, StrictModel, example

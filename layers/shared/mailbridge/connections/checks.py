@@ -18,8 +18,7 @@ from ..audit.service import connection_entry
 from ..core.errors import ErrorCode, LimitReached, MailbridgeError, MailServerError, ProviderError
 from ..core.settings import settings
 from ..core.windows import window
-from ..oauth.providers import grant_problems, provider_client
-from ..oauth.tokens import fresh_access_token
+from ..oauth.scopes import grant_problems
 from ..orgs.sending_policy import policy_refusal
 from .mail_servers import mail_servers
 from .models import ConnectionTestResponse
@@ -157,6 +156,10 @@ def _check_oauth(
     """A fresh access token, then the address and inbox counts through the provider's mail
     API, then the granted permissions (reading required, sending warned of): each a check,
     stopping at the first failure."""
+    # The token path and the provider's port: OAuth's alone, an IMAP test never loads them.
+    from ..oauth.providers import provider_client
+    from ..oauth.tokens import fresh_access_token
+
     assert isinstance(config.connection, OAuthConnection)
     provider = config.connection.provider
     checks: list[CheckResult] = []

@@ -1,5 +1,5 @@
 """The agent's mail, through its connection: list, read, download an attachment, mark read or
-unread, send and reply.
+unread (sending and replying are in `.sending`, which builds on this).
 
 Every use case opens the agent's mailbox with the credential its connection needs (the stored
 password, or an access token from the one refresh path) and keeps the agent's status honest:
@@ -11,7 +11,6 @@ is not SMTP's, a grant may allow one and not the other).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,45 +18,18 @@ from typing import TYPE_CHECKING
 
 from ..agents.access import load_agent_for_its_mail
 from ..agents.models import Agent, Caller
-from ..audit.models import SERVICE, Actor, AuditAction
-from ..audit.service import connection_entry, record_refusal
+from ..audit.models import SERVICE, AuditAction
+from ..audit.service import connection_entry
 from ..connections.records import ImapConnection, LastError, MailUse, Problem, Status, StoredConfig
-from ..core.errors import (
-    Cause,
-    ErrorCode,
-    InvalidField,
-    MailbridgeError,
-    MailServerError,
-    ProviderError,
-)
+from ..core.errors import Cause, ErrorCode, MailbridgeError, MailServerError, ProviderError
 from ..core.observability import logger
-from ..oauth.providers import grant_problems
-from ..oauth.tokens import fresh_access_token
-from ..orgs.models import ClientOrg
-from ..orgs.sending_policy import authorize_message, give_back, policy_refusal
-from .compose import compose, reply_subject
+from ..oauth.scopes import grant_problems
 from .mailboxes import FetchedMessage, Mailbox, open_mailbox
-from .models import (
-    MAX_ATTACHMENT_BYTES,
-    MAX_RECIPIENTS,
-    AttachmentInfo,
-    Folder,
-    Message,
-    MessagePage,
-    SendRequest,
-    SentMessage,
-)
-from .parsing import ParsedMessage, attachment, parse_message
+from .models import AttachmentInfo, Folder, Message, MessagePage
+from .parsing import attachment, parse_message
 
 if TYPE_CHECKING:
-    from ..storage.protocols import (
-        AgentStore,
-        AuditLog,
-        CounterStore,
-        OrgStore,
-        SecretStore,
-        SendRecords,
-    )
+    from ..storage.protocols import AgentStore, OrgStore, SecretStore
 
 # Failures that say the connection itself is broken until someone fixes it: they turn the
 # agent to Error. Anything else (a timeout, throttling, one refused recipient) is answered
@@ -85,22 +57,6 @@ class Stores:
         self.agents, self.secrets, self.orgs = agents, secrets, orgs
 
 
-class SendStores(Stores):
-    """...and sending: the counters of the client organization's limits, and the audit
-    trail of the sends its policy refuses."""
-
-    def __init__(
-        self,
-        agents: AgentStore,
-        secrets: SecretStore,
-        orgs: OrgStore,
-        counters: CounterStore,
-        log: AuditLog,
-    ) -> None:
-        super().__init__(agents, secrets, orgs)
-        self.counters, self.log = counters, log
-
-
 @contextmanager
 def agent_mailbox(
     stores: Stores, agent: Agent, config: StoredConfig, use: MailUse
@@ -112,6 +68,9 @@ def agent_mailbox(
             assert config.secret is not None  # an IMAP connection is saved with its password
             credential = stores.secrets.read(config.secret)[0]["password"]
         else:
+            # The token path is OAuth's alone: an IMAP mailbox never loads it.
+            from ..oauth.tokens import fresh_access_token
+
             grant = fresh_access_token(stores.agents, stores.secrets, stores.orgs, agent, config)
             _, cannot_send = grant_problems(config.connection.provider, grant.granted_scopes)
             if use == "sending" and cannot_send is not None:
@@ -176,7 +135,7 @@ def _record(
         logger.warning("status not recorded", extra={"error_code": unrecorded.code})
 
 
-def _connected(stores: Stores, caller: Caller, agent_id: str) -> tuple[Agent, StoredConfig]:
+def connected_agent(stores: Stores, caller: Caller, agent_id: str) -> tuple[Agent, StoredConfig]:
     agent, config = load_agent_for_its_mail(stores.agents, caller, agent_id)
     if config is None:
         raise MailbridgeError(
@@ -185,9 +144,6 @@ def _connected(stores: Stores, caller: Caller, agent_id: str) -> tuple[Agent, St
             hint="Connect a mailbox in the Email tab first.",
         )
     return agent, config
-
-
-# ---- reading ---------------------------------------------------------------------------
 
 
 def list_messages(
@@ -200,7 +156,7 @@ def list_messages(
     cursor: str | None,
     limit: int,
 ) -> MessagePage:
-    agent, config = _connected(stores, caller, agent_id)
+    agent, config = connected_agent(stores, caller, agent_id)
     with agent_mailbox(stores, agent, config, "reading") as mailbox:
         return mailbox.list_messages(folder, unread_only=unread_only, cursor=cursor, limit=limit)
 
@@ -230,7 +186,7 @@ def _message(fetched: FetchedMessage) -> Message:
 
 
 def get_message(stores: Stores, caller: Caller, agent_id: str, message_id: str) -> Message:
-    agent, config = _connected(stores, caller, agent_id)
+    agent, config = connected_agent(stores, caller, agent_id)
     with agent_mailbox(stores, agent, config, "reading") as mailbox:
         return _message(mailbox.fetch(message_id))
 
@@ -238,7 +194,7 @@ def get_message(stores: Stores, caller: Caller, agent_id: str, message_id: str) 
 def get_attachment(
     stores: Stores, caller: Caller, agent_id: str, message_id: str, attachment_id: str
 ) -> tuple[AttachmentInfo, bytes]:
-    agent, config = _connected(stores, caller, agent_id)
+    agent, config = connected_agent(stores, caller, agent_id)
     with agent_mailbox(stores, agent, config, "reading") as mailbox:
         fetched = mailbox.fetch(message_id)
     found = attachment(fetched.raw, attachment_id)
@@ -258,149 +214,6 @@ def get_attachment(
 
 
 def set_read(stores: Stores, caller: Caller, agent_id: str, message_id: str, read: bool) -> None:
-    agent, config = _connected(stores, caller, agent_id)
+    agent, config = connected_agent(stores, caller, agent_id)
     with agent_mailbox(stores, agent, config, "reading") as mailbox:
         mailbox.set_read(message_id, read)
-
-
-# ---- sending ---------------------------------------------------------------------------
-
-
-def _check_request(request: SendRequest) -> None:
-    """What the request's fields cannot say alone, each naming the field at fault."""
-    if request.text is None and request.html is None:
-        raise InvalidField("text", "text or html is required.")
-    if sum(len(attached.data) for attached in request.attachments) > MAX_ATTACHMENT_BYTES:
-        raise InvalidField(
-            "attachments", f"Attachments may take at most {MAX_ATTACHMENT_BYTES} bytes in all."
-        )
-    if request.reply_to_message_id is None:
-        if not (request.to or request.cc or request.bcc):
-            raise InvalidField("to", "to, cc or bcc is required for a new message.")
-        if request.subject is None:
-            raise InvalidField("subject", "subject is required for a new message.")
-
-
-def _sender(agent: Agent, config: StoredConfig, client_org: ClientOrg | None) -> str:
-    """The connection's own address, once the policy allows it (see policy_refusal)."""
-    refused = policy_refusal(agent, client_org, config.addresses)
-    if refused is not None:
-        raise refused
-    connection = config.connection
-    if isinstance(connection, ImapConnection):
-        return connection.email
-    assert connection.authorization is not None  # a token was handed out for it
-    return connection.authorization.email
-
-
-def _reply_recipients(original: ParsedMessage) -> list[str]:
-    """Whom a reply goes to by default: the original's Reply-To (RFC 5322), else its sender.
-    They come from someone else's message, already read as addresses: held to a request's
-    own limits, and never to From when Reply-To asked for someone this cannot write to."""
-    if original.reply_to_dropped:
-        raise InvalidField(
-            "to",
-            "The message replied to asks for replies to an address this service cannot write to.",
-            hint="Give `to` explicitly.",
-        )
-    chosen = original.reply_to or ([original.sender] if original.sender else [])
-    if not chosen:
-        raise InvalidField("to", "The message replied to names no one to reply to.")
-    if len(chosen) > MAX_RECIPIENTS:
-        raise InvalidField(
-            "to",
-            f"The message replied to asks for replies to more than {MAX_RECIPIENTS} addresses.",
-            hint="Give `to` explicitly.",
-        )
-    return [address.address for address in chosen]
-
-
-# What the client organization's policy refuses: recorded in the audit trail. Its sending
-# limits are not: a runtime retrying until the window opens would fill the trail.
-_POLICY_REFUSALS = {
-    ErrorCode.RECIPIENTS_NOT_ALLOWED,
-    ErrorCode.EMAIL_DOMAIN_NOT_ALLOWED,
-    ErrorCode.CLIENT_ORG_MISSING,
-}
-
-
-def send_message(
-    stores: SendStores,
-    sends: SendRecords,
-    caller: Caller,
-    agent_id: str,
-    request: SendRequest,
-    *,
-    idempotency_key: str,
-) -> SentMessage:
-    """Send a new message or a reply, exactly once per `idempotency_key`, once the client
-    organization's policy allows it: its recipients, its hourly and daily limits (counted
-    before anything leaves, given back if nothing did), and the sending address's domain.
-    Who may send is checked before the key is looked at: another caller's key reveals
-    nothing."""
-    _check_request(request)
-    agent, config = _connected(stores, caller, agent_id)
-    payload = request.model_dump(mode="json")
-    # The same send (key and request) always has the same Message-ID; a key used again after
-    # it expired, for another message, another one.
-    message_key = "\n".join([agent_id, idempotency_key, json.dumps(payload, sort_keys=True)])
-    try:
-        return sends.once(
-            agent_id,
-            idempotency_key,
-            payload,
-            lambda: _send(stores, agent, config, request, message_key),
-        )
-    except MailbridgeError as refused:
-        if refused.code in _POLICY_REFUSALS:
-            sending = AuditAction.SEND_REFUSED
-            record_refusal(stores.log, agent, Actor.of(caller), sending, refused.code, refused)
-        raise
-
-
-def _send(
-    stores: SendStores, agent: Agent, config: StoredConfig, request: SendRequest, message_key: str
-) -> SentMessage:
-    _, client_org = stores.orgs.agent_context(agent.org_id, agent.client_org_id)
-    sender = _sender(agent, config, client_org)
-    now = datetime.now(UTC)
-    with agent_mailbox(stores, agent, config, "sending") as mailbox:
-        original = None
-        if request.reply_to_message_id is not None:
-            original = mailbox.fetch(request.reply_to_message_id)
-        replying_to = parse_message(original.raw) if original else None
-        to = request.to
-        if replying_to is not None and not request.to:
-            to = _reply_recipients(replying_to)
-        outgoing = compose(
-            sender=sender,
-            sender_name=request.sender_name or agent.name,
-            to=to,
-            cc=request.cc,
-            bcc=request.bcc,
-            subject=request.subject
-            if request.subject is not None
-            else reply_subject(replying_to.subject if replying_to else ""),
-            text=request.text,
-            html=request.html,
-            attachments=request.attachments,
-            replying_to=replying_to,
-            now=now,
-            message_key=message_key,
-        )
-        if len(outgoing.recipients) > MAX_RECIPIENTS:
-            raise InvalidField("to", f"At most {MAX_RECIPIENTS} recipients in all (to, cc, bcc).")
-        counted = authorize_message(stores.counters, client_org, outgoing.recipients, now=now)
-        try:
-            delivered = mailbox.send(outgoing, replying_to=original)
-        except Exception:
-            give_back(stores.counters, counted)
-            raise
-    return SentMessage(
-        id=delivered.id,
-        thread_id=delivered.thread_id,
-        message_id=outgoing.message_id,
-        recipients=outgoing.recipients,
-        refused=delivered.refused,
-        sent_at=now,
-    )

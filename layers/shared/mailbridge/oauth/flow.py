@@ -41,13 +41,8 @@ from ..newmail.models import SyncReason, SyncRequest
 from ..orgs.sending_policy import require_email_domain
 from ..orgs.shared_apps import find_app, marked_secret, resolve_app, secret_refused
 from .models import AuthorizeResponse, OAuthResultError, OAuthResultMessage, PendingAuthorization
-from .providers import (
-    AuthorizedAccount,
-    OAuthApp,
-    grant_problems,
-    provider_client,
-    requested_scopes,
-)
+from .providers import AuthorizedAccount, OAuthApp, provider_client
+from .scopes import grant_problems, requested_scopes
 from .tokens import oauth_connection, revoke_tokens
 
 if TYPE_CHECKING:
