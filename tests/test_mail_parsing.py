@@ -139,11 +139,11 @@ def _assert_clean(parsed: ParsedMessage) -> None:
     if parsed.sender:
         names.append(parsed.sender.name)
     for line in [parsed.subject, *names, *(a.filename for a in parsed.attachments)]:
-        assert line is None or not NOT_IN_ONE_LINE.search(line), line
+        assert line is None or not re.search(NOT_IN_ONE_LINE, line), line
     for address in [*parsed.to, *parsed.cc, *parsed.reply_to, *filter(None, [parsed.sender])]:
         assert email_address(address.address) == address.address
     for message_id in [parsed.message_id, parsed.in_reply_to, *parsed.references]:
-        assert message_id is None or MESSAGE_ID.fullmatch(message_id)
+        assert message_id is None or re.fullmatch(MESSAGE_ID, message_id)
     for body in (parsed.text, parsed.html):
         assert body is None or not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", body)
     assert len(_answer(parsed)) < LAMBDA_ANSWER_BYTES  # UTF-8 too: no lone surrogate
@@ -514,13 +514,13 @@ def _assert_clean_summary(headers: Headers) -> None:
     (no lone surrogate), real addresses and ids, the first recipients only."""
     people = [*headers.to, *filter(None, [headers.sender])]
     for line in [headers.subject, *(person.name for person in people)]:
-        assert line is None or not NOT_IN_ONE_LINE.search(line), line
+        assert line is None or not re.search(NOT_IN_ONE_LINE, line), line
     assert len(headers.subject) <= 998 and len(headers.to) <= SUMMARY_RECIPIENTS
     for person in people:
         assert email_address(person.address) == person.address
         assert person.name is None or len(person.name) <= 200
     for message_id in [headers.message_id, headers.in_reply_to, *headers.references]:
-        assert message_id is None or MESSAGE_ID.fullmatch(message_id)
+        assert message_id is None or re.fullmatch(MESSAGE_ID, message_id)
 
 
 @pytest.mark.parametrize("raw", SUMMARY_PROBES.values(), ids=SUMMARY_PROBES.keys())
@@ -610,7 +610,7 @@ def test_a_page_of_the_largest_summaries_fits_well_within_lambdas_answer() -> No
 
 def test_one_line_text_is_refused_every_unicode_break_and_control() -> None:
     every = "".join(chr(point) for point in range(sys.maxunicode + 1))
-    refused = set(NOT_IN_ONE_LINE.findall(every))
+    refused = set(re.findall(NOT_IN_ONE_LINE, every))
     assert refused == {c for c in every if unicodedata.category(c) in {"Cc", "Cs", "Zl", "Zp"}}
     assert {c for c in every if len(f"a{c}b".splitlines()) > 1} <= refused
 

@@ -201,12 +201,12 @@ def org_history(log: AuditLog, caller: Caller, org_id: str, query: HistoryQuery)
 
 
 # An entry's sort key: its time in UTC, then its id.
-_SORT_KEY = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00#[0-9a-f]{32}")
+_SORT_KEY = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00#[0-9a-f]{32}"
 
 
 def _within(sort_key: str, query: HistoryQuery) -> bool:
     at = sort_key.partition("#")[0]
-    return bool(_SORT_KEY.fullmatch(sort_key)) and (
+    return bool(re.fullmatch(_SORT_KEY, sort_key)) and (
         (query.since is None or time_key(query.since) <= at)
         and (query.until is None or at <= time_key(query.until))
     )

@@ -10,8 +10,10 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
+# Patterns are strings that `re` compiles at first use and caches, here and across the layer:
+# compiled at import, every cold start would pay for them all, needed or not (about 2 ms).
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_HOSTNAME = re.compile(rf"^(?:{_LABEL}\.)*{_LABEL}\.?$")
+_HOSTNAME = rf"^(?:{_LABEL}\.)*{_LABEL}\.?$"
 
 
 def hostname(value: str) -> str:
@@ -22,7 +24,7 @@ def hostname(value: str) -> str:
         return value
     except ValueError:
         pass
-    if len(value) > 253 or not _HOSTNAME.fullmatch(value):
+    if len(value) > 253 or not re.fullmatch(_HOSTNAME, value):
         raise ValueError("must be a host name (letters, digits, hyphens and dots) or an IP")
     return value.rstrip(".")
 
@@ -31,20 +33,20 @@ def hostname(value: str) -> str:
 # and paragraph separators (Zl, Zp: with Cc, every break str.splitlines() knows) and lone
 # surrogates (Cs, which no UTF-8 can carry). A header or a log line would end at the first,
 # or fail to be written at all.
-NOT_IN_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-LONE_SURROGATES = re.compile(r"[\ud800-\udfff]")
+NOT_IN_ONE_LINE = r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]"
+LONE_SURROGATES = r"[\ud800-\udfff]"
 
 
 def printable(value: str) -> str:
     """One line of text: no control character, line break or lone surrogate."""
-    if NOT_IN_ONE_LINE.search(value):
+    if re.search(NOT_IN_ONE_LINE, value):
         raise ValueError("must be one line of text, without control characters or line breaks")
     return value
 
 
 def encodable(value: str) -> str:
     """Text that UTF-8 can carry: JSON's \\ud800 escapes can make lone surrogates."""
-    if LONE_SURROGATES.search(value):
+    if re.search(LONE_SURROGATES, value):
         raise ValueError("must be valid Unicode text: it holds a lone surrogate")
     return value
 
@@ -52,7 +54,7 @@ def encodable(value: str) -> str:
 # What may stand before the @ (RFC 5322's dot-atom: quoted local parts are not worth their
 # trouble for a mailbox login). Our own check rather than email-validator: it costs each cold
 # start 15 ms and the layer 2 MB (dnspython), and the mail server confirms the address anyway.
-_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_LOCAL_PART = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$"
 
 
 def email_address(value: str) -> str:
@@ -60,9 +62,9 @@ def email_address(value: str) -> str:
     domain = domain.lower().rstrip(".")
     # A host name with a top-level domain (never all digits, unlike an IP address's last part),
     # in ASCII from the start: lower() makes the Kelvin sign a "k".
-    named = value.isascii() and len(domain) <= 253 and bool(_HOSTNAME.fullmatch(domain))
+    named = value.isascii() and len(domain) <= 253 and bool(re.fullmatch(_HOSTNAME, domain))
     has_tld = "." in domain and not domain.rpartition(".")[2].isdigit()
-    if not (at and len(local) <= 64 and _LOCAL_PART.fullmatch(local) and named and has_tld):
+    if not (at and len(local) <= 64 and re.fullmatch(_LOCAL_PART, local) and named and has_tld):
         raise ValueError("must be an email address like name@example.com")
     return f"{local}@{domain}"
 

@@ -68,15 +68,12 @@ CACHED_FOR = timedelta(days=1)
 CACHED_UNANSWERED_FOR = timedelta(minutes=10)
 
 # The mail exchangers that name a provider (the hosts, lower-cased, without the final dot).
-MX_PROVIDERS: list[tuple[re.Pattern[str], MailProvider]] = [
-    (re.compile(r"(?:^|\.)mail\.protection\.outlook\.com$|(?:^|\.)mx\.microsoft$"), "microsoft365"),
-    (
-        re.compile(r"(?:^|\.)aspmx\.l\.google\.com$|^smtp\.google\.com$|(?:^|\.)googlemail\.com$"),
-        "google",
-    ),
-    (re.compile(r"(?:^|\.)yahoodns\.net$"), "yahoo"),
-    (re.compile(r"(?:^|\.)zoho\.(?:com|eu|in|com\.au|com\.cn|jp|sa|ca|uk)$"), "zoho"),
-    (re.compile(r"(?:^|\.)messagingengine\.com$"), "fastmail"),
+MX_PROVIDERS: list[tuple[str, MailProvider]] = [
+    (r"(?:^|\.)mail\.protection\.outlook\.com$|(?:^|\.)mx\.microsoft$", "microsoft365"),
+    (r"(?:^|\.)aspmx\.l\.google\.com$|^smtp\.google\.com$|(?:^|\.)googlemail\.com$", "google"),
+    (r"(?:^|\.)yahoodns\.net$", "yahoo"),
+    (r"(?:^|\.)zoho\.(?:com|eu|in|com\.au|com\.cn|jp|sa|ca|uk)$", "zoho"),
+    (r"(?:^|\.)messagingengine\.com$", "fastmail"),
 ]
 PRESET_OF: dict[MailProvider, PresetId] = {
     "microsoft365": "microsoft365",
@@ -327,7 +324,7 @@ def _allowed(server: dict[str, Any], protocol: str) -> ServerSettings | None:
 def _provider_of_exchangers(hosts: list[str]) -> MailProvider | None:
     for host in hosts:
         for pattern, provider in MX_PROVIDERS:
-            if pattern.search(host):
+            if re.search(pattern, host):
                 return provider
     return None
 

@@ -91,12 +91,12 @@ class ReadState(StrictModel):
 # ---- sending ---------------------------------------------------------------------------
 
 
-_FILENAME_FORBIDDEN = re.compile(r'[\\/"]')
+_FILENAME_FORBIDDEN = r'[\\/"]'
 
 
 def _filename(value: str) -> str:
     printable(value)
-    if _FILENAME_FORBIDDEN.search(value) or value in {".", ".."}:
+    if re.search(_FILENAME_FORBIDDEN, value) or value in {".", ".."}:
         raise ValueError("must be a file name: no path separators or quotes")
     return value
 

@@ -48,7 +48,7 @@ _Read = TypeVar("_Read")
 
 # A message id (RFC 5322's msg-id: printable ASCII in angle brackets) that one header line
 # (998 characters) can hold after "In-Reply-To: ", so that a reply can always write it back.
-MESSAGE_ID = re.compile(r"<[!-;=?-~]{1,983}>")
+MESSAGE_ID = r"<[!-;=?-~]{1,983}>"
 # A References header keeps the thread's root and its latest messages (RFC 5322 3.6.4 asks
 # for all; long threads are trimmed as mail clients do), so no chain makes it too long.
 REFERENCES_KEPT = 20
@@ -77,11 +77,10 @@ _MAX_ADDRESS_LIST = 256 * 1024
 # Read as UTF-8 when a body names it: no mail is written in it, and it decodes in quadratic
 # time (a hostile body would take minutes).
 _NOT_A_MAIL_CHARSET = "punycode"
-_CONTENT_TYPE = re.compile(CONTENT_TYPE_PATTERN)
 _UNKNOWN_TYPE = "application/octet-stream"
 # Control characters other than tab and line ends mean nothing to a reader, and JSON would
 # write each as a six-byte escape.
-_CONTROL_IN_BODY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_IN_BODY = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 # What JSON escapes of what is left: each takes up to 3 bytes more in Lambda's answer (a quote
 # is \" in the message's JSON, then \\\" in Lambda's).
 _ESCAPED = (b'"', b"\\", b"\n", b"\r", b"\t")
@@ -173,7 +172,7 @@ def _headers_only(raw: bytes) -> Message:
 def _given(text: str) -> str:
     """Text a provider gave as a JSON string, whose \\ud800 escapes can make lone surrogates:
     each is a character that could not be read, as in a body."""
-    return LONE_SURROGATES.sub("\ufffd", text)
+    return re.sub(LONE_SURROGATES, "\ufffd", text)
 
 
 def _fields(pairs: Iterable[tuple[str, str]]) -> Message:
@@ -195,7 +194,7 @@ def _header_values(part: Message, name: str) -> list[str]:
 
 def _content_type(part: Message) -> str:
     found = _tolerant(part.get_content_type, _UNKNOWN_TYPE)
-    return found if _CONTENT_TYPE.fullmatch(found) else _UNKNOWN_TYPE
+    return found if re.fullmatch(CONTENT_TYPE_PATTERN, found) else _UNKNOWN_TYPE
 
 
 def _filename(part: Message) -> str:
@@ -209,7 +208,7 @@ def _one_line(text: str, limit: int, *, encoded: bool) -> tuple[str, bool]:
     whether any of it was cut."""
     read = text[: limit * _ENCODED_PER_CHARACTER]
     decoded = _tolerant(lambda: str(_DECODE("x-text", read)), read) if encoded else read
-    line = " ".join(NOT_IN_ONE_LINE.sub(" ", decoded).split())
+    line = " ".join(re.sub(NOT_IN_ONE_LINE, " ", decoded).split())
     return line[:limit], len(line) > limit or len(read) < len(text)
 
 
@@ -235,7 +234,7 @@ def _body_text(part: Message) -> str:
     text = _tolerant(lambda: payload.decode(charset, "replace"), None)
     if text is None:
         text = payload.decode("utf-8", "replace")
-    return LONE_SURROGATES.sub("\ufffd", _CONTROL_IN_BODY.sub("", text))
+    return re.sub(LONE_SURROGATES, "\ufffd", re.sub(_CONTROL_IN_BODY, "", text))
 
 
 def _answer_bytes(data: bytes, end: int) -> int:
@@ -336,7 +335,7 @@ class _HeaderReader:
 
     def message_ids(self, name: str) -> list[str]:
         """The ids a header lists (References, In-Reply-To...), in order."""
-        return MESSAGE_ID.findall(" ".join(_header_values(self.message, name)))
+        return re.findall(MESSAGE_ID, " ".join(_header_values(self.message, name)))
 
     def message_id(self, name: str) -> str | None:
         found = self.message_ids(name)
@@ -424,7 +423,7 @@ class _Reader(_HeaderReader):
             if content is None:
                 self.cut = True
                 continue
-            content_ids = MESSAGE_ID.findall(" ".join(_header_values(part, "content-id")))
+            content_ids = re.findall(MESSAGE_ID, " ".join(_header_values(part, "content-id")))
             info = AttachmentInfo(
                 id=str(index),
                 filename=self._line(filename, MAX_FILENAME_CHARACTERS) or None,
@@ -491,7 +490,7 @@ def read_fields(
     """The same from what a provider gives already decoded (Graph's JSON): a subject,
     addresses as (name, address) pairs, and the Message-ID header's text."""
     found = (_address(address, _given(name), encoded=False)[0] for name, address in to)
-    first_id = MESSAGE_ID.search(message_id)
+    first_id = re.search(MESSAGE_ID, message_id)
     return Headers(
         subject=_one_line(_given(subject), _MAX_LINE, encoded=False)[0],
         sender=_address(sender[1], _given(sender[0]), encoded=False)[0] if sender else None,

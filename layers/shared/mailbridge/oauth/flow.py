@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     )
 
 STATE_TTL_SECONDS = 600
-_STATE_FORMAT = re.compile(r"^[A-Za-z0-9_-]{43,128}$")  # what token_urlsafe(32) produces
+_STATE_FORMAT = r"^[A-Za-z0-9_-]{43,128}$"  # what token_urlsafe(32) produces
 _DESCRIPTION_LIMIT = 300
 
 
@@ -281,7 +281,7 @@ def complete_authorization(
     the popup, storage failures included. A connected mailbox's new mail starts at once."""
     state = response.get("state", "")
     try:
-        pending = states.take(state_hash(state)) if _STATE_FORMAT.fullmatch(state) else None
+        pending = states.take(state_hash(state)) if re.fullmatch(_STATE_FORMAT, state) else None
     except Unavailable as down:
         # Nothing was taken: the same link works once storage answers again.
         reload = MailbridgeError(down.code, down.message, hint="Reload this window.")
