@@ -126,7 +126,7 @@ def _answer(parsed: ParsedMessage) -> bytes:
         folder="inbox",
         received_at=datetime(2026, 1, 1, tzinfo=UTC),
         read=False,
-        **{field: getattr(parsed, field) for field in ParsedMessage.__dataclass_fields__},
+        **{field: getattr(parsed, field) for field in ParsedMessage._fields},
     )
     body = json.dumps(message.model_dump(mode="json"), ensure_ascii=False)
     return json.dumps({"statusCode": 200, "body": body}, ensure_ascii=False).encode()

@@ -4,15 +4,14 @@ instance."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 _FORMATS = {"minute": "%Y-%m-%dT%H:%M", "hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d"}
 _LENGTHS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(NamedTuple):
     name: str  # "minute", "hour" or "day"
     key: str  # the window's start, e.g. 2026-11-24T10
     limit: int

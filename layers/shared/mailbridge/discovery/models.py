@@ -1,10 +1,9 @@
 """Email discovery's answer: who hosts an address's mail, how to connect to it, and where
 each finding came from; and what the sources give the service to weigh."""
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import Field
 
@@ -80,15 +79,13 @@ class EmailDiscovery(Model):
     looked_up_at: datetime
 
 
-@dataclass(frozen=True)
-class MailConfig:
+class MailConfig(NamedTuple):
     """The servers an autoconfig document (the domain's own, or the ISPDB's) names."""
 
     imap: ServerSettings | None
     smtp: ServerSettings | None
 
 
-@dataclass(frozen=True)
-class SrvTarget:
+class SrvTarget(NamedTuple):
     host: str
     port: int

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import copy
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime
 from email import policy
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..connections.records import Connection
 from ..core.adapters import load_adapter
@@ -23,8 +22,7 @@ from .models import Folder, MessagePage, MessageSummary
 _ADAPTERS = {"imap": "imap_mailbox", "google": "gmail", "microsoft": "graph"}
 
 
-@dataclass(frozen=True)
-class FetchedMessage:
+class FetchedMessage(NamedTuple):
     id: str  # opaque, as listed
     thread_id: str  # opaque
     folder: Folder
@@ -33,8 +31,7 @@ class FetchedMessage:
     raw: bytes  # RFC 5322, as the mailbox holds it
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     """A composed message: its headers and body as they go out, and its envelope."""
 
     message: EmailMessage  # without Bcc: every recipient sees this
@@ -67,15 +64,13 @@ def _listed(message: EmailMessage, name: str) -> list[HeaderAddress]:
     return list(header.addresses) if header is not None else []
 
 
-@dataclass(frozen=True)
-class Delivered:
+class Delivered(NamedTuple):
     id: str | None  # the sent copy's id in the mailbox, if one was kept
     thread_id: str
     refused: list[str]  # recipients the server refused while taking the others
 
 
-@dataclass(frozen=True)
-class NewMessages:
+class NewMessages(NamedTuple):
     messages: list[MessageSummary]  # oldest first
     position: str  # where the next look starts (the adapter's own string)
     more: bool  # more were new than the look took: look again from `position`

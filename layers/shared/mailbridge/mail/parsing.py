@@ -20,7 +20,6 @@ import codecs
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 from email.generator import BytesGenerator
@@ -31,7 +30,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from functools import partial
 from io import BytesIO
 from itertools import islice
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from ..core.fields import LONE_SURROGATES, NOT_IN_ONE_LINE, email_address
 from .models import (
@@ -110,8 +109,7 @@ _DECODE = policy.default.header_factory
 _WRITE_BACK = policy.SMTP.clone(refold_source="none")
 
 
-@dataclass(frozen=True)
-class ParsedMessage:
+class ParsedMessage(NamedTuple):
     subject: str
     sender: Address | None
     to: list[Address]
@@ -130,8 +128,7 @@ class ParsedMessage:
     attachments: list[AttachmentInfo]
 
 
-@dataclass(frozen=True)
-class Headers:
+class Headers(NamedTuple):
     """What a message list shows of a message (and IMAP threads it by), read as a whole
     message's headers are: `to` holds the first SUMMARY_RECIPIENTS recipients."""
 

@@ -10,9 +10,8 @@ import hashlib
 import re
 import secrets as random
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..agents.access import load_owned_agent
 from ..agents.models import Agent, Caller
@@ -148,8 +147,7 @@ def authorize(
 # ---- finishing ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CallbackOutcome:
+class CallbackOutcome(NamedTuple):
     """What the callback page shows, and the one origin it may post it to (None: it was
     not a callback we started, so nothing is posted anywhere)."""
 

@@ -8,8 +8,7 @@ google-auth.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from pydantic import Field
 
@@ -21,8 +20,7 @@ if TYPE_CHECKING:
     from ..orgs.shared_apps import ResolvedApp
 
 
-@dataclass(frozen=True)
-class OAuthApp:
+class OAuthApp(NamedTuple):
     """An app as an adapter uses it; `client_secret` is empty for what needs none."""
 
     provider: OAuthProvider
@@ -41,8 +39,7 @@ class OAuthApp:
 REFRESH_MARGIN_SECONDS = 300
 
 
-@dataclass(frozen=True)
-class TokenGrant:
+class TokenGrant(NamedTuple):
     """A usable access token, and the token document to store when it changed."""
 
     access_token: str
@@ -51,8 +48,7 @@ class TokenGrant:
     tokens: dict[str, Any] | None  # None: the stored document is still current
 
 
-@dataclass(frozen=True)
-class AuthorizedAccount:
+class AuthorizedAccount(NamedTuple):
     grant: TokenGrant
     tenant_id: str | None
     # Who signed in, as the provider's id token says: Microsoft `<tid>/<oid>` (the directory

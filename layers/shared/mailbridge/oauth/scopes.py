@@ -3,7 +3,7 @@ requests, and the permissions (any one of their scopes) reading and sending need
 and checks, which the Email tab's view and every use of a mailbox apply without loading the
 token path."""
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..core.errors import ErrorCode, ProviderError
 
@@ -15,8 +15,7 @@ _GMAIL = "https://www.googleapis.com/auth/gmail."
 GOOGLE_SCOPES = ["openid", "email", _GMAIL + "modify"]
 
 
-@dataclass(frozen=True)
-class Permission:
+class Permission(NamedTuple):
     """A capability the agent needs and the scopes that grant it (any one suffices).
     `sends`: without it the agent still receives, so its absence is a warning, not an
     error."""

@@ -8,9 +8,8 @@ sending domain and its reputation), in calendar hours and days (UTC).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..core.errors import ErrorCode, InvalidField, LimitReached, MailbridgeError
 from ..core.windows import Window, window
@@ -108,8 +107,7 @@ def windows(client_org: ClientOrg, now: datetime) -> list[Window]:
     return found + ([window("day", limits.per_day, now)] if limits.per_day else [])
 
 
-@dataclass(frozen=True)
-class Counted:
+class Counted(NamedTuple):
     """What one message counted, to give it back if it never left."""
 
     kind: str

@@ -8,9 +8,8 @@ deleted (or replaced by another) is shown in error at once, with nothing to upda
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..agents.access import require_admin, require_person
 from ..agents.models import Agent, Caller
@@ -48,8 +47,7 @@ SharedApps = dict[tuple[AppOwner, str], SharedApp]
 _INHERITANCE: tuple[AppOwner, ...] = ("client_org", "org")
 
 
-@dataclass(frozen=True)
-class ResolvedApp:
+class ResolvedApp(NamedTuple):
     provider: OAuthProvider
     source: AppSource
     client_id: str
