@@ -25,6 +25,7 @@ DOMAIN = ("agents", "connections", "oauth", "orgs", "mail", "newmail", "audit", 
 FEATURE_MODELS = (
     *(f"mailbridge.{feature}.models" for feature in DOMAIN),
     "mailbridge.connections.records",  # what is stored of a connection
+    "mailbridge.orgs.records",  # what is stored of shared apps and client organizations
     "mailbridge.newmail.events",  # the event sent for each new message
 )
 # Where the domain declares what it needs of the adapters.

@@ -5,9 +5,8 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseHeader
-from mailbridge.connections.disconnecting import delete_email_config
 from mailbridge.connections.models import EmailConfigRequest, EmailConfigView
-from mailbridge.connections.saving import save_email_config
+from mailbridge.connections.saving import delete_email_config, save_email_config
 from mailbridge.connections.service import get_email_config
 from mailbridge.core.observability import logger
 from mailbridge.http.app import create_app, lambda_handler

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..agents.models import Agent, Caller
     from ..connections.records import StoredConfig
     from ..core.types import SecretRef
-    from ..orgs.models import ClientOrg, SharedApp
+    from ..orgs.records import ClientOrg, SharedApp
     from ..storage.protocols import AgentStore, AuditLog
 
 

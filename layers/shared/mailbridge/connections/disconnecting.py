@@ -1,39 +1,19 @@
 """Disconnecting an agent's mailbox: its push of new mail stopped, its grant revoked where
-the provider allows, its configuration and secrets deleted."""
+the provider allows, its configuration and secrets deleted. The Email tab's DELETE and an
+agent's removal both end this way."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..agents.access import load_owned_agent
-from ..agents.models import Agent, Caller
+from ..agents.models import Agent
 from ..audit.models import Actor, AuditAction
 from ..audit.service import connection_entry
 from ..core.errors import WRITE_ATTEMPTS, StaleWrite, kept_changing
-from ..oauth.tokens import revoke_tokens
-from .models import EmailConfigView
 from .records import StoredConfig
-from .service import view
 
 if TYPE_CHECKING:
     from ..storage.protocols import AgentStore, FeedStore, OrgStore, SecretStore
-
-
-def delete_email_config(
-    agents: AgentStore,
-    secrets: SecretStore,
-    orgs: OrgStore,
-    feeds: FeedStore,
-    caller: Caller,
-    agent_id: str,
-) -> EmailConfigView:
-    """Disconnect: revoke where the provider allows, then forget the configuration and its
-    secrets. Deleting what is already gone succeeds, so a retry after a failure half-way
-    finishes the job."""
-    agent, current = load_owned_agent(agents, caller, agent_id)
-    disconnect(agents, secrets, orgs, feeds, agent, current, Actor.of(caller))
-    shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
-    return view(agent, None, shared, client_org)
 
 
 def disconnect(
@@ -56,6 +36,9 @@ def disconnect(
 
         stop_new_mail(Stores(agents, secrets, orgs), feeds, agent, current)
         if current.tokens is not None:
+            # An OAuth grant's: the token path loads for it alone.
+            from ..oauth.tokens import revoke_tokens
+
             revoke_tokens(secrets, orgs, agent, current, current.tokens)
         # The record first: a failure after it leaves secrets nothing reads, at the agent's
         # fixed names, which the retry deletes; never a record pointing at a missing secret.

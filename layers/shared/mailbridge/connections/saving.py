@@ -1,5 +1,6 @@
-"""Saving an agent's email connection from the Email tab's form: validated, its preset
-resolved, its secret kept in Secrets Manager, the client organization's policy applied."""
+"""The Email tab's writes: saving an agent's email connection from its form (validated, its
+preset resolved, its secret kept in Secrets Manager, the client organization's policy
+applied), and removing it."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from ..core.errors import (
 from ..core.observability import logger
 from ..core.types import PROVIDER_NAMES, SecretRef
 from ..oauth.scopes import requested_scopes
-from ..orgs.models import ClientOrg
+from ..orgs.inherited_apps import SharedApps, available_apps
+from ..orgs.records import ClientOrg
 from ..orgs.sending_policy import policy_refusal, require_email_domain
-from ..orgs.shared_apps import SharedApps, available_apps
+from .disconnecting import disconnect
 from .models import EmailConfigRequest, EmailConfigView, ImapConfigRequest, MicrosoftConfigRequest
 from .presets import resolve_server
 from .records import (
@@ -39,7 +41,7 @@ from .records import (
 from .service import view
 
 if TYPE_CHECKING:
-    from ..storage.protocols import AgentStore, AuditLog, OrgStore, SecretStore
+    from ..storage.protocols import AgentStore, AuditLog, FeedStore, OrgStore, SecretStore
 
 
 def _imap_connection(request: ImapConfigRequest) -> ImapConnection:
@@ -320,3 +322,20 @@ def _discard_unused(secrets: SecretStore, before: StoredConfig, after: StoredCon
             secrets.delete(name)
         except Unavailable as error:
             logger.warning("unused secret left for later", extra={"error_code": error.code})
+
+
+def delete_email_config(
+    agents: AgentStore,
+    secrets: SecretStore,
+    orgs: OrgStore,
+    feeds: FeedStore,
+    caller: Caller,
+    agent_id: str,
+) -> EmailConfigView:
+    """Disconnect: revoke where the provider allows, then forget the configuration and its
+    secrets. Deleting what is already gone succeeds, so a retry after a failure half-way
+    finishes the job."""
+    agent, current = load_owned_agent(agents, caller, agent_id)
+    disconnect(agents, secrets, orgs, feeds, agent, current, Actor.of(caller))
+    shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
+    return view(agent, None, shared, client_org)

@@ -12,9 +12,15 @@ from ..core.errors import ProviderError
 from ..core.settings import settings
 from ..core.types import OAUTH_PROVIDERS, OAuthProvider, SecretState
 from ..oauth.scopes import grant_problems, requested_scopes
-from ..orgs.models import ClientOrg
+from ..orgs.inherited_apps import (
+    SharedApps,
+    available_apps,
+    resolve_app,
+    secret_expiry,
+    unusable_app,
+)
+from ..orgs.records import ClientOrg
 from ..orgs.sending_policy import banner, policy_refusal
-from ..orgs.shared_apps import SharedApps, available_apps, resolve_app, secret_expiry, unusable_app
 from .models import (
     DeliveryView,
     EmailConfigView,

@@ -13,7 +13,7 @@ from ..audit.models import Actor, AuditAction
 from ..audit.service import record_refusal
 from ..connections.records import ImapConnection, StoredConfig
 from ..core.errors import ErrorCode, InvalidField, MailbridgeError
-from ..orgs.models import ClientOrg
+from ..orgs.records import ClientOrg
 from ..orgs.sending_policy import authorize_message, give_back, policy_refusal
 from .compose import compose, reply_subject
 from .models import MAX_ATTACHMENT_BYTES, MAX_RECIPIENTS, SendRequest, SentMessage

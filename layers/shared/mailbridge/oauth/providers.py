@@ -17,7 +17,7 @@ from ..core.adapters import load_adapter
 from ..core.types import Model, OAuthProvider
 
 if TYPE_CHECKING:
-    from ..orgs.shared_apps import ResolvedApp
+    from ..orgs.inherited_apps import ResolvedApp
 
 
 class OAuthApp(NamedTuple):

@@ -17,7 +17,8 @@ from ..connections.records import OAuthConnection, StoredConfig, TokenRef
 from ..core.deadline import seconds_left
 from ..core.errors import ErrorCode, MailbridgeError, ProviderError, StaleWrite, Unavailable
 from ..core.observability import logger, metrics
-from ..orgs.shared_apps import load_app, secret_refused
+from ..orgs.inherited_apps import load_app
+from ..orgs.shared_apps import secret_refused
 from .providers import REFRESH_MARGIN_SECONDS, OAuthApp, TokenGrant, provider_client
 
 if TYPE_CHECKING:

@@ -13,7 +13,8 @@ from ..audit.models import Actor, AuditAction
 from ..audit.service import app_entry, policy_entry
 from ..core.errors import WRITE_ATTEMPTS, ErrorCode, MailbridgeError, StaleWrite, kept_changing
 from ..core.types import OAUTH_PROVIDERS
-from .models import ClientOrg, EmailPolicyRequest
+from .models import EmailPolicyRequest
+from .records import ClientOrg
 
 if TYPE_CHECKING:
     from ..storage.protocols import OrgStore, SecretStore

@@ -1,17 +1,16 @@
-"""Shared OAuth apps and client organizations: requests, stored records and views."""
+"""Shared OAuth apps and client organizations as the routes take and give them: requests and
+views. What is stored is in `.records`."""
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from ..core.fields import ClientId, ClientSecret, Tenant, WholeNumber, hostname, printable
-from ..core.types import Model, OAuthProvider, SecretRef, SecretState, StrictModel, example
+from ..core.fields import ClientId, ClientSecret, Tenant, hostname, printable
+from ..core.types import Model, OAuthProvider, SecretState, StrictModel, example
+from .records import AppOwner, AppSource, SendingLimits
 
 # ---- shared OAuth apps -----------------------------------------------------------------
-
-AppOwner = Literal["org", "client_org"]
-AppSource = Literal["own", "client_org", "org"]
 
 
 class SharedAppRequest(StrictModel):
@@ -32,29 +31,6 @@ class SharedAppRequest(StrictModel):
         "app's and its agents' views warn from 30 days before. Kept when left out; null "
         "clears it.",
     )
-
-
-class SharedApp(Model):
-    """An OAuth app registered once for every agent of an org or client organization."""
-
-    owner: AppOwner
-    owner_id: str
-    org_id: str  # the organization: the owner itself, or the client organization's
-    provider: OAuthProvider
-    client_id: str
-    tenant: str | None = None  # absent attributes are None
-    secret: SecretRef
-    secret_updated_at: datetime
-    secret_expires_at: date | None = None
-    # When the provider refused the secret (invalid_client) at a refresh or a sign-in;
-    # saving a new secret clears it.
-    secret_expired_at: datetime | None = None
-    version: int
-    updated_at: datetime
-
-    @property
-    def client_org_id(self) -> str | None:
-        return self.owner_id if self.owner == "client_org" else None
 
 
 class AppWarning(Model):
@@ -116,11 +92,6 @@ RecipientRule = Annotated[str, Field(max_length=320), AfterValidator(_recipient_
 EmailDomain = Annotated[str, Field(max_length=253), AfterValidator(hostname)]
 
 
-class SendingLimits(StrictModel):
-    per_hour: Annotated[int, Field(ge=1, le=1_000_000), WholeNumber] | None = None
-    per_day: Annotated[int, Field(ge=1, le=10_000_000), WholeNumber] | None = None
-
-
 class EmailPolicyRequest(StrictModel):
     """PUT body of a client organization's email policy."""
 
@@ -144,19 +115,6 @@ class EmailPolicyRequest(StrictModel):
     )
     # Constructed, not validated: validating a default would build its schema at import.
     limits: SendingLimits = SendingLimits.model_construct()
-
-
-class ClientOrg(Model):
-    """A client organization of an org, with the email policy its agents follow."""
-
-    client_org_id: str
-    org_id: str
-    name: str
-    email_domain: str | None = None  # absent attributes are None
-    allowed_recipients: list[str]
-    limits: SendingLimits
-    version: int
-    updated_at: datetime
 
 
 class ClientOrgBanner(Model):

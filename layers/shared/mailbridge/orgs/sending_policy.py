@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ..core.errors import ErrorCode, InvalidField, LimitReached, MailbridgeError
 from ..core.windows import Window, window
-from .models import ClientOrg, ClientOrgBanner
+from .models import ClientOrgBanner
+from .records import ClientOrg
 
 if TYPE_CHECKING:
     from ..agents.models import Agent

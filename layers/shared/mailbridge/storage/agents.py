@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..agents.models import Agent
-from ..audit.models import AuditEntry
 from ..connections.records import Status, StoredConfig, TokenRef
 from ..core.errors import StaleWrite
 from ..core.settings import settings
-from .audit import write_with_entry
 from .aws import (
     conditional_write,
     dynamodb,
@@ -22,6 +20,10 @@ from .aws import (
     to_item,
     version_condition,
 )
+from .entries import write_with_entry
+
+if TYPE_CHECKING:
+    from ..audit.models import AuditEntry
 
 _AGENT_SK = "AGENT"
 _CONFIG_SK = "EMAIL_CONFIG"

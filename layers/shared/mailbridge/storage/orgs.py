@@ -4,15 +4,13 @@ shared OAuth apps, in the partition of their owner."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from ..audit.models import AuditEntry
 from ..core.settings import settings
 from ..core.types import OAUTH_PROVIDERS
-from ..orgs.models import AppOwner, ClientOrg, SharedApp
-from .audit import write_with_entry
+from ..orgs.records import AppOwner, ClientOrg, SharedApp
 from .aws import (
     dynamodb,
     from_item,
@@ -21,6 +19,10 @@ from .aws import (
     to_item,
     version_condition,
 )
+from .entries import write_with_entry
+
+if TYPE_CHECKING:
+    from ..audit.models import AuditEntry
 
 _CLIENT_ORG_SK = "CLIENT_ORG"
 _APP_SK = "OAUTH_APP#"

@@ -19,7 +19,7 @@ from ..mail.models import SentMessage
 from ..newmail.events import MailReceived
 from ..newmail.models import Feed, SyncRequest
 from ..oauth.models import PendingAuthorization
-from ..orgs.models import AppOwner, ClientOrg, SharedApp
+from ..orgs.records import AppOwner, ClientOrg, SharedApp
 
 
 class AgentStore(Protocol):
