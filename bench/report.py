@@ -49,7 +49,7 @@ def import_rows(results: list[ImportResult], runs: int, runtime: str) -> list[Ro
     rows = [
         Row(
             f"**Cold start** on {runtime}, the code laid out as on Lambda: import in a fresh"
-            f" interpreter, bytecode writing off, median of {runs}"
+            f" interpreter, bytecode writing off, fastest of {runs}"
         )
     ]
     for result in results:
@@ -99,7 +99,7 @@ def first_request_rows(results: list[ImportResult], runs: int) -> list[Row]:
     rows = [
         Row(
             "**First request**: the import, then one request handled against moto's AWS on"
-            f" loopback (the demo agents of `make invoke`), median of {runs}"
+            f" loopback (the demo agents of `make invoke`), fastest of {runs}"
         )
     ]
     for result in results:

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from .settings import settings
 from .types import PROVIDER_NAMES
-from .windows import Window
+
+if TYPE_CHECKING:
+    from .windows import Window
 
 
 class ErrorCode(StrEnum):

@@ -11,14 +11,13 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.shared.json_encoder import Encoder
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ..core.deadline import Deadline
 from ..core.errors import ErrorCode, MailbridgeError
@@ -26,6 +25,9 @@ from ..core.observability import log_unexpected, logger, metrics
 from ..core.settings import settings
 from .caller import caller_of
 from .errors import STATUS, error_body, error_response, invalid_json, validation_error
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # What an invocation keeps, after its network exchanges, to record their outcome and answer.
 _ANSWER_SECONDS = 3.0
