@@ -107,7 +107,7 @@ class ImportResult:
     """A row's times, with the layer's bytecode and, where measured, without it: the fastest
     of the rounds. An import and a first request are fixed work; on a shared machine other
     processes only ever add to them, and in bursts that can take most of a row's rounds
-    (medians of the floor 30% apart between two runs), so the fastest is the steady
+    (the floor's median 38% apart between two runs), so the fastest is the steady
     estimate, as timeit's documentation argues. Peak RSS: the median."""
 
     target: ImportTarget

@@ -162,6 +162,11 @@ def test_every_package_of_the_map_is_checked() -> None:
     assert packages >= {"core", "http", "storage", "adapters", "functions", *DOMAIN}
 
 
+def test_the_rules_name_modules_that_exist() -> None:
+    """A module renamed away from FEATURE_MODELS or PORTS would switch its rule off."""
+    assert {*FEATURE_MODELS, *PORTS} <= {module.name for module in MODULES}
+
+
 @pytest.mark.parametrize(
     ("name", "source", "expected"),
     [
@@ -172,7 +177,8 @@ def test_every_package_of_the_map_is_checked() -> None:
         ("mailbridge.storage.agents", "from ..connections.service import view", "models only"),
         ("mailbridge.orgs.client_orgs", "from ..storage.orgs import X", "storage.protocols"),
         ("mailbridge.orgs.client_orgs", "from ..storage.protocols import X", "protocols types"),
-        ("mailbridge.orgs.models", "from .shared_apps import resolve_app", "models import core"),
+        ("mailbridge.orgs.models", "from .inherited_apps import resolve_app", "models import core"),
+        ("mailbridge.connections.records", "from .service import view", "models import core"),
         ("mailbridge.orgs.client_orgs", "from ..http.caller import Caller", "knows no HTTP"),
         ("mailbridge.http.app", "from ..oauth.flow import authorize", "http imports the"),
         ("mailbridge.adapters.imap", "from ..storage.aws import dynamodb", "neither storage"),

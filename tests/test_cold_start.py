@@ -58,6 +58,24 @@ MAIL_FUNCTIONS = sorted(
 # What email discovery needs to look a domain up, loaded at its first lookup.
 DISCOVERY_MODULES = ("dns", "defusedxml", "mailbridge.adapters.discovery")
 DISCOVERY_ROUTE = "GET /bridge/email-discovery"
+# What a function's routes use only past its cold start, by the route serving it: loaded at
+# first use, never at import (docs/architecture.md, "What a cold start loads").
+GET_CONFIG_ROUTE = "GET /bridge/agents/{agentId}/email-config"
+TOKEN_PATH = "mailbridge.oauth.tokens"  # an OAuth connection's alone
+NOT_AT_IMPORT = {
+    # The Email tab's first call: its writes (and the audit trail they record) load at the
+    # first PUT or DELETE.
+    GET_CONFIG_ROUTE: (
+        "mailbridge.connections.saving",
+        "mailbridge.connections.disconnecting",
+        "mailbridge.audit",
+        "mailbridge.storage.secrets",
+        TOKEN_PATH,
+    ),
+    LIST_MESSAGES_ROUTE: ("mailbridge.mail.sending", "mailbridge.mail.compose", TOKEN_PATH),
+    CONNECTION_TEST_ROUTE: (TOKEN_PATH,),
+    "DELETE /bridge/agents/{agentId}": (TOKEN_PATH, "mailbridge.connections.service"),
+}
 # No handler needs an adapter, or a provider's library, to start.
 NEVER_AT_IMPORT = (
     "mailbridge.adapters",
@@ -99,6 +117,13 @@ def test_no_handler_loads_an_adapter_or_a_provider_library_to_start(function: st
     modules = load_in_fresh_interpreter(function)["at_import"]
     assert "mailbridge" in modules, "the handler did not load the layer: nothing was checked"
     assert loaded(modules, NEVER_AT_IMPORT) == set()
+
+
+@pytest.mark.parametrize("route", sorted(NOT_AT_IMPORT))
+def test_a_function_loads_at_import_what_its_cold_start_needs_only(route: str) -> None:
+    modules = load_in_fresh_interpreter(function_serving(TEMPLATE, route))["at_import"]
+    assert "mailbridge.storage.agents" in modules, "the handler did not load: nothing was checked"
+    assert loaded(modules, NOT_AT_IMPORT[route]) == set()
 
 
 @pytest.mark.parametrize("provider", sorted(PROVIDER_MODULES))

@@ -6,22 +6,17 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseHeader
 from mailbridge.connections.models import EmailConfigRequest, EmailConfigView
-from mailbridge.connections.saving import delete_email_config, save_email_config
 from mailbridge.connections.service import get_email_config
 from mailbridge.core.observability import logger
 from mailbridge.http.app import create_app, lambda_handler
 from mailbridge.http.caller import AgentId, current_caller, parse_if_match
 from mailbridge.http.contract import JWT, errors, success
 from mailbridge.storage.agents import DynamoAgentStore
-from mailbridge.storage.audit import DynamoAuditLog
-from mailbridge.storage.newmail import DynamoFeedStore
 from mailbridge.storage.orgs import DynamoOrgStore
-from mailbridge.storage.secrets import SecretsManagerStore
 from pydantic.json_schema import SkipJsonSchema
 
 app = create_app()
-agents, secrets, orgs = DynamoAgentStore(), SecretsManagerStore(), DynamoOrgStore()
-feeds, log = DynamoFeedStore(), DynamoAuditLog()
+agents, orgs = DynamoAgentStore(), DynamoOrgStore()
 PATH = "/bridge/agents/<agentId>/email-config"
 TAGS = ["Email connection"]
 ETAG: dict[str, OpenAPIResponseHeader] = {
@@ -63,8 +58,15 @@ def put_config(
     request: Annotated[EmailConfigRequest, Body()],
     if_match: Annotated[str | SkipJsonSchema[None], Header(alias="if-match")] = None,
 ) -> Response[EmailConfigView]:
+    # The writes load their use case and stores at the first write: a GET, the Email tab's
+    # first call, starts without them.
+    from mailbridge.connections.saving import save_email_config
+    from mailbridge.storage.audit import DynamoAuditLog
+    from mailbridge.storage.secrets import SecretsManagerStore
+
     caller = current_caller(app)
     expected = parse_if_match(if_match)
+    secrets, log = SecretsManagerStore(), DynamoAuditLog()
     saved = save_email_config(agents, secrets, orgs, log, caller, agentId, request, expected)
     logger.info("email config saved", extra={"status": saved.status, "version": saved.version})
     return _with_etag(saved)
@@ -78,6 +80,11 @@ def put_config(
     responses=success("The agent, now without a connection.") | errors(401, 404, 422, 503),
 )
 def delete_config(agentId: AgentId) -> EmailConfigView:
+    from mailbridge.connections.saving import delete_email_config  # as in put_config
+    from mailbridge.storage.newmail import DynamoFeedStore
+    from mailbridge.storage.secrets import SecretsManagerStore
+
+    secrets, feeds = SecretsManagerStore(), DynamoFeedStore()
     deleted = delete_email_config(agents, secrets, orgs, feeds, current_caller(app), agentId)
     logger.info("email config deleted")
     return deleted

@@ -1,5 +1,5 @@
 """Reading an agent's email connection as the Email tab draws it: status, last error, last test,
-banners (saving is in `.saving`, removing in `.disconnecting`)."""
+banners (saving and deleting it are in `.saving`)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ from ..core.errors import ErrorCode, InvalidField, MailbridgeError
 from ..core.types import OPAQUE_ID_PATTERN
 
 _SEPARATOR = "\x1f"  # the ASCII unit separator: in no folder name, id or token
-_OPAQUE = OPAQUE_ID_PATTERN
 
 
 def pack(kind: str, *parts: str) -> str:
@@ -24,7 +23,7 @@ def pack(kind: str, *parts: str) -> str:
     is read)."""
     text = _SEPARATOR.join([kind, *parts])
     packed = base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
-    if re.fullmatch(_OPAQUE, packed) is None:
+    if re.fullmatch(OPAQUE_ID_PATTERN, packed) is None:
         raise ValueError("too long to be an id or cursor")
     return packed
 

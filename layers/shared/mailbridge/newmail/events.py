@@ -1,5 +1,6 @@
 """The event the new-mail feed sends for each new message (on the bus: source `mailbridge`,
-detail type `Mail Received`, as `.models` names them)."""
+detail type `Mail Received`). Those two names stay in `.models`: the feed's store sends the
+event without loading this module, nor the mail models it embeds."""
 
 import hashlib
 from datetime import datetime

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 # Graph's subscription ids are GUIDs: anything else names none of ours, and is dropped
 # before any lookup (and never logged: it is a stranger's text).
-_SUBSCRIPTION_ID = re.compile(GUID_PATTERN)
 # Graph's validation tokens are a sentence and a GUID; anything far longer is not one.
 MAX_TOKEN_CHARACTERS = 1024
 # Graph batches notifications; this many in one request is far more than it sends.
@@ -107,7 +106,7 @@ def _agents_of(feeds: FeedStore, notification: GraphNotification) -> list[str]:
     """The agents whose subscription the notification names and whose clientState it
     carries."""
     subscription_id = notification.subscription_id
-    if _SUBSCRIPTION_ID.fullmatch(subscription_id) is None:
+    if re.fullmatch(GUID_PATTERN, subscription_id) is None:
         logger.warning("graph notification dropped: not a subscription id")
         return []
     agents = feeds.subscribers(subscription_id)

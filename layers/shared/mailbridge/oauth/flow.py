@@ -39,11 +39,10 @@ from ..core.settings import settings
 from ..newmail.models import SyncReason, SyncRequest
 from ..orgs.inherited_apps import find_app, marked_secret, resolve_app
 from ..orgs.sending_policy import require_email_domain
-from ..orgs.shared_apps import secret_refused
 from .models import AuthorizeResponse, OAuthResultError, OAuthResultMessage, PendingAuthorization
 from .providers import AuthorizedAccount, OAuthApp, provider_client
 from .scopes import grant_problems, requested_scopes
-from .tokens import oauth_connection, revoke_tokens
+from .tokens import oauth_connection, revoke_tokens, secret_refused
 
 if TYPE_CHECKING:
     from ..storage.protocols import (

@@ -6,19 +6,19 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from ..agents.models import Agent
 from ..audit.models import SERVICE, AuditAction, AuditEntry
-from ..audit.service import connection_entry
+from ..audit.service import app_entry, connection_entry
 from ..connections.records import OAuthConnection, StoredConfig, TokenRef
 from ..core.deadline import seconds_left
-from ..core.errors import ErrorCode, MailbridgeError, ProviderError, StaleWrite, Unavailable
+from ..core.errors import Cause, ErrorCode, MailbridgeError, ProviderError, StaleWrite, Unavailable
 from ..core.observability import logger, metrics
-from ..orgs.inherited_apps import load_app
-from ..orgs.shared_apps import secret_refused
+from ..orgs.inherited_apps import ResolvedApp, load_app
 from .providers import REFRESH_MARGIN_SECONDS, OAuthApp, TokenGrant, provider_client
 
 if TYPE_CHECKING:
@@ -27,6 +27,29 @@ if TYPE_CHECKING:
 # A refresh is a few provider calls, each bounded by the provider timeout.
 _LOCK_LEASE_SECONDS = 30
 _LOCK_WAIT_SECONDS = 10
+
+
+# What says the app's secret itself was refused (not the app's kind or existence).
+_SECRET_REFUSALS = {Cause.CLIENT_SECRET_EXPIRED, Cause.CLIENT_SECRET_REFUSED}
+
+
+def secret_refused(orgs: OrgStore, app: ResolvedApp, error: ProviderError) -> ProviderError | None:
+    """If the provider's refusal says a shared app's secret is refused: marked on the app,
+    over the version that was used (a new secret saved meanwhile wins), so every agent using
+    it shows so at its next read with nothing written to them; and the error in its words."""
+    if app.shared is None or error.cause not in _SECRET_REFUSALS:
+        return None
+    shared, now = app.shared, datetime.now(UTC)
+    marked = shared.model_copy(update={"secret_expired_at": now})
+    refusal = AuditAction.SHARED_APP_SECRET_REFUSED
+    entry = app_entry(SERVICE, refusal, shared, marked).failed(error.code, error.message)
+    try:
+        with contextlib.suppress(StaleWrite):
+            orgs.mark_app_secret_expired(shared, now, entry)
+    except Unavailable as unmarked:  # the next refusal marks it; this one is answered
+        logger.warning("shared app not marked", extra={"error_code": unmarked.code})
+    cause = Cause.SHARED_APP_SECRET_REFUSED
+    return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, app.provider, cause=cause)
 
 
 def oauth_connection(config: StoredConfig | None) -> OAuthConnection:

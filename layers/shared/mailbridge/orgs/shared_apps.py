@@ -1,60 +1,32 @@
 """OAuth apps an organization (or one of its client organizations) registers once for all
-its agents: the admin routes' domain, and the mark a provider's refusal of a shared secret
-leaves on it. How an agent's app is resolved from them is in `.inherited_apps`."""
+its agents: the admin routes' domain. How an agent's app is resolved from them is in
+`.inherited_apps`; a provider's refusal of a shared secret is marked on it by `oauth.tokens`."""
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..agents.access import require_admin, require_person
 from ..agents.models import Caller
-from ..audit.models import SERVICE, Actor, AuditAction
+from ..audit.models import Actor, AuditAction
 from ..audit.service import app_entry
 from ..core.errors import (
     WRITE_ATTEMPTS,
-    Cause,
     ErrorCode,
     InvalidField,
     MailbridgeError,
-    ProviderError,
     StaleWrite,
-    Unavailable,
     kept_changing,
 )
-from ..core.observability import logger
 from ..core.settings import settings
 from ..core.types import PROVIDER_NAMES, OAuthProvider, SecretState
-from .inherited_apps import ResolvedApp, rotate_hint, secret_expiry
+from .inherited_apps import rotate_hint, secret_expiry
 from .models import AppWarning, SharedAppRequest, SharedAppView
 from .records import AppOwner, SharedApp
 
 if TYPE_CHECKING:
     from ..storage.protocols import OrgStore, SecretStore
-
-
-# What says the app's secret itself was refused (not the app's kind or existence).
-_SECRET_REFUSALS = {Cause.CLIENT_SECRET_EXPIRED, Cause.CLIENT_SECRET_REFUSED}
-
-
-def secret_refused(orgs: OrgStore, app: ResolvedApp, error: ProviderError) -> ProviderError | None:
-    """If the provider's refusal says a shared app's secret is refused: marked on the app,
-    over the version that was used (a new secret saved meanwhile wins), so every agent using
-    it shows so at its next read with nothing written to them; and the error in its words."""
-    if app.shared is None or error.cause not in _SECRET_REFUSALS:
-        return None
-    shared, now = app.shared, datetime.now(UTC)
-    marked = shared.model_copy(update={"secret_expired_at": now})
-    refusal = AuditAction.SHARED_APP_SECRET_REFUSED
-    entry = app_entry(SERVICE, refusal, shared, marked).failed(error.code, error.message)
-    try:
-        with contextlib.suppress(StaleWrite):
-            orgs.mark_app_secret_expired(shared, now, entry)
-    except Unavailable as unmarked:  # the next refusal marks it; this one is answered
-        logger.warning("shared app not marked", extra={"error_code": unmarked.code})
-    cause = Cause.SHARED_APP_SECRET_REFUSED
-    return ProviderError(ErrorCode.OAUTH_CLIENT_INVALID, app.provider, cause=cause)
 
 
 def _app_warnings(app: SharedApp) -> list[AppWarning]:

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from ..core.errors import ErrorCode, StaleWrite, Unavailable
 from ..core.settings import settings
-from .aws import dynamodb, from_item, storage_errors, storage_unavailable, to_item
+from .aws import dynamodb, storage_errors, storage_unavailable, to_item
 
 if TYPE_CHECKING:
     from ..audit.models import AuditEntry
@@ -47,11 +47,6 @@ def entry_put(table: str, entry: AuditEntry) -> dict[str, Any]:
         }
     )
     return {"Put": {"TableName": table, "Item": item}}
-
-
-def _entry(item: dict[str, Any]) -> AuditEntry:
-    values = from_item(item)
-    return AuditEntry.model_validate(values | {"changes": json.loads(values["changes"])})
 
 
 def write_with_entry(items: list[dict[str, Any]], table: str, *entries: AuditEntry) -> None:
