@@ -86,9 +86,13 @@ def import_rows(results: list[ImportResult], runs: int, runtime: str) -> list[Ro
     return rows
 
 
-# What a 4xx first request did: the demo agent is not connected (no mail server, no
-# provider here), so the function refused it after its own checks and lookups.
-REFUSED = "the demo agent's state: refused after the function's checks, before any mail server"
+# What a 4xx first request did: the demo agent is not connected and the sample events carry
+# no provider's token (no mail server, no provider here), so the function refused it after
+# its own checks and lookups.
+REFUSED = (
+    "refused after the function's own checks (the demo agent is not connected, a push's "
+    "token is not the provider's), before any mail server"
+)
 
 
 def first_request_rows(results: list[ImportResult], runs: int) -> list[Row]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from mailbridge_bench.imports import (
     CONNECTION_TEST_ROUTE,
+    GET_CONFIG_ROUTE,
     function_serving,
     handler_targets,
     lambda_environment,
@@ -60,7 +61,6 @@ DISCOVERY_MODULES = ("dns", "defusedxml", "mailbridge.adapters.discovery")
 DISCOVERY_ROUTE = "GET /bridge/email-discovery"
 # What a function's routes use only past its cold start, by the route serving it: loaded at
 # first use, never at import (docs/architecture.md, "What a cold start loads").
-GET_CONFIG_ROUTE = "GET /bridge/agents/{agentId}/email-config"
 TOKEN_PATH = "mailbridge.oauth.tokens"  # an OAuth connection's alone
 NOT_AT_IMPORT = {
     # The Email tab's first call: its writes (and the audit trail they record) load at the
@@ -70,6 +70,8 @@ NOT_AT_IMPORT = {
         "mailbridge.connections.disconnecting",
         "mailbridge.audit",
         "mailbridge.storage.secrets",
+        "mailbridge.storage.newmail",
+        "mailbridge.newmail",
         TOKEN_PATH,
     ),
     LIST_MESSAGES_ROUTE: ("mailbridge.mail.sending", "mailbridge.mail.compose", TOKEN_PATH),
@@ -121,6 +123,11 @@ def test_no_handler_loads_an_adapter_or_a_provider_library_to_start(function: st
 
 @pytest.mark.parametrize("route", sorted(NOT_AT_IMPORT))
 def test_a_function_loads_at_import_what_its_cold_start_needs_only(route: str) -> None:
+    # A module renamed away from the list would pass unnoticed.
+    layer = Path(__file__).resolve().parent.parent / "layers" / "shared"
+    for name in NOT_AT_IMPORT[route]:
+        path = layer.joinpath(*name.split("."))
+        assert path.is_dir() or path.with_suffix(".py").is_file(), name
     modules = load_in_fresh_interpreter(function_serving(TEMPLATE, route))["at_import"]
     assert "mailbridge.storage.agents" in modules, "the handler did not load: nothing was checked"
     assert loaded(modules, NOT_AT_IMPORT[route]) == set()

@@ -1,5 +1,6 @@
 """An authorized agent's tokens: the one path that hands out access tokens (refreshing them
-when due), and their revocation at disconnect."""
+when due), their revocation at disconnect, and the mark a provider's refusal of a shared app's
+secret leaves on that app (`secret_refused`, which sign-in applies too)."""
 
 from __future__ import annotations
 

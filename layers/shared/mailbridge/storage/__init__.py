@@ -30,4 +30,7 @@ they were written with (`secrets`).
     discovery.py       email discovery's findings, cached by domain
     secrets.py         Secrets Manager, with a per-instance cache of secret versions
     idempotency.py     the agent's sends by Idempotency-Key (Powertools idempotency)
+    entries.py         the one transaction that writes a change with its audit entries
+    audit.py           the audit trail read, and refusals recorded alone
+    newmail.py         new mail's feeds, announcement notes, queue (SQS) and bus (EventBridge)
 """
