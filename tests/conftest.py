@@ -44,6 +44,7 @@ from support import (
     MailDomains,
     OAuthAgent,
     Org,
+    empty_table,
     make_org,
     require_component,
 )
@@ -58,6 +59,9 @@ GMAIL_PUSH_PARAMETERS = {
     "GmailPushAudience": "https://mailbridge.test/api/engine/push/google",
     "GmailPushServiceAccount": "gmail-push@mailbridge-test.iam.gserviceaccount.com",
 }
+
+# The local API once started (by the first test that needs it), for the table's clean-up.
+RUNNING_API: list[Any] = []
 
 # Lambda sets a function's environment before its code loads, and Powertools reads its own
 # variables once, when the layer's logger and metrics are made: test modules that import the
@@ -164,7 +168,9 @@ def local_api(
             audience=GMAIL_PUSH_PARAMETERS["GmailPushAudience"],
             service_account=GMAIL_PUSH_PARAMETERS["GmailPushServiceAccount"],
         )
+        RUNNING_API.append(api)
         yield api
+        RUNNING_API.clear()
     # The whole suite has run through this API: did any secret ever leave?
     canaries = {MAILBOX_PASSWORD} | MAILBOX_PASSWORDS | microsoft.secrets | google.secrets
     leaks = HYGIENE.leaks(canaries)
@@ -201,6 +207,15 @@ def secrets_kept_from(api: Any) -> Iterator[None]:
     finally:
         for target, handler in handlers:
             target.removeHandler(handler)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table_emptied_after_each_module() -> Iterator[None]:
+    """Modules share no records (each test makes its own organization), so each leaves the
+    table empty: see `empty_table`."""
+    yield
+    for api in RUNNING_API:
+        empty_table(api.table_name)
 
 
 @pytest.fixture(autouse=True)

@@ -186,6 +186,19 @@ def make_org(local_api: Any) -> Org:
     return Org(org_id, ApiClient(local_api.url, token), register_agent(org_id))
 
 
+def empty_table(table_name: str) -> None:
+    """Deletes every item, through DynamoDB's own API. moto reads every item of a table to
+    answer any Query, and new mail's rounds poll every connected agent the table holds: on
+    a table the whole suite had filled, requests at its end cost several times what they
+    cost at its start (the fault flows took 89 s in a full run, 18 s alone)."""
+    scan = boto3.client("dynamodb").get_paginator("scan")
+    pages = scan.paginate(TableName=table_name, ProjectionExpression="pk, sk")
+    keys = [item for page in pages for item in page["Items"]]  # all read, then deleted
+    with boto3.resource("dynamodb").Table(table_name).batch_writer() as batch:
+        for key in keys:
+            batch.delete_item(Key={name: value["S"] for name, value in key.items()})
+
+
 def posted(page: ApiResponse) -> tuple[dict[str, Any], str | None]:
     """What the callback page posts, and to which origin."""
 
