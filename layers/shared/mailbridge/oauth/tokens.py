@@ -5,6 +5,7 @@ secret leaves on that app (`secret_refused`, which sign-in applies too)."""
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 import uuid
 from datetime import UTC, datetime
@@ -100,6 +101,7 @@ def fresh_access_token(
     holder = str(uuid.uuid4())
     deadline = time.monotonic() + seconds_left(_LOCK_WAIT_SECONDS)
     try:
+        attempt = 0
         while not agents.try_lock(config.agent_id, holder, _LOCK_LEASE_SECONDS):
             if time.monotonic() > deadline:
                 raise Unavailable(
@@ -108,7 +110,10 @@ def fresh_access_token(
                     hint="Retry in a few seconds.",
                     retry_after=2,
                 )
-            time.sleep(0.2)
+            # Growing and jittered: many waiters neither write the one item in step nor
+            # often (each try is a conditional write, refused or not).
+            attempt += 1
+            time.sleep(random.uniform(0.05, min(0.8, 0.1 * 2**attempt)))  # noqa: S311 (jitter)
         # The previous holder may have refreshed: its tokens are the ones to use.
         _, latest = agents.load(config.agent_id)
         if latest is None or latest.version != config.version or latest.tokens is None:
