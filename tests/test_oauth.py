@@ -505,6 +505,37 @@ def test_concurrent_refreshes_spend_the_refresh_token_once(microsoft_agent: OAut
     assert microsoft_agent.test()["ok"] is True
 
 
+def test_a_refresh_held_elsewhere_ends_in_retry_later_within_the_invocations_time(
+    microsoft_agent: OAuthAgent,
+) -> None:
+    """Another invocation holds the refresh lock (and, say, died holding it): a waiter gives
+    up when its invocation's time does, asking to retry, and spends no refresh token."""
+    from mailbridge.core.deadline import Deadline
+    from mailbridge.core.errors import ErrorCode, Unavailable
+    from mailbridge.oauth.tokens import fresh_access_token
+    from mailbridge.storage.agents import DynamoAgentStore
+    from mailbridge.storage.orgs import DynamoOrgStore
+    from mailbridge.storage.secrets import SecretsManagerStore
+
+    microsoft_agent.connect()
+    age_tokens(microsoft_agent.org.agent_id)
+    agents = DynamoAgentStore()
+    agent, config = agents.load(microsoft_agent.org.agent_id)
+    assert agent is not None and config is not None
+    before = microsoft_agent.fake.refresh_count
+    assert agents.try_lock(config.agent_id, "another-invocation", 60)
+
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as busy, Deadline(1.5):
+        fresh_access_token(agents, SecretsManagerStore(), DynamoOrgStore(), agent, config)
+    assert busy.value.code is ErrorCode.TOKEN_REFRESH_BUSY
+    assert busy.value.retry_after
+    assert 1.4 < time.monotonic() - started < 5
+    assert microsoft_agent.fake.refresh_count == before
+    agents.unlock(config.agent_id, "another-invocation")
+    assert microsoft_agent.test()["ok"] is True
+
+
 def test_a_dead_refresh_token_asks_for_reauthorization(
     agent: OAuthAgent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
