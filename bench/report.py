@@ -63,7 +63,7 @@ def import_rows(results: list[ImportResult], runs: int, runtime: str) -> list[Ro
             Row(
                 measure=result.target.label,
                 value=f"{_ms(result.seconds)} ms, {result.peak_rss / MB:.1f} MB RSS",
-                compared=f"{ratio:.2f}x the floor",
+                compared=f"{ratio:.3f}x the floor",
                 budget=f"≤ {budget}x" if budget else "",
                 verdict=verdict(ratio <= budget) if budget else "",
                 note="; ".join(notes),
@@ -116,7 +116,7 @@ def first_request_rows(results: list[ImportResult], runs: int) -> list[Row]:
             Row(
                 measure="framework floor: one DynamoDB GetItem" if is_floor else _function(result),
                 value=f"{_ms(seconds)} ms",
-                compared=f"{ratio:.2f}x the floor's",
+                compared=f"{ratio:.3f}x the floor's",
                 budget="" if is_floor else f"≤ {FIRST_REQUEST_BUDGET}x",
                 verdict="" if is_floor else verdict(ratio <= FIRST_REQUEST_BUDGET),
                 note=f"{event['routeKey']}: {result.status}"
