@@ -101,19 +101,20 @@ def fresh_access_token(
     holder = str(uuid.uuid4())
     deadline = time.monotonic() + seconds_left(_LOCK_WAIT_SECONDS)
     try:
-        attempt = 0
+        # Waits growing to 0.8 s, jittered: many waiters neither write the one item in step
+        # nor often (each try is a conditional write, refused or not).
+        longest_wait = 0.1
         while not agents.try_lock(config.agent_id, holder, _LOCK_LEASE_SECONDS):
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise Unavailable(
                     ErrorCode.TOKEN_REFRESH_BUSY,
                     "Another request is refreshing this agent's access token.",
                     hint="Retry in a few seconds.",
                     retry_after=2,
                 )
-            # Growing and jittered: many waiters neither write the one item in step nor
-            # often (each try is a conditional write, refused or not).
-            attempt += 1
-            time.sleep(random.uniform(0.05, min(0.8, 0.1 * 2**attempt)))  # noqa: S311 (jitter)
+            longest_wait = min(0.8, 2 * longest_wait)
+            time.sleep(min(left, random.uniform(0.05, longest_wait)))  # noqa: S311 (jitter)
         # The previous holder may have refreshed: its tokens are the ones to use.
         _, latest = agents.load(config.agent_id)
         if latest is None or latest.version != config.version or latest.tokens is None:
