@@ -169,8 +169,10 @@ def local_api(
             service_account=GMAIL_PUSH_PARAMETERS["GmailPushServiceAccount"],
         )
         RUNNING_API.append(api)
-        yield api
-        RUNNING_API.clear()
+        try:
+            yield api
+        finally:
+            RUNNING_API.clear()
     # The whole suite has run through this API: did any secret ever leave?
     canaries = {MAILBOX_PASSWORD} | MAILBOX_PASSWORDS | microsoft.secrets | google.secrets
     leaks = HYGIENE.leaks(canaries)
@@ -211,8 +213,7 @@ def secrets_kept_from(api: Any) -> Iterator[None]:
 
 @pytest.fixture(scope="module", autouse=True)
 def table_emptied_after_each_module() -> Iterator[None]:
-    """Modules share no records (each test makes its own organization), so each leaves the
-    table empty: see `empty_table`."""
+    """Modules share no records, so each leaves the table empty: see `empty_table`."""
     yield
     for api in RUNNING_API:
         empty_table(api.table_name)
