@@ -166,3 +166,11 @@ def test_email_discovery_loads_its_adapter_at_first_use_and_no_provider() -> Non
     assert loaded(after, DISCOVERY_MODULES) >= set(DISCOVERY_MODULES)
     providers = [m for kind in (PROVIDER_MODULES, MAIL_MODULES) for ms in kind.values() for m in ms]
     assert loaded(after, tuple(providers)) == set()
+
+
+def test_the_benchmark_prints_a_ratio_at_its_budget_only_when_it_holds() -> None:
+    from mailbridge_bench.report import _rounded_up
+
+    assert _rounded_up(1.15) == "1.150"
+    assert _rounded_up(1.1504) == "1.151"
+    assert _rounded_up(0.7139) == "0.714"
