@@ -10,6 +10,7 @@ from ..agents.models import Agent
 from ..connections.records import Status, StoredConfig, TokenRef
 from ..core.errors import StaleWrite
 from ..core.settings import settings
+from .agent_keys import CONNECTED_PROVIDER, agent_partition, delivered_partition
 from .aws import (
     conditional_write,
     dynamodb,
@@ -28,20 +29,8 @@ if TYPE_CHECKING:
 _AGENT_SK = "AGENT"
 _CONFIG_SK = "EMAIL_CONFIG"
 _LOCK_SK = "TOKEN_REFRESH_LOCK"
-# The index of connected configs by provider (its partition key).
-CONNECTED_PROVIDER = "connected_provider"
-CONNECTED_INDEX = "ConnectedByProvider"
 _BATCH = 25  # BatchWriteItem's most
 _BATCH_ATTEMPTS = 5
-
-
-def agent_partition(agent_id: str) -> str:
-    return f"AGENT#{agent_id}"
-
-
-def delivered_partition(agent_id: str) -> str:
-    """Where the new-mail feed notes each message it announced (`storage.newmail`)."""
-    return f"DELIVERED#{agent_id}"
 
 
 def _connected_provider(config: StoredConfig) -> str | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.errors import StaleWrite
 from ..core.settings import settings
 from ..newmail.models import EVENT_DETAIL_TYPE, EVENT_SOURCE, Feed, SyncRequest
-from .agents import CONNECTED_INDEX, CONNECTED_PROVIDER, agent_partition, delivered_partition
+from .agent_keys import CONNECTED_INDEX, CONNECTED_PROVIDER, agent_partition, delivered_partition
 from .aws import (
     conditional_write,
     dynamodb,
