@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -508,11 +509,12 @@ def test_concurrent_refreshes_spend_the_refresh_token_once(microsoft_agent: OAut
 def test_a_refresh_held_elsewhere_ends_in_retry_later_within_the_invocations_time(
     microsoft_agent: OAuthAgent,
 ) -> None:
-    """Another invocation holds the refresh lock (and, say, died holding it): a waiter gives
-    up when its invocation's time does, asking to retry, and spends no refresh token."""
+    """Another invocation holds the refresh lock (and, say, died holding it): a waiter backs
+    off, gives up when its invocation's time does (never sleeping past it), asks to retry,
+    and spends no refresh token."""
     from mailbridge.core.deadline import Deadline
     from mailbridge.core.errors import ErrorCode, Unavailable
-    from mailbridge.oauth.tokens import fresh_access_token
+    from mailbridge.oauth import tokens
     from mailbridge.storage.agents import DynamoAgentStore
     from mailbridge.storage.orgs import DynamoOrgStore
     from mailbridge.storage.secrets import SecretsManagerStore
@@ -524,13 +526,27 @@ def test_a_refresh_held_elsewhere_ends_in_retry_later_within_the_invocations_tim
     assert agent is not None and config is not None
     before = microsoft_agent.fake.refresh_count
     assert agents.try_lock(config.agent_id, "another-invocation", 60)
+    waits: list[float] = []
+    sleep, waiter = time.sleep, threading.current_thread()
 
-    started = time.monotonic()
-    with pytest.raises(Unavailable) as busy, Deadline(1.5):
-        fresh_access_token(agents, SecretsManagerStore(), DynamoOrgStore(), agent, config)
+    def noted(seconds: float) -> None:
+        if threading.current_thread() is waiter:
+            waits.append(seconds)
+        sleep(seconds)
+
+    with pytest.MonkeyPatch.context() as patch:
+        # The longest waits the jitter allows, each one noted (this thread's only).
+        patch.setattr(tokens.random, "uniform", lambda low, high: high)
+        patch.setattr(tokens.time, "sleep", noted)
+        with pytest.raises(Unavailable) as busy, Deadline(1.5):
+            tokens.fresh_access_token(
+                agents, SecretsManagerStore(), DynamoOrgStore(), agent, config
+            )
     assert busy.value.code is ErrorCode.TOKEN_REFRESH_BUSY
     assert busy.value.retry_after == 2
-    assert 1.4 < time.monotonic() - started < 2.5
+    # Backing off, not hammering the lock; and never sleeping past the invocation's time.
+    assert waits[:2] == [0.2, 0.4] and all(0 < wait <= 0.8 for wait in waits)
+    assert 1.0 < sum(waits) <= 1.5
     assert microsoft_agent.fake.refresh_count == before
     # The waiter left the other holder's lock alone.
     assert not agents.try_lock(config.agent_id, "a-third-invocation", 60)
