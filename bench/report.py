@@ -43,10 +43,20 @@ def verdict(holds: bool) -> str:
     return "pass" if holds else "FAIL"
 
 
+def _thousandths(ratio: float) -> int:
+    """A ratio in thousandths, rounded up (float noise aside): what is printed and judged."""
+    return math.ceil(round(ratio * 1000, 6))
+
+
 def _rounded_up(ratio: float) -> str:
-    """Three decimals, rounded up: a ratio printed at its budget holds it (1.1004 against
-    1.10 prints 1.101, and fails)."""
-    return f"{math.ceil(round(ratio * 1000, 6)) / 1000:.3f}"
+    """Three decimals, rounded up: 1.1004 prints 1.101."""
+    return f"{_thousandths(ratio) / 1000:.3f}"
+
+
+def within(ratio: float, budget: float) -> bool:
+    """Judged on the printed value: a ratio printed at its budget holds it, one printed above
+    fails it."""
+    return _thousandths(ratio) <= round(budget * 1000)
 
 
 def import_rows(results: list[ImportResult], runs: int, runtime: str) -> list[Row]:
@@ -72,7 +82,7 @@ def import_rows(results: list[ImportResult], runs: int, runtime: str) -> list[Ro
                 value=f"{_ms(result.seconds)} ms, {result.peak_rss / MB:.1f} MB RSS",
                 compared=f"{_rounded_up(ratio)}x the floor",
                 budget=f"≤ {budget}x" if budget else "",
-                verdict=verdict(ratio <= budget) if budget else "",
+                verdict=verdict(within(ratio, budget)) if budget else "",
                 note="; ".join(notes),
             )
         )
@@ -125,7 +135,7 @@ def first_request_rows(results: list[ImportResult], runs: int) -> list[Row]:
                 value=f"{_ms(seconds)} ms",
                 compared=f"{_rounded_up(ratio)}x the floor's",
                 budget="" if is_floor else f"≤ {FIRST_REQUEST_BUDGET}x",
-                verdict="" if is_floor else verdict(ratio <= FIRST_REQUEST_BUDGET),
+                verdict="" if is_floor else verdict(within(ratio, FIRST_REQUEST_BUDGET)),
                 note=f"{event['routeKey']}: {result.status}"
                 + ("" if (result.status or 0) < 400 else f" ({REFUSED})"),
             )
