@@ -46,6 +46,9 @@ GET_CONFIG_BUDGET = 1.10
 FIRST_REQUEST_BUDGET = 1.2
 # The layer's bytecode: the handlers' imports with it, at most this part of without it.
 BYTECODE_BUDGET = 0.80
+# CPython's frame stack chunk (16 KB) in 8-byte slots: the rounds start the probes at depths
+# spread across one (lambda_probe.at_stack_offset says why).
+FRAME_CHUNK_SLOTS = 16 * 1024 // 8
 GET_CONFIG_ROUTE = "GET /bridge/agents/{agentId}/email-config"
 CONNECTION_TEST_ROUTE = "POST /bridge/agents/{agentId}/email-config/test"
 
@@ -75,8 +78,12 @@ class ImportTarget:
     budget: float | None = None  # the most its import may cost, in multiples of the floor
     event: dict[str, Any] | None = None  # its first request: a sample of events/
 
-    def spec(self, deployment: Deployment, layer: Path) -> dict[str, Any]:
-        """The probe's spec: Lambda's sys.path order, then what to import or invoke."""
+    def spec(self, deployment: Deployment, layer: Path, stack_offset: int = 0) -> dict[str, Any]:
+        """The probe's spec: Lambda's sys.path order, then what to import or invoke, from
+        `stack_offset` slots deeper in the frame stack."""
+        return {"stack_offset": stack_offset, **self._what(deployment, layer)}
+
+    def _what(self, deployment: Deployment, layer: Path) -> dict[str, Any]:
         if self.module == WHOLE_LAYER:
             return {
                 "paths": [str(layer), str(deployment.runtime_packages)],
@@ -108,7 +115,9 @@ class ImportResult:
     of the rounds. An import and a first request are fixed work; on a shared machine other
     processes only ever add to them, and in bursts that can take most of a row's rounds
     (the floor's median 38% apart between two runs), so the fastest is the steady
-    estimate, as timeit's documentation argues. Peak RSS: the median."""
+    estimate, as timeit's documentation argues. The rounds start at different depths of the
+    frame stack (`stack_offset`), so it is also one that no frame chunk's edge slowed.
+    Peak RSS: the median."""
 
     target: ImportTarget
     samples: list[ProbeResult] = field(default_factory=list)
@@ -268,13 +277,25 @@ def task_sources(targets: Iterable[ImportTarget]) -> dict[str, Path]:
     return {t.handler.function: t.handler.code_uri for t in targets if t.handler is not None}
 
 
+def stack_offset(round_number: int, runs: int) -> int:
+    """Where round `round_number` (1 to `runs`) starts its probes in the frame stack: each
+    round at another depth, the rounds spread evenly across one chunk. The discarded warm-up
+    round (0) starts at the top."""
+    return (round_number - 1) * FRAME_CHUNK_SLOTS // runs if round_number else 0
+
+
 def probe(
-    target: ImportTarget, deployment: Deployment, layer: Path, aws: dict[str, str]
+    target: ImportTarget,
+    deployment: Deployment,
+    layer: Path,
+    aws: dict[str, str],
+    offset: int = 0,
 ) -> ProbeResult:
     """Runs `target` in a fresh interpreter of the deployment's runtime, with bytecode
-    writing off (Lambda's /opt and /var/task are read-only), `aws` pointing its clients."""
+    writing off (Lambda's /opt and /var/task are read-only), `aws` pointing its clients,
+    `offset` slots deep in the frame stack."""
     with tempfile.NamedTemporaryFile("w", suffix=".json") as spec:
-        json.dump(target.spec(deployment, layer), spec)
+        json.dump(target.spec(deployment, layer, offset), spec)
         spec.flush()
         completed = subprocess.run(  # noqa: S603 - the runtime's interpreter, our probe
             [deployment.python, "-s", "-B", str(PROBE), spec.name],
@@ -313,18 +334,20 @@ def measure_imports(
 ) -> list[list[ImportResult]]:
     """Every round's samples, by group (ImportResult takes the fastest). Each round runs
     every target of every group once (and once more without the bytecode where asked), so a
-    slow moment of the machine touches all rows alike; a first, discarded round warms the
-    file system cache as a deployed function's is."""
+    slow moment of the machine touches all rows alike, and all from the same depth in the
+    frame stack, another one each round; a first, discarded round warms the file system
+    cache as a deployed function's is."""
     results = [[ImportResult(target) for target in group.targets] for group in groups]
     for round_number in range(runs + 1):
+        offset = stack_offset(round_number, runs)
         for group, group_results in zip(groups, results, strict=True):
             deployment = group.deployment
             for result in group_results:
-                sample = probe(result.target, deployment, deployment.layer, aws)
+                sample = probe(result.target, deployment, deployment.layer, aws, offset)
                 other = None
                 if group.without_bytecode and result.target.handler is not None:
                     layer = deployment.layer_without_bytecode
-                    other = probe(result.target, deployment, layer, aws)
+                    other = probe(result.target, deployment, layer, aws, offset)
                 if round_number:
                     result.samples.append(sample)
                     if other is not None:

@@ -5,7 +5,8 @@ from the benchmark's package: nothing but what is measured is imported.
 The spec (JSON) names the directories in Lambda's order (the task root, the layer's
 /opt/python, the runtime's packages), then either a module to import (`module`), a handler
 to load and, with `event`, invoke once (`handler`: "app.handler"), or a package whose
-every module to import (`every_module_of`).
+every module to import (`every_module_of`); and how deep in the interpreter's frame stack to
+start (`stack_offset`, in 8-byte slots).
 
 Prints one JSON line: the import's seconds, the first request's (import included), the
 status it answered, and the process's peak RSS.
@@ -19,6 +20,7 @@ import pkgutil
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,27 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def at_stack_offset(slots: int, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Calls `call` from a frame of `slots` extra local slots (8 bytes each), so that all it
+    runs sits that much deeper in the interpreter's frame stack.
+
+    CPython keeps Python frames in 16 KB chunks and frees a chunk as soon as its first frame
+    returns: code that keeps calling across a chunk's end maps and unmaps a chunk on every
+    call, and is never specialized (python/cpython#142183). Which code that is depends only
+    on how deep the import starts, so a run at one depth can pay 10 to 20 ms that another
+    does not, floor included. Lambda's runtime starts at its own depth, which no probe
+    reproduces: the rounds start at depths spread across a chunk instead.
+    """
+    if not slots:
+        return call()
+    local_names = " = ".join(f"_{index}" for index in range(slots))
+    namespace: dict[str, Any] = {}
+    # A generated function: the only way to size a frame in plain Python.
+    exec(f"def padded(call):\n    {local_names} = None\n    return call()", namespace)  # noqa: S102
+    result: dict[str, Any] = namespace["padded"](call)
+    return result
+
+
 def _peak_rss() -> int:
     """This process's peak resident set, in bytes. Not getrusage's ru_maxrss: Linux carries
     the parent's peak into it across fork and exec, so it would measure the benchmark."""
@@ -76,6 +99,7 @@ def _peak_rss() -> int:
 
 
 if __name__ == "__main__":
-    outcome = main(json.loads(Path(sys.argv[1]).read_text()))
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    outcome = at_stack_offset(spec.get("stack_offset", 0), lambda: main(spec))
     # The handlers log to stdout, as on Lambda: the result is the last line.
     print(json.dumps(outcome), flush=True)

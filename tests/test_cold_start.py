@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,43 @@ def test_the_benchmark_prints_a_ratio_at_its_budget_only_when_it_holds() -> None
         (0.7139, "0.714", True),
     ]:
         assert (_rounded_up(ratio), within(ratio, 1.15)) == (printed, holds)
+
+
+def test_the_benchmarks_rounds_start_at_depths_spread_across_a_frame_chunk() -> None:
+    from mailbridge_bench.imports import FRAME_CHUNK_SLOTS, stack_offset
+
+    offsets = [stack_offset(round_number, 9) for round_number in range(1, 10)]
+    assert offsets[0] == 0 and stack_offset(0, 9) == 0  # the first and the warm-up
+    steps = {later - earlier for earlier, later in pairwise(offsets)}
+    assert steps <= {FRAME_CHUNK_SLOTS // 9, FRAME_CHUNK_SLOTS // 9 + 1}
+    assert offsets[-1] + min(steps) <= FRAME_CHUNK_SLOTS
+
+
+@pytest.mark.parametrize("offset", [0, 700])
+def test_the_benchmarks_probe_imports_from_as_deep_as_its_round_asks(
+    offset: int, tmp_path: Path
+) -> None:
+    from mailbridge_bench.imports import PROBE
+
+    # The module imported reports the most local slots of a frame that runs it.
+    (tmp_path / "witness.py").write_text(
+        "import sys\n"
+        "frame, most = sys._getframe(), 0\n"
+        "while frame:\n"
+        "    most, frame = max(most, frame.f_code.co_nlocals), frame.f_back\n"
+        "print('deepest frame:', most)\n"
+    )
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps({"paths": [str(tmp_path)], "module": "witness", "stack_offset": offset})
+    )
+    completed = subprocess.run(
+        [sys.executable, "-s", "-B", str(PROBE), str(spec)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    most = int(completed.stdout.split("deepest frame:")[1].split()[0])
+    assert most == offset + 1 if offset else most < 50  # the slots, and `call`
+    assert "import_seconds" in json.loads(completed.stdout.splitlines()[-1])
