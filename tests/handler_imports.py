@@ -2,13 +2,15 @@
 loads the function's handler as Lambda does, then, given a provider, does what the
 connection test (`check`) or the mail routes (`mail`) do for a connection of that provider
 (or, given `discovery`, loads what email discovery's first lookup loads).
-Prints, as JSON, the modules loaded after each step and the checks the IMAP step ran.
+Prints, as JSON, the modules loaded after each step, the checks the IMAP step ran, and how
+many objects the import left frozen (`core.lifecycle.end_of_init`).
 
     python tests/handler_imports.py FUNCTION CODE_URI HANDLER [PROVIDER [check|mail]]
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 import sys
@@ -88,7 +90,7 @@ def main(
     function: str, code_uri: str, handler: str, provider: str | None = None, step: str = "check"
 ) -> None:
     load_function_module(function, Path(code_uri), handler)
-    steps = {"at_import": sorted(sys.modules)}
+    steps: dict[str, object] = {"at_import": sorted(sys.modules), "frozen": gc.get_freeze_count()}
     if provider:
         checks = use_provider(provider, step)
         steps |= {"after_provider": sorted(sys.modules), "checks": checks}

@@ -7,11 +7,13 @@ it, from template.yaml.
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mailbridge_bench.imports import (
@@ -97,7 +99,7 @@ def loaded(modules: list[str], names: tuple[str, ...]) -> set[str]:
 
 def load_in_fresh_interpreter(
     function: str, provider: str | None = None, step: str = "check"
-) -> dict[str, list[str]]:
+) -> dict[str, Any]:
     # The IMAP step connects to a closed loopback port: allowed as the sandbox allows it.
     environment = lambda_environment(TEMPLATE, function, Sandbox.parameters())
     completed = subprocess.run(
@@ -114,7 +116,7 @@ def load_in_fresh_interpreter(
         timeout=60,
     )
     assert completed.returncode == 0, completed.stderr
-    steps: dict[str, list[str]] = json.loads(completed.stdout.splitlines()[-1])
+    steps: dict[str, Any] = json.loads(completed.stdout.splitlines()[-1])
     return steps
 
 
@@ -123,6 +125,23 @@ def test_no_handler_loads_an_adapter_or_a_provider_library_to_start(function: st
     modules = load_in_fresh_interpreter(function)["at_import"]
     assert "mailbridge" in modules, "the handler did not load the layer: nothing was checked"
     assert loaded(modules, NEVER_AT_IMPORT) == set()
+
+
+@pytest.mark.parametrize("function", sorted(HANDLERS))
+def test_every_function_ends_its_init_with_what_it_loaded_frozen(function: str) -> None:
+    # Its modules, classes and models: tens of thousands of objects the collector skips.
+    assert load_in_fresh_interpreter(function)["frozen"] > 20_000
+
+
+def test_a_process_that_is_no_lambda_instance_never_freezes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mailbridge.core.lifecycle import end_of_init
+
+    # The local run: every function loaded into one process, this one.
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    end_of_init()
+    assert gc.get_freeze_count() == 0
 
 
 @pytest.mark.parametrize("route", sorted(NOT_AT_IMPORT))

@@ -8,6 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from mailbridge.core.lifecycle import end_of_init
 from mailbridge.core.observability import logger, metrics
 from mailbridge.core.settings import settings
 from mailbridge.newmail.models import Round
@@ -29,3 +30,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     metrics.add_metric(name="MailboxesQueued", unit=MetricUnit.Count, value=queued)
     logger.info("mailboxes queued", extra={"provider": round_.provider, "queued": queued})
     return {"queued": queued}
+
+
+end_of_init()
