@@ -77,7 +77,14 @@ NOT_AT_IMPORT = {
         "mailbridge.newmail",
         TOKEN_PATH,
     ),
-    LIST_MESSAGES_ROUTE: ("mailbridge.mail.sending", "mailbridge.mail.compose", TOKEN_PATH),
+    # New mail's models are the mailbox port's annotations only.
+    LIST_MESSAGES_ROUTE: (
+        "mailbridge.mail.sending",
+        "mailbridge.mail.compose",
+        "mailbridge.newmail",
+        TOKEN_PATH,
+    ),
+    SEND_ROUTE: ("mailbridge.newmail", TOKEN_PATH),
     CONNECTION_TEST_ROUTE: (TOKEN_PATH,),
     "DELETE /bridge/agents/{agentId}": (TOKEN_PATH, "mailbridge.connections.service"),
     # The pushes find feeds by mailbox and queue looks: no agent record is read.

@@ -12,12 +12,14 @@ from datetime import datetime
 from email import policy
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from ..connections.records import Connection
 from ..core.adapters import load_adapter
-from ..newmail.models import Subscription
 from .models import Folder, MessagePage, MessageSummary
+
+if TYPE_CHECKING:  # new mail's models: not loaded by the mail routes
+    from ..connections.records import Connection
+    from ..newmail.models import Subscription
 
 _ADAPTERS = {"imap": "imap_mailbox", "google": "gmail", "microsoft": "graph"}
 
