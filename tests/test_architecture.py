@@ -26,6 +26,7 @@ FEATURE_MODELS = (
     *(f"mailbridge.{feature}.models" for feature in DOMAIN),
     "mailbridge.connections.records",  # what is stored of a connection
     "mailbridge.orgs.records",  # what is stored of shared apps and client organizations
+    "mailbridge.orgs.admin_models",  # what the organization's own routes take and give
     "mailbridge.newmail.events",  # the event sent for each new message
 )
 # Where the domain declares what it needs of the adapters.

@@ -75,6 +75,7 @@ NOT_AT_IMPORT = {
         "mailbridge.storage.secrets",
         "mailbridge.storage.newmail",
         "mailbridge.newmail",
+        "mailbridge.orgs.admin_models",  # the organization's own routes
         TOKEN_PATH,
     ),
     # New mail's models are the mailbox port's annotations only.

@@ -12,8 +12,8 @@ from mailbridge.core.types import ID_PATTERN, OAuthProvider
 from mailbridge.http.app import create_app, lambda_handler
 from mailbridge.http.caller import current_caller
 from mailbridge.http.contract import JWT, errors, success
+from mailbridge.orgs.admin_models import EmailPolicyRequest, SharedAppRequest, SharedAppView
 from mailbridge.orgs.client_orgs import delete_email_policy, get_email_policy, save_email_policy
-from mailbridge.orgs.models import EmailPolicyRequest, SharedAppRequest, SharedAppView
 from mailbridge.orgs.records import AppOwner, ClientOrg
 from mailbridge.orgs.shared_apps import delete_shared_app, get_shared_app, save_shared_app
 from mailbridge.storage.orgs import DynamoOrgStore

@@ -13,7 +13,7 @@ from ..audit.models import Actor, AuditAction
 from ..audit.service import app_entry, policy_entry
 from ..core.errors import WRITE_ATTEMPTS, ErrorCode, MailbridgeError, StaleWrite, kept_changing
 from ..core.types import OAUTH_PROVIDERS
-from .models import EmailPolicyRequest
+from .admin_models import EmailPolicyRequest
 from .records import ClientOrg
 
 if TYPE_CHECKING:

@@ -21,8 +21,9 @@ from ..core.errors import (
 )
 from ..core.settings import settings
 from ..core.types import PROVIDER_NAMES, OAuthProvider, SecretState
+from .admin_models import SharedAppRequest, SharedAppView
 from .inherited_apps import rotate_hint, secret_expiry
-from .models import AppWarning, SharedAppRequest, SharedAppView
+from .models import AppWarning
 from .records import AppOwner, SharedApp
 
 if TYPE_CHECKING:
