@@ -4,7 +4,7 @@ Metrics; its one route answers from one DynamoDB GetItem.
 
 Deployed by the benchmark as a function of its own (handler `app.handler`): its import is
 the floor's cold start, and a request to its route the floor's first request. It ends its
-init as our functions do (`mailbridge.core.lifecycle.end_of_init`), so that the floor is
+init as our functions do (`mailbridge.core.lifecycle.freeze_init`), so that the floor is
 the stack's cost, not one without a tuning that any handler could have.
 """
 

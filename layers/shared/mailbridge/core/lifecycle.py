@@ -4,16 +4,16 @@ import gc
 import os
 
 
-def end_of_init() -> None:
-    """Takes everything allocated so far (modules, classes, models, settings) out of the
-    cyclic garbage collector's sight, as `gc.freeze` does for a process about to fork.
+def freeze_init() -> None:
+    """Freezes everything allocated so far (modules, classes, models, settings): `gc.freeze`
+    moves it out of the cyclic garbage collector's sight, as for a process about to fork.
 
-    A full collection scans every object it tracks: about 55,000 after a handler's import,
-    some 20 ms, and the first one falls due within an instance's first requests. After
-    this, full collections scan only what requests allocated since: the GET config
-    function's first request went from about 281 to 263 ms in make bench's probe, and each
-    later full collection is as much cheaper. Called once, by the handler module's last
-    statement: an object frozen is never collected, so a request's garbage must not be.
+    A full collection scans every object the collector tracks, some 55,000 after a handler's
+    import, and the first one falls due within an instance's first requests. After this,
+    full collections scan only what requests allocated since (docs/benchmarks.md, "Where a
+    cold start's time goes"). Called once, by the handler module's last statement: a frozen
+    object is never collected, so a request's garbage must not be; the import's own cyclic
+    garbage not yet collected stays for the instance's life (a few objects).
 
     Only in a process that is one function's instance (Lambda sets its name): the local run
     loads every function into one process, and would freeze one's requests' garbage at

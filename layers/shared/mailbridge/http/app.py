@@ -21,7 +21,7 @@ from aws_lambda_powertools.shared.json_encoder import Encoder
 
 from ..core.deadline import Deadline
 from ..core.errors import ErrorCode, MailbridgeError
-from ..core.lifecycle import end_of_init
+from ..core.lifecycle import freeze_init
 from ..core.observability import log_unexpected, logger, metrics
 from ..core.settings import settings
 from .caller import caller_of
@@ -131,7 +131,8 @@ def lambda_handler(
     """The Lambda entry point for `app`, with logging, metrics, the caller's token checked
     first, the body checks (bodies up to `max_body_bytes`, by default the deployment's
     MAX_BODY_BYTES) and the invocation's deadline. Made by the handler module's last
-    statement, so it also ends the instance's init (`end_of_init`)."""
+    statement (tests/test_cold_start.py checks), it also freezes what the instance's init
+    allocated (`core.lifecycle.freeze_init`)."""
     limit = max_body_bytes or settings().max_body_bytes
 
     # clear_state: keys appended for one request never leak into the next one's logs.
@@ -159,5 +160,5 @@ def lambda_handler(
         response.setdefault("headers", {})["Cache-Control"] = "no-store"
         return response
 
-    end_of_init()
+    freeze_init()
     return handler

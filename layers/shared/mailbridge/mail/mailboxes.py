@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from ..core.adapters import load_adapter
 from .models import Folder, MessagePage, MessageSummary
 
-if TYPE_CHECKING:  # new mail's models: not loaded by the mail routes
+if TYPE_CHECKING:  # annotations only: new mail's models stay out of the mail routes
     from ..connections.records import Connection
     from ..newmail.models import Subscription
 
