@@ -82,10 +82,12 @@ def main() -> None:
     spec = LayerSpec.from_template(template, TEMPLATE_PATH.parent)
     build_root = TEMPLATE_PATH.parent / "build"
     _progress("cold starts: the layer and the functions built and laid out as on Lambda")
-    cold, by_runtime, missing = _measure_cold_starts(template, spec, build_root, options.runs)
+    cold, by_runtime, missing, versions = _measure_cold_starts(
+        template, spec, build_root, options.runs
+    )
     rows = import_rows(cold, options.runs, spec.runtime)
     rows += first_request_rows(cold, options.runs)
-    rows += runtime_rows(by_runtime, spec.runtime, missing)
+    rows += runtime_rows(by_runtime, spec.runtime, missing, versions)
 
     # Built with the cold starts' deployments, for Lambda's architecture.
     layer = measure_layer(_lambda_layer(build_root, spec.runtime, spec.machine) / "python", spec)
@@ -121,10 +123,11 @@ def main() -> None:
 
 def _measure_cold_starts(
     template: dict[str, object], spec: LayerSpec, build_root: Path, runs: int
-) -> tuple[list[ImportResult], dict[str, list[ImportResult]], list[str]]:
+) -> tuple[list[ImportResult], dict[str, list[ImportResult]], list[str], dict[str, str]]:
     """Every row on the template's runtime, with and without the layer's bytecode; the floor
     and the GET config function on every other runtime found here (and those not found),
-    in the same rounds. The first requests reach moto's server, seeded as `make invoke`'s."""
+    in the same rounds, with each interpreter's patch release. The first requests reach
+    moto's server, seeded as `make invoke`'s."""
     with LocalApi(seed=seed_demo_agent) as api:
         parameters = {table_logical_id(template): api.table_name}
         aws = {"AWS_ENDPOINT_URL": api.aws_endpoint_url, **AWS_CREDENTIALS}
@@ -164,7 +167,8 @@ def _measure_cold_starts(
         (group.deployment.runtime, measured)
         for group, measured in zip(groups[1:], results[1:], strict=True)
     )
-    return results[0], by_runtime, missing
+    versions = {runtime: deployment.version for runtime, deployment in deployments.items()}
+    return results[0], by_runtime, missing, versions
 
 
 def _lambda_layer(build_root: Path, runtime: str, machine: str) -> Path:

@@ -31,6 +31,7 @@ class Deployment:
 
     runtime: str  # "python3.12"
     python: str  # that runtime's interpreter here
+    version: str  # its patch release, "3.12.1": Lambda runs a later one of the same runtime
     layer: Path  # /opt/python, with the layer's bytecode
     layer_without_bytecode: Path  # the same sources, as sam build's python builder left them
     runtime_packages: Path  # /var/runtime
@@ -85,4 +86,10 @@ def build_deployment(
         shutil.copytree(
             code_uri, task_roots[function], ignore=shutil.ignore_patterns("__pycache__")
         )
-    return Deployment(runtime, python, layer, without, runtime_packages, task_roots)
+    version = subprocess.run(  # noqa: S603 - the runtime's interpreter, fixed arguments
+        [python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return Deployment(runtime, python, version, layer, without, runtime_packages, task_roots)

@@ -78,12 +78,12 @@ class ImportTarget:
     budget: float | None = None  # the most its import may cost, in multiples of the floor
     event: dict[str, Any] | None = None  # its first request: a sample of events/
 
-    def spec(self, deployment: Deployment, layer: Path, stack_offset: int = 0) -> dict[str, Any]:
+    def spec(self, deployment: Deployment, layer: Path, stack_offset: int) -> dict[str, Any]:
         """The probe's spec: Lambda's sys.path order, then what to import or invoke, from
         `stack_offset` slots deeper in the frame stack."""
-        return {"stack_offset": stack_offset, **self._what(deployment, layer)}
+        return {"stack_offset": stack_offset, **self._import_spec(deployment, layer)}
 
-    def _what(self, deployment: Deployment, layer: Path) -> dict[str, Any]:
+    def _import_spec(self, deployment: Deployment, layer: Path) -> dict[str, Any]:
         if self.module == WHOLE_LAYER:
             return {
                 "paths": [str(layer), str(deployment.runtime_packages)],
@@ -289,7 +289,7 @@ def probe(
     deployment: Deployment,
     layer: Path,
     aws: dict[str, str],
-    offset: int = 0,
+    offset: int,
 ) -> ProbeResult:
     """Runs `target` in a fresh interpreter of the deployment's runtime, with bytecode
     writing off (Lambda's /opt and /var/task are read-only), `aws` pointing its clients,

@@ -144,9 +144,13 @@ def first_request_rows(results: list[ImportResult], runs: int) -> list[Row]:
 
 
 def runtime_rows(
-    by_runtime: dict[str, list[ImportResult]], chosen: str, missing: list[str]
+    by_runtime: dict[str, list[ImportResult]],
+    chosen: str,
+    missing: list[str],
+    versions: dict[str, str],
 ) -> list[Row]:
-    """The floor and the GET config function on each runtime, against the template's."""
+    """The floor and the GET config function on each runtime, against the template's, with
+    the patch release of the interpreter that ran them (`versions`, by runtime)."""
     rows = [Row("**Runtimes**: the same rows on each Python runtime Lambda offers")]
     reference = {result.target.label: result for result in by_runtime[chosen]}
     for runtime, results in by_runtime.items():
@@ -161,7 +165,8 @@ def runtime_rows(
                     value=f"{_ms(result.seconds)} ms import, {_ms(first)} ms first request",
                     compared=f"{result.seconds / base.seconds:.2f}x, "
                     f"{first / base_first:.2f}x {chosen}'s",
-                    note="the template's runtime" if runtime == chosen else "",
+                    note=("the template's runtime; " if runtime == chosen else "")
+                    + f"Python {versions[runtime]}",
                 )
             )
     for runtime in missing:
