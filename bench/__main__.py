@@ -131,7 +131,7 @@ def _measure_cold_starts(
     with LocalApi(seed=seed_demo_agent) as api:
         parameters = {table_logical_id(template): api.table_name}
         aws = {"AWS_ENDPOINT_URL": api.aws_endpoint_url, **AWS_CREDENTIALS}
-        targets = import_targets(template, parameters)
+        targets = import_targets(template, parameters, api.function_of)
         compared = [
             target
             for target in targets

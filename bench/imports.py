@@ -13,7 +13,7 @@ import json
 import statistics
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ class ImportTarget:
     handler: Handler | None = None
     budget: float | None = None  # the most its import may cost, in multiples of the floor
     event: dict[str, Any] | None = None  # its first request: a sample of events/
+    event_source: str = ""  # what sends it: the route ("GET /..."), or the sample's file
 
     def spec(self, deployment: Deployment, layer: Path, stack_offset: int) -> dict[str, Any]:
         """The probe's spec: Lambda's sys.path order, then what to import or invoke, from
@@ -106,7 +107,8 @@ class ProbeResult:
     import_seconds: float
     peak_rss: int  # bytes
     request_seconds: float | None = None  # the import and the first request
-    status: int | None = None
+    status: int | None = None  # an HTTP function's
+    answer: dict[str, Any] | None = None  # what another function returned
 
 
 @dataclass
@@ -139,6 +141,10 @@ class ImportResult:
     @property
     def status(self) -> int | None:
         return self.samples[-1].status
+
+    @property
+    def answer(self) -> dict[str, Any] | None:
+        return self.samples[-1].answer
 
     @property
     def seconds_without_bytecode(self) -> float | None:
@@ -209,14 +215,29 @@ def sample_events() -> dict[str, Path]:
     return samples
 
 
+def invocation_samples(function_of: Callable[[dict[str, Any]], str]) -> dict[str, Path]:
+    """The sample events of events/ that are no route's (the Scheduler's, SQS's), by the
+    function `function_of` finds each is for."""
+    samples: dict[str, Path] = {}
+    for path in sorted(EVENTS.glob("*.json")):
+        event = json.loads(path.read_text())
+        if "routeKey" not in event:
+            samples.setdefault(function_of(event), path)
+    return samples
+
+
 def handler_targets(
-    template: dict[str, Any], parameters: dict[str, str] | None = None
+    template: dict[str, Any],
+    parameters: dict[str, str] | None = None,
+    function_of: Callable[[dict[str, Any]], str] | None = None,
 ) -> list[ImportTarget]:
-    """One per function of the template, in its order, with its budget and, for a function
-    that serves routes, its first request: its first GET route's sample event, else its
-    first route's. (New mail's functions, invoked by the Scheduler and SQS, have no route.)"""
+    """One per function of the template, in its order, with its budget and its first
+    request: for a function that serves routes, its first GET route's sample event, else
+    its first route's; for one invoked otherwise (new mail's, by the Scheduler and SQS), the
+    sample `function_of` finds is for it, when given."""
     get_config = function_serving(template, GET_CONFIG_ROUTE)
     samples = sample_events()
+    invocations = invocation_samples(function_of) if function_of else {}
     served: dict[str, list[str]] = {}
     for route in routes(template):
         served.setdefault(route.function, []).append(route.route_key)
@@ -227,13 +248,20 @@ def handler_targets(
         with_samples = [key for key in served.get(function, []) if key in samples]
         chosen = next((key for key in with_samples if key.startswith("GET ")), None)
         chosen = chosen or next(iter(with_samples), None)
+        sample, event_source = None, ""
+        if chosen:
+            sample, event_source = samples[chosen], chosen
+        elif function in invocations:
+            sample = invocations[function]
+            event_source = str(sample.relative_to(TEMPLATE_PATH.parent))
         targets.append(
             ImportTarget(
                 label=f"{function} ({source.relative_to(TEMPLATE_PATH.parent)})",
                 environment=lambda_environment(template, function, parameters),
                 handler=Handler(function, code.code_uri, code.handler),
                 budget=GET_CONFIG_BUDGET if function == get_config else HANDLER_BUDGET,
-                event=json.loads(samples[chosen].read_text()) if chosen else None,
+                event=json.loads(sample.read_text()) if sample else None,
+                event_source=event_source,
             )
         )
     return targets
@@ -255,11 +283,14 @@ def floor_target(
         environment=lambda_environment(template, function, parameters),
         handler=Handler(FLOOR_FUNCTION, FLOOR_CODE, "app.handler"),
         event=sample,
+        event_source="GET /floor/{key}",
     )
 
 
 def import_targets(
-    template: dict[str, Any], parameters: dict[str, str] | None = None
+    template: dict[str, Any],
+    parameters: dict[str, str],
+    function_of: Callable[[dict[str, Any]], str],
 ) -> list[ImportTarget]:
     """The boto3 floor, the framework floor, every handler and the whole layer. The rows
     that are not a function's run with the floor's environment."""
@@ -267,7 +298,7 @@ def import_targets(
     return [
         ImportTarget(BOTO3_FLOOR, floor.environment, module="boto3"),
         floor,
-        *handler_targets(template, parameters),
+        *handler_targets(template, parameters, function_of),
         ImportTarget(WHOLE_LAYER, floor.environment, module=WHOLE_LAYER),
     ]
 
@@ -307,16 +338,21 @@ def probe(
     if completed.returncode != 0:
         raise RuntimeError(f"{target.label}: the probe failed\n{completed.stderr}")
     result = json.loads(completed.stdout.splitlines()[-1])
-    status = result.get("status")
-    if target.event is not None and not (isinstance(status, int) and status < 500):
+    status, answer = result.get("status"), result.get("answer")
+    if target.event is not None and not _handled(status, answer):
         # A handler that fails fast must not pass for a fast one.
-        raise RuntimeError(f"{target.label}: its first request answered {status}")
+        raise RuntimeError(f"{target.label}: its first request answered {status or answer}")
     return ProbeResult(
-        result["import_seconds"],
-        result["peak_rss"],
-        result.get("request_seconds"),
-        result.get("status"),
+        result["import_seconds"], result["peak_rss"], result.get("request_seconds"), status, answer
     )
+
+
+def _handled(status: Any, answer: Any) -> bool:
+    """An HTTP function's answer under 500, or another function's answer that reports no
+    failed SQS message (a batch's failures come back as `batchItemFailures`)."""
+    if isinstance(status, int):
+        return status < 500
+    return isinstance(answer, dict) and not answer.get("batchItemFailures")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ every module to import (`every_module_of`); and how deep in the interpreter's fr
 start (`stack_offset`, in 8-byte slots).
 
 Prints one JSON line: the import's seconds, the first request's (import included), the
-status it answered, and the process's peak RSS.
+status it answered (an HTTP function) or what it returned (another), and the process's peak
+RSS.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
             context = LambdaContext(spec["function"], spec["memory_mb"])
             answer = handler(spec["event"], context)
             result["request_seconds"] = time.perf_counter() - started
-            result["status"] = answer.get("statusCode") if isinstance(answer, dict) else None
+            if isinstance(answer, dict) and "statusCode" in answer:
+                result["status"] = answer["statusCode"]
+            else:  # a function the Scheduler or SQS invokes
+                result["answer"] = answer
     result.setdefault("import_seconds", time.perf_counter() - started)
     result["peak_rss"] = _peak_rss()
     return result

@@ -3,6 +3,7 @@ machine it ran on."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -112,6 +113,15 @@ REFUSED = (
 )
 
 
+def _first_request_note(result: ImportResult) -> str:
+    """What sent the request, and what the function answered: an HTTP status, or what a
+    function the Scheduler or SQS invokes returned."""
+    source = result.target.event_source
+    if result.status is None:
+        return f"{source}: returned {json.dumps(result.answer)}"
+    return f"{source}: {result.status}" + ("" if result.status < 400 else f" ({REFUSED})")
+
+
 def first_request_rows(results: list[ImportResult], runs: int) -> list[Row]:
     floor = next(result for result in results if result.target.label == FRAMEWORK_FLOOR)
     floor_seconds = floor.first_request
@@ -136,8 +146,7 @@ def first_request_rows(results: list[ImportResult], runs: int) -> list[Row]:
                 compared=f"{_rounded_up(ratio)}x the floor's",
                 budget="" if is_floor else f"≤ {FIRST_REQUEST_BUDGET}x",
                 verdict="" if is_floor else verdict(within(ratio, FIRST_REQUEST_BUDGET)),
-                note=f"{event['routeKey']}: {result.status}"
-                + ("" if (result.status or 0) < 400 else f" ({REFUSED})"),
+                note=_first_request_note(result),
             )
         )
     return rows

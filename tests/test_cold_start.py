@@ -264,3 +264,23 @@ def test_the_benchmarks_probe_imports_from_as_deep_as_its_round_asks(
     most = int(completed.stdout.split("deepest frame:")[1].split()[0])
     assert most == offset + 1 if offset else most < 50  # the slots, and `call`
     assert "import_seconds" in json.loads(completed.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "handled"),
+    [
+        (200, None, True),
+        (409, None, True),
+        (503, None, False),
+        (None, {"queued": 0}, True),
+        (None, {"batchItemFailures": []}, True),
+        (None, {"batchItemFailures": [{"itemIdentifier": "m1"}]}, False),
+        (None, None, False),
+    ],
+)
+def test_the_benchmark_counts_a_first_request_only_if_it_was_handled(
+    status: int | None, answer: dict[str, Any] | None, handled: bool
+) -> None:
+    from mailbridge_bench.imports import _handled
+
+    assert _handled(status, answer) is handled
