@@ -118,7 +118,7 @@ class ImportResult:
     processes only ever add to them, and in bursts that can take most of a row's rounds
     (the floor's median 38% apart between two runs), so the fastest is the steady
     estimate, as timeit's documentation argues. The rounds start at different depths of the
-    frame stack (`stack_offset`), so it is also one that no frame chunk's edge slowed.
+    frame stack (`stack_offset`), so it is also the depth a frame chunk's edge slowed least.
     Peak RSS: the median."""
 
     target: ImportTarget

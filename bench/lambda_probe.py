@@ -76,13 +76,14 @@ def at_stack_offset(slots: int, call: Callable[[], dict[str, Any]]) -> dict[str,
     """Calls `call` from a frame of `slots` extra local slots (8 bytes each), so that all it
     runs sits that much deeper in the interpreter's frame stack.
 
-    CPython 3.12 keeps Python frames in 16 KB chunks and frees a chunk as soon as its first
-    frame returns: code that keeps calling across a chunk's end maps and unmaps a chunk on
-    every call, and is never specialized (python/cpython#142183). Which code that is depends
-    only on how deep the import starts, so a run at one depth can pay 10 to 20 ms that
-    another does not, floor included. Lambda's runtime client starts at a depth of its own,
-    which depends on its version and the interpreter's patch release and which the probe
-    does not reproduce: the rounds start at depths spread across a chunk instead.
+    CPython (before its March 2026 fix, and 3.12 still) keeps Python frames in 16 KB chunks
+    and frees a chunk as soon as its first frame returns: code that keeps calling across a
+    chunk's end maps and unmaps a chunk on every call, and is never specialized
+    (python/cpython#142183). Which code that is depends only on how deep the import starts,
+    so a run at one depth can pay 10 to 20 ms that another does not, floor included.
+    Lambda's runtime client starts at a depth of its own, which depends on its version and
+    the interpreter's patch release and which the probe does not reproduce: the rounds start
+    at depths spread across a chunk instead.
     """
     if not slots:
         return call()

@@ -144,7 +144,7 @@ def test_every_function_ends_its_init_with_what_it_loaded_frozen(function: str) 
 
 @pytest.mark.parametrize("function", sorted(HANDLERS))
 def test_every_function_freezes_its_init_with_its_last_statement(function: str) -> None:
-    # Earlier, it would leave out what the rest of the import allocates.
+    # A freeze before the last statement would leave out what the rest of the import allocates.
     handler = HANDLERS[function]
     source = handler.code_uri / f"{handler.name.rpartition('.')[0]}.py"
     last = ast.parse(source.read_text()).body[-1]
