@@ -79,10 +79,10 @@ class ImportTarget:
     event: dict[str, Any] | None = None  # its first request: a sample of events/
     event_source: str = ""  # what sends it: the route ("GET /..."), or the sample's file
 
-    def spec(self, deployment: Deployment, layer: Path, stack_offset: int) -> dict[str, Any]:
+    def spec(self, deployment: Deployment, layer: Path, offset: int) -> dict[str, Any]:
         """The probe's spec: Lambda's sys.path order, then what to import or invoke, from
-        `stack_offset` slots deeper in the frame stack."""
-        return {"stack_offset": stack_offset, **self._import_spec(deployment, layer)}
+        `offset` slots deeper in the frame stack (`stack_offset`)."""
+        return {"stack_offset": offset, **self._import_spec(deployment, layer)}
 
     def _import_spec(self, deployment: Deployment, layer: Path) -> dict[str, Any]:
         if self.module == WHOLE_LAYER:

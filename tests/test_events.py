@@ -149,9 +149,13 @@ def test_the_mail_and_agent_events_run_in_order(local_api: Any) -> None:
 
 def test_every_function_has_the_sample_its_first_request_benchmark_sends(local_api: Any) -> None:
     from mailbridge_bench.imports import handler_targets
-    from mailbridge_tools.template import load_template
+    from mailbridge_tools.template import function_ids, load_template
 
-    targets = handler_targets(load_template(), None, local_api.function_of)
-    assert {t.label.split()[0] for t in targets if t.event is None} == set()
-    sources = {t.label.split()[0]: t.event_source for t in targets}
+    template = load_template()
+    sources = {
+        target.handler.function: target.event_source
+        for target in handler_targets(template, None, local_api.function_of)
+        if target.handler and target.event is not None
+    }
+    assert set(sources) == set(function_ids(template))
     assert sources["NewMailWorkerFunction"] == "events/new_mail_look.json"
