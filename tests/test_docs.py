@@ -702,12 +702,13 @@ def routes_table_problems(page: Page) -> Iterator[str]:
 
 
 def settings_table_problems(page: Page) -> Iterator[str]:
-    """Its table of variables against the aliases of `Settings`' fields, both ways."""
+    """Its table of variables against `Settings`' fields (a variable is its field's name in
+    capitals), both ways."""
     from mailbridge.core.settings import Settings
 
     rows = re.findall(r"^\| (`[A-Z].*?) \|", page.text, re.M)
     listed = {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", row)}
-    fields = {field.alias for field in Settings.model_fields.values() if field.alias}
+    fields = {name.upper() for name in Settings._fields}
     for name in sorted(fields - listed):
         yield f"{page.name}'s settings table: no row for {name} (a field of Settings)"
     for name in sorted(listed - fields):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from mailbridge.core.settings import MAIL_PORTS, SettingsError, load_settings
+from mailbridge.core.settings import MAIL_PORTS, Settings, SettingsError, load_settings
 from mailbridge_bench.imports import handler_targets, lambda_environment
 from mailbridge_tools.template import load_template
 
@@ -50,6 +50,13 @@ def test_lists_and_ranges_are_read_as_the_template_documents_them() -> None:
         ("MAIL_ALLOW_PRIVATE_NETWORKS", "yes"),
         ("TESTS_PER_AGENT_PER_MINUTE", "-1"),
         ("MAX_BODY_BYTES", "64k"),
+        ("PROVIDER_TIMEOUT_SECONDS", "nan"),
+        ("PROVIDER_TIMEOUT_SECONDS", "901"),
+        ("AUDIT_RETENTION_DAYS", "0"),
+        ("DISCOVERY_HTTPS_PORT", "65536"),
+        ("DISCOVERY_DNS_SERVER", "dns.example"),
+        ("DISCOVERY_DNS_SERVER", "10.0.0.2:0"),
+        ("GMAIL_PUSH_TOPIC", "mail-topic"),
     ],
 )
 def test_a_wrong_value_names_its_variable(variable: str, value: str) -> None:
@@ -57,6 +64,33 @@ def test_a_wrong_value_names_its_variable(variable: str, value: str) -> None:
         load_settings({"TABLE_NAME": "table", variable: value})
     assert variable in str(refused.value)
     assert repr(value) in str(refused.value)
+
+
+def test_every_variable_is_read_into_its_field() -> None:
+    """Each field from the variable of its name in capitals, parsed by its reader."""
+    environment = {name.upper(): "" for name in Settings._fields} | {
+        "TABLE_NAME": "table",
+        "MAX_SEND_BYTES": "1024",
+        "MAIL_TIMEOUT_SECONDS": "2.5",
+        "MAIL_EXTRA_CA_FILE": "/opt/ca.pem",
+        "DISCOVERY_HTTPS_PORT": "8443",
+        "DISCOVERY_DNS_SERVER": "[::1]:5353",
+        "GMAIL_PUSH_TOPIC": "projects/p/topics/mail",
+        "GRAPH_BASE_URL": "http://127.0.0.1:8080/v1.0/",
+    }
+    settings = load_settings(environment)
+    assert settings.table_name == "table"
+    assert settings.max_send_bytes == 1024
+    assert settings.mail_timeout_seconds == 2.5
+    assert settings.mail_extra_ca_file == "/opt/ca.pem"
+    assert settings.discovery_https_port == 8443
+    assert settings.discovery_dns_address == ("::1", 5353)
+    assert settings.gmail_push_topic == "projects/p/topics/mail"
+    assert settings.graph_base_url == "http://127.0.0.1:8080/v1.0"
+    # Every variable left blank keeps its field's default.
+    for name in Settings._fields:
+        if environment[name.upper()] == "":
+            assert getattr(settings, name) == Settings._field_defaults[name], name
 
 
 def test_the_table_is_required() -> None:

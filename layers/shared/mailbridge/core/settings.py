@@ -3,17 +3,18 @@
 Every handler validates them as it loads (`mailbridge.http.app.create_app`), so a bad value
 stops the instance at start with a message naming the variable, rather than failing the
 first request that happens to read it.
+
+Plain Python rather than a pydantic model: every function loads them at each cold start, and
+a model of 36 fields cost 3 ms to define and validate there, a NamedTuple 0.5 ms
+(docs/benchmarks.md).
 """
 
 import ipaddress
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Annotated, Any
-
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
-
-from .types import Model
+from typing import Annotated, NamedTuple
 
 # Submission, IMAP and their TLS variants; SMTP relay (25) and the common alternative 2525.
 MAIL_PORTS = frozenset({25, 143, 465, 587, 993, 2525})
@@ -24,35 +25,70 @@ class SettingsError(ValueError):
     never in answer to a request."""
 
 
-def _comma_separated(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
+# Each field's reader turns its variable's text into the value, or raises a ValueError whose
+# text says what the variable must be.
 
 
-def _port_ranges(value: Any) -> Any:
+def _url(value: str) -> str:
+    return value.rstrip("/")
+
+
+def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    def read(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+        if number < low or (high is not None and number > high):
+            raise ValueError(f"must be at least {low}" if high is None else f"must be {low}-{high}")
+        return number
+
+    return read
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not 0 < seconds <= 900:  # also refuses nan
+        raise ValueError("must be more than 0 and at most 900 seconds")
+    return seconds
+
+
+def _true_or_false(value: str) -> bool:
+    """Exactly "true" or "false", as the template allows: a switch that loosens a security
+    rule is not turned on by a typo."""
+    if value not in ("true", "false"):
+        raise ValueError('must be "true" or "false"')
+    return value == "true"
+
+
+def _comma_separated(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _urls(value: str) -> frozenset[str]:
+    return frozenset(_url(part) for part in _comma_separated(value))
+
+
+def _port_ranges(value: str) -> frozenset[int]:
     """ "1025, 8143" or ranges like "1024-65535"."""
-    if not isinstance(value, str):
-        return value
     ports: set[int] = set()
     for part in _comma_separated(value):
         low, _, high = (bound.strip() for bound in part.partition("-"))
         if not (low.isdigit() and (high or low).isdigit()):
             raise ValueError("must be ports or ranges, like 1143,1587 or 1024-65535")
         ports.update(range(int(low), int(high or low) + 1))
-    return ports
+    if not all(1 <= port <= 65535 for port in ports):
+        raise ValueError("ports are 1-65535")
+    return frozenset(ports)
 
 
-def _true_or_false(value: Any) -> Any:
-    """Exactly "true" or "false", as the template allows: a switch that loosens a security
-    rule is not turned on by a typo."""
-    if isinstance(value, str) and value not in ("true", "false"):
-        raise ValueError('must be "true" or "false"')
+def _push_topic(value: str) -> str:
+    if not re.fullmatch(r"projects/[^/\s]+/topics/[^/\s]+", value):
+        raise ValueError("must be a Pub/Sub topic: projects/<project>/topics/<topic>")
     return value
-
-
-def _without_trailing_slash(value: Any) -> Any:
-    return value.rstrip("/") if isinstance(value, str) else value
 
 
 def _dns_server(value: str) -> tuple[str, int]:
@@ -69,122 +105,96 @@ def _dns_server(value: str) -> tuple[str, int]:
     return host, number
 
 
-def _valid_dns_server(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            _dns_server(value)
-        except ValueError:
-            raise ValueError(
-                'must be an IP address and maybe a port: "10.0.0.2", "127.0.0.1:5353", "[::1]:5353"'
-            ) from None
+def _valid_dns_server(value: str) -> str:
+    try:
+        _dns_server(value)
+    except ValueError:
+        raise ValueError(
+            'must be an IP address and maybe a port: "10.0.0.2", "127.0.0.1:5353", "[::1]:5353"'
+        ) from None
     return value
 
 
-Url = Annotated[str, BeforeValidator(_without_trailing_slash)]
-Seconds = Annotated[float, Field(gt=0, le=900)]
-PerMinute = Annotated[int, Field(ge=1)]
+Url = Annotated[str, _url]
+Seconds = Annotated[float, _seconds]
+PerMinute = Annotated[int, _whole_number(1)]
+Bytes = Annotated[int, _whole_number(1)]
+Port = Annotated[int, _whole_number(1, 65535)]
 
 
-class Settings(Model):
-    """Each field is read from the environment variable its alias names."""
+class Settings(NamedTuple):
+    """Each field is read from the environment variable of its name in capitals; an
+    `Annotated` field's reader parses it (`load_settings`), any other is text as given."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    table_name: str = Field(alias="TABLE_NAME", min_length=1)
-    secret_name_prefix: Url = Field(alias="SECRET_NAME_PREFIX", default="mailbridge")
-    org_claim: str = Field(alias="ORG_CLAIM", default="org_id", min_length=1)
+    table_name: str
+    secret_name_prefix: Url = "mailbridge"  # noqa: S105 (a name, not a secret)
+    org_claim: str = "org_id"
     # The claim carrying the caller's role, and the value that makes an org admin.
-    role_claim: str = Field(alias="ROLE_CLAIM", default="role", min_length=1)
-    admin_role: str = Field(alias="ADMIN_ROLE", default="admin", min_length=1)
+    role_claim: str = "role"
+    admin_role: str = "admin"
     # The claim of an agent runtime's token naming the one agent it may act for.
-    agent_claim: str = Field(alias="AGENT_CLAIM", default="agent_id", min_length=1)
+    agent_claim: str = "agent_id"
     # The largest accepted body of a message to send (attachments in base64 within JSON);
     # other routes keep MAX_BODY_BYTES.
-    max_send_bytes: int = Field(alias="MAX_SEND_BYTES", default=5 * 1024 * 1024, ge=1)
+    max_send_bytes: Bytes = 5 * 1024 * 1024
     # For each whole mail check (connect, TLS, login, each read); well under the functions'
     # 29 s timeout, so a dead server becomes a `timeout` result, never a Lambda timeout.
-    mail_timeout_seconds: Seconds = Field(alias="MAIL_TIMEOUT_SECONDS", default=10)
+    mail_timeout_seconds: Seconds = 10.0
     # An extra CA bundle that mail servers' certificates may chain to (self-hosted servers,
     # the local sandbox). It adds trust; verification itself is never turned off.
-    mail_extra_ca_file: str | None = Field(alias="MAIL_EXTRA_CA_FILE", default=None)
+    mail_extra_ca_file: str | None = None
     # Self-hosted mail servers on private networks (and the sandbox on loopback); off by
     # default, so that a user cannot make the service probe the network it runs in.
-    mail_allow_private_networks: Annotated[bool, BeforeValidator(_true_or_false)] = Field(
-        alias="MAIL_ALLOW_PRIVATE_NETWORKS", default=False
-    )
-    mail_extra_ports: Annotated[
-        frozenset[Annotated[int, Field(ge=1, le=65535)]], BeforeValidator(_port_ranges)
-    ] = Field(alias="MAIL_EXTRA_PORTS", default=frozenset())
-    max_body_bytes: int = Field(alias="MAX_BODY_BYTES", default=64 * 1024, ge=1)
+    mail_allow_private_networks: Annotated[bool, _true_or_false] = False
+    mail_extra_ports: Annotated[frozenset[int], _port_ranges] = frozenset()
+    max_body_bytes: Bytes = 64 * 1024
     # Connection tests per minute, per agent and per organization: enough for a person,
     # too few to use the service as a password oracle or a port scanner.
-    tests_per_agent_per_minute: PerMinute = Field(alias="TESTS_PER_AGENT_PER_MINUTE", default=10)
-    tests_per_org_per_minute: PerMinute = Field(alias="TESTS_PER_ORG_PER_MINUTE", default=100)
+    tests_per_agent_per_minute: PerMinute = 10
+    tests_per_org_per_minute: PerMinute = 100
     # Where the OAuth providers send the browser back: the deployment's public URL, never
     # taken from a request. Empty when OAuth is not set up.
-    public_base_url: Url = Field(alias="PUBLIC_BASE_URL", default="")
-    # UI origins that may receive an OAuth result by postMessage.
-    allowed_ui_origins: Annotated[frozenset[Url], BeforeValidator(_comma_separated)] = Field(
-        alias="ALLOWED_UI_ORIGINS", default=frozenset()
-    )
+    public_base_url: Url = ""
+    # UI origins that may receive an OAuth result by postMessage (comma-separated).
+    allowed_ui_origins: Annotated[frozenset[str], _urls] = frozenset()
     # For each whole HTTP request to a provider.
-    provider_timeout_seconds: Seconds = Field(alias="PROVIDER_TIMEOUT_SECONDS", default=10)
+    provider_timeout_seconds: Seconds = 10.0
     # The providers' endpoints: the real services by default, loopback fakes in tests.
-    microsoft_authority_host: Url = Field(
-        alias="MICROSOFT_AUTHORITY_HOST", default="https://login.microsoftonline.com"
-    )
-    graph_base_url: Url = Field(alias="GRAPH_BASE_URL", default="https://graph.microsoft.com/v1.0")
-    google_auth_url: str = Field(
-        alias="GOOGLE_AUTH_URL", default="https://accounts.google.com/o/oauth2/v2/auth"
-    )
-    google_token_url: str = Field(
-        alias="GOOGLE_TOKEN_URL", default="https://oauth2.googleapis.com/token"
-    )
-    google_revoke_url: str = Field(
-        alias="GOOGLE_REVOKE_URL", default="https://oauth2.googleapis.com/revoke"
-    )
-    gmail_base_url: Url = Field(
-        alias="GMAIL_BASE_URL", default="https://gmail.googleapis.com/gmail/v1"
-    )
+    microsoft_authority_host: Url = "https://login.microsoftonline.com"
+    graph_base_url: Url = "https://graph.microsoft.com/v1.0"
+    google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    google_token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 (an endpoint)
+    google_revoke_url: str = "https://oauth2.googleapis.com/revoke"
+    gmail_base_url: Url = "https://gmail.googleapis.com/gmail/v1"
     # Gmail push: the Pub/Sub topic `users.watch` publishes to (empty: push off,
     # Google mailboxes are looked at by the scheduler's rounds only).
-    gmail_push_topic: str = Field(
-        alias="GMAIL_PUSH_TOPIC", default="", pattern=r"^(projects/[^/\s]+/topics/[^/\s]+)?$"
-    )
+    gmail_push_topic: Annotated[str, _push_topic] = ""
     # The audience the push subscription's OIDC token must carry (empty: every push refused).
-    gmail_push_audience: str = Field(alias="GMAIL_PUSH_AUDIENCE", default="")
+    gmail_push_audience: str = ""
     # The service account the push subscription's token must be issued for (its `email`).
-    gmail_push_service_account: str = Field(alias="GMAIL_PUSH_SERVICE_ACCOUNT", default="")
+    gmail_push_service_account: str = ""
     # Google's keys that sign those tokens (PEM certificates by key id).
-    google_push_certs_url: str = Field(
-        alias="GOOGLE_PUSH_CERTS_URL", default="https://www.googleapis.com/oauth2/v1/certs"
-    )
+    google_push_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
     # New mail: the bus its events go to and the queue of mailboxes to look at (set for the
     # functions that use them).
-    event_bus_name: str = Field(alias="EVENT_BUS_NAME", default="")
-    sync_queue_url: str = Field(alias="SYNC_QUEUE_URL", default="")
+    event_bus_name: str = ""
+    sync_queue_url: str = ""
     # How long the audit trail keeps an entry (DynamoDB's TTL deletes it after).
-    audit_retention_days: int = Field(alias="AUDIT_RETENTION_DAYS", default=400, ge=1, le=36500)
-    # Email discovery: the DNS server it asks ("host" or "host:port", an IP address; empty:
+    audit_retention_days: Annotated[int, _whole_number(1, 36500)] = 400
+    # Email discovery: the DNS server it asks ("host" or "host:port", an IP address; none:
     # the system's resolver), Thunderbird's ISPDB, and the port of the https servers it asks
     # for autoconfig (443; the sandbox's and the tests' servers listen on loopback ports).
-    discovery_dns_server: Annotated[str | None, AfterValidator(_valid_dns_server)] = Field(
-        alias="DISCOVERY_DNS_SERVER", default=None
-    )
-    discovery_ispdb_url: Url = Field(
-        alias="DISCOVERY_ISPDB_URL", default="https://autoconfig.thunderbird.net/v1.1"
-    )
-    discovery_https_port: int = Field(alias="DISCOVERY_HTTPS_PORT", default=443, ge=1, le=65535)
+    discovery_dns_server: Annotated[str | None, _valid_dns_server] = None
+    discovery_ispdb_url: Url = "https://autoconfig.thunderbird.net/v1.1"
+    discovery_https_port: Port = 443
     # Lookups that miss the cache, per organization and minute: a person typing addresses
     # needs a few; more would make the service a prober of other people's servers.
-    discoveries_per_org_per_minute: PerMinute = Field(
-        alias="DISCOVERIES_PER_ORG_PER_MINUTE", default=30
-    )
+    discoveries_per_org_per_minute: PerMinute = 30
     # The deployment's stack: a tag of each secret it creates, which finds them once the
     # stack is deleted (the secrets are not the stack's resources).
-    stack_name: str = Field(alias="STACK_NAME", default="")
+    stack_name: str = ""
     # The customer-managed KMS key new secrets are encrypted with (empty: AWS-managed).
-    secrets_kms_key_id: str = Field(alias="SECRETS_KMS_KEY_ID", default="")
+    secrets_kms_key_id: str = ""
 
     @property
     def mail_allowed_ports(self) -> frozenset[int]:
@@ -202,17 +212,23 @@ class Settings(Model):
 
 def load_settings(environment: Mapping[str, str]) -> Settings:
     """The settings an environment gives, or a SettingsError naming each wrong variable."""
-    # An empty variable is an unset one (a template parameter left blank, say).
-    given = {name: value for name, value in environment.items() if value != ""}
-    try:
-        return Settings.model_validate(given)
-    except ValidationError as error:
-        problems = []
-        for issue in error.errors():
-            variable = str(issue["loc"][0]) if issue["loc"] else "environment"
-            value = f" (it is {given[variable]!r})" if variable in given else ""
-            problems.append(f"{variable}: {issue['msg']}{value}")
-        raise SettingsError("Invalid settings: " + "; ".join(problems)) from None
+    values: dict[str, object] = {}
+    problems = []
+    for name, annotation in Settings.__annotations__.items():
+        variable = name.upper()
+        value = environment.get(variable, "")
+        if value == "":  # an empty variable is an unset one (a template parameter left blank)
+            if name not in Settings._field_defaults:
+                problems.append(f"{variable}: required")
+            continue
+        read = getattr(annotation, "__metadata__", (str,))[0]
+        try:
+            values[name] = read(value)
+        except ValueError as error:
+            problems.append(f"{variable}: {error} (it is {value!r})")
+    if problems:
+        raise SettingsError("Invalid settings: " + "; ".join(problems))
+    return Settings(**values)  # type: ignore[arg-type]  # each value is its reader's
 
 
 @cache
