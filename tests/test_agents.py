@@ -105,7 +105,7 @@ def test_a_save_racing_the_removal_never_outlives_the_agent(org: Org, imap_body:
     another organization, starts from nothing."""
     from mailbridge.agents.models import Caller
     from mailbridge.agents.registry import AgentRequest, delete_agent, register_agent
-    from mailbridge.connections.models import ImapConfigRequest
+    from mailbridge.connections.request_models import ImapConfigRequest
     from mailbridge.connections.saving import save_email_config
     from mailbridge.core.errors import MailbridgeError
     from mailbridge.storage.agents import DynamoAgentStore

@@ -25,6 +25,7 @@ DOMAIN = ("agents", "connections", "oauth", "orgs", "mail", "newmail", "audit", 
 FEATURE_MODELS = (
     *(f"mailbridge.{feature}.models" for feature in DOMAIN),
     "mailbridge.connections.records",  # what is stored of a connection
+    "mailbridge.connections.request_models",  # what saving a connection starts from and takes
     "mailbridge.orgs.records",  # what is stored of shared apps and client organizations
     "mailbridge.orgs.admin_models",  # what the organization's own routes take and give
     "mailbridge.newmail.events",  # the event sent for each new message

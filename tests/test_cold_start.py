@@ -67,10 +67,11 @@ DISCOVERY_ROUTE = "GET /bridge/email-discovery"
 # first use, never at import (docs/architecture.md, "What a cold start loads").
 TOKEN_PATH = "mailbridge.oauth.tokens"  # an OAuth connection's alone
 NOT_AT_IMPORT = {
-    # The Email tab's first call: its writes (and the audit trail they record) load at the
-    # first PUT or DELETE.
+    # The Email tab's first call: its writes (what they take, and the audit trail they
+    # record) are another function's.
     GET_CONFIG_ROUTE: (
         "mailbridge.connections.saving",
+        "mailbridge.connections.request_models",
         "mailbridge.connections.disconnecting",
         "mailbridge.audit",
         "mailbridge.storage.secrets",

@@ -23,8 +23,8 @@ def _table_name() -> str:
 def test_every_preset_is_a_valid_preset() -> None:
     """The presets are constructed without validation (their schemas would be built at every
     cold start): here they are validated, as a request's would be."""
-    from mailbridge.connections.models import Preset
     from mailbridge.connections.presets import PRESETS
+    from mailbridge.connections.request_models import Preset
 
     for preset_id, preset in PRESETS.items():
         assert Preset.model_validate(preset.model_dump()) == preset, preset_id

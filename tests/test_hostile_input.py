@@ -156,7 +156,7 @@ def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body
     the save path stand in for Lambda's concurrent instances, many more than the local run's
     gateway would start for a few clients."""
     from mailbridge.agents.models import Caller
-    from mailbridge.connections.models import ImapConfigRequest
+    from mailbridge.connections.request_models import ImapConfigRequest
     from mailbridge.connections.saving import save_email_config
     from mailbridge.core.errors import MailbridgeError
     from mailbridge.storage.agents import DynamoAgentStore

@@ -791,9 +791,19 @@ def test_the_real_templates_functions_may_use_the_key_it_is_given() -> None:
     """With KmsKeyArn, each function that reads or writes secrets may use that key, and
     only with it: the policies follow the parameter."""
     name = f"mailbridge/agents/{uuid.uuid4().hex}/email"
-    writers = ("EmailConfigFunction", "OAuthFunction", "ConnectionTestFunction", "MailFunction")
+    writers = (
+        "EmailConfigWriteFunction",
+        "OAuthFunction",
+        "ConnectionTestFunction",
+        "MailFunction",
+    )
     writers += ("MailSendFunction", "AgentsFunction", "NewMailWorkerFunction")
-    without_secrets = ("AuditFunction", "GmailPushFunction", "PresetsFunction")
+    without_secrets = (
+        "EmailConfigFunction",
+        "AuditFunction",
+        "GmailPushFunction",
+        "PresetsFunction",
+    )
     for parameters, allowed in (({"KmsKeyArn": KEY}, True), ({}, False)):
         with LocalApi(
             table_name=f"localapi-test-{uuid.uuid4().hex[:8]}", parameters=parameters

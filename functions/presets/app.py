@@ -1,7 +1,7 @@
 """GET /bridge/email-presets: the provider preset catalogue."""
 
-from mailbridge.connections.models import PresetList
 from mailbridge.connections.presets import PRESETS
+from mailbridge.connections.request_models import PresetList
 from mailbridge.http.app import create_app, lambda_handler
 from mailbridge.http.contract import JWT, errors, success
 

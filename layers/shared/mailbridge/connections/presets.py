@@ -5,8 +5,8 @@ from __future__ import annotations
 from ..core.addresses import host_refused
 from ..core.errors import ErrorCode, InvalidField, MailbridgeError, MailServerError, refuse_all
 from ..core.settings import settings
-from .models import Preset, ServerOverride
 from .records import PresetId, Security, ServerSettings
+from .request_models import Preset, ServerOverride
 
 _TLS, _STARTTLS = Security.TLS, Security.STARTTLS
 

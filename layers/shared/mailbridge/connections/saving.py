@@ -28,7 +28,7 @@ from ..orgs.inherited_apps import SharedApps, available_apps
 from ..orgs.records import ClientOrg
 from ..orgs.sending_policy import policy_refusal, require_email_domain
 from .disconnecting import disconnect
-from .models import EmailConfigRequest, EmailConfigView, ImapConfigRequest, MicrosoftConfigRequest
+from .models import EmailConfigView
 from .presets import resolve_server
 from .records import (
     Connection,
@@ -38,6 +38,7 @@ from .records import (
     Status,
     StoredConfig,
 )
+from .request_models import EmailConfigRequest, ImapConfigRequest, MicrosoftConfigRequest
 from .service import view
 
 if TYPE_CHECKING:

@@ -32,9 +32,9 @@ from pydantic import ValidationError
 
 from ..agents.access import require_person
 from ..agents.models import Caller
-from ..connections.models import ServerOverride
 from ..connections.presets import PRESET_DOMAINS, PRESETS, resolve_server
 from ..connections.records import PresetId, Security, ServerSettings
+from ..connections.request_models import ServerOverride
 from ..core.deadline import Deadline
 from ..core.errors import InvalidField, LimitReached, MailbridgeError
 from ..core.fields import email_address

@@ -1,6 +1,7 @@
 """What routes declare for the OpenAPI document: `security=JWT` where API Gateway's authorizer
 guards them, their success with `success`, their errors with `errors`, and HTML pages with
-`html_pages`; every error in the one error shape.
+`html_pages`; every error in the one error shape. And a versioned resource's answer, its
+version as the ETag (`with_etag`).
 
 The security scheme itself is described where the document is generated
 (mailbridge_tools.openapi): its model would cost every cold start 30 ms, for a document no
@@ -9,9 +10,9 @@ function serves.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TypeVar, cast
 
-from aws_lambda_powertools.event_handler import content_types
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.types import (
     OpenAPIResponse,
     OpenAPIResponseHeader,
@@ -110,6 +111,23 @@ def success(
     if headers:
         response["headers"] = headers
     return {status: response}
+
+
+# The header of `with_etag`'s answers, for `success(headers=...)`.
+ETAG: dict[str, OpenAPIResponseHeader] = {
+    "ETag": {
+        "description": "The resource's version, for `If-Match`; absent while there is none.",
+        "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+    }
+}
+Body = TypeVar("Body")
+
+
+def with_etag(body: Body, version: int | None) -> Response[Body]:
+    """A 200 with `body`, and its version as the ETag when it has one: a write with
+    `If-Match` then fails (412) if someone saved since."""
+    headers = {"ETag": f'"{version}"'} if version is not None else {}
+    return Response(200, content_types.APPLICATION_JSON, body, headers)
 
 
 def html_pages(pages: dict[int, str], *statuses: int) -> dict[int, OpenAPIResponse]:
