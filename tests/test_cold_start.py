@@ -94,8 +94,10 @@ NOT_AT_IMPORT = {
     "POST /api/engine/push/google": ("mailbridge.storage.agents", "mailbridge.connections"),
     "POST /api/engine/push/microsoft": ("mailbridge.storage.agents", "mailbridge.connections"),
 }
-# No handler needs an adapter, or a provider's library, to start.
+# No handler needs an adapter, or a provider's library, to start; nor the Unicode database,
+# which the first login checked (a save's) loads.
 NEVER_AT_IMPORT = (
+    "unicodedata",
     "mailbridge.adapters",
     *(m for kind in (PROVIDER_MODULES, MAIL_MODULES) for ms in kind.values() for m in ms),
     *DISCOVERY_MODULES,

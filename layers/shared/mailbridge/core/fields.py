@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import unicodedata
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
@@ -78,6 +77,10 @@ _NOT_IN_A_LOGIN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 def _login_text(value: str) -> str:
     """One line a login can carry: beyond ASCII only through AUTH PLAIN (UTF-8), which the
     adapters use then, and refuse where the server does not offer it."""
+    # Loaded by the first login checked: only saves check one, and every other function
+    # starts without this extension module (0.3 to 1 ms).
+    import unicodedata
+
     if any(unicodedata.category(ch) in _NOT_IN_A_LOGIN for ch in value):
         raise ValueError("must be one line of letters, digits, punctuation and spaces")
     return value
