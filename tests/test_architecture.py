@@ -28,6 +28,7 @@ FEATURE_MODELS = (
     "mailbridge.connections.request_models",  # what saving a connection starts from and takes
     "mailbridge.orgs.records",  # what is stored of shared apps and client organizations
     "mailbridge.orgs.admin_models",  # what the organization's own routes take and give
+    "mailbridge.audit.history_models",  # what the audit trail's routes take and give
     "mailbridge.newmail.events",  # the event sent for each new message
 )
 # Where the domain declares what it needs of the adapters.

@@ -3,8 +3,8 @@
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
-from mailbridge.audit.models import AuditPage, HistoryQuery, UtcTime
-from mailbridge.audit.service import agent_history, org_history
+from mailbridge.audit.history import agent_history, org_history
+from mailbridge.audit.history_models import AuditPage, HistoryQuery, UtcTime
 from mailbridge.core.types import ID_PATTERN, OPAQUE_ID_PATTERN
 from mailbridge.http.app import create_app, lambda_handler
 from mailbridge.http.caller import AgentId, current_caller

@@ -1,11 +1,11 @@
-"""An audit entry, as stored and as shown, and a page of history."""
+"""An audit entry, as stored and as shown (a page of history is in `.history_models`)."""
 
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import Field
 
 from ..agents.models import Caller
 from ..connections.records import Status
@@ -54,17 +54,6 @@ def time_key(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _in_utc(at: datetime) -> datetime:
-    try:
-        return at.astimezone(UTC)
-    except OverflowError:  # year 1 east of UTC, year 9999 west of it
-        raise ValueError("must be a time between the years 1 and 9999 in UTC") from None
-
-
-# A time a history is filtered by: with its offset (which day is 2026-01-01T00:00 else?).
-UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
-
-
 class FieldChange(Model):
     """One field's change. A secret's value is never recorded: `secret` says it changed."""
 
@@ -104,17 +93,3 @@ class AuditEntry(Model):
         status), or that was refused (by policy, or another account: nothing changed)."""
         outcome = "refused" if refused else "failed"
         return self.model_copy(update={"outcome": outcome, "code": code, "message": message})
-
-
-class HistoryQuery(Model):
-    """The query of a history route, as the route validated it."""
-
-    since: UtcTime | None = None
-    until: UtcTime | None = None
-    cursor: str | None = None
-    limit: int = 50
-
-
-class AuditPage(Model):
-    entries: list[AuditEntry] = Field(description="Newest first.")
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; None: last.")
