@@ -87,8 +87,14 @@ NOT_AT_IMPORT = {
         "mailbridge.newmail",
         TOKEN_PATH,
     ),
-    # The audit trail's histories are its own route's; sending records refusals only.
-    SEND_ROUTE: ("mailbridge.newmail", "mailbridge.audit.history_models", TOKEN_PATH),
+    # The audit trail's histories are its own route's, and the Email tab's banners and app
+    # views its own; sending records refusals and enforces the policy only.
+    SEND_ROUTE: (
+        "mailbridge.newmail",
+        "mailbridge.audit.history_models",
+        "mailbridge.orgs.models",
+        TOKEN_PATH,
+    ),
     CONNECTION_TEST_ROUTE: (TOKEN_PATH,),
     "DELETE /bridge/agents/{agentId}": (TOKEN_PATH, "mailbridge.connections.service"),
     # The pushes find feeds by mailbox and queue looks: no agent record is read.

@@ -19,8 +19,9 @@ from ..orgs.inherited_apps import (
     secret_expiry,
     unusable_app,
 )
+from ..orgs.models import ClientOrgBanner
 from ..orgs.records import ClientOrg
-from ..orgs.sending_policy import banner, policy_refusal
+from ..orgs.sending_policy import policy_refusal
 from .models import (
     DeliveryView,
     EmailConfigView,
@@ -32,6 +33,35 @@ from .records import ImapConnection, LastError, OAuthConnection, Problem, Status
 
 if TYPE_CHECKING:
     from ..storage.protocols import AgentStore, OrgStore
+
+
+def _banner(client_org: ClientOrg) -> ClientOrgBanner:
+    """The client organization's policy as the Email tab's banner says it."""
+    warnings = []
+    if client_org.email_domain:
+        warnings.append(f"Sends only from @{client_org.email_domain} addresses.")
+    if client_org.allowed_recipients:
+        # A rule without "@" is a domain: written so, it does not read as an address.
+        rules = [
+            rule if "@" in rule else f"anyone at @{rule}"
+            for rule in client_org.allowed_recipients[:5]
+        ]
+        more = len(client_org.allowed_recipients) - 5
+        tail = f" and {more} more." if more > 0 else "."
+        warnings.append(f"May only write to {', '.join(rules)}{tail}")
+    limits = client_org.limits
+    if limits.per_hour:
+        warnings.append(f"At most {limits.per_hour} messages per hour for the organization.")
+    if limits.per_day:
+        warnings.append(f"At most {limits.per_day} messages per day for the organization.")
+    return ClientOrgBanner(
+        id=client_org.client_org_id,
+        name=client_org.name,
+        email_domain=client_org.email_domain,
+        allowed_recipients=client_org.allowed_recipients,
+        limits=client_org.limits,
+        warnings=warnings,
+    )
 
 
 def view(
@@ -86,7 +116,7 @@ def view(
         version=config.version if config else None,
         updated_at=config.updated_at if config else None,
         shared_apps=available_apps(shared),
-        client_org=banner(client_org) if client_org else None,
+        client_org=_banner(client_org) if client_org else None,
         delivery=_delivery(config) if status is Status.CONNECTED else None,
         warnings=_warnings(config, status, shared),
         oauth_setup=_oauth_setup(),

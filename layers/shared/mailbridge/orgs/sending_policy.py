@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ..core.errors import ErrorCode, InvalidField, LimitReached, MailbridgeError
 from ..core.windows import Window, window
-from .models import ClientOrgBanner
 from .records import ClientOrg
 
 if TYPE_CHECKING:
@@ -72,34 +71,6 @@ def policy_refusal(
             "without it.",
         )
     return addresses_outside(client_org, addresses)
-
-
-def banner(client_org: ClientOrg) -> ClientOrgBanner:
-    warnings = []
-    if client_org.email_domain:
-        warnings.append(f"Sends only from @{client_org.email_domain} addresses.")
-    if client_org.allowed_recipients:
-        # A rule without "@" is a domain: written so, it does not read as an address.
-        rules = [
-            rule if "@" in rule else f"anyone at @{rule}"
-            for rule in client_org.allowed_recipients[:5]
-        ]
-        more = len(client_org.allowed_recipients) - 5
-        tail = f" and {more} more." if more > 0 else "."
-        warnings.append(f"May only write to {', '.join(rules)}{tail}")
-    limits = client_org.limits
-    if limits.per_hour:
-        warnings.append(f"At most {limits.per_hour} messages per hour for the organization.")
-    if limits.per_day:
-        warnings.append(f"At most {limits.per_day} messages per day for the organization.")
-    return ClientOrgBanner(
-        id=client_org.client_org_id,
-        name=client_org.name,
-        email_domain=client_org.email_domain,
-        allowed_recipients=client_org.allowed_recipients,
-        limits=client_org.limits,
-        warnings=warnings,
-    )
 
 
 def windows(client_org: ClientOrg, now: datetime) -> list[Window]:
