@@ -127,7 +127,7 @@ def _measure_cold_starts(
     """Every row on the template's runtime, with and without the layer's bytecode; the floor
     and the GET config function on every other runtime found here (and those not found),
     in the same rounds, with each interpreter's patch release. The first requests reach
-    moto's server, seeded as `make invoke`'s."""
+    moto's server, each as seeded for `make invoke`."""
     with LocalApi(seed=seed_demo_agent) as api:
         parameters = {table_logical_id(template): api.table_name}
         aws = {"AWS_ENDPOINT_URL": api.aws_endpoint_url, **AWS_CREDENTIALS}
@@ -161,7 +161,7 @@ def _measure_cold_starts(
             if runtime != spec.runtime
         ]
         _progress(f"{runs} rounds of fresh interpreters")
-        results = measure_imports(groups, runs, aws)
+        results = measure_imports(groups, runs, aws, api.reseed)
     by_runtime = {spec.runtime: _only(results[0], compared)}
     by_runtime.update(
         (group.deployment.runtime, measured)

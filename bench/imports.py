@@ -366,26 +366,32 @@ class Group:
 
 
 def measure_imports(
-    groups: list[Group], runs: int, aws: dict[str, str]
+    groups: list[Group], runs: int, aws: dict[str, str], reseed: Callable[[], None]
 ) -> list[list[ImportResult]]:
     """Every round's samples, by group (ImportResult takes the fastest). Each round runs
     every target of every group once (and once more without the bytecode where asked), so a
     slow moment of the machine touches all rows alike, and all from the same depth in the
     frame stack, another one each round; a first, discarded round warms the file system
-    cache as a deployed function's is."""
+    cache as a deployed function's is. Each first request meets AWS as `reseed` leaves it,
+    whatever the requests before it wrote."""
     results = [[ImportResult(target) for target in group.targets] for group in groups]
+
+    def sample(target: ImportTarget, deployment: Deployment, layer: Path) -> ProbeResult:
+        if target.event is not None:
+            reseed()
+        return probe(target, deployment, layer, aws, offset)
+
     for round_number in range(runs + 1):
         offset = stack_offset(round_number, runs)
         for group, group_results in zip(groups, results, strict=True):
             deployment = group.deployment
             for result in group_results:
-                sample = probe(result.target, deployment, deployment.layer, aws, offset)
+                measured = sample(result.target, deployment, deployment.layer)
                 other = None
                 if group.without_bytecode and result.target.handler is not None:
-                    layer = deployment.layer_without_bytecode
-                    other = probe(result.target, deployment, layer, aws, offset)
+                    other = sample(result.target, deployment, deployment.layer_without_bytecode)
                 if round_number:
-                    result.samples.append(sample)
+                    result.samples.append(measured)
                     if other is not None:
                         result.without_bytecode.append(other)
     return results

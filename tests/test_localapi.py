@@ -25,6 +25,7 @@ import pytest
 from botocore.exceptions import ClientError
 from mailbridge_tools.devauth import DevIssuer
 from mailbridge_tools.localapi import LocalApi
+from mailbridge_tools.localapi.seed import seed_demo_agent
 from mailbridge_tools.localapi.triggers import rate_seconds
 from mailbridge_tools.sandbox import DEMO_MAILBOX, DovecotServer
 from mailbridge_tools.template import (
@@ -764,6 +765,36 @@ def test_a_worker_thread_is_checked_when_it_keeps_the_invocations_context(
     as_echo(api, in_a_bare_thread)
 
     assert "dynamodb.DeleteItem from thread lost-context is outside any invocation" in caplog.text
+
+
+def test_reseed_puts_the_table_and_the_runs_secrets_back_to_the_seed() -> None:
+    """What each of the benchmark's first requests starts from: a connection saved since
+    (its record and its secret) is gone and the demo agent is as seeded; a secret of
+    another run stays."""
+    events = Path(__file__).parent.parent / "events"
+
+    def invoke(api: LocalApi, name: str) -> dict[str, Any]:
+        response = api.invoke(json.loads((events / f"{name}.json").read_text()))
+        body: dict[str, Any] = json.loads(response["body"])
+        return body
+
+    with LocalApi(table_name=f"localapi-test-{uuid.uuid4().hex[:8]}", seed=seed_demo_agent) as api:
+        secretsmanager = boto3.client("secretsmanager")
+        others = secretsmanager.create_secret(
+            Name=f"elsewhere/{uuid.uuid4().hex}",
+            SecretString="{}",
+            Tags=[{"Key": "mailbridge:stack", "Value": "another-run"}],
+        )
+        assert invoke(api, "put_email_config")["status"] == "configured"
+        ours = [{"Key": "tag-value", "Values": [api.table_name]}]
+        assert secretsmanager.list_secrets(Filters=ours)["SecretList"]
+
+        api.reseed()
+
+        assert invoke(api, "get_email_config")["status"] == "not_connected"
+        assert secretsmanager.list_secrets(Filters=ours)["SecretList"] == []
+        assert secretsmanager.describe_secret(SecretId=others["ARN"])["Name"] == others["Name"]
+        secretsmanager.close()
 
 
 def test_the_real_template_holds_each_function_to_its_policy() -> None:

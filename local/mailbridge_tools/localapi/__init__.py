@@ -274,6 +274,25 @@ class LocalApi:
         assert self._sqs is not None  # made with the queues
         return peek_bodies(self._sqs, self._queue_urls[queue])
 
+    def reseed(self) -> None:
+        """The table and this run's secrets back to what the seed made, whatever requests
+        wrote since (a saved connection, a counted test): the benchmark's first requests
+        each meet the same state."""
+        dynamodb, secrets = boto3.client("dynamodb"), boto3.client("secretsmanager")
+        for items in dynamodb.get_paginator("scan").paginate(
+            TableName=self.table_name, ProjectionExpression="pk, sk"
+        ):
+            for key in items["Items"]:
+                dynamodb.delete_item(TableName=self.table_name, Key=key)
+        # The run's secrets carry its stack's name (the table's, here) as a tag's value.
+        for listed in secrets.get_paginator("list_secrets").paginate(
+            Filters=[{"Key": "tag-value", "Values": [self.table_name]}]
+        ):
+            for secret in listed["SecretList"]:
+                secrets.delete_secret(SecretId=secret["ARN"], ForceDeleteWithoutRecovery=True)
+        if self.seed is not None:
+            self.seed(self)
+
     def __enter__(self) -> LocalApi:
         self.start()
         return self
