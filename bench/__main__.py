@@ -129,7 +129,9 @@ def _measure_cold_starts(
     in the same rounds, with each interpreter's patch release. The first requests reach
     moto's server, each as seeded for `make invoke`."""
     with LocalApi(seed=seed_demo_agent) as api:
-        parameters = {table_logical_id(template): api.table_name}
+        # The local run's stack: its table, and its name, which tags the secrets it
+        # creates (`LocalApi.reseed` finds them by it).
+        parameters = {table_logical_id(template): api.table_name, "AWS::StackName": api.table_name}
         aws = {"AWS_ENDPOINT_URL": api.aws_endpoint_url, **AWS_CREDENTIALS}
         targets = import_targets(template, parameters, api.function_of)
         compared = [
