@@ -768,32 +768,44 @@ def test_a_worker_thread_is_checked_when_it_keeps_the_invocations_context(
 
 
 def test_reseed_puts_the_table_and_the_runs_secrets_back_to_the_seed() -> None:
-    """What each of the benchmark's first requests starts from: a connection saved since
-    (its record and its secret) is gone and the demo agent is as seeded; a secret of
-    another run stays."""
-    events = Path(__file__).parent.parent / "events"
-
-    def invoke(api: LocalApi, name: str) -> dict[str, Any]:
-        response = api.invoke(json.loads((events / f"{name}.json").read_text()))
-        body: dict[str, Any] = json.loads(response["body"])
-        return body
-
+    """What each of the benchmark's first requests starts from: what requests wrote since
+    (an item, a secret the run's stack tagged) is gone and the seed's items are back; a
+    secret of another run stays."""
     with LocalApi(table_name=f"localapi-test-{uuid.uuid4().hex[:8]}", seed=seed_demo_agent) as api:
-        secretsmanager = boto3.client("secretsmanager")
-        others = secretsmanager.create_secret(
-            Name=f"elsewhere/{uuid.uuid4().hex}",
-            SecretString="{}",
-            Tags=[{"Key": "mailbridge:stack", "Value": "another-run"}],
-        )
-        assert invoke(api, "put_email_config")["status"] == "configured"
-        ours = [{"Key": "tag-value", "Values": [api.table_name]}]
-        assert secretsmanager.list_secrets(Filters=ours)["SecretList"]
+        dynamodb, secretsmanager = boto3.client("dynamodb"), boto3.client("secretsmanager")
+
+        def items() -> list[dict[str, Any]]:
+            return dynamodb.scan(TableName=api.table_name)["Items"]
+
+        def state() -> list[tuple[str, str]]:
+            """The items by key; the seed's audit entries (new ids and times) by action."""
+            return sorted(
+                ("AUDIT", item["action"]["S"])
+                if item["pk"]["S"].startswith("AUDIT#")
+                else (item["pk"]["S"], item["sk"]["S"])
+                for item in items()
+            )
+
+        def secret(stack: str) -> str:
+            created = secretsmanager.create_secret(
+                Name=f"mailbridge/agents/{uuid.uuid4().hex}/email",
+                SecretString="{}",
+                Tags=[{"Key": "mailbridge:stack", "Value": stack}],
+            )
+            return str(created["ARN"])
+
+        seeded, first = state(), items()[0]
+        dynamodb.put_item(TableName=api.table_name, Item=key("written"))
+        dynamodb.delete_item(TableName=api.table_name, Key={k: first[k] for k in ("pk", "sk")})
+        ours, others = secret(api.table_name), secret("another-run")
 
         api.reseed()
 
-        assert invoke(api, "get_email_config")["status"] == "not_connected"
-        assert secretsmanager.list_secrets(Filters=ours)["SecretList"] == []
-        assert secretsmanager.describe_secret(SecretId=others["ARN"])["Name"] == others["Name"]
+        assert state() == seeded
+        listed = secretsmanager.list_secrets()["SecretList"]
+        assert ours not in {entry["ARN"] for entry in listed}
+        assert others in {entry["ARN"] for entry in listed}
+        dynamodb.close()
         secretsmanager.close()
 
 
