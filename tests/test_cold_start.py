@@ -102,9 +102,11 @@ NOT_AT_IMPORT = {
     "POST /api/engine/push/microsoft": ("mailbridge.storage.agents", "mailbridge.connections"),
 }
 # No handler needs an adapter, or a provider's library, to start; nor the Unicode database,
-# which the first login checked (a save's) loads.
+# which the first login checked (a save's) loads; nor the error shapes' models, which only
+# the OpenAPI document's generator reads.
 NEVER_AT_IMPORT = (
     "unicodedata",
+    "mailbridge.http.models",
     "mailbridge.adapters",
     *(m for kind in (PROVIDER_MODULES, MAIL_MODULES) for ms in kind.values() for m in ms),
     *DISCOVERY_MODULES,

@@ -88,7 +88,8 @@ def build_document(api_routes: list[Route]) -> dict[str, Any]:
         )
         raise ContractError(f"declared by a function but routed by no template event: {unrouted}")
 
-    components["schemas"] = _referenced(components.get("schemas", {}), paths)
+    schemas = {**_error_schemas(), **components.get("schemas", {})}
+    components["schemas"] = _referenced(schemas, paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -98,6 +99,28 @@ def build_document(api_routes: list[Route]) -> dict[str, Any]:
         },
         "paths": paths,
         "components": components,
+    }
+
+
+def _error_schemas() -> dict[str, Any]:
+    """The error shapes `http.contract.errors` refers to, from their models (`http.models`),
+    written as Powertools writes the functions' schemas: the routes name them without
+    loading them."""
+    from aws_lambda_powertools.event_handler.openapi.models import Schema
+    from mailbridge.http.models import ErrorResponse, GatewayError
+    from pydantic import TypeAdapter
+    from pydantic.json_schema import GenerateJsonSchema
+
+    generator = GenerateJsonSchema(ref_template=_SCHEMA_REF + "{model}")
+    models = (ErrorResponse, GatewayError)
+    _, definitions = generator.generate_definitions(
+        inputs=[(model, "serialization", TypeAdapter(model).core_schema) for model in models]
+    )
+    return {
+        name: Schema.model_validate(definition).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+        for name, definition in definitions.items()
     }
 
 

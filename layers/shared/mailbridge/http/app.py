@@ -17,7 +17,6 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.shared.json_encoder import Encoder
 
 from ..core.deadline import Deadline
 from ..core.errors import ErrorCode, MailbridgeError
@@ -25,7 +24,7 @@ from ..core.lifecycle import freeze_init
 from ..core.observability import log_unexpected, logger, metrics
 from ..core.settings import settings
 from .caller import caller_of
-from .errors import STATUS, error_body, error_response, invalid_json, validation_error
+from .errors import STATUS, error_body, error_response, invalid_json, utf8_json, validation_error
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -34,20 +33,11 @@ if TYPE_CHECKING:
 _ANSWER_SECONDS = 3.0
 
 
-def _utf8_json(value: Any) -> str:
-    """UTF-8 rather than escapes: a message's text costs up to 4 bytes a character, not
-    12, within Lambda's 6 MB response. A lone surrogate (which a sender's bad encoding can
-    leave in a string) has no UTF-8: it becomes "?" rather than an answer that cannot be
-    sent."""
-    text = json.dumps(value, separators=(",", ":"), cls=Encoder, ensure_ascii=False)
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
 def create_app() -> APIGatewayHttpResolver:
     """A handler's resolver. Validates the deployment's settings first: a wrong one stops
     the instance as it starts, naming the variable."""
     settings()
-    app = APIGatewayHttpResolver(enable_validation=True, serializer=_utf8_json)
+    app = APIGatewayHttpResolver(enable_validation=True, serializer=utf8_json)
 
     @app.exception_handler(MailbridgeError)
     def handle_known_error(error: MailbridgeError) -> Response[str]:

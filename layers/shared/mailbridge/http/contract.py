@@ -3,8 +3,10 @@ guards them, their success with `success`, their errors with `errors`, and HTML 
 `html_pages`; every error in the one error shape. And a versioned resource's answer, its
 version as the ETag (`with_etag`).
 
-The security scheme itself is described where the document is generated
-(mailbridge_tools.openapi): its model would cost every cold start 30 ms, for a document no
+The security scheme and the error shapes themselves are described where the document is
+generated (mailbridge_tools.openapi, the errors from `http.models`): a security scheme's
+model would cost every cold start 30 ms, and an error model Powertools would make a
+validator of for each route's every error status at its first request, for a document no
 function serves.
 """
 
@@ -17,8 +19,6 @@ from aws_lambda_powertools.event_handler.openapi.types import (
     OpenAPIResponse,
     OpenAPIResponseHeader,
 )
-
-from .models import ErrorResponse, GatewayError
 
 BEARER_SCHEME = "platformJwt"
 # The `security` of every route behind the authorizer.
@@ -64,6 +64,9 @@ _ALWAYS = (400, 413, 415, 500)
 # API Gateway answers these itself too, in its own shape (403: the token lacks the route's
 # scope).
 _GATEWAY_STATUSES = frozenset({401, 403, 413})
+# The shapes of `http.models`, which the document's generator adds to its components.
+_ERROR = {"$ref": "#/components/schemas/ErrorResponse"}
+_ERROR_OR_GATEWAYS = {"anyOf": [_ERROR, {"$ref": "#/components/schemas/GatewayError"}]}
 
 
 def _retry_after(description: str, *, required: bool) -> dict[str, OpenAPIResponseHeader]:
@@ -87,10 +90,10 @@ def errors(*statuses: int) -> dict[int, OpenAPIResponse]:
     the 500 of a bug, which every route can answer; all in the one error shape."""
     responses: dict[int, OpenAPIResponse] = {}
     for status in sorted({*statuses, *_ALWAYS}):
-        model = ErrorResponse | GatewayError if status in _GATEWAY_STATUSES else ErrorResponse
+        schema = _ERROR_OR_GATEWAYS if status in _GATEWAY_STATUSES else _ERROR
         response: OpenAPIResponse = {
             "description": _ERRORS[status],
-            "content": {content_types.APPLICATION_JSON: {"model": model}},
+            "content": {content_types.APPLICATION_JSON: {"schema": schema}},
         }
         if status in _HEADERS:
             response["headers"] = _HEADERS[status]

@@ -9,15 +9,16 @@ Also used by the OAuth callback's page and by request validation (pydantic's err
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.shared.json_encoder import Encoder
 
 from ..core.errors import ErrorCode, InvalidField, InvalidFields, MailbridgeError
 from ..core.observability import logger
 from ..core.types import CONNECTION_METHODS
-from .models import ErrorDetail, ErrorResponse
 
 _C = ErrorCode
 STATUS: dict[ErrorCode, int] = {
@@ -99,15 +100,32 @@ STATUS: dict[ErrorCode, int] = {
 }
 
 
-def _detail(error: MailbridgeError) -> ErrorDetail:
-    return ErrorDetail(code=error.code, message=error.message, field=error.field, hint=error.hint)
+def utf8_json(value: Any) -> str:
+    """UTF-8 rather than escapes: a message's text costs up to 4 bytes a character, not
+    12, within Lambda's 6 MB response. A lone surrogate (which a sender's bad encoding can
+    leave in a string, or a request's field name) has no UTF-8: it becomes "?" rather than
+    an answer that cannot be sent."""
+    text = json.dumps(value, separators=(",", ":"), cls=Encoder, ensure_ascii=False)
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _detail(error: MailbridgeError) -> dict[str, str]:
+    detail = {
+        "code": error.code,
+        "message": error.message,
+        "field": error.field,
+        "hint": error.hint,
+    }
+    return {name: value for name, value in detail.items() if value is not None}
 
 
 def error_body(error: MailbridgeError) -> str:
-    detail = _detail(error)
+    """The one error shape, `http.models.ErrorResponse` (the contract's), without a model:
+    an error answered at a first request builds no validator."""
+    detail: dict[str, Any] = _detail(error)
     if isinstance(error, InvalidFields):
-        detail.errors = [_detail(problem) for problem in error.problems]
-    return ErrorResponse(error=detail).model_dump_json(exclude_none=True)
+        detail["errors"] = [_detail(problem) for problem in error.problems]
+    return utf8_json({"error": detail})
 
 
 def error_response(error: MailbridgeError) -> Response[str]:

@@ -1,4 +1,6 @@
-"""The error bodies: ours, and API Gateway's own."""
+"""The error bodies' contract: ours, and API Gateway's own. `http.errors.error_body` writes
+ours; the OpenAPI document's generator describes both from these models, which no function
+loads (`http.contract.errors` refers to them by name)."""
 
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
