@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Annotated, get_origin
 
 import pytest
 from mailbridge.core.settings import MAIL_PORTS, Settings, SettingsError, load_settings
@@ -57,6 +58,9 @@ def test_lists_and_ranges_are_read_as_the_template_documents_them() -> None:
         ("DISCOVERY_DNS_SERVER", "dns.example"),
         ("DISCOVERY_DNS_SERVER", "10.0.0.2:0"),
         ("GMAIL_PUSH_TOPIC", "mail-topic"),
+        ("MAX_BODY_BYTES", "65536.0"),  # whole numbers have no decimal point
+        ("TESTS_PER_ORG_PER_MINUTE", "\u0661\u0662"),  # Arabic-Indic 12: ASCII digits only
+        ("MAIL_TIMEOUT_SECONDS", "\u0661\u0660"),
     ],
 )
 def test_a_wrong_value_names_its_variable(variable: str, value: str) -> None:
@@ -64,6 +68,16 @@ def test_a_wrong_value_names_its_variable(variable: str, value: str) -> None:
         load_settings({"TABLE_NAME": "table", variable: value})
     assert variable in str(refused.value)
     assert repr(value) in str(refused.value)
+
+
+def test_every_field_is_text_or_has_a_reader() -> None:
+    """`load_settings` gives a field without a reader the variable's text: any other type
+    needs one (`Annotated[type, reader]`), or it would hold a string mypy cannot see."""
+    for name, annotation in Settings.__annotations__.items():
+        if annotation in (str, str | None):
+            continue
+        assert get_origin(annotation) is Annotated, f"{name}: {annotation} without a reader"
+        assert callable(annotation.__metadata__[0]), name
 
 
 def test_every_variable_is_read_into_its_field() -> None:

@@ -5,8 +5,8 @@ stops the instance at start with a message naming the variable, rather than fail
 first request that happens to read it.
 
 Plain Python rather than a pydantic model: every function loads them at each cold start, and
-a model of 36 fields cost 3 ms to define and validate there, a NamedTuple 0.5 ms
-(docs/benchmarks.md).
+a model of 36 fields cost 2.9 ms to define and validate there, a NamedTuple and its readers
+0.7 ms (docs/benchmarks.md). Numbers are ASCII digits, whole numbers without a decimal point.
 """
 
 import ipaddress
@@ -29,6 +29,14 @@ class SettingsError(ValueError):
 # text says what the variable must be.
 
 
+def _ascii(value: str) -> str:
+    """int() and float() also read other scripts' digits ("١٢" is 12): a number here is
+    written in ASCII, as a template parameter is."""
+    if not value.isascii():
+        raise ValueError("not ASCII")
+    return value
+
+
 def _url(value: str) -> str:
     return value.rstrip("/")
 
@@ -36,7 +44,7 @@ def _url(value: str) -> str:
 def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     def read(value: str) -> int:
         try:
-            number = int(value)
+            number = int(_ascii(value))
         except ValueError:
             raise ValueError("must be a whole number") from None
         if number < low or (high is not None and number > high):
@@ -48,7 +56,7 @@ def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
 
 def _seconds(value: str) -> float:
     try:
-        seconds = float(value)
+        seconds = float(_ascii(value))
     except ValueError:
         raise ValueError("must be a number of seconds") from None
     if not 0 < seconds <= 900:  # also refuses nan
