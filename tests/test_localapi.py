@@ -25,7 +25,6 @@ import pytest
 from botocore.exceptions import ClientError
 from mailbridge_tools.devauth import DevIssuer
 from mailbridge_tools.localapi import LocalApi
-from mailbridge_tools.localapi.seed import seed_demo_agent
 from mailbridge_tools.localapi.triggers import rate_seconds
 from mailbridge_tools.sandbox import DEMO_MAILBOX, DovecotServer
 from mailbridge_tools.template import (
@@ -769,42 +768,45 @@ def test_a_worker_thread_is_checked_when_it_keeps_the_invocations_context(
 
 def test_reseed_puts_the_table_and_the_runs_secrets_back_to_the_seed() -> None:
     """What each of the benchmark's first requests starts from: what requests wrote since
-    (an item, a secret the run's stack tagged) is gone and the seed's items are back; a
-    secret of another run stays."""
-    with LocalApi(table_name=f"localapi-test-{uuid.uuid4().hex[:8]}", seed=seed_demo_agent) as api:
+    (an item, a secret the run's stack tagged) is gone and the seed's items are back; other
+    secrets stay."""
+
+    def seed(running: LocalApi) -> None:
+        client = boto3.client("dynamodb")
+        client.put_item(TableName=running.table_name, Item=key("seeded"))
+        client.close()
+
+    with LocalApi(table_name=f"localapi-test-{uuid.uuid4().hex[:8]}", seed=seed) as api:
         dynamodb, secretsmanager = boto3.client("dynamodb"), boto3.client("secretsmanager")
 
         def items() -> list[dict[str, Any]]:
             return dynamodb.scan(TableName=api.table_name)["Items"]
 
-        def state() -> list[tuple[str, str]]:
-            """The items by key; the seed's audit entries (new ids and times) by action."""
-            return sorted(
-                ("AUDIT", item["action"]["S"])
-                if item["pk"]["S"].startswith("AUDIT#")
-                else (item["pk"]["S"], item["sk"]["S"])
-                for item in items()
-            )
-
-        def secret(stack: str) -> str:
+        def secret(stack: str, tag: str = "mailbridge:stack") -> str:
             created = secretsmanager.create_secret(
                 Name=f"mailbridge/agents/{uuid.uuid4().hex}/email",
                 SecretString="{}",
-                Tags=[{"Key": "mailbridge:stack", "Value": stack}],
+                Tags=[{"Key": tag, "Value": stack}],
             )
             return str(created["ARN"])
 
-        seeded, first = state(), items()[0]
+        assert items() == [key("seeded")]
         dynamodb.put_item(TableName=api.table_name, Item=key("written"))
-        dynamodb.delete_item(TableName=api.table_name, Key={k: first[k] for k in ("pk", "sk")})
-        ours, others = secret(api.table_name), secret("another-run")
+        dynamodb.delete_item(TableName=api.table_name, Key=key("seeded"))
+        ours = secret(api.table_name)
+        # Another run's, one whose name starts as ours, and our name under another tag.
+        others = {
+            secret("another-run"),
+            secret(f"{api.table_name}-2"),
+            secret(api.table_name, tag="mailbridge:org"),
+        }
 
         api.reseed()
 
-        assert state() == seeded
-        listed = secretsmanager.list_secrets()["SecretList"]
-        assert ours not in {entry["ARN"] for entry in listed}
-        assert others in {entry["ARN"] for entry in listed}
+        assert items() == [key("seeded")]
+        listed = {entry["ARN"] for entry in secretsmanager.list_secrets()["SecretList"]}
+        assert ours not in listed
+        assert others <= listed
         dynamodb.close()
         secretsmanager.close()
 

@@ -47,8 +47,24 @@ def find(
 ) -> Leftovers:
     """The secrets and tables tagged with `stack`; secrets already scheduled for deletion
     too with `scheduled` (their names stay taken until they are deleted)."""
-    found_secrets = []
-    # The filters match a tag key and a tag value, not necessarily of one tag: checked below.
+    found_tables = []
+    for names in dynamodb.get_paginator("list_tables").paginate():
+        for table in names["TableNames"]:
+            arn = dynamodb.describe_table(TableName=table)["Table"]["TableArn"]
+            table_tags = dynamodb.list_tags_of_resource(ResourceArn=arn).get("Tags", [])
+            if any(tag["Key"] == STACK_TAG and tag["Value"] == stack for tag in table_tags):
+                found_tables.append(table)
+    return Leftovers(stack_secrets(stack, secrets, scheduled=scheduled), found_tables)
+
+
+def stack_secrets(
+    stack: str, secrets: SecretsManagerClient, *, scheduled: bool = False
+) -> list[str]:
+    """The names of the secrets tagged with `stack`, sorted; those already scheduled for
+    deletion too with `scheduled`."""
+    found = []
+    # The filters match a tag key and a tag value (a value's prefix, in moto), not
+    # necessarily of one tag: checked below.
     for listed in secrets.get_paginator("list_secrets").paginate(
         Filters=[
             {"Key": "tag-key", "Values": [STACK_TAG]},
@@ -59,15 +75,8 @@ def find(
         for secret in listed["SecretList"]:
             secret_tags = {tag["Key"]: tag["Value"] for tag in secret.get("Tags", [])}
             if secret_tags.get(STACK_TAG) == stack:
-                found_secrets.append(secret["Name"])
-    found_tables = []
-    for names in dynamodb.get_paginator("list_tables").paginate():
-        for table in names["TableNames"]:
-            arn = dynamodb.describe_table(TableName=table)["Table"]["TableArn"]
-            table_tags = dynamodb.list_tags_of_resource(ResourceArn=arn).get("Tags", [])
-            if any(tag["Key"] == STACK_TAG and tag["Value"] == stack for tag in table_tags):
-                found_tables.append(table)
-    return Leftovers(sorted(found_secrets), found_tables)
+                found.append(secret["Name"])
+    return sorted(found)
 
 
 def stack_exists(stack: str) -> bool:

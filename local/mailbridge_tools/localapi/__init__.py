@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from ..devauth import DevIssuer
+from ..leftovers import stack_secrets
 from ..template import (
     TEMPLATE_PATH,
     Route,
@@ -278,18 +279,19 @@ class LocalApi:
         """The table and this run's secrets back to what the seed made, whatever requests
         wrote since (a saved connection, a counted test): the benchmark's first requests
         each meet the same state."""
-        dynamodb, secrets = boto3.client("dynamodb"), boto3.client("secretsmanager")
+        # The run's own moto, named: never whatever AWS the environment points at.
+        dynamodb = boto3.client("dynamodb", endpoint_url=self.aws_endpoint_url)
+        secrets = boto3.client("secretsmanager", endpoint_url=self.aws_endpoint_url)
         for items in dynamodb.get_paginator("scan").paginate(
             TableName=self.table_name, ProjectionExpression="pk, sk"
         ):
             for key in items["Items"]:
                 dynamodb.delete_item(TableName=self.table_name, Key=key)
-        # The run's secrets carry its stack's name (the table's, here) as a tag's value.
-        for listed in secrets.get_paginator("list_secrets").paginate(
-            Filters=[{"Key": "tag-value", "Values": [self.table_name]}]
-        ):
-            for secret in listed["SecretList"]:
-                secrets.delete_secret(SecretId=secret["ARN"], ForceDeleteWithoutRecovery=True)
+        # The run's secrets carry its stack's name, the table's here.
+        for name in stack_secrets(self.table_name, secrets):
+            secrets.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+        dynamodb.close()
+        secrets.close()
         if self.seed is not None:
             self.seed(self)
 
