@@ -60,6 +60,36 @@ def test_answers_are_utf8_and_survive_a_lone_surrogate(local_api: Any) -> None:
     assert answer["body"] == '{"subject":"Grüße ? 日本"}'
 
 
+def test_error_bodies_have_the_contracts_shape() -> None:
+    """`error_body` writes by hand the shape `http.models.ErrorResponse` gives the OpenAPI
+    document: the unset optional fields left out, several problems at once under `errors`
+    (the first is the error itself)."""
+    from mailbridge.core.errors import ErrorCode, InvalidField, InvalidFields, MailbridgeError
+    from mailbridge.http.errors import error_body
+    from mailbridge.http.models import ErrorResponse
+
+    hinted = MailbridgeError(ErrorCode.NOT_CONFIGURED, "No connection.", hint="Connect one.")
+    several = InvalidFields(
+        [InvalidField("imap.port", "imap.port is too large."), InvalidField("email", "Nope.")]
+    )
+    for error in (hinted, several):
+        body = error_body(error)
+        assert json.loads(body) == ErrorResponse.model_validate_json(body).model_dump(
+            exclude_none=True
+        )
+    assert json.loads(error_body(hinted)) == {
+        "error": {"code": "not_configured", "message": "No connection.", "hint": "Connect one."}
+    }
+    detail = json.loads(error_body(several))["error"]
+    assert (detail["field"], [each["field"] for each in detail["errors"]]) == (
+        "imap.port",
+        ["imap.port", "email"],
+    )
+    # A lone surrogate, which no UTF-8 can carry, becomes "?" rather than an error in the
+    # error handler.
+    assert json.loads(error_body(InvalidField("\ud800", "Bad.")))["error"]["field"] == "?"
+
+
 def test_a_token_naming_no_organization_is_refused_on_every_route_before_its_body(
     local_api: Any,
 ) -> None:
