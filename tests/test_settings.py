@@ -61,6 +61,13 @@ def test_lists_and_ranges_are_read_as_the_template_documents_them() -> None:
         ("MAX_BODY_BYTES", "65536.0"),  # whole numbers have no decimal point
         ("TESTS_PER_ORG_PER_MINUTE", "\u0661\u0662"),  # Arabic-Indic 12: ASCII digits only
         ("MAIL_TIMEOUT_SECONDS", "\u0661\u0660"),
+        ("MAIL_TIMEOUT_SECONDS", "1e1"),
+        ("TESTS_PER_ORG_PER_MINUTE", "+40"),
+        ("MAX_SEND_BYTES", "1_000"),
+        ("MAIL_EXTRA_PORTS", "\u0661\u0662"),
+        ("MAIL_EXTRA_PORTS", "2000-1999"),
+        ("MAIL_EXTRA_PORTS", "1-99999999999"),  # refused before a billion ports are listed
+        ("DISCOVERY_DNS_SERVER", "10.0.0.2:\u0661\u0662"),
     ],
 )
 def test_a_wrong_value_names_its_variable(variable: str, value: str) -> None:

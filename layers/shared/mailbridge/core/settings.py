@@ -6,7 +6,8 @@ first request that happens to read it.
 
 Plain Python rather than a pydantic model: every function loads them at each cold start, and
 a model of 36 fields cost 2.9 ms to define and validate there, a NamedTuple and its readers
-0.7 ms (docs/benchmarks.md). Numbers are ASCII digits, whole numbers without a decimal point.
+0.7 ms (docs/benchmarks.md). Numbers are written in ASCII digits: no sign, no exponent, and a
+whole number without a decimal point.
 """
 
 import ipaddress
@@ -29,12 +30,12 @@ class SettingsError(ValueError):
 # text says what the variable must be.
 
 
-def _ascii(value: str) -> str:
-    """int() and float() also read other scripts' digits ("١٢" is 12): a number here is
-    written in ASCII, as a template parameter is."""
-    if not value.isascii():
-        raise ValueError("not ASCII")
-    return value
+def _digits(value: str) -> int:
+    """A whole number in ASCII digits, as a template parameter writes one: int() would also
+    take other scripts' digits ("١٢" is 12), signs, spaces and underscores."""
+    if not re.fullmatch(r"[0-9]+", value):
+        raise ValueError("not digits")
+    return int(value)
 
 
 def _url(value: str) -> str:
@@ -44,7 +45,7 @@ def _url(value: str) -> str:
 def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     def read(value: str) -> int:
         try:
-            number = int(_ascii(value))
+            number = _digits(value)
         except ValueError:
             raise ValueError("must be a whole number") from None
         if number < low or (high is not None and number > high):
@@ -55,11 +56,10 @@ def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
 
 
 def _seconds(value: str) -> float:
-    try:
-        seconds = float(_ascii(value))
-    except ValueError:
-        raise ValueError("must be a number of seconds") from None
-    if not 0 < seconds <= 900:  # also refuses nan
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", value):
+        raise ValueError("must be a number of seconds")
+    seconds = float(value)
+    if not 0 < seconds <= 900:
         raise ValueError("must be more than 0 and at most 900 seconds")
     return seconds
 
@@ -85,11 +85,13 @@ def _port_ranges(value: str) -> frozenset[int]:
     ports: set[int] = set()
     for part in _comma_separated(value):
         low, _, high = (bound.strip() for bound in part.partition("-"))
-        if not (low.isdigit() and (high or low).isdigit()):
-            raise ValueError("must be ports or ranges, like 1143,1587 or 1024-65535")
-        ports.update(range(int(low), int(high or low) + 1))
-    if not all(1 <= port <= 65535 for port in ports):
-        raise ValueError("ports are 1-65535")
+        try:
+            first, last = _digits(low), _digits(high or low)
+        except ValueError:
+            raise ValueError("must be ports or ranges, like 1143,1587 or 1024-65535") from None
+        if not 1 <= first <= last <= 65535:  # checked before a range is spelled out
+            raise ValueError("ports are 1-65535, a range's first port before its last")
+        ports.update(range(first, last + 1))
     return frozenset(ports)
 
 
@@ -107,7 +109,7 @@ def _dns_server(value: str) -> tuple[str, int]:
     else:
         host, _, port = value.partition(":")
     ipaddress.ip_address(host)  # ValueError unless an address
-    number = int(port or "53")
+    number = _digits(port or "53")
     if not 1 <= number <= 65535:
         raise ValueError("the port must be 1-65535")
     return host, number
