@@ -769,7 +769,8 @@ def test_a_worker_thread_is_checked_when_it_keeps_the_invocations_context(
 def test_reseed_puts_the_table_and_the_runs_secrets_back_to_the_seed() -> None:
     """What each of the benchmark's first requests starts from: what requests wrote since
     (an item, a secret the run's stack tagged) is gone and the seed's items are back; other
-    secrets stay."""
+    secrets stay. (A seed of its own: the demo seed writes through the layer's clients,
+    which would outlive this run's moto; `make bench` runs that one.)"""
 
     def seed(running: LocalApi) -> None:
         client = boto3.client("dynamodb")

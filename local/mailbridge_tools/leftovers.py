@@ -63,8 +63,8 @@ def stack_secrets(
     """The names of the secrets tagged with `stack`, sorted; those already scheduled for
     deletion too with `scheduled`."""
     found = []
-    # The filters match a tag key and a tag value (a value's prefix, in moto), not
-    # necessarily of one tag: checked below.
+    # The filters match a tag key and a tag value's prefix, not necessarily of one tag:
+    # checked below.
     for listed in secrets.get_paginator("list_secrets").paginate(
         Filters=[
             {"Key": "tag-key", "Values": [STACK_TAG]},

@@ -279,6 +279,8 @@ class LocalApi:
         """The table and this run's secrets back to what the seed made, whatever requests
         wrote since (a saved connection, a counted test): the benchmark's first requests
         each meet the same state."""
+        if not self.aws_endpoint_url:
+            raise RuntimeError("reseed: the local run has not started")
         # The run's own moto, named: never whatever AWS the environment points at.
         dynamodb = boto3.client("dynamodb", endpoint_url=self.aws_endpoint_url)
         secrets = boto3.client("secretsmanager", endpoint_url=self.aws_endpoint_url)
