@@ -123,10 +123,10 @@ ETAG: dict[str, OpenAPIResponseHeader] = {
         "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
     }
 }
-Body = TypeVar("Body")
+Content = TypeVar("Content")
 
 
-def with_etag(body: Body, version: int | None) -> Response[Body]:
+def with_etag(body: Content, version: int | None) -> Response[Content]:
     """A 200 with `body`, and its version as the ETag when it has one: a write with
     `If-Match` then fails (412) if someone saved since."""
     headers = {"ETag": f'"{version}"'} if version is not None else {}
