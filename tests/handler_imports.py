@@ -3,7 +3,7 @@ loads the function's handler as Lambda does, then, given a provider, does what t
 connection test (`check`) or the mail routes (`mail`) do for a connection of that provider
 (or, given `discovery`, loads what email discovery's first lookup loads).
 Prints, as JSON, the modules loaded after each step, the checks the IMAP step ran, and how
-many objects the import left frozen (`core.lifecycle.freeze_init`).
+many objects the import left frozen (`core.lifecycle.freeze_long_lived`).
 
     python tests/handler_imports.py FUNCTION CODE_URI HANDLER [PROVIDER [check|mail]]
 """

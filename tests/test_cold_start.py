@@ -162,21 +162,52 @@ def test_every_function_freezes_its_init_with_its_last_statement(function: str) 
     last = ast.parse(source.read_text()).body[-1]
     call = last.value if isinstance(last, ast.Assign | ast.Expr) else None
     assert isinstance(call, ast.Call) and isinstance(call.func, ast.Name), ast.dump(last)
-    assert call.func.id in ("lambda_handler", "freeze_init")
+    assert call.func.id in ("lambda_handler", "freeze_long_lived")
 
 
 def test_a_process_that_is_no_lambda_instance_never_freezes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mailbridge.core.lifecycle import freeze_init
+    from mailbridge.core.lifecycle import freeze_long_lived
 
     # The local run: every function loaded into one process, this one.
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
     try:
-        freeze_init()
+        freeze_long_lived()
         assert gc.get_freeze_count() == 0
     finally:
         gc.unfreeze()  # had it frozen, this process would never collect again what it holds
+
+
+# Each client made in turn, in a Lambda instance: how many objects its making froze.
+_CLIENTS_FROZEN = """
+import gc, json
+from mailbridge.storage import aws
+frozen = {}
+for make in (aws.dynamodb, aws.secretsmanager, aws.events, aws.sqs):
+    before = gc.get_freeze_count()
+    make()
+    frozen[make.__name__] = gc.get_freeze_count() - before
+print(json.dumps(frozen))
+"""
+
+
+def test_every_aws_client_is_frozen_with_its_service_model_when_made() -> None:
+    # Made at a request's first use and kept for the instance's life: the first one (the
+    # session, the endpoints, DynamoDB's model) is some 70,000 objects, each later one a
+    # few thousand, that no collection need scan again.
+    environment = lambda_environment(TEMPLATE, CONNECTION_TEST, Sandbox.parameters())
+    completed = subprocess.run(
+        [sys.executable, "-c", _CLIENTS_FROZEN],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    frozen = json.loads(completed.stdout)
+    assert frozen["dynamodb"] > 20_000 and min(frozen.values()) > 1_000, frozen
 
 
 @pytest.mark.parametrize("route", sorted(NOT_AT_IMPORT))

@@ -4,7 +4,7 @@ Metrics; its one route answers from one DynamoDB GetItem.
 
 Deployed by the benchmark as a function of its own (handler `app.handler`): its import is
 the floor's cold start, and a request to its route the floor's first request. It ends its
-init as our functions do (`mailbridge.core.lifecycle.freeze_init`), so that the floor is
+init as our functions do (`mailbridge.core.lifecycle.freeze_long_lived`), so that the floor is
 the stack's cost, not one without a tuning that any handler could have.
 """
 
@@ -37,8 +37,10 @@ TABLE_NAME = os.environ["TABLE_NAME"]
 @cache
 def dynamodb() -> Any:
     """Made at first use, as the layer's stores make theirs: a handler that answers without
-    DynamoDB never pays for the client."""
-    return boto3.client("dynamodb")
+    DynamoDB never pays for the client, and frozen with its service model, as theirs are."""
+    client = boto3.client("dynamodb")
+    gc.freeze()
+    return client
 
 
 @app.get("/floor/<key>")

@@ -8,7 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from mailbridge.core.lifecycle import freeze_init
+from mailbridge.core.lifecycle import freeze_long_lived
 from mailbridge.core.observability import logger, metrics
 from mailbridge.core.settings import settings
 from mailbridge.newmail.models import Round
@@ -32,4 +32,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     return {"queued": queued}
 
 
-freeze_init()
+freeze_long_lived()

@@ -11,7 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailbridge.core.deadline import Deadline
 from mailbridge.core.errors import MailbridgeError
-from mailbridge.core.lifecycle import freeze_init
+from mailbridge.core.lifecycle import freeze_long_lived
 from mailbridge.core.observability import log_unexpected, logger, metrics
 from mailbridge.core.settings import settings
 from mailbridge.newmail.models import SyncRequest
@@ -74,4 +74,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
 
 
-freeze_init()
+freeze_long_lived()

@@ -1,19 +1,23 @@
-"""The end of a Lambda instance's init: what its import allocated lives as long as it does."""
+"""What a Lambda instance keeps for its life, kept out of the cyclic garbage collector's
+sight: what its init allocated, and the AWS clients it makes at first use."""
 
 import gc
 import os
 
 
-def freeze_init() -> None:
-    """Freezes everything allocated so far (modules, classes, models, settings): `gc.freeze`
-    moves it out of the cyclic garbage collector's sight, as for a process about to fork.
+def freeze_long_lived() -> None:
+    """Freezes everything allocated so far: `gc.freeze` moves it out of the cyclic garbage
+    collector's sight, as for a process about to fork.
 
-    A full collection scans every object the collector tracks, some 55,000 after a handler's
-    import, and the first one falls due within an instance's first requests. After this,
-    full collections scan only what requests allocated since (docs/benchmarks.md, "Where a
-    cold start's time goes"). Called once, by the handler module's last statement: a frozen
-    object is never collected, so a request's garbage must not be; the import's own cyclic
-    garbage not yet collected stays for the instance's life (a few objects).
+    Called by the handler module's last statement (its modules, classes, models, settings:
+    some 55,000 objects after a handler's import) and by `storage.aws` after making each
+    client it keeps (a service model: tens of thousands of dicts and strings). A collection
+    scans every object of its generations, and a full one every object the collector tracks;
+    after this, they scan only what was allocated since (docs/benchmarks.md, "Where a cold
+    start's time goes"). A frozen object is never collected: the cyclic garbage not yet
+    collected when this is called stays for the instance's life, a few objects of the import
+    or of the request that made a client (once per client and instance). So it is called at
+    those points only, never for a request's own objects.
 
     Only in a process that is one function's instance (Lambda sets its name): the local run
     loads every function into one process, and would freeze one's requests' garbage at

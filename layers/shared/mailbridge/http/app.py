@@ -20,7 +20,7 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from ..core.deadline import Deadline
 from ..core.errors import ErrorCode, MailbridgeError
-from ..core.lifecycle import freeze_init
+from ..core.lifecycle import freeze_long_lived
 from ..core.observability import log_unexpected, logger, metrics
 from ..core.settings import settings
 from .caller import caller_of
@@ -122,7 +122,7 @@ def lambda_handler(
     first, the body checks (bodies up to `max_body_bytes`, by default the deployment's
     MAX_BODY_BYTES) and the invocation's deadline. Made by the handler module's last
     statement (tests/test_cold_start.py checks), it also freezes what the instance's init
-    allocated (`core.lifecycle.freeze_init`)."""
+    allocated (`core.lifecycle.freeze_long_lived`)."""
     limit = max_body_bytes or settings().max_body_bytes
 
     # clear_state: keys appended for one request never leak into the next one's logs.
@@ -150,5 +150,5 @@ def lambda_handler(
         response.setdefault("headers", {})["Cache-Control"] = "no-store"
         return response
 
-    freeze_init()
+    freeze_long_lived()
     return handler
