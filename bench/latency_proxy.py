@@ -127,9 +127,13 @@ class LatencyProxy:
             # would print a cancelled connection's traceback.
             pass
         finally:
-            client_out.close()
-            if to_server.done():
-                to_server.result().close()
+            writers = [client_out, *([to_server.result()] if to_server.done() else [])]
+            for writer in writers:
+                writer.close()
+            for writer in writers:
+                # A reset's error, retrieved: left unread, asyncio prints it at exit.
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
             self._connections.discard(connection)
 
     async def _forward(
