@@ -19,6 +19,8 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 LOOPBACK = "127.0.0.1"
+# How long a closed connection's last data may take to leave: loopback needs far less.
+_CLOSE_SECONDS = 1.0
 Sender = Literal["client", "server"]
 T = TypeVar("T")
 
@@ -131,9 +133,12 @@ class LatencyProxy:
             for writer in writers:
                 writer.close()
             for writer in writers:
-                # A reset's error, retrieved: left unread, asyncio prints it at exit.
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+                # A reset's error, retrieved (left unread, asyncio prints it at exit); a peer
+                # that stopped reading, or the proxy's shutdown, is not waited for.
+                try:
+                    await asyncio.wait_for(writer.wait_closed(), _CLOSE_SECONDS)
+                except (OSError, TimeoutError, asyncio.CancelledError):
+                    writer.transport.abort()
             self._connections.discard(connection)
 
     async def _forward(

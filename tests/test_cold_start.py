@@ -179,23 +179,48 @@ def test_a_process_that_is_no_lambda_instance_never_freezes(
         gc.unfreeze()  # had it frozen, this process would never collect again what it holds
 
 
-# Each client made in turn, in a Lambda instance: how many objects its making froze.
+# In a Lambda instance whose init is over: each client asked for by 8 threads at once, as
+# new mail's looks and sends ask; what was made, and what each first use froze.
 _CLIENTS_FROZEN = """
-import gc, json
+import gc, json, threading
+import boto3
 from mailbridge.storage import aws
-frozen = {}
-for make in (aws.dynamodb, aws.secretsmanager, aws.events, aws.sqs):
+
+made = []
+make_client = boto3.client
+def counted(*args, **kwargs):
+    made.append(args[0])
+    return make_client(*args, **kwargs)
+boto3.client = counted
+gc.freeze()  # the init's end, as the handler module's last statement
+report = {"made": made}
+for first_use in (aws.dynamodb, aws.secretsmanager, aws.events, aws.sqs):
     before = gc.get_freeze_count()
-    make()
-    frozen[make.__name__] = gc.get_freeze_count() - before
-print(json.dumps(frozen))
+    start, got = threading.Barrier(8), []
+    def ask():
+        start.wait()
+        got.append(first_use())
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client = got[0]
+    report[first_use.__name__] = {
+        "frozen": gc.get_freeze_count() - before,
+        "one client": len(got) == 8 and all(other is client for other in got),
+        # The collector lists only what it still scans.
+        "client frozen": not any(tracked is client for tracked in gc.get_objects()),
+    }
+print(json.dumps(report))
 """
+_SERVICES = ["dynamodb", "secretsmanager", "events", "sqs"]
 
 
-def test_every_aws_client_is_frozen_with_its_service_model_when_made() -> None:
-    # Made at a request's first use and kept for the instance's life: the first one (the
-    # session, the endpoints, DynamoDB's model) is some 70,000 objects, each later one a
-    # few thousand, that no collection need scan again.
+def test_every_aws_client_is_made_once_and_frozen_with_its_service_model() -> None:
+    # Kept for the instance's life: the first (the session, the endpoints, DynamoDB's model)
+    # is some 30,000 objects, each later one a few thousand, that no collection need scan
+    # again; a second copy made by another thread would be frozen and never collected.
     environment = lambda_environment(TEMPLATE, CONNECTION_TEST, Sandbox.parameters())
     completed = subprocess.run(
         [sys.executable, "-c", _CLIENTS_FROZEN],
@@ -206,8 +231,11 @@ def test_every_aws_client_is_frozen_with_its_service_model_when_made() -> None:
         timeout=60,
     )
     assert completed.returncode == 0, completed.stderr
-    frozen = json.loads(completed.stdout)
-    assert frozen["dynamodb"] > 20_000 and min(frozen.values()) > 1_000, frozen
+    report = json.loads(completed.stdout)
+    assert report.pop("made") == _SERVICES
+    assert all(each["one client"] and each["client frozen"] for each in report.values()), report
+    assert report["dynamodb"]["frozen"] > 20_000, report
+    assert all(report[service]["frozen"] > 1_000 for service in _SERVICES[1:]), report
 
 
 @pytest.mark.parametrize("route", sorted(NOT_AT_IMPORT))

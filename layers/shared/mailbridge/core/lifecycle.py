@@ -11,13 +11,13 @@ def freeze_long_lived() -> None:
 
     Called by the handler module's last statement (its modules, classes, models, settings:
     some 55,000 objects after a handler's import) and by `storage.aws` after making each
-    client it keeps (a service model: tens of thousands of dicts and strings). A collection
-    scans every object of its generations, and a full one every object the collector tracks;
-    after this, they scan only what was allocated since (docs/benchmarks.md, "Where a cold
-    start's time goes"). A frozen object is never collected: the cyclic garbage not yet
-    collected when this is called stays for the instance's life, a few objects of the import
-    or of the request that made a client (once per client and instance). So it is called at
-    those points only, never for a request's own objects.
+    client it keeps (its service model: some 30,000 objects for the first). A collection
+    scans every object of its generations, and a full one every object the collector
+    tracks; after this, they scan only what was allocated since (docs/benchmarks.md, "Where
+    a cold start's time goes"). It freezes everything live, a request's objects too when a
+    request makes a client; a frozen object is never collected, so the cyclic garbage among
+    them stays for the instance's life: a few objects, once per client and instance. Hence
+    it is called at those points only.
 
     Only in a process that is one function's instance (Lambda sets its name): the local run
     loads every function into one process, and would freeze one's requests' garbage at

@@ -3,9 +3,10 @@ failures (after botocore's own retries) become the service's `storage_unavailabl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
+from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
@@ -28,35 +29,51 @@ BOTO_CONFIG = Config(
 )
 serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
-Client = TypeVar("Client")
+_Client = TypeVar("_Client")
+_making = threading.Lock()
 
 
-def _kept(client: Client) -> Client:
-    """A client made at first use and kept for the instance's life, frozen with its service
-    model: tens of thousands of objects no collection need scan again (8 ms for the young
-    generations' collection that follows the first one, where a request makes two)."""
-    freeze_long_lived()
+def _kept(make: Callable[[], _Client]) -> Callable[[], _Client]:
+    """`make`'s client, made at its first use and kept for the instance's life, then frozen
+    with its service model (`core.lifecycle.freeze_long_lived`): some 30,000 objects for
+    the first client (the session, the endpoints, DynamoDB's model), 2,000 to 3,500 for
+    each later one, that no collection need scan again.
+
+    Made once, under one lock, whichever threads ask first (new mail's looks and sends run
+    in threads): a second client made meanwhile would be frozen, and never collected.
+    boto3's default session, which the first one makes, is not to be shared while made."""
+    made: list[_Client] = []
+
+    @wraps(make)
+    def client() -> _Client:
+        if not made:
+            with _making:
+                if not made:
+                    made.append(make())
+                    freeze_long_lived()
+        return made[0]
+
     return client
 
 
-@cache
+@_kept
 def dynamodb() -> DynamoDBClient:
-    return _kept(boto3.client("dynamodb", config=BOTO_CONFIG))
+    return boto3.client("dynamodb", config=BOTO_CONFIG)
 
 
-@cache
+@_kept
 def secretsmanager() -> SecretsManagerClient:
-    return _kept(boto3.client("secretsmanager", config=BOTO_CONFIG))
+    return boto3.client("secretsmanager", config=BOTO_CONFIG)
 
 
-@cache
+@_kept
 def events() -> EventBridgeClient:
-    return _kept(boto3.client("events", config=BOTO_CONFIG))
+    return boto3.client("events", config=BOTO_CONFIG)
 
 
-@cache
+@_kept
 def sqs() -> SQSClient:
-    return _kept(boto3.client("sqs", config=BOTO_CONFIG))
+    return boto3.client("sqs", config=BOTO_CONFIG)
 
 
 def storage_unavailable(service: str) -> Unavailable:
