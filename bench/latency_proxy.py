@@ -134,7 +134,7 @@ class LatencyProxy:
                 writer.close()
             for writer in writers:
                 # A reset's error, retrieved (left unread, asyncio prints it at exit); a peer
-                # that stopped reading, or the proxy's shutdown, is not waited for.
+                # that stopped reading, or the proxy's shutdown, waits at most _CLOSE_SECONDS.
                 try:
                     await asyncio.wait_for(writer.wait_closed(), _CLOSE_SECONDS)
                 except (OSError, TimeoutError, asyncio.CancelledError):

@@ -14,10 +14,11 @@ def freeze_long_lived() -> None:
     client it keeps (its service model: some 30,000 objects for the first). A collection
     scans every object of its generations, and a full one every object the collector
     tracks; after this, they scan only what was allocated since (docs/benchmarks.md, "Where
-    a cold start's time goes"). It freezes everything live, a request's objects too when a
-    request makes a client; a frozen object is never collected, so the cyclic garbage among
-    them stays for the instance's life: a few objects, once per client and instance. Hence
-    it is called at those points only.
+    a cold start's time goes"). It freezes everything the collector tracks: a request's
+    objects too when a request makes a client, and cyclic garbage not yet collected. The
+    collector never collects a frozen object (reference counting still frees one), so cycles
+    among them stay for the instance's life: a few objects, once per client and instance.
+    Hence it is called at those points only.
 
     Only in a process that is one function's instance (Lambda sets its name): the local run
     loads every function into one process, and would freeze one's requests' garbage at

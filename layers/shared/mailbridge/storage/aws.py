@@ -49,8 +49,9 @@ def _kept(make: Callable[[], _Client]) -> Callable[[], _Client]:
         if not made:
             with _making:
                 if not made:
-                    made.append(make())
+                    client = make()
                     freeze_long_lived()
+                    made.append(client)
         return made[0]
 
     return client
