@@ -49,9 +49,9 @@ def _kept(make: Callable[[], _Client]) -> Callable[[], _Client]:
         if not made:
             with _making:
                 if not made:
-                    client = make()
+                    new_client = make()
                     freeze_long_lived()
-                    made.append(client)
+                    made.append(new_client)  # others take it once it is frozen
         return made[0]
 
     return client
