@@ -118,27 +118,28 @@ def loaded(modules: list[str], names: tuple[str, ...]) -> set[str]:
     return {m for m in modules if any(m == name or m.startswith(name + ".") for name in names)}
 
 
-def load_in_fresh_interpreter(
-    function: str, provider: str | None = None, step: str = "check"
-) -> dict[str, Any]:
-    # The IMAP step connects to a closed loopback port: allowed as the sandbox allows it.
-    environment = lambda_environment(TEMPLATE, function, Sandbox.parameters())
+def run_as_instance(function: str, *arguments: str) -> dict[str, Any]:
+    """Runs Python with `arguments` in a fresh interpreter with `function`'s Lambda
+    environment; what it printed last, as JSON."""
     completed = subprocess.run(
-        [
-            sys.executable,
-            str(CHILD),
-            *HANDLERS[function].arguments(),
-            *([provider, step] if provider else []),
-        ],
-        env=environment,
+        [sys.executable, *arguments],
+        env=lambda_environment(TEMPLATE, function, Sandbox.parameters()),
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
     )
     assert completed.returncode == 0, completed.stderr
-    steps: dict[str, Any] = json.loads(completed.stdout.splitlines()[-1])
-    return steps
+    printed: dict[str, Any] = json.loads(completed.stdout.splitlines()[-1])
+    return printed
+
+
+def load_in_fresh_interpreter(
+    function: str, provider: str | None = None, step: str = "check"
+) -> dict[str, Any]:
+    # The IMAP step connects to a closed loopback port: allowed as the sandbox allows it.
+    arguments = [*HANDLERS[function].arguments(), *([provider, step] if provider else [])]
+    return run_as_instance(function, str(CHILD), *arguments)
 
 
 @pytest.mark.parametrize("function", sorted(HANDLERS))
@@ -221,17 +222,7 @@ def test_every_aws_client_is_made_once_and_frozen_with_its_service_model() -> No
     # Kept for the instance's life: the first (the session, the endpoints, DynamoDB's model)
     # is some 30,000 objects, each later one a few thousand, that no collection need scan
     # again; a second copy made by another thread would be frozen and never collected.
-    environment = lambda_environment(TEMPLATE, CONNECTION_TEST, Sandbox.parameters())
-    completed = subprocess.run(
-        [sys.executable, "-c", _CLIENTS_FROZEN],
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert completed.returncode == 0, completed.stderr
-    report = json.loads(completed.stdout)
+    report = run_as_instance(CONNECTION_TEST, "-c", _CLIENTS_FROZEN)
     assert report.pop("made") == _SERVICES
     assert all(each["one client"] and each["client frozen"] for each in report.values()), report
     assert report["dynamodb"]["frozen"] > 20_000, report
