@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -19,7 +19,7 @@ from typing import Any, Self
 from dnslib import QTYPE, RCODE, RR, DNSError, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from .network import LOOPBACK
+from .network import LOOPBACK, HttpsServer
 from .tls import server_context
 
 # How long a silent https answer waits, at most, before the server lets the connection go.
@@ -149,14 +149,10 @@ class DomainWebServer:
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return self._server.port
 
     def __enter__(self) -> Self:
-        self._server = _WebServer(self, self._context)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server = _WebServer(self, self._context).start()
         return self
 
     def __exit__(
@@ -166,18 +162,13 @@ class DomainWebServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stopped.set()  # ends silent answers
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.stop()
 
 
-class _WebServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _WebServer(HttpsServer):
     def __init__(self, site: DomainWebServer, context: ssl.SSLContext) -> None:
-        super().__init__((LOOPBACK, 0), _PageHandler)
+        super().__init__(_PageHandler, context)
         self.site = site
-        self.socket = context.wrap_socket(self.socket, server_side=True)
 
 
 class _PageHandler(BaseHTTPRequestHandler):

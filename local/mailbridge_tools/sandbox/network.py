@@ -1,6 +1,7 @@
-"""Loopback ports for sandbox servers, and servers that misbehave: one that never answers,
-one that answers a byte at a time, and an IMAP server that says what it is told (and may
-answer one command a byte at a time)."""
+"""Loopback ports for sandbox servers, the https server of the fake providers and the mail
+domains, and servers that misbehave: one that never answers, one that answers a byte at a
+time, and an IMAP server that says what it is told (and may answer one command a byte at a
+time)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
 
@@ -34,6 +36,34 @@ def wait_for_port(port: int, timeout: float = 10.0, *, alive: object = None) -> 
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout}s")
+
+
+class HttpsServer(ThreadingHTTPServer):
+    """An https server on a free loopback port, answering with `handler` on a thread of its
+    own from `start` to `stop`."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext) -> None:
+        super().__init__((LOOPBACK, 0), handler)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+        # A short poll, so that `stop` returns at once.
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join()
 
 
 class BlackholeServer:

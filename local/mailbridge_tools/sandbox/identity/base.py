@@ -25,13 +25,13 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import getaddresses
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from ..network import LOOPBACK
+from ..network import LOOPBACK, HttpsServer
 from ..tls import server_context
 
 _CODE_LIFETIME = 600
@@ -297,13 +297,10 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(HttpsServer):
     def __init__(self, provider: FakeProvider, context: ssl.SSLContext) -> None:
-        super().__init__((LOOPBACK, 0), _Handler)
+        super().__init__(_Handler, context)
         self.provider = provider
-        self.socket = context.wrap_socket(self.socket, server_side=True)
 
 
 class FakeProvider:
@@ -326,7 +323,6 @@ class FakeProvider:
     def __init__(self, cert: Path, key: Path) -> None:
         self._context = server_context(cert, key)
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.apps: dict[str, App] = {}
         self.accounts: list[Account] = []
@@ -349,11 +345,7 @@ class FakeProvider:
 
     # -- lifecycle
     def __enter__(self) -> Self:
-        self._server = _Server(self, self._context)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server = _Server(self, self._context).start()
         return self
 
     def __exit__(
@@ -362,16 +354,14 @@ class FakeProvider:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        assert self._server is not None and self._thread is not None
+        assert self._server is not None
         self.stopped.set()  # ends stalled answers
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.stop()
 
     @property
     def base_url(self) -> str:
         assert self._server is not None, "not started"
-        return f"https://{LOOPBACK}:{self._server.server_address[1]}"
+        return f"https://{LOOPBACK}:{self._server.port}"
 
     # -- what tests set up and change
     def register_app(self, client_id: str, client_secret: str, redirect_uris: list[str]) -> None:
