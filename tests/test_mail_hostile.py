@@ -1,8 +1,8 @@
 """Hostile mail through the API, against Dovecot and a real SMTP server: messages whose headers
 or structure the standard library chokes on are read (200) and replied to without a 500, a
 large message's answer fits in Lambda's, hostile headers are listed within bounds, a
-forwarded message is one attachment, and no one-line field of a send takes a Unicode line
-break."""
+forwarded message is one attachment, no one-line field of a send takes a Unicode line
+break, and no RFC 2047 encoded word, the agent's or a stranger's, becomes a header."""
 
 from __future__ import annotations
 
@@ -180,3 +180,103 @@ def test_a_lone_surrogate_in_a_body_is_refused_naming_it(
             "POST", imap_agent.send_path, body, headers={"Idempotency-Key": uuid.uuid4().hex}
         )
         assert (response.status, response.error.get("field")) == (422, field), response.text
+
+
+# Each decodes to a line break and a header; the standard library wrote them as such (a Bcc
+# that Gmail's and Graph's raw sends obey), before Python 3.13 for a subject or a name and in
+# every version for a file name.
+ENCODED_BCC = "=?utf-8?q?Hi=0D=0ABcc:_victim@example.org?="
+ENCODED_HEADER = "=?utf-8?q?a=0D=0AX-Injected:_1?="
+# What the standard library writes, and a receiving one reads, of a message we send.
+SENT_HEADERS = {
+    *("from", "to", "subject", "date", "message-id"),
+    *("mime-version", "content-type", "content-transfer-encoding"),
+}
+
+
+def sent_headers(content: bytes) -> set[str]:
+    """The names of the headers of `content`'s parts, lower-cased."""
+    message = message_from_bytes(content, policy=policy.default)
+    return {name.lower() for part in message.walk() for name in part}
+
+
+def test_an_encoded_line_break_in_a_subject_or_file_name_is_sent_as_written(
+    imap_agent: MailAgent, smtp: SmtpServer
+) -> None:
+    before = len(smtp.messages)
+    body = {
+        "to": ["customer@example.org"],
+        "subject": ENCODED_BCC,
+        "text": "Hello.",
+        "attachments": [{"filename": ENCODED_HEADER, "content": "eA=="}],
+    }
+    response = imap_agent.runtime.request(
+        "POST", imap_agent.send_path, body, headers={"Idempotency-Key": uuid.uuid4().hex}
+    )
+    assert response.status == 200, response.text
+    assert response.json()["recipients"] == ["customer@example.org"]
+    (sent,) = smtp.messages[before:]
+    assert sent.recipients == ["customer@example.org"]
+    assert sent_headers(sent.content) == SENT_HEADERS | {"content-disposition"}
+    assert f"\r\nSubject: {ENCODED_BCC}\r\n".encode() in sent.content
+    assert f'filename="{ENCODED_HEADER}"'.encode() in sent.content
+
+
+def test_a_sender_name_holding_an_encoded_word_is_refused_naming_it(
+    imap_agent: MailAgent, smtp: SmtpServer
+) -> None:
+    before = len(smtp.messages)
+    body = {"to": ["customer@example.org"], "subject": "Hi", "text": "Hello."}
+    response = imap_agent.runtime.request(
+        "POST",
+        imap_agent.send_path,
+        body | {"sender_name": ENCODED_BCC},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert (response.status, response.error.get("field")) == (422, "sender_name"), response.text
+    assert len(smtp.messages) == before
+
+
+def test_a_reply_to_a_strangers_encoded_subject_adds_no_header(
+    imap_agent: MailAgent, smtp: SmtpServer
+) -> None:
+    # Encoded twice: read once, the subject is ENCODED_BCC, which a reply's "Re:" took on.
+    subject = b"=?utf-8?q?=3D=3Futf-8=3Fq=3FHi=3D0D=3D0ABcc=3A=5Fvictim=40example.org=3F=3D?="
+    raw = b"From: alice@example.net\r\nMessage-ID: <enc@example.net>\r\nSubject: "
+    message = _read_newest(imap_agent, raw + subject + b"\r\n\r\nHi.\r\n")
+    assert message["subject"] == ENCODED_BCC
+    before = len(smtp.messages)
+    reply = _reply(imap_agent, message["id"])
+    assert reply.status == 200, reply.text
+    (sent,) = smtp.messages[before:]
+    assert sent.recipients == ["alice@example.net"]
+    assert sent_headers(sent.content) == SENT_HEADERS | {"in-reply-to", "references"}
+    assert f"\r\nSubject: Re: {ENCODED_BCC}\r\n".encode() in sent.content
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"text": "a\x00b"}, "text"),
+        ({"html": "<p>a\x00b</p>"}, "html"),
+        (
+            {"attachments": [{"filename": "a", "content_type": "multipart/mixed", "content": ""}]},
+            "attachments.0.content_type",
+        ),
+        (
+            {"attachments": [{"filename": "a", "content_type": "Message/RFC822", "content": ""}]},
+            "attachments.0.content_type",
+        ),
+    ],
+    ids=["NUL in text", "NUL in html", "a multipart attachment", "a message attachment"],
+)
+def test_what_mail_cannot_carry_is_refused_naming_it(
+    imap_agent: MailAgent, smtp: SmtpServer, change: dict[str, Any], field: str
+) -> None:
+    before = len(smtp.messages)
+    body = {"to": ["customer@example.org"], "subject": "Hi", "text": "Hello."} | change
+    response = imap_agent.runtime.request(
+        "POST", imap_agent.send_path, body, headers={"Idempotency-Key": uuid.uuid4().hex}
+    )
+    assert (response.status, response.error.get("field")) == (422, field), response.text
+    assert len(smtp.messages) == before

@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 from mailbridge_tools.sandbox import FakeGoogle, FakeMicrosoft
 from support import GOOGLE_ACCOUNT, MS_ACCOUNT, MailAgent, Mailbox, OAuthAgent
-from test_mail_hostile import LAMBDA_ANSWER_BYTES, lambda_answer_bytes
+from test_mail_hostile import (
+    ENCODED_BCC,
+    ENCODED_HEADER,
+    LAMBDA_ANSWER_BYTES,
+    SENT_HEADERS,
+    lambda_answer_bytes,
+    sent_headers,
+)
 
 
 @pytest.fixture
@@ -94,6 +101,26 @@ def test_a_reply_stays_in_the_conversation(connected: MailAgent, agent: OAuthAge
     assert reply["From"].addresses[0].addr_spec == connected.login
     read_back = connected.runtime.get(connected.message_path(sent["id"])).json()
     assert read_back["folder"] == "sent" and read_back["message_id"] == sent["message_id"]
+
+
+def test_an_encoded_line_break_adds_no_header_to_a_raw_send(
+    connected: MailAgent, agent: OAuthAgent
+) -> None:
+    # Gmail and Graph take a raw message's Bcc as recipients: the policy's way around, once.
+    sent = connected.send(
+        {
+            "to": ["customer@example.org"],
+            "subject": ENCODED_BCC,
+            "text": "Hello.",
+            "attachments": [{"filename": ENCODED_HEADER, "content": "eA=="}],
+        },
+        key=uuid.uuid4().hex,
+    )
+    assert sent["recipients"] == ["customer@example.org"]
+    held = next(
+        m for m in agent.fake.messages(connected.login) if sent["message_id"].encode() in m.raw
+    )
+    assert sent_headers(held.raw) == SENT_HEADERS | {"content-disposition"}
 
 
 def test_graph_is_always_asked_for_immutable_ids(

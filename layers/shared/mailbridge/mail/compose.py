@@ -3,13 +3,16 @@ Gmail's raw send, a Graph draft from MIME): From the connection's address, a Mes
 ours, threading headers for a reply, text and HTML alternatives, attachments.
 
 Every header value comes from a validated field (no line breaks, no control characters),
-and the standard library refuses a header that could still start another one. The message is
-7-bit: non-ASCII text goes as quoted-printable or base64 and headers as RFC 2047 encoded
-words, which every server and API takes (no SMTP 8BITMIME or SMTPUTF8 needed).
+and the standard library refuses a header that could still start another one; an RFC 2047
+encoded word, which could still decode to one, is written as given or refused (`_verbatim`,
+`_sender_address`). The message is 7-bit: non-ASCII text goes as quoted-printable or base64
+and headers as RFC 2047 encoded words, which every server and API takes (no SMTP 8BITMIME
+or SMTPUTF8 needed).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from datetime import datetime
 from email import policy
@@ -20,6 +23,7 @@ from email.policy import Policy
 from email.utils import format_datetime
 from typing import Any
 
+from ..core.errors import InvalidField
 from .mailboxes import Outgoing
 from .models import OutgoingAttachment
 from .parsing import ParsedMessage, thread_references
@@ -74,13 +78,13 @@ def compose(
     made from it, so a send that had to be done again goes out as the same message, which
     mailboxes recognize."""
     message = EmailMessage(policy=_POLICY)
-    local, _, domain = sender.rpartition("@")
-    message["From"] = HeaderAddress(display_name=sender_name or "", username=local, domain=domain)
+    _, _, domain = sender.rpartition("@")
+    message["From"] = _sender_address(sender, sender_name)
     if to:
         message["To"] = [_address(address) for address in to]
     if cc:
         message["Cc"] = [_address(address) for address in cc]
-    message["Subject"] = subject
+    message["Subject"] = _verbatim(subject)
     message["Date"] = format_datetime(now)
     message_id = f"<{hashlib.sha256(message_key.encode()).hexdigest()[:40]}@{domain}>"
     message["Message-ID"] = message_id
@@ -101,12 +105,45 @@ def compose(
             message.add_alternative(html, subtype="html")
     for attached in attachments:
         maintype, _, subtype = attached.content_type.partition("/")
+        # As RFC 2231's (charset, language, value): a parameter's value the library takes as
+        # written, where it decodes the encoded words of a plain one (`_verbatim` says why).
         message.add_attachment(
-            attached.data, maintype=maintype, subtype=subtype, filename=attached.filename
+            attached.data,
+            maintype=maintype,
+            subtype=subtype,
+            filename=("utf-8", "", attached.filename),
         )
     return Outgoing(message=message, sender=sender, bcc=bcc, message_id=message_id)
 
 
-def _address(address: str) -> HeaderAddress:
+def _verbatim(subject: str) -> str:
+    """`subject`, to be written as given. The standard library decodes the RFC 2047 encoded
+    words of a value it is given, and before Python 3.13 writes what they decode to as it is:
+    "=?utf-8?q?Hi=0D=0ABcc:_x@evil.example?=" would become a Bcc header, which Gmail's and
+    Graph's raw sends obey, past the client organization's recipients. A reply's subject is a
+    stranger's. Encoded once more, it decodes to the text as given, which is written as
+    such."""
+    if "=?" not in subject:
+        return subject
+    return f"=?utf-8?b?{base64.b64encode(subject.encode()).decode()}?="
+
+
+def _sender_address(sender: str, name: str | None) -> HeaderAddress:
+    """From: the connection's address, with `name`. A name holding an encoded word is refused:
+    the library would decode it as a subject's (`_verbatim`), and a name cannot be encoded
+    once more, as the library would then write it unquoted (a comma in it would make two
+    addresses)."""
+    if name and "=?" in name:
+        raise InvalidField(
+            "sender_name",
+            'The sender name holds an RFC 2047 encoded word ("=?"), which mail readers would '
+            "decode into something else.",
+            hint="Give the name as plain text; it is encoded as needed. Without sender_name, "
+            "the agent's name is used.",
+        )
+    return _address(sender, name or "")
+
+
+def _address(address: str, name: str = "") -> HeaderAddress:
     local, _, domain = address.rpartition("@")
-    return HeaderAddress(username=local, domain=domain)
+    return HeaderAddress(display_name=name, username=local, domain=domain)

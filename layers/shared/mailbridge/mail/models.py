@@ -101,6 +101,21 @@ def _filename(value: str) -> str:
     return value
 
 
+def _single_part_type(value: str) -> str:
+    if value.partition("/")[0].lower() in {"multipart", "message"}:
+        # Either would need a structure (a boundary, an unencoded body) that bytes sent as a
+        # base64 attachment do not have.
+        raise ValueError("must be a single part's type, not multipart/* or message/*")
+    return value
+
+
+def _body_text(value: str) -> str:
+    encodable(value)
+    if "\x00" in value:
+        raise ValueError("must not hold a NUL character, which mail cannot carry")
+    return value
+
+
 def _base64(value: str) -> str:
     try:
         base64.b64decode(value, validate=True)
@@ -115,7 +130,9 @@ Subject = Annotated[str, Field(max_length=998), AfterValidator(printable)]
 DisplayName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable)]
 _MIME_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"  # RFC 6838
 CONTENT_TYPE_PATTERN = rf"^{_MIME_NAME}/{_MIME_NAME}$"
-ContentType = Annotated[str, Field(max_length=255, pattern=CONTENT_TYPE_PATTERN)]
+ContentType = Annotated[
+    str, Field(max_length=255, pattern=CONTENT_TYPE_PATTERN), AfterValidator(_single_part_type)
+]
 
 
 class OutgoingAttachment(StrictModel):
@@ -150,8 +167,8 @@ class SendRequest(StrictModel):
         default=None,
         description="Required for a new message; a reply's defaults to the original's.",
     )
-    text: Annotated[str, Field(max_length=1_000_000), AfterValidator(encodable)] | None = None
-    html: Annotated[str, Field(max_length=2_000_000), AfterValidator(encodable)] | None = None
+    text: Annotated[str, Field(max_length=1_000_000), AfterValidator(_body_text)] | None = None
+    html: Annotated[str, Field(max_length=2_000_000), AfterValidator(_body_text)] | None = None
     attachments: list[OutgoingAttachment] = Field(default_factory=list, max_length=20)
     reply_to_message_id: Annotated[str, Field(pattern=OPAQUE_ID_PATTERN)] | None = Field(
         default=None, description="Reply in this message's thread."
