@@ -105,6 +105,46 @@ def test_a_body_that_is_not_json_is_refused(org: Org, content_type: str) -> None
     assert response.json()["error"]["code"] == "unsupported_media_type"
 
 
+def test_an_empty_body_that_is_not_json_is_refused(org: Org) -> None:
+    # Powertools refused it with a 500 (its RequestUnsupportedContentType).
+    response = requests.put(
+        org.client.base_url + org.config_path,
+        headers={"Authorization": f"Bearer {org.client.token}", "Content-Type": "text/plain"},
+        timeout=10,
+    )
+    assert response.status_code == 415, response.text
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize("content_type", ["APPLICATION/JSON", "Application/Json; charset=utf-8"])
+def test_a_json_media_type_is_json_in_any_case(org: Org, content_type: str) -> None:
+    # Powertools reads JSON only from "application/json" as written: a 500 otherwise.
+    def put(content_type: str) -> requests.Response:
+        return requests.put(
+            org.client.base_url + org.config_path,
+            data=b'{"provider": "imap", "preset": "custom"}',
+            headers={"Authorization": f"Bearer {org.client.token}", "Content-Type": content_type},
+            timeout=10,
+        )
+
+    answer, as_expected = put(content_type), put("application/json")
+    assert as_expected.status_code == 422, as_expected.text  # the servers are missing
+    assert (answer.status_code, answer.json()) == (422, as_expected.json())
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("/bridge/orgs/{org}/email-history?since=yesterday", "since"),
+        ("/api/engine/oauth/callback?state=a&state=b&code=c", "state"),
+    ],
+)
+def test_a_parameters_error_names_the_parameter_alone(org: Org, query: str, field: str) -> None:
+    # pydantic adds the member of the parameter's union that failed: "since.function-after[...]".
+    response = org.client.get(query.format(org=org.org_id))
+    assert (response.status, response.error.get("field")) == (422, field), response.text
+
+
 def test_a_body_that_is_not_utf8_is_refused(org: Org) -> None:
     # API Gateway hands such a body over in base64, which Powertools failed to decode (500).
     response = requests.put(

@@ -17,6 +17,9 @@ from ..core.types import ID_PATTERN
 
 # The path parameter of every agent route, checked before anything is looked up.
 AgentId = Annotated[str, Path(pattern=ID_PATTERN)]
+# A version is counted up from 1 by each save: 18 digits are more than any will reach, and
+# fewer than a DynamoDB number holds (38).
+_MAX_VERSION_DIGITS = 18
 
 
 def current_caller(app: APIGatewayHttpResolver) -> Caller:
@@ -55,6 +58,7 @@ def parse_if_match(value: str | None) -> int | None:
     if value is None:
         return None
     tag = value.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
+    # ASCII digits: "²" is a digit to isdigit(), and not to int().
+    if not (tag.isascii() and tag.isdigit()) or len(tag) > _MAX_VERSION_DIGITS:
         raise InvalidField("If-Match", 'If-Match must be an ETag this API gave, like "3".')
     return int(tag)

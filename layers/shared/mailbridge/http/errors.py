@@ -152,6 +152,13 @@ def invalid_json() -> MailbridgeError:
     return MailbridgeError(ErrorCode.INVALID_JSON, "The request body is not valid JSON.")
 
 
+def unsupported_media_type() -> MailbridgeError:
+    return MailbridgeError(
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        "The request body must be JSON, sent with Content-Type: application/json.",
+    )
+
+
 def validation_error(error: RequestValidationError) -> MailbridgeError:
     """pydantic's complaints about the request, one per field, naming the field (never the
     value)."""
@@ -172,9 +179,13 @@ def validation_error(error: RequestValidationError) -> MailbridgeError:
 def _field_problem(error: Any) -> MailbridgeError:
     # loc is ("body", "imap", "port") or ("path", "agentId"): name the field, not the source.
     # A body that is a union by provider has the provider after "body": not a field either.
+    # A parameter is one field, after which pydantic may name the member of its type's
+    # union that failed ("str", "function-after[...]").
     loc = [str(part) for part in error["loc"]]
     if len(loc) > 2 and loc[0] == "body" and loc[1] in CONNECTION_METHODS:
         del loc[1]
+    elif len(loc) > 2 and loc[0] != "body":
+        del loc[2:]
     field = ".".join(loc[1:]) or loc[0]
     if error["type"] == "extra_forbidden":
         code, message = ErrorCode.UNKNOWN_FIELD, f"{field} is not a known field."
