@@ -200,8 +200,9 @@ def client_org_with_policy(org: Org, **policy: Any) -> str:
 def test_the_banner_and_the_domain_at_save(org: Org, local_api: Any) -> None:
     client_org = client_org_with_policy(
         org,
-        email_domain="acme.example",
-        allowed_recipients=["Partner@Supplier.example", "@acme.example"],
+        email_domain="acme.example.",
+        # As typed: any case, "@" before a domain, a fully qualified name's final dot.
+        allowed_recipients=["Partner@Supplier.example.", "@acme.example."],
         limits={"per_hour": 50, "per_day": 500},
     )
     agent = register_agent(org.org_id, client_org_id=client_org)

@@ -61,14 +61,12 @@ class SharedAppView(Model):
 
 def _recipient_rule(value: str) -> str:
     """An address (alice@example.com) or a whole domain (example.com or @example.com)."""
-    value = value.strip().lower()
-    local, at, domain = value.rpartition("@")
-    if at and not local:  # "@example.com"
-        value = domain
-    elif at and (not local or any(ch.isspace() or ord(ch) < 32 for ch in local)):
+    local, _, domain = value.strip().lower().rpartition("@")
+    if local and any(ch.isspace() or ord(ch) < 32 for ch in local):
         raise ValueError("must be an email address or a domain")
-    hostname(domain if at else value)
-    return value
+    # As recipients are compared: the domain without its final dot ("example.com.").
+    domain = hostname(domain)
+    return f"{local}@{domain}" if local else domain  # "@example.com" is the domain
 
 
 RecipientRule = Annotated[str, Field(max_length=320), AfterValidator(_recipient_rule)]
