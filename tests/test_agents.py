@@ -47,6 +47,10 @@ def test_the_platform_registers_and_updates_agents_in_its_organization(
     # policy: refused; once its policy is saved, it exists.
     unknown = platform.put(path, {"name": "Sales agent", "client_org_id": "acme"})
     assert (unknown.status, unknown.error["field"]) == (422, "client_org_id")
+    # Its name is the From of its sends: plain text, which no encoded word can turn into a
+    # header (mail.compose).
+    encoded = platform.put(path, {"name": "=?utf-8?q?a=0D=0ABcc:_x@evil.example?="})
+    assert (encoded.status, encoded.error["field"]) == (422, "name"), encoded.text
     assert org.client.put("/bridge/client-orgs/acme/email-policy", {"name": "Acme"}).status == 200
     updated = platform.put(path, {"name": "Sales agent", "client_org_id": "acme"})
     assert updated.json()["client_org_id"] == "acme"

@@ -51,8 +51,13 @@ def _reply(agent: MailAgent, message_id: str) -> Any:
 
 @pytest.mark.parametrize(
     "sender",
-    [b"<=?utf-8?q?evil=0D=0ABcc:victim@example.org?=>", b"a@", b"j\xc3\xb6rg@b\xc3\xbccher.de"],
-    ids=["an encoded line break", "no domain", "not ASCII"],
+    [
+        b"<=?utf-8?q?evil=0D=0ABcc:victim@example.org?=>",
+        b"=?utf-8?q?a=0D=0ABcc=3A_victim=40example.org?=@example.net",
+        b"a@",
+        b"j\xc3\xb6rg@b\xc3\xbccher.de",
+    ],
+    ids=["an encoded line break", "an encoded word before the @", "no domain", "not ASCII"],
 )
 def test_a_message_from_no_real_address_is_read_and_not_replied_to(
     imap_agent: MailAgent, smtp: SmtpServer, sender: bytes
@@ -234,6 +239,22 @@ def test_a_sender_name_holding_an_encoded_word_is_refused_naming_it(
         headers={"Idempotency-Key": uuid.uuid4().hex},
     )
     assert (response.status, response.error.get("field")) == (422, "sender_name"), response.text
+    assert len(smtp.messages) == before
+
+
+@pytest.mark.parametrize("field", ["to", "cc", "bcc"])
+def test_an_address_holding_an_encoded_word_is_refused_naming_it(
+    imap_agent: MailAgent, smtp: SmtpServer, field: str
+) -> None:
+    # A valid local part (RFC 5322 allows "=" and "?"), which the library decoded as it wrote
+    # it; RFC 2047 allows no encoded word in an address.
+    before = len(smtp.messages)
+    address = "=?utf-8?q?a=0D=0ABcc=3A_victim=40example.org?=@example.org"
+    body = {"to": ["customer@example.org"], "subject": "Hi", "text": "Hello."} | {field: [address]}
+    response = imap_agent.runtime.request(
+        "POST", imap_agent.send_path, body, headers={"Idempotency-Key": uuid.uuid4().hex}
+    )
+    assert (response.status, response.error.get("field")) == (422, f"{field}.0"), response.text
     assert len(smtp.messages) == before
 
 

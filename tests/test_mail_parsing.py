@@ -470,6 +470,14 @@ def test_a_message_is_sent_7_bit_and_reads_back_the_same() -> None:
     assert attached.get_payload(decode=True) == "Grüße".encode()
 
 
+def test_a_name_holding_an_encoded_word_is_left_out_of_from() -> None:
+    # An agent's name saved before names were checked for one (core.fields.display_name).
+    name = "=?utf-8?q?a=0D=0ABcc:_victim@example.org?="
+    read = message_from_bytes(_compose(sender_name=name).as_bytes(), policy=policy.default)
+    assert "Bcc" not in read
+    assert (read["From"].addresses[0].display_name, read["From"]) == ("", "agent@example.com")
+
+
 def test_a_reply_threads_with_ids_as_the_original_wrote_them() -> None:
     outlook = (
         "<DM6PR11MB4073D5B0C8E3C6F3C1A2B3C4D5E6F7A8B9@DM6PR11MB4073.namprd11.prod.outlook.com>"

@@ -3,15 +3,15 @@ removes them with everything this service keeps for them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from ..audit.models import Actor, AuditAction
 from ..audit.service import agent_entry
 from ..connections.disconnecting import disconnect
 from ..core.errors import InvalidField, agent_not_found
-from ..core.fields import printable
+from ..core.fields import DisplayName
 from ..core.types import PlatformId, StrictModel, example
 from .access import require_person
 from .models import Agent, Caller
@@ -25,7 +25,8 @@ class AgentRequest(StrictModel):
 
     model_config = example({"name": "Support agent", "client_org_id": "acme"})
 
-    name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable)]
+    # The From of its sends, unless a send names itself otherwise.
+    name: DisplayName
     client_org_id: PlatformId | None = Field(
         default=None, description="The client organization the agent works for, if any."
     )

@@ -3,11 +3,11 @@ Gmail's raw send, a Graph draft from MIME): From the connection's address, a Mes
 ours, threading headers for a reply, text and HTML alternatives, attachments.
 
 Every header value comes from a validated field (no line breaks, no control characters),
-and the standard library refuses a header that could still start another one; an RFC 2047
-encoded word, which could still decode to one, is written as given or refused (`_verbatim`,
-`_sender_address`). The message is 7-bit: non-ASCII text goes as quoted-printable or base64
-and headers as RFC 2047 encoded words, which every server and API takes (no SMTP 8BITMIME
-or SMTPUTF8 needed).
+and the standard library refuses a header that could still start another one. An RFC 2047
+encoded word, which could still decode to one, is written as given or left out (`_verbatim`,
+`_sender_address`); an address holds none (`core.fields.email_address`). The message is
+7-bit: non-ASCII text goes as quoted-printable or base64 and headers as RFC 2047 encoded
+words, which every server and API takes (no SMTP 8BITMIME or SMTPUTF8 needed).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from email.policy import Policy
 from email.utils import format_datetime
 from typing import Any
 
-from ..core.errors import InvalidField
+from ..core.fields import holds_encoded_word
 from .mailboxes import Outgoing
 from .models import OutgoingAttachment
 from .parsing import ParsedMessage, thread_references
@@ -118,30 +118,23 @@ def compose(
 
 def _verbatim(subject: str) -> str:
     """`subject`, to be written as given. The standard library decodes the RFC 2047 encoded
-    words of a value it is given, and before Python 3.13 writes what they decode to as it is:
-    "=?utf-8?q?Hi=0D=0ABcc:_x@evil.example?=" would become a Bcc header, which Gmail's and
-    Graph's raw sends obey, past the client organization's recipients. A reply's subject is a
-    stranger's. Encoded once more, it decodes to the text as given, which is written as
-    such."""
-    if "=?" not in subject:
+    words of a value it is given, and (before Python 3.11.10 and 3.12.5, CVE-2024-6923)
+    writes what they decode to as it is: "=?utf-8?q?Hi=0D=0ABcc:_x@evil.example?=" would
+    become a Bcc header, which Gmail's and Graph's raw sends obey, past the client
+    organization's recipients. A reply's subject is a stranger's. Encoded once more, it
+    decodes to the text as given, which is written as such."""
+    if not holds_encoded_word(subject):
         return subject
     return f"=?utf-8?b?{base64.b64encode(subject.encode()).decode()}?="
 
 
 def _sender_address(sender: str, name: str | None) -> HeaderAddress:
-    """From: the connection's address, with `name`. A name holding an encoded word is refused:
-    the library would decode it as a subject's (`_verbatim`), and a name cannot be encoded
-    once more, as the library would then write it unquoted (a comma in it would make two
-    addresses)."""
-    if name and "=?" in name:
-        raise InvalidField(
-            "sender_name",
-            'The sender name holds an RFC 2047 encoded word ("=?"), which mail readers would '
-            "decode into something else.",
-            hint="Give the name as plain text; it is encoded as needed. Without sender_name, "
-            "the agent's name is used.",
-        )
-    return _address(sender, name or "")
+    """From: the connection's address, with `name` unless it holds an encoded word, which the
+    library would decode as a subject's (`_verbatim`), and cannot take encoded once more (it
+    would write the name unquoted: a comma in it would make two addresses). Such names are
+    refused where they are given (`core.fields.display_name`); an agent's name saved before
+    that is left out."""
+    return _address(sender, "" if name is None or holds_encoded_word(name) else name)
 
 
 def _address(address: str, name: str = "") -> HeaderAddress:

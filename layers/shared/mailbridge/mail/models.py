@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from ..core.fields import EmailAddress, encodable, printable
+from ..core.fields import DisplayName, EmailAddress, encodable, printable
 from ..core.types import OPAQUE_ID_PATTERN, Model, StrictModel, example
 
 Folder = Literal["inbox", "sent", "drafts", "trash"]
@@ -105,11 +105,14 @@ def _single_part_type(value: str) -> str:
     if value.partition("/")[0].lower() in {"multipart", "message"}:
         # Either would need a structure (a boundary, an unencoded body) that bytes sent as a
         # base64 attachment do not have.
-        raise ValueError("must be a single part's type, not multipart/* or message/*")
+        raise ValueError(
+            "must be a single part's type, not multipart/* or message/* (a saved message "
+            "goes as application/octet-stream)"
+        )
     return value
 
 
-def _body_text(value: str) -> str:
+def _mail_text(value: str) -> str:
     encodable(value)
     if "\x00" in value:
         raise ValueError("must not hold a NUL character, which mail cannot carry")
@@ -124,10 +127,9 @@ def _base64(value: str) -> str:
     return value
 
 
-# Header text is one line (`printable`): no header can be injected through it, and the email
-# package can write it.
+# Header text is one line (`printable`), which the email package can write; what an encoded
+# word in it decodes to is not written (mail.compose).
 Subject = Annotated[str, Field(max_length=998), AfterValidator(printable)]
-DisplayName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable)]
 _MIME_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"  # RFC 6838
 CONTENT_TYPE_PATTERN = rf"^{_MIME_NAME}/{_MIME_NAME}$"
 ContentType = Annotated[
@@ -167,8 +169,8 @@ class SendRequest(StrictModel):
         default=None,
         description="Required for a new message; a reply's defaults to the original's.",
     )
-    text: Annotated[str, Field(max_length=1_000_000), AfterValidator(_body_text)] | None = None
-    html: Annotated[str, Field(max_length=2_000_000), AfterValidator(_body_text)] | None = None
+    text: Annotated[str, Field(max_length=1_000_000), AfterValidator(_mail_text)] | None = None
+    html: Annotated[str, Field(max_length=2_000_000), AfterValidator(_mail_text)] | None = None
     attachments: list[OutgoingAttachment] = Field(default_factory=list, max_length=20)
     reply_to_message_id: Annotated[str, Field(pattern=OPAQUE_ID_PATTERN)] | None = Field(
         default=None, description="Reply in this message's thread."
