@@ -105,15 +105,26 @@ def test_a_body_that_is_not_json_is_refused(org: Org, content_type: str) -> None
     assert response.json()["error"]["code"] == "unsupported_media_type"
 
 
-def test_an_empty_body_that_is_not_json_is_refused(org: Org) -> None:
-    # Powertools refused it with a 500 (its RequestUnsupportedContentType).
-    response = requests.put(
-        org.client.base_url + org.config_path,
-        headers={"Authorization": f"Bearer {org.client.token}", "Content-Type": "text/plain"},
-        timeout=10,
-    )
-    assert response.status_code == 415, response.text
-    assert response.json()["error"]["code"] == "unsupported_media_type"
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "multipart/form-data", "application/x-www-form-urlencoded"]
+)
+def test_an_empty_body_is_missing_whatever_its_content_type(org: Org, content_type: str) -> None:
+    # Powertools read it by its type: a 500 for text/plain, and for multipart/form-data
+    # without a boundary.
+    def put(headers: dict[str, str]) -> requests.Response:
+        return requests.put(
+            org.client.base_url + org.config_path,
+            headers={"Authorization": f"Bearer {org.client.token}"} | headers,
+            timeout=10,
+        )
+
+    answer, without_type = put({"Content-Type": content_type}), put({})
+    assert without_type.json()["error"] == {
+        "code": "missing_field",
+        "message": "body is required.",
+        "field": "body",
+    }
+    assert (answer.status_code, answer.json()) == (422, without_type.json())
 
 
 @pytest.mark.parametrize("content_type", ["APPLICATION/JSON", "Application/Json; charset=utf-8"])

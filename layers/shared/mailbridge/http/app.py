@@ -15,10 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import (
-    RequestUnsupportedContentType,
-    RequestValidationError,
-)
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.logging import correlation_paths
 
 from ..core.deadline import Deadline
@@ -27,15 +24,7 @@ from ..core.lifecycle import freeze_long_lived
 from ..core.observability import log_unexpected, logger, metrics
 from ..core.settings import settings
 from .caller import caller_of
-from .errors import (
-    STATUS,
-    error_body,
-    error_response,
-    invalid_json,
-    unsupported_media_type,
-    utf8_json,
-    validation_error,
-)
+from .errors import STATUS, error_body, error_response, invalid_json, utf8_json, validation_error
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -57,11 +46,6 @@ def create_app() -> APIGatewayHttpResolver:
     @app.exception_handler(RequestValidationError)
     def handle_validation_error(error: RequestValidationError) -> Response[str]:
         return error_response(validation_error(error))
-
-    # An empty body sent as something else than JSON, which `_refused_body` lets through.
-    @app.exception_handler(RequestUnsupportedContentType)
-    def handle_unsupported_content_type(_: RequestUnsupportedContentType) -> Response[str]:
-        return error_response(unsupported_media_type())
 
     @app.not_found
     def handle_not_found(_: NotFoundError) -> Response[str]:
@@ -97,12 +81,16 @@ def _media_type(event: dict[str, Any]) -> str:
     return str(content_type).partition(";")[0].strip().lower()
 
 
-def _json_media_type_in_lower_case(event: dict[str, Any]) -> None:
+def _content_type_as_powertools_reads_it(event: dict[str, Any]) -> None:
     """Powertools reads a body as JSON only when its Content-Type starts with
-    "application/json" as written (else a 500); a media type is case-insensitive (RFC 9110
-    8.3.1), so "Application/JSON" is written as Powertools expects."""
-    if _media_type(event) == content_types.APPLICATION_JSON:
-        headers = event["headers"]
+    "application/json" as written (a 500 for "Application/JSON", the same media type by RFC
+    9110), and an empty body by its type (a 500 for multipart without a boundary): a JSON
+    type is written in lower case, and an empty body has none, which a route that takes a
+    body answers as missing."""
+    headers = event.get("headers") or {}
+    if not event.get("body"):
+        headers.pop("content-type", None)
+    elif _media_type(event) == content_types.APPLICATION_JSON:
         parameters = headers["content-type"].partition(";")[1:]
         headers["content-type"] = content_types.APPLICATION_JSON + "".join(parameters)
 
@@ -123,7 +111,10 @@ def _refused_body(event: dict[str, Any], limit: int) -> MailbridgeError | None:
         return None
     media_type = _media_type(event)
     if media_type and media_type != content_types.APPLICATION_JSON:
-        return unsupported_media_type()
+        return MailbridgeError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            "The request body must be JSON, sent with Content-Type: application/json.",
+        )
     try:
         text = (
             base64.b64decode(body, validate=True).decode("utf-8")
@@ -167,7 +158,7 @@ def lambda_handler(
                 "body": error_body(refused),
             }
         else:
-            _json_media_type_in_lower_case(event)
+            _content_type_as_powertools_reads_it(event)
             # Every network exchange of this invocation ends in time to record its outcome
             # and answer: a slow server becomes a `timeout` result, never a Lambda timeout.
             budget = context.get_remaining_time_in_millis() / 1000 - _ANSWER_SECONDS

@@ -152,13 +152,6 @@ def invalid_json() -> MailbridgeError:
     return MailbridgeError(ErrorCode.INVALID_JSON, "The request body is not valid JSON.")
 
 
-def unsupported_media_type() -> MailbridgeError:
-    return MailbridgeError(
-        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-        "The request body must be JSON, sent with Content-Type: application/json.",
-    )
-
-
 def validation_error(error: RequestValidationError) -> MailbridgeError:
     """pydantic's complaints about the request, one per field, naming the field (never the
     value)."""
