@@ -151,6 +151,11 @@ def test_if_match_refuses_a_stale_version(org: Org, imap_body: Body) -> None:
         refused = org.client.request("PUT", org.config_path, imap_body(), headers={"If-Match": bad})
         assert (refused.status, refused.error["field"]) == (422, "If-Match"), refused.text
     assert org.client.get(org.config_path).json()["version"] == 2
+    # Disconnected and saved again, the version goes on: "1" names no version of the new one.
+    assert org.client.request("DELETE", org.config_path).status == 200
+    assert org.client.put(org.config_path, imap_body()).headers["ETag"] == '"3"'
+    again = org.client.request("PUT", org.config_path, imap_body(), headers={"If-Match": '"1"'})
+    assert (again.status, again.error["code"]) == (412, "version_mismatch")
 
 
 def test_fifty_concurrent_saves_leave_one_whole_record(org: Org, imap_body: Body) -> None:

@@ -155,6 +155,18 @@ def test_an_expired_state_is_refused(agent: OAuthAgent) -> None:
     assert agent.get()["status"] == "awaiting_authorization"
 
 
+def test_a_sign_in_begun_before_a_disconnect_is_refused_after_it(agent: OAuthAgent) -> None:
+    # The version goes on from the removed connection's: the new one is not the one the
+    # sign-in was begun for, although both would be version 1.
+    agent.save()
+    location = agent.sign_in(agent.authorization_url())
+    assert agent.org.client.request("DELETE", agent.path).status == 200
+    assert agent.save()["version"] == 2
+    result, _ = posted(agent.callback(location))
+    assert result["error"]["code"] == "authorization_outdated"
+    assert agent.get()["status"] == "awaiting_authorization"
+
+
 def test_a_forged_or_unknown_state_changes_nothing(agent: OAuthAgent) -> None:
     agent.save()
     for query in ("", "?code=abc", "?state=short&code=abc", f"?state={'A' * 43}&code=abc"):
@@ -199,6 +211,16 @@ def test_access_denied_is_recorded(agent: OAuthAgent) -> None:
     current = agent.get()
     assert current["status"] == "error"
     assert current["last_error"]["code"] == "authorization_denied"
+
+
+def test_a_cancelled_reauthorization_leaves_the_connection_working(agent: OAuthAgent) -> None:
+    assert agent.connect().status == 200
+    agent.fake.deny_next_authorization("access_denied", "The user declined.")
+    result, _ = posted(agent.callback(agent.sign_in(agent.authorization_url())))
+    assert (result["status"], result["error"]["code"]) == ("error", "authorization_denied")
+    current = agent.get()
+    assert (current["status"], current["last_error"]) == ("connected", None)
+    assert agent.test()["status"] == "connected"
 
 
 def test_a_script_in_the_error_description_is_harmless(agent: OAuthAgent) -> None:

@@ -12,6 +12,10 @@ class Agent(Model):
     client_org_id: PlatformId | None = None
     # Being removed: only its removal finds it. Never shown.
     deleting: bool = Field(default=False, exclude=True)
+    # The version of its last connection, once disconnected: a new one's versions go on from
+    # there, so nothing begun for the old one (a test, a sign-in, an If-Match) is taken for
+    # the new one. Never shown.
+    last_config_version: int = Field(default=0, exclude=True)
 
 
 class Caller(Model):

@@ -218,7 +218,7 @@ def save_email_config(
                 agent_id=agent_id,
             )
             wrote = True
-        record = _next_record(agent_id, current, connection, None if inherits else written or kept)
+        record = _next_record(agent, current, connection, None if inherits else written or kept)
         try:
             agents.put_config(
                 record,
@@ -261,13 +261,13 @@ def _refused_by_policy(
 
 
 def _next_record(
-    agent_id: str,
+    agent: Agent,
     current: StoredConfig | None,
     connection: Connection,
     secret: SecretRef | None,
 ) -> StoredConfig:
     now = datetime.now(UTC)
-    version = current.version + 1 if current else 1
+    version = (current.version if current else agent.last_config_version) + 1
     new_secret = secret is not None and (current is None or secret != current.secret)
     if current is not None and _same_app(current.connection, connection):
         needs_authorization = False
@@ -299,7 +299,7 @@ def _next_record(
         return current.model_copy(update=update)
     oauth = isinstance(connection, OAuthConnection)
     return StoredConfig(
-        agent_id=agent_id,
+        agent_id=agent.agent_id,
         connection=connection,
         secret=secret,
         secret_updated_at=now if new_secret or current is None else current.secret_updated_at,

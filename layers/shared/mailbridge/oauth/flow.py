@@ -370,6 +370,10 @@ def _finish_authorization(
                 ErrorCode.EMAIL_DOMAIN_NOT_ALLOWED, pending.provider, detail=outside.message
             ) from None
     except ProviderError as failure:
+        if config.status is Status.CONNECTED:
+            # A re-authorization cancelled or refused: the connection works as it did.
+            record_refusal(log, agent, *signing_in, failure.code, failure)
+            return _failed(failure, pending, refused=True)
         _record_failure(agents, agent, config, failure, signing_in)
         return _failed(failure, pending)
 

@@ -4,6 +4,7 @@ stores against `protocols`; the handlers build the implementations below.
 Table layout (one table, see template.yaml):
     pk = "AGENT#<agent_id>", sk = "AGENT"         the agent: org, optional client org, name
     pk = "AGENT#<agent_id>", sk = "EMAIL_CONFIG"  its email connection (no secret in it)
+    pk = "AGENT#<agent_id>", sk = "EMAIL_CONFIG_DISCONNECTED"  the last one's version
     pk = "AGENT#<agent_id>", sk = "TOKEN_REFRESH_LOCK"  held while its OAuth token refreshes
     pk = "OAUTH_STATE#<sha256 of state>", sk = "OAUTH_STATE"  a started authorization (TTL)
     pk = "ORG#<org>#CLIENT_ORG#<id>", sk = "CLIENT_ORG"  a client organization, its policy

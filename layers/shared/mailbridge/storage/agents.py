@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 _AGENT_SK = "AGENT"
 _CONFIG_SK = "EMAIL_CONFIG"
+_DISCONNECTED_SK = "EMAIL_CONFIG_DISCONNECTED"  # the last config's version (Agent says why)
 _LOCK_SK = "TOKEN_REFRESH_LOCK"
 _BATCH = 25  # BatchWriteItem's most
 _BATCH_ATTEMPTS = 5
@@ -55,12 +56,17 @@ class DynamoAgentStore:
                 ConsistentRead=True,
             )
         agent = config = None
+        last_config_version = 0
         for item in response["Items"]:
             kind = item["sk"]["S"]
             if kind == _AGENT_SK:
                 agent = Agent.model_validate(from_item(item))
             elif kind == _CONFIG_SK:
                 config = StoredConfig.model_validate(from_item(item))
+            elif kind == _DISCONNECTED_SK:
+                last_config_version = int(item["version"]["N"])
+        if agent is not None:
+            agent.last_config_version = last_config_version
         return agent, config
 
     def put_agent(self, agent: Agent, entry: AuditEntry) -> bool:
@@ -245,7 +251,14 @@ class DynamoAgentStore:
             "ConditionExpression": "version = :v",
             "ExpressionAttributeValues": {":v": {"N": str(config.version)}},
         }
-        write_with_entry([{"Delete": delete}], self.table, entry)
+        disconnected = {
+            "TableName": self.table,
+            "Item": {
+                **self._key(config.agent_id, _DISCONNECTED_SK),
+                "version": {"N": str(config.version)},
+            },
+        }
+        write_with_entry([{"Delete": delete}, {"Put": disconnected}], self.table, entry)
 
     def try_lock(self, agent_id: str, holder: str, lease_seconds: int) -> bool:
         now = int(time.time())
