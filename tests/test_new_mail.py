@@ -154,6 +154,34 @@ def test_a_uidvalidity_change_announces_only_what_arrived_since(
     assert events[1]["message_id"] == listed["After the change"]["id"]
 
 
+def test_another_mailbox_with_the_same_uids_has_its_own_events(
+    local_api: Any,
+    imap_agent: MailAgent,
+    dovecot: DovecotServer,
+    mailbox_factory: Any,
+    imap_body: Any,
+) -> None:
+    _connect(imap_agent)
+    _round(local_api, imap_agent)
+    imap_agent.deliver(alice_says("To the first"))
+    _round(local_api, imap_agent)
+    # Another mailbox, whose UIDVALIDITY is the first one's: its first message's id is the
+    # id of the first mailbox's first message.
+    other = mailbox_factory()
+    dovecot.set_uidvalidity(other.login, dovecot.uidvalidity(imap_agent.login))
+    body = imap_body(email=other.login, password=other.password)
+    assert imap_agent.org.client.put(imap_agent.org.config_path, body).status == 200
+    time.sleep(1)  # arrival times are whole seconds: the connection's own second is new
+    _connect(imap_agent)
+    _round(local_api, imap_agent)
+    dovecot.deliver(other.login, alice_says("To the second"))
+    _round(local_api, imap_agent)
+    events = _events_of(local_api, imap_agent)
+    assert [event["subject"] for event in events] == ["To the first", "To the second"]
+    assert events[0]["message_id"] == events[1]["message_id"]  # the same UID, then
+    assert events[0]["event_id"] != events[1]["event_id"]
+
+
 def test_a_look_that_dies_before_moving_the_feed_is_repeated_without_a_duplicate(
     local_api: Any, imap_agent: MailAgent, aws_calls: AwsCalls
 ) -> None:

@@ -131,9 +131,9 @@ class DovecotServer:
         return self._imaps_port
 
     def __enter__(self) -> DovecotServer:
-        config = self._write_config()
+        self._config = self._write_config()
         self._process = subprocess.Popen(  # noqa: S603 - a fixed binary and our own config
-            [self._binary, "-F", "-c", str(config)],
+            [self._binary, "-F", "-c", str(self._config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -266,6 +266,27 @@ class DovecotServer:
         # An unseen message arrives in new/; a seen one goes to cur/ with the S flag.
         written.rename(maildir / "new" / name if unseen else maildir / "cur" / f"{name}:2,S")
         self._sync_inbox(login)
+
+    def uidvalidity(self, login: str) -> int:
+        with imaplib.IMAP4(LOOPBACK, self.imap_port, timeout=60) as client:
+            client.login(login, self._users[login])
+            _, answer = client.status("INBOX", "(UIDVALIDITY)")
+        found = re.search(rb"UIDVALIDITY (\d+)", answer[0] or b"")
+        assert found, answer
+        return int(found[1])
+
+    def set_uidvalidity(self, login: str, uidvalidity: int) -> None:
+        """What two mailboxes made in the same second have (Dovecot takes the time for it):
+        the same UIDVALIDITY, so the same UIDs name different messages."""
+        doveadm = shutil.which("doveadm")  # Dovecot's own package has it
+        assert doveadm is not None
+        update = ["mailbox", "update", "-u", login, "--uid-validity", str(uidvalidity), "INBOX"]
+        subprocess.run(  # noqa: S603 - a fixed binary and our own config
+            [doveadm, "-c", str(self._config), *update],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
 
     def folder_messages(self, login: str, folder: str) -> list[FolderMessage]:
         """What `folder` (its IMAP name) of `login` holds, through IMAP, without marking

@@ -15,8 +15,8 @@ class MailReceived(Model):
     """The event's detail: one new message of one agent's inbox."""
 
     event_id: str = Field(
-        description="The same for every delivery of this message to this agent: EventBridge "
-        "delivers at least once, so a consumer that must never act twice keeps it."
+        description="The same for every delivery of this message to this agent's connection: "
+        "EventBridge delivers at least once, so a consumer that must never act twice keeps it."
     )
     agent_id: str
     org_id: str
@@ -29,9 +29,17 @@ class MailReceived(Model):
 
     @classmethod
     def of(
-        cls, agent_id: str, org_id: str, client_org_id: str | None, message: MessageSummary
+        cls,
+        agent_id: str,
+        org_id: str,
+        client_org_id: str | None,
+        connected_at: datetime,
+        message: MessageSummary,
     ) -> "MailReceived":
-        digest = hashlib.sha256(f"{agent_id}\x1f{message.id}".encode()).hexdigest()
+        """For the connection made at `connected_at`: another mailbox's message may have the
+        same id (an IMAP UID under the same UIDVALIDITY), and is another message."""
+        key = f"{agent_id}\x1f{connected_at.isoformat()}\x1f{message.id}"
+        digest = hashlib.sha256(key.encode()).hexdigest()
         return cls(
             event_id=digest[:32],
             agent_id=agent_id,

@@ -105,7 +105,9 @@ def look_for_new_mail(stores: FeedStores, request: SyncRequest) -> int:
         if failure.code not in BREAKS_THE_CONNECTION:
             _record_degraded(stores.agents, config, failure, "look")
         raise
-    announced = sum(_announce_once(stores, agent, message) for message in found.messages)
+    announced = sum(
+        _announce_once(stores, agent, config.connected_at, message) for message in found.messages
+    )
     # Only after every message was announced: a look that dies before this is repeated.
     if found.position != feed.position:
         stores.feeds.put(feed.model_copy(update={"position": found.position}))
@@ -196,8 +198,12 @@ def stop_new_mail(stores: Stores, feeds: FeedStore, agent: Agent, config: Stored
     feeds.remove_subscriber(subscription.id, agent.agent_id)
 
 
-def _announce_once(stores: FeedStores, agent: Agent, message: MessageSummary) -> bool:
-    event = MailReceived.of(agent.agent_id, agent.org_id, agent.client_org_id, message)
+def _announce_once(
+    stores: FeedStores, agent: Agent, connected_at: datetime, message: MessageSummary
+) -> bool:
+    event = MailReceived.of(
+        agent.agent_id, agent.org_id, agent.client_org_id, connected_at, message
+    )
     claim = stores.feeds.claim_delivery(agent.agent_id, event.event_id, CLAIM_SECONDS)
     if claim is None:
         return False  # announced already, or being announced by another look
