@@ -27,7 +27,14 @@ from ..oauth.providers import (
     TokenGrant,
 )
 from ..oauth.scopes import MICROSOFT_SCOPES, REQUIRED_PERMISSIONS
-from .provider_http import get_json, network_problem, reading_answer, session
+from .provider_http import (
+    get_json,
+    network_problem,
+    reading_answer,
+    session,
+    timeout,
+    unavailable,
+)
 
 _PROVIDER = "microsoft"
 # What MSAL adds to every request itself, and refuses to be given.
@@ -36,7 +43,34 @@ _RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
 _TENANT_ID = re.compile(GUID_PATTERN)
 _READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
 # MSAL keeps the authority's discovery document here, so warm invocations skip that call.
+# It would keep a 429 or 5xx too, answering with it for up to an hour without asking Entra:
+# `_Entra` raises those before MSAL sees them. (A 400 it keeps for a minute, for the very
+# same request only: the same code or refresh token, refused again.)
 _http_cache: dict[Any, Any] = {}
+
+
+class _Entra:
+    """MSAL's way to Entra: our session, with our timeout. A 429 or a 5xx is classified
+    here, where its status and Retry-After are known, and raised as the mail APIs' are:
+    MSAL would read a 429 as a refusal (at discovery, as an unknown tenant) and raise an
+    error of its own for a 5xx."""
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self._send("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        return self._send("POST", url, **kwargs)
+
+    @staticmethod
+    def _send(method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = session().request(method, url, **{**kwargs, "timeout": timeout()})
+        except requests.RequestException as error:
+            raise network_problem(error, _PROVIDER) from error
+        failure = unavailable(response, _PROVIDER)
+        if failure is not None:
+            raise failure
+        return response
 
 
 def _client(app: OAuthApp, token_cache: msal.TokenCache | None = None) -> Any:
@@ -50,12 +84,8 @@ def _client(app: OAuthApp, token_cache: msal.TokenCache | None = None) -> Any:
             instance_discovery=False,
             token_cache=token_cache,
             http_cache=_http_cache,
-            # Our session: pooled across invocations, each request under a deadline.
-            http_client=session(),
-            timeout=settings().provider_timeout_seconds,
+            http_client=_Entra(),
         )
-    except requests.RequestException as error:
-        raise network_problem(error, _PROVIDER) from error
     except ValueError as error:  # MSAL's "Unable to get authority configuration"
         raise ProviderError(ErrorCode.TENANT_UNKNOWN, _PROVIDER, detail=str(app.tenant)) from error
     except (AttributeError, IndexError, KeyError, TypeError) as error:  # a garbled document
@@ -157,8 +187,6 @@ class MicrosoftClient:
         with reading_answer(_PROVIDER):
             try:
                 result = _client(app, token_cache).acquire_token_by_auth_code_flow(flow, response)
-            except requests.RequestException as error:
-                raise network_problem(error, _PROVIDER) from error
             except ValueError as error:  # the redirect carries neither a code nor an error
                 raise ProviderError(ErrorCode.AUTHORIZATION_FAILED, _PROVIDER) from error
             if "access_token" not in result:
@@ -208,12 +236,9 @@ class MicrosoftClient:
         if not accounts:
             raise ProviderError(ErrorCode.REAUTHORIZATION_REQUIRED, _PROVIDER)
         with reading_answer(_PROVIDER):
-            try:
-                result = client.acquire_token_silent_with_error(
-                    _granted(token_cache) or MICROSOFT_SCOPES, accounts[0], force_refresh=True
-                )
-            except requests.RequestException as error:
-                raise network_problem(error, _PROVIDER) from error
+            result = client.acquire_token_silent_with_error(
+                _granted(token_cache) or MICROSOFT_SCOPES, accounts[0], force_refresh=True
+            )
             if not result or "access_token" not in result:
                 raise _failure(result or {}, during_sign_in=False)
             return _grant(result, token_cache)

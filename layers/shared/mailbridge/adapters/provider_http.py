@@ -168,6 +168,17 @@ def _throttled(
     return ProviderError(ErrorCode.PROVIDER_THROTTLED, provider, retry_after=max(1, seconds))
 
 
+def unavailable(response: requests.Response, provider: str) -> ProviderError | None:
+    """What a 429 or a 5xx says, whatever was asked: a 429, or a 503 that says when to come
+    back, asks to slow down (Retry-After kept); another 5xx is the provider failing."""
+    status = response.status_code
+    if status == 429 or (status == 503 and "Retry-After" in response.headers):
+        return _throttled(response, provider)
+    if status >= 500:
+        return ProviderError(ErrorCode.PROVIDER_ERROR, provider)
+    return None
+
+
 def call(
     provider: str,
     method: str,
@@ -206,8 +217,9 @@ def call(
     reasons = _reasons(response) if status in (400, 403, 429) else set()
     if reasons & _QUOTA_SPENT and status in (403, 429):
         raise _throttled(response, provider, _QUOTA_RETRY_AFTER_SECONDS)
-    if status == 429 or (status == 503 and "Retry-After" in response.headers):
-        raise _throttled(response, provider)
+    failure = unavailable(response, provider)
+    if failure is not None:
+        raise failure
     if status == 403:
         if reasons & _RATE_LIMITED:
             raise _throttled(response, provider)
@@ -220,8 +232,6 @@ def call(
         raise unknown()
     if 400 <= status < 500:
         raise ProviderError(refused or ErrorCode.PROVIDER_ERROR, provider)
-    if not response.ok:
-        raise ProviderError(ErrorCode.PROVIDER_ERROR, provider)
     return response
 
 
