@@ -5,6 +5,7 @@ together, whatever fails, is test_faults.py's.)"""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -298,9 +299,34 @@ def test_a_removed_agents_history_stays(org: Org, local_api: Any, imap_body: Bod
     )
     assert platform.delete(f"/bridge/agents/{org.agent_id}").status == 204
     assert org.client.get(org.config_path).status == 404
-    removed, saved, _ = agent_history(org)
+    removed, saved, registered = agent_history(org)
     assert (removed["action"], removed["actor"]["subject"]) == ("agent_removed", "platform")
     assert saved["action"] == "connection_saved"
+    # Page by page too: a page with entries is the organization's own, agent or no agent.
+    first = org.client.get(f"/bridge/agents/{org.agent_id}/email-history?limit=2").json()
+    rest = agent_history(org, query=f"?limit=2&cursor={first['next_cursor']}")
+    assert [e["entry_id"] for e in first["entries"] + rest] == [
+        e["entry_id"] for e in (removed, saved, registered)
+    ]
+
+
+def test_a_cursor_does_not_skip_the_agents_check(org: Org, other_org: Org, imap_body: Body) -> None:
+    """Another organization's agent, or one never registered, is 404 whatever the query:
+    with a cursor too, which is not signed and so may be made by hand for any agent."""
+    assert other_org.client.put(other_org.config_path, imap_body()).status == 200
+    path = f"/bridge/agents/{other_org.agent_id}/email-history"
+    theirs = other_org.client.get(f"{path}?limit=1").json()["next_cursor"]
+    position = (
+        base64.urlsafe_b64decode(theirs + "=" * (-len(theirs) % 4)).decode().split("\x1f")[-1]
+    )
+    made_up = "\x1f".join(["history", "never-registered", "*", "*", position]).encode()
+    made_up_cursor = base64.urlsafe_b64encode(made_up).rstrip(b"=").decode()
+    for agent_id, cursor in ((other_org.agent_id, theirs), ("never-registered", made_up_cursor)):
+        response = org.client.get(f"/bridge/agents/{agent_id}/email-history?cursor={cursor}")
+        assert response.status == 404, (agent_id, response.text)
+        assert response.error["code"] == "agent_not_found"
+    # The cursor is still theirs to use.
+    assert other_org.client.get(f"{path}?limit=1&cursor={theirs}").status == 200
 
 
 def test_pages_and_time_range(org: Org) -> None:

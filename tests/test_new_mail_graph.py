@@ -19,12 +19,20 @@ from typing import Any
 
 import pytest
 import requests
+from aws_calls import AwsCalls
 from mailbridge_tools.sandbox import FakeMicrosoft
 from mailbridge_tools.sandbox.identity.graph_changes import GraphSubscription
 from support import MS_ACCOUNT, MailAgent, Mailbox, OAuthAgent, age_tokens
 
 ROUTE = "/api/engine/push/microsoft"
 ROUND = ("NewMailDispatchFunction", "PollMicrosoft")
+
+
+@pytest.fixture(scope="module")
+def aws_calls(local_api: Any) -> AwsCalls:
+    from mailbridge.storage.aws import dynamodb
+
+    return AwsCalls([dynamodb()])
 
 
 @pytest.fixture(autouse=True)
@@ -313,6 +321,40 @@ def test_a_notification_without_the_subscriptions_client_state_queues_nothing(
     both = [_notification(subscription), _notification(subscription)]
     assert _post(local_api, {"value": both}).status_code == 202
     assert local_api.process_queue() == 1
+
+
+def test_a_request_costs_one_lookup_per_subscription_and_at_most_a_few(
+    connected: Connected, local_api: Any, aws_calls: AwsCalls, logs: list[str]
+) -> None:
+    """The route is public: what a stranger posts must not cost a read per line of it."""
+    from mailbridge.newmail.graph_notifications import MAX_SUBSCRIPTIONS
+
+    subscription = connected.subscription
+    # Guesses at a real subscription's clientState, the real one among them: its agents and
+    # its feed are read once, and the real one still queues its look.
+    guesses = [_notification(subscription, clientState=f"guess-{n}") for n in range(999)]
+    with aws_calls.recording() as calls:
+        answer = _post(local_api, {"value": [*guesses, _notification(subscription)]})
+    assert answer.status_code == 202, answer.text
+    assert [str(call) for call in calls] == ["dynamodb.Query", "dynamodb.GetItem"]
+    assert local_api.process_queue() == 1
+    # Made-up subscription ids: a lookup each, up to the bound; the rest are dropped unread.
+    strangers = [
+        _notification(subscription, subscriptionId=str(uuid.uuid4()), clientState="x")
+        for _ in range(1000)
+    ]
+    with aws_calls.recording() as calls:
+        assert _post(local_api, {"value": strangers}).status_code == 202
+    assert [str(call) for call in calls] == ["dynamodb.Query"] * MAX_SUBSCRIPTIONS
+    assert any("too many subscriptions" in line for line in logs)
+    # What can name none of ours (no clientState, not a GUID) costs no read at all.
+    nameless = [_notification(subscription, clientState=None)] * 500 + [
+        _notification(subscription, subscriptionId=f"not-a-guid-{n}") for n in range(500)
+    ]
+    with aws_calls.recording() as calls:
+        assert _post(local_api, {"value": nameless}).status_code == 202
+    assert calls == []
+    assert local_api.process_queue() == 0
 
 
 # ---- lifecycle notifications ---------------------------------------------------------------

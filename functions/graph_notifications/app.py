@@ -1,8 +1,8 @@
 """POST /api/engine/push/microsoft: Microsoft Graph's change and lifecycle notifications for
 the subscriptions on agents' inboxes, and its validation request when it subscribes. Public
 (Graph cannot carry the platform's JWT): each notification's clientState is what
-authenticates it. Answered fast: Graph waits 10 seconds at most, retries what is not
-answered 2xx, and stops sending to endpoints that are often slow."""
+authenticates it. Answered fast: Graph waits 3 seconds at most, retries what is not
+answered 2xx, and throttles endpoints that are often slow."""
 
 from typing import Annotated
 

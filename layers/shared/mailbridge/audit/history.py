@@ -22,10 +22,11 @@ def agent_history(
 ) -> AuditPage:
     """An agent's entries, its removal's included: its organization's to read, found by the
     organization's partition of the index (another organization's agent of the same id has
-    none there, and is 404 like every agent that is not the caller's)."""
+    none there, and is 404 like every agent that is not the caller's, on every page: a
+    cursor is not signed, so one made by hand may name any agent)."""
     require_admin(caller, "read the audit trail")
     page = _page(log, caller.org_id, agent_id, query)
-    if not page.entries and query.cursor is None:
+    if not page.entries:
         agent, _ = agents.load(agent_id)
         if agent is None or agent.org_id != caller.org_id:
             raise agent_not_found(agent_id)
@@ -58,7 +59,8 @@ def _page(log: AuditLog, org_id: str, agent_id: str | None, query: HistoryQuery)
     if query.since and query.until and query.since > query.until:
         raise InvalidField("since", "since must not be after until.")
     # A cursor goes on with the list it was made for: this history, this time range.
-    # ("*": none; a packed part may not be empty).
+    # ("*": none; a packed part may not be empty). It holds only a position: the partition
+    # read is the caller's organization's, whoever made the cursor.
     listing = (agent_id or "*", *(time_key(at) if at else "*" for at in (query.since, query.until)))
     after = unpack_cursor(query.cursor, "history", listing) if query.cursor else None
     if after is not None and not _within(after, query):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from pydantic import ConfigDict, Field, ValidationError
@@ -26,12 +27,16 @@ from .models import Feed, SyncReason, SyncRequest
 if TYPE_CHECKING:
     from ..storage.protocols import FeedStore, SyncQueue
 
-# Graph's subscription ids are GUIDs: anything else names none of ours, and is dropped
-# before any lookup (and never logged: it is a stranger's text).
 # Graph's validation tokens are a sentence and a GUID; anything far longer is not one.
 MAX_TOKEN_CHARACTERS = 1024
-# Graph batches notifications; this many in one request is far more than it sends.
+# Graph batches notifications, and documents no most per request: this many is a parsing
+# bound (the body's size is another), not what Graph is known to send.
 MAX_NOTIFICATIONS = 1000
+# What one request may cost: this many subscriptions looked up (two reads each for Graph's:
+# its agent, then the agent's feed). Graph gives up after 3 seconds and throttles an
+# endpoint that often takes 2.9; this many stays far below. The notifications of further
+# subscriptions are dropped, and logged: the catch-up round finds their mail.
+MAX_SUBSCRIPTIONS = 100
 # What each lifecycle notification asks for: renewing the subscription (reauthorizing it, or
 # making a new one when Graph removed it: subscribe() does whichever works), or a look (a
 # `missed` one: the delta query finds whatever the lost notifications were about). A change
@@ -87,52 +92,84 @@ def accept_graph_notifications(feeds: FeedStore, queue: SyncQueue, body: str) ->
         notifications = _Notifications.model_validate_json(body).value
     except ValidationError:
         raise _invalid("The body is not a collection of Graph's notifications.") from None
+    # Each subscription is looked up once, however many notifications (or clientState
+    # guesses) name it.
+    named = _by_subscription(notifications)
+    if len(named) > MAX_SUBSCRIPTIONS:
+        logger.warning(
+            "graph notifications dropped: too many subscriptions in one request",
+            extra={"subscriptions": len(named) - MAX_SUBSCRIPTIONS},
+        )
     reasons: dict[str, SyncReason] = {}
-    checked: dict[tuple[str, str | None], list[str]] = {}
-    for notification in notifications:
-        key = (notification.subscription_id, notification.client_state)
-        if key not in checked:
-            checked[key] = _agents_of(feeds, notification)
-        for agent_id in checked[key]:
+    for subscription_id, carried in islice(named.items(), MAX_SUBSCRIPTIONS):
+        for agent_id, reason in _believed(feeds, subscription_id, carried):
             # A renewal looks too: one look per agent, the renewal if any asked for it.
             if reasons.get(agent_id) is not SyncReason.RENEW:
-                reasons[agent_id] = notification.reason
+                reasons[agent_id] = reason
     if reasons:
         queue.send([SyncRequest(agent_id=agent, reason=why) for agent, why in reasons.items()])
     return len(reasons)
 
 
-def _agents_of(feeds: FeedStore, notification: GraphNotification) -> list[str]:
-    """The agents whose subscription the notification names and whose clientState it
-    carries."""
-    subscription_id = notification.subscription_id
-    if re.fullmatch(GUID_PATTERN, subscription_id) is None:
-        logger.warning("graph notification dropped: not a subscription id")
-        return []
+def _by_subscription(
+    notifications: list[GraphNotification],
+) -> dict[str, list[tuple[str, SyncReason]]]:
+    """What each subscription's notifications carry: the hash of their clientState, and the
+    reason of each. Graph's subscription ids are GUIDs and each of ours has a clientState: a
+    notification without both names none of ours, and is dropped before any lookup (logged
+    without its text: a stranger's)."""
+    named: dict[str, list[tuple[str, SyncReason]]] = {}
+    for notification in notifications:
+        client_state, subscription_id = notification.client_state, notification.subscription_id
+        if client_state is not None and re.fullmatch(GUID_PATTERN, subscription_id):
+            carried = hashlib.sha256(client_state.encode()).hexdigest()
+            named.setdefault(subscription_id, []).append((carried, notification.reason))
+    unnamed = len(notifications) - sum(map(len, named.values()))
+    if unnamed:
+        logger.warning(
+            "graph notifications dropped: not a subscription id, or no clientState",
+            extra={"notifications": unnamed},
+        )
+    return named
+
+
+def _believed(
+    feeds: FeedStore, subscription_id: str, carried: list[tuple[str, SyncReason]]
+) -> list[tuple[str, SyncReason]]:
+    """The subscription's agents, each with the reason of every notification (`carried`:
+    the hash of its clientState, and its reason) that carries the clientState of that
+    agent's subscription."""
     agents = feeds.subscribers(subscription_id)
     if not agents:
         # Stopped (a disconnect), or replaced: it lapses by itself.
         logger.info("graph notification for no agent", extra={"subscription_id": subscription_id})
         return []
-    believed = [
-        agent_id for agent_id in agents if _carries_client_state(feeds.get(agent_id), notification)
+    secrets = [
+        (agent_id, _client_state_sha256(feeds.get(agent_id), subscription_id))
+        for agent_id in agents
     ]
-    if len(believed) < len(agents):
+    believed: list[tuple[str, SyncReason]] = []
+    dropped = 0
+    for client_state, reason in carried:
+        matched = [
+            agent_id
+            for agent_id, secret in secrets
+            if secret is not None and hmac.compare_digest(client_state, secret)
+        ]
+        believed += [(agent_id, reason) for agent_id in matched]
+        dropped += not matched
+    if dropped:
         logger.warning(
             "graph notification dropped: clientState does not match",
-            extra={"subscription_id": subscription_id, "agents": len(agents) - len(believed)},
+            extra={"subscription_id": subscription_id, "notifications": dropped},
         )
     return believed
 
 
-def _carries_client_state(feed: Feed | None, notification: GraphNotification) -> bool:
+def _client_state_sha256(feed: Feed | None, subscription_id: str) -> str | None:
+    """The hash of the clientState the agent's subscription was given, if the subscription
+    is still the one named."""
     subscription = feed.subscription if feed is not None else None
-    if (
-        subscription is None
-        or subscription.id != notification.subscription_id
-        or subscription.client_state_sha256 is None
-        or notification.client_state is None
-    ):
-        return False
-    carried = hashlib.sha256(notification.client_state.encode()).hexdigest()
-    return hmac.compare_digest(carried, subscription.client_state_sha256)
+    if subscription is None or subscription.id != subscription_id:
+        return None
+    return subscription.client_state_sha256
