@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -642,6 +643,24 @@ def test_disconnect_revokes_and_removes_the_tokens(google_agent: OAuthAgent) -> 
     deleted = google_agent.org.client.delete(google_agent.path)
     assert deleted.status == 200
     assert len(google_agent.fake.revoked_tokens) >= 1
+    names = {
+        secret["Name"] for secret in boto3.client("secretsmanager").list_secrets()["SecretList"]
+    }
+    assert not {name for name in names if f"/agents/{google_agent.org.agent_id}/" in name}
+
+
+def test_a_sign_in_finished_after_a_disconnect_leaves_no_grant_behind(
+    google_agent: OAuthAgent,
+) -> None:
+    google_agent.save()
+    location = google_agent.sign_in(google_agent.authorization_url())
+    # The disconnect lands while the callback, its tokens in hand, asks for the address.
+    disconnect = partial(google_agent.org.client.delete, google_agent.path)
+    google_agent.fake.meanwhile_next("/users/me/profile", disconnect)
+    revoked = len(google_agent.fake.revoked_tokens)
+    result, _ = posted(google_agent.callback(location))
+    assert result["error"]["code"] == "authorization_outdated"
+    assert len(google_agent.fake.revoked_tokens) == revoked + 1
     names = {
         secret["Name"] for secret in boto3.client("secretsmanager").list_secrets()["SecretList"]
     }

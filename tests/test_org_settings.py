@@ -99,6 +99,24 @@ def test_an_agent_connects_with_the_org_app_by_authorizing_only(
     assert google.refresh_count == before_refreshes + 1
 
 
+def test_a_grant_two_agents_hold_is_revoked_with_the_last(
+    org: Org, local_api: Any, google: FakeGoogle, google_account: str
+) -> None:
+    # Both on one account through the org's app: one grant at Google, which revoking either
+    # agent's tokens would end for both.
+    register_google_app(org, local_api, google)
+    paths = [org.config_path, f"/bridge/agents/{register_agent(org.org_id)}/email-config"]
+    for path in paths:
+        assert org.client.put(path, {"provider": "google"}).status == 200
+        assert sign_in(org.client, local_api, path.split("/")[3])["status"] == "connected"
+    revoked = len(google.revoked_tokens)
+    assert org.client.delete(paths[0]).status == 200
+    assert len(google.revoked_tokens) == revoked
+    assert org.client.post(paths[1] + "/test").json()["ok"] is True
+    assert org.client.delete(paths[1]).status == 200
+    assert len(google.revoked_tokens) == revoked + 1
+
+
 def test_deleting_the_shared_app_marks_its_agents_at_once(
     org: Org, local_api: Any, google: FakeGoogle, google_account: str
 ) -> None:

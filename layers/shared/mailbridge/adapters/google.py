@@ -255,7 +255,7 @@ class GoogleClient:
                 inbox=InboxCounts(total=inbox["messagesTotal"], unread=inbox["messagesUnread"]),
             )
 
-    def revoke(self, app: OAuthApp, tokens: dict[str, Any]) -> None:
+    def revoke(self, tokens: dict[str, Any]) -> None:
         try:
             answer = session().post(
                 settings().google_revoke_url,

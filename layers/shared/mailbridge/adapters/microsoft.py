@@ -260,7 +260,7 @@ class MicrosoftClient:
                 inbox=InboxCounts(total=inbox["totalItemCount"], unread=inbox["unreadItemCount"]),
             )
 
-    def revoke(self, app: OAuthApp, tokens: dict[str, Any]) -> None:
+    def revoke(self, tokens: dict[str, Any]) -> None:
         """Microsoft offers no revocation of one app's refresh token (revokeSignInSessions
         would sign the user out everywhere); deleting the tokens is what disconnect can do."""
 

@@ -39,7 +39,7 @@ def disconnect(
             # An OAuth grant's: the token path loads for it alone.
             from ..oauth.tokens import revoke_tokens
 
-            revoke_tokens(secrets, orgs, agent, current, current.tokens)
+            revoke_tokens(agents, secrets, current)
         # The record first: a failure after it leaves secrets nothing reads, at the agent's
         # fixed names, which the retry deletes; never a record pointing at a missing secret.
         # Over the version read, so that the entry says what was deleted; a save meanwhile

@@ -426,16 +426,23 @@ def _finish_authorization(
     try:
         agents.put_config(record, replaces_version=config.version, org_id=agent.org_id, entry=entry)
     except StaleWrite:
-        # A save won the race and decides what happens next; or the agent is being removed,
-        # perhaps after its removal deleted its secrets: the tokens must not outlive it.
-        current, _ = agents.load(pending.agent_id)
-        if current is None or current.deleting:
+        # A save or a disconnect won the race, and decides what happens next: the grant just
+        # made is nobody's, revoked where no other connection holds it. Its tokens go too,
+        # unless the record still points at the agent's tokens (an earlier version).
+        revoke_tokens(agents, secrets, record)
+        current_agent, current = agents.load(pending.agent_id)
+        if (
+            current_agent is None
+            or current_agent.deleting
+            or current is None
+            or current.tokens is None
+        ):
             secrets.delete(written.name)
         return _failed(_outdated(), pending, refused=True)
     if before is not None and not same_mailbox and config.tokens is not None:
         # A switch: the old mailbox is disconnected, its grant revoked where the provider
         # allows (its tokens' version is still readable). Its push lapses by itself.
-        revoke_tokens(secrets, orgs, agent, config, config.tokens)
+        revoke_tokens(agents, secrets, config)
     if problem:
         return _failed(problem, pending)
     return CallbackOutcome(

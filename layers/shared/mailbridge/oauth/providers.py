@@ -90,8 +90,9 @@ class OAuthProviderClient(Protocol):
         """The account's address and inbox counts, each in one request."""
         ...
 
-    def revoke(self, app: OAuthApp, tokens: dict[str, Any]) -> None:
-        """Revoke the grant at the provider, where it offers a way to."""
+    def revoke(self, tokens: dict[str, Any]) -> None:
+        """Revoke the grant at the provider, where it offers a way to (with the token alone,
+        as Google's RFC 7009 endpoint takes it: an app whose secret is gone still can)."""
         ...
 
 

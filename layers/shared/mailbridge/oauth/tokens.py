@@ -185,16 +185,19 @@ def _changed_meanwhile() -> MailbridgeError:
     )
 
 
-def revoke_tokens(
-    secrets: SecretStore, orgs: OrgStore, agent: Agent, config: StoredConfig, tokens: TokenRef
-) -> None:
-    """Revoke the grant at the provider, where it offers a way to. Best effort: a provider
-    that is down must not keep an agent connected against the user's will; the caller
-    deletes the tokens either way."""
+def revoke_tokens(agents: AgentStore, secrets: SecretStore, config: StoredConfig) -> None:
+    """Revoke `config`'s grant at the provider, where it offers a way to, unless another
+    agent's connection holds it: at Google, revoking one agent's tokens ends the grant of
+    every agent connected to the account by that app. Best effort: a provider that is down
+    must not keep an agent connected against the user's will; the caller deletes the
+    tokens either way."""
+    assert config.tokens is not None
     connection = oauth_connection(config)
     try:
-        app = load_app(orgs, agent, config)
-        token_document, app_secret = secrets.read(tokens, app.secret)
-        provider_client(connection.provider).revoke(OAuthApp.of(app, app_secret), token_document)
+        if agents.grant_holders(config) - {config.agent_id}:
+            logger.info("grant kept: another agent's connection holds it")
+            return
+        (token_document,) = secrets.read(config.tokens)
+        provider_client(connection.provider).revoke(token_document)
     except MailbridgeError as error:
         logger.warning("revocation at the provider failed", extra={"error_code": error.code})

@@ -14,6 +14,8 @@ Table layout (one table, see template.yaml):
     pk = "DISCOVERY#<domain>", sk = "DISCOVERY"  email discovery's findings for a domain (TTL)
     pk = "ORG#<org>" or "ORG#<org>#CLIENT_ORG#<id>", sk = "OAUTH_APP#<provider>"  a shared app
     pk = "IDEMPOTENCY#<agent_id>", sk = "send#<hash of the key>"  a send by its key (TTL)
+Indexes: connected configs by provider (`connected_provider`, new mail's rounds), OAuth
+configs by the grant they hold (`oauth_grant`, before revoking it), audit entries by agent.
 An agent and its config share a partition, so both come back in one Query. A client
 organization lives inside its organization's keys: ids are the platform's, and two
 organizations may well both have a client called "acme".

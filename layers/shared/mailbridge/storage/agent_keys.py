@@ -5,6 +5,9 @@ new mail's feed store, which only needs these, loads nothing of the agent record
 # The index of connected configs by provider (its partition key).
 CONNECTED_PROVIDER = "connected_provider"
 CONNECTED_INDEX = "ConnectedByProvider"
+# The index of OAuth connections by the grant they hold (its partition key).
+OAUTH_GRANT = "oauth_grant"
+GRANT_INDEX = "ByGrant"
 
 
 def agent_partition(agent_id: str) -> str:

@@ -7,10 +7,16 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..agents.models import Agent
-from ..connections.records import Status, StoredConfig, TokenRef
+from ..connections.records import OAuthConnection, Status, StoredConfig, TokenRef
 from ..core.errors import StaleWrite
 from ..core.settings import settings
-from .agent_keys import CONNECTED_PROVIDER, agent_partition, delivered_partition
+from .agent_keys import (
+    CONNECTED_PROVIDER,
+    GRANT_INDEX,
+    OAUTH_GRANT,
+    agent_partition,
+    delivered_partition,
+)
 from .aws import (
     conditional_write,
     dynamodb,
@@ -38,6 +44,17 @@ def _connected_provider(config: StoredConfig) -> str | None:
     """The index attribute of a connected config: the new-mail scheduler's list of who to
     poll (IMAP) or whose subscription to renew (Gmail, Graph), read without a scan."""
     return config.connection.provider if config.status is Status.CONNECTED else None
+
+
+def _grant(config: StoredConfig) -> str | None:
+    """The index attribute of a connection holding an OAuth grant: at Google, revoking one
+    agent's tokens ends the grant of every agent connected to the account by that app."""
+    connection = config.connection
+    if not isinstance(connection, OAuthConnection) or connection.authorization is None:
+        return None
+    authorization = connection.authorization
+    account = authorization.account_id or authorization.email.lower()
+    return f"{connection.provider}#{authorization.client_id}#{account}"
 
 
 class DynamoAgentStore:
@@ -160,6 +177,7 @@ class DynamoAgentStore:
                 "sk": _CONFIG_SK,
                 **config.model_dump(mode="json"),
                 CONNECTED_PROVIDER: _connected_provider(config),
+                OAUTH_GRANT: _grant(config),
             }
         )
         # With the agent still there, the organization's and not being removed, in the same
@@ -243,6 +261,23 @@ class DynamoAgentStore:
         except StaleWrite:
             return False
         return True
+
+    def grant_holders(self, config: StoredConfig) -> set[str]:
+        grant = _grant(config)
+        if grant is None:
+            return set()
+        with storage_errors("DynamoDB"):
+            pages = (
+                dynamodb()
+                .get_paginator("query")
+                .paginate(
+                    TableName=self.table,
+                    IndexName=GRANT_INDEX,
+                    KeyConditionExpression=f"{OAUTH_GRANT} = :grant",
+                    ExpressionAttributeValues={":grant": {"S": grant}},
+                )
+            )
+            return {item["agent_id"]["S"] for page in pages for item in page["Items"]}
 
     def delete_config(self, config: StoredConfig, entry: AuditEntry) -> None:
         delete = {

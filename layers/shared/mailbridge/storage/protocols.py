@@ -76,6 +76,11 @@ class AgentStore(Protocol):
         """...and record the scopes they grant, which changed."""
         ...
 
+    def grant_holders(self, config: StoredConfig) -> set[str]:
+        """The agents whose connections hold `config`'s OAuth grant (its provider, app and
+        account), as last written: an index, a moment behind."""
+        ...
+
     def delete_config(self, config: StoredConfig, entry: AuditEntry) -> None:
         """If the record is still that version; else `StaleWrite` (gone, or saved since)."""
         ...

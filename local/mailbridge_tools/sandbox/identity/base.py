@@ -273,6 +273,9 @@ class _Handler(BaseHTTPRequestHandler):
         provider = self.server.provider
         provider.requests.append((request.method, request.path))
         misbehaviour = provider.take_misbehaviour(request.path)
+        if callable(misbehaviour):
+            misbehaviour()  # what happens meanwhile; then the right answer
+            misbehaviour = None
         reply = misbehaviour if isinstance(misbehaviour, Reply) else provider.dispatch(request)
         data = reply.body.encode() if isinstance(reply.body, str) else reply.body
         head = [f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}"]
@@ -338,7 +341,7 @@ class FakeProvider:
         # How often each refresh token was redeemed: a client that spends one twice races.
         self.refresh_uses: Counter[str] = Counter()
         self.stopped = threading.Event()
-        self._misbehaviours: dict[str, Stall | Reply] = {}
+        self._misbehaviours: dict[str, Stall | Reply | Callable[[], object]] = {}
         self._denial: tuple[str, str] | None = None
         self._next_scopes: list[str] | None = None
         self._sequence = itertools.count(1)
@@ -404,7 +407,13 @@ class FakeProvider:
         with self._lock:
             self._misbehaviours[path_suffix] = _json_text(status, body)
 
-    def take_misbehaviour(self, path: str) -> Stall | Reply | None:
+    def meanwhile_next(self, path_suffix: str, action: Callable[[], object]) -> None:
+        """The next request to a path ending with `path_suffix` is answered right, once
+        `action` is done: what the user did while the client waited (a race, made sure)."""
+        with self._lock:
+            self._misbehaviours[path_suffix] = action
+
+    def take_misbehaviour(self, path: str) -> Stall | Reply | Callable[[], object] | None:
         with self._lock:
             suffix = next((s for s in self._misbehaviours if path.endswith(s)), None)
             return self._misbehaviours.pop(suffix) if suffix is not None else None
