@@ -224,6 +224,18 @@ def test_a_cancelled_reauthorization_leaves_the_connection_working(agent: OAuthA
     assert agent.test()["status"] == "connected"
 
 
+@pytest.mark.parametrize(("status", "code"), [(503, "provider_error"), (429, "provider_throttled")])
+def test_google_failing_at_the_callback_is_not_a_refused_sign_in(
+    google_agent: OAuthAgent, status: int, code: str
+) -> None:
+    # It was authorization_failed, whose hint sends the user to the redirect URI.
+    google_agent.save()
+    location = google_agent.sign_in(google_agent.authorization_url())
+    google_agent.fake.answer_next("/token", status, '{"error": "internal_failure"}')
+    result, _ = posted(google_agent.callback(location))
+    assert result["error"]["code"] == code
+
+
 def test_a_script_in_the_error_description_is_harmless(agent: OAuthAgent) -> None:
     attack = "</script><script>alert(document.domain)</script><img src=x onerror=alert(1)>"
     agent.save()

@@ -29,7 +29,14 @@ from ..oauth.providers import (
     TokenGrant,
 )
 from ..oauth.scopes import GOOGLE_SCOPES, REQUIRED_PERMISSIONS
-from .provider_http import get_json, network_problem, reading_answer, session, timeout
+from .provider_http import (
+    get_json,
+    network_problem,
+    reading_answer,
+    session,
+    timeout,
+    unavailable,
+)
 
 _PROVIDER = "google"
 _READ, _ = REQUIRED_PERMISSIONS[_PROVIDER]
@@ -176,7 +183,8 @@ class GoogleClient:
         except requests.RequestException as error:
             raise network_problem(error, _PROVIDER) from error
         if not answer.ok:
-            refused = _client_refused(_error_code(answer))
+            # Google failing or asking to slow down, not the sign-in refused.
+            refused = unavailable(answer, _PROVIDER) or _client_refused(_error_code(answer))
             if refused is not None:
                 raise refused
             raise ProviderError(ErrorCode.AUTHORIZATION_FAILED, _PROVIDER)
