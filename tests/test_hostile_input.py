@@ -137,6 +137,28 @@ def test_only_mail_ports_are_accepted(org: Org, port: int) -> None:
 # ---- concurrent writes --------------------------------------------------------------------
 
 
+def test_a_new_connection_cannot_take_the_version_a_removed_one_had(
+    org: Org, imap_body: Body
+) -> None:
+    # A save that read the agent before a save and a disconnect made version 1 and removed
+    # it would write version 1 again: what a sign-in or test begun on the removed one took.
+    from mailbridge.core.errors import StaleWrite
+    from mailbridge.storage.agents import DynamoAgentStore
+
+    store = DynamoAgentStore()
+    assert org.client.put(org.config_path, imap_body()).status == 200
+    _, record = store.load(org.agent_id)
+    assert record is not None and record.version == 1
+    assert org.client.request("DELETE", org.config_path).status == 200
+    with pytest.raises(StaleWrite):
+        store.put_config(
+            record,
+            replaces_version=None,
+            org_id=org.org_id,
+            entry=saved_entry(org.org_id, org.agent_id),
+        )
+
+
 def test_if_match_refuses_a_stale_version(org: Org, imap_body: Body) -> None:
     first = org.client.put(org.config_path, imap_body())
     assert first.headers["ETag"] == '"1"'

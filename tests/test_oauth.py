@@ -28,10 +28,12 @@ from support import (
     GOOGLE_ACCOUNT,
     MS_ACCOUNT,
     TENANT_ID,
+    ApiClient,
     OAuthAgent,
     Org,
     age_tokens,
     posted,
+    register_agent,
     saved_entry,
 )
 
@@ -677,6 +679,43 @@ def test_a_sign_in_finished_after_a_disconnect_leaves_no_grant_behind(
         secret["Name"] for secret in boto3.client("secretsmanager").list_secrets()["SecretList"]
     }
     assert not {name for name in names if f"/agents/{google_agent.org.agent_id}/" in name}
+
+
+def test_a_save_during_a_reauthorization_keeps_the_grant_it_holds(
+    google_agent: OAuthAgent,
+) -> None:
+    assert google_agent.connect().status == 200
+    location = google_agent.sign_in(google_agent.authorization_url("reauthorize"))
+    # The same settings saved while the callback asks for the address: the record keeps
+    # the grant, with its tokens, which the callback's new tokens are of.
+    google_agent.fake.meanwhile_next("/users/me/profile", google_agent.save)
+    revoked = len(google_agent.fake.revoked_tokens)
+    result, _ = posted(google_agent.callback(location))
+    assert result["error"]["code"] == "authorization_outdated"
+    assert len(google_agent.fake.revoked_tokens) == revoked
+    age_tokens(google_agent.org.agent_id)  # the next test refreshes them
+    assert google_agent.test()["status"] == "connected"
+
+
+def test_a_sign_in_for_a_removed_agent_is_refused_once_it_is_back(
+    google_agent: OAuthAgent, local_api: Any
+) -> None:
+    # Removed and registered again, the agent's versions start again: only the app the code
+    # was issued to tells its sign-in from the new one's, before any secret is sent.
+    google_agent.save()
+    location = google_agent.sign_in(google_agent.authorization_url())
+    platform = local_api.issuer.mint(
+        sub="platform", org_id=google_agent.org.org_id, scopes=("agents.manage",)
+    )
+    agent_path = f"/bridge/agents/{google_agent.org.agent_id}"
+    assert ApiClient(local_api.url, platform).request("DELETE", agent_path).status == 204
+    register_agent(google_agent.org.org_id, agent_id=google_agent.org.agent_id)
+    another_app = OAuthAgent(google_agent.org, local_api, google_agent.fake)
+    assert another_app.save()["version"] == 1
+    asked = len(google_agent.fake.token_requests)
+    result, _ = posted(google_agent.callback(location))
+    assert result["error"]["code"] == "authorization_outdated"
+    assert len(google_agent.fake.token_requests) == asked
 
 
 # ---- who may start what ----------------------------------------------------------------

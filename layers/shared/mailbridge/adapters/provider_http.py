@@ -232,6 +232,8 @@ def call(
         raise unknown()
     if 400 <= status < 500:
         raise ProviderError(refused or ErrorCode.PROVIDER_ERROR, provider)
+    if not response.ok:  # a redirect not followed, say: no answer of the API's
+        raise ProviderError(ErrorCode.PROVIDER_ERROR, provider)
     return response
 
 

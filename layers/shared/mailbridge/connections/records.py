@@ -179,6 +179,17 @@ class StoredConfig(Model):
             return list(dict.fromkeys([connection.email, *login]))
         return [connection.authorization.email] if connection.authorization else []
 
+    @property
+    def oauth_grant(self) -> str | None:
+        """The OAuth grant the connection holds, "<provider>#<app>#<account's address>": at
+        Google, revoking one agent's tokens ends it for every agent on that account and app.
+        By address, as every authorization recorded one (some no account id)."""
+        connection = self.connection
+        if not isinstance(connection, OAuthConnection) or connection.authorization is None:
+            return None
+        authorization = connection.authorization
+        return f"{connection.provider}#{authorization.client_id}#{authorization.email.lower()}"
+
     def with_status(
         self, status: Status, last_error: LastError | None, **changes: object
     ) -> "StoredConfig":

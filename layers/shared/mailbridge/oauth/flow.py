@@ -130,6 +130,7 @@ def authorize(
             org_id=agent.org_id,
             provider=connection.provider,
             config_version=config.version,
+            client_id=app.client_id,
             ui_origin=ui_origin,
             scopes=requested_scopes(connection.provider),
             consent=consent,
@@ -323,6 +324,7 @@ def _finish_authorization(
         or config is None
         or config.version != pending.config_version
         or not isinstance(config.connection, OAuthConnection)
+        or config.connection.provider != pending.provider
     ):
         return _failed(_outdated(), pending, refused=True)
 
@@ -344,6 +346,9 @@ def _finish_authorization(
         app = resolve_app(config, shared)
         if app is None:
             raise ProviderError(ErrorCode.OAUTH_APP_MISSING, pending.provider)
+        if pending.client_id not in (None, app.client_id):
+            # Versions start again for an agent removed and registered again.
+            return _failed(_outdated(), pending, refused=True)
         client = provider_client(pending.provider)
         (app_secret,) = secrets.read(app.secret)
         try:
@@ -373,7 +378,7 @@ def _finish_authorization(
         if config.status is Status.CONNECTED:
             # A re-authorization cancelled or refused: the connection works as it did.
             record_refusal(log, agent, *signing_in, failure.code, failure)
-            return _failed(failure, pending, refused=True)
+            return _failed(failure, pending)
         _record_failure(agents, agent, config, failure, signing_in)
         return _failed(failure, pending)
 
@@ -426,11 +431,12 @@ def _finish_authorization(
     try:
         agents.put_config(record, replaces_version=config.version, org_id=agent.org_id, entry=entry)
     except StaleWrite:
-        # A save or a disconnect won the race, and decides what happens next: the grant just
-        # made is nobody's, revoked where no other connection holds it. Its tokens go too,
-        # unless the record still points at the agent's tokens (an earlier version).
-        revoke_tokens(agents, secrets, record)
+        # A save or a disconnect won the race, and decides what happens next. The grant just
+        # made is revoked, where no connection holds it: a save that kept the app holds it,
+        # with the agent's earlier tokens, which its secret keeps (pinned by version).
         current_agent, current = agents.load(pending.agent_id)
+        if current is None or current.tokens is None or current.oauth_grant != record.oauth_grant:
+            revoke_tokens(agents, secrets, record)
         if (
             current_agent is None
             or current_agent.deleting

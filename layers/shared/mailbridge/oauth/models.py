@@ -36,6 +36,9 @@ class PendingAuthorization(Model):
     org_id: str
     provider: OAuthProvider
     config_version: int  # the callback is refused if the settings changed meanwhile
+    # The app the code is issued to, which no other may redeem: its credentials go to no
+    # other provider or app. None: started before it was kept.
+    client_id: str | None = None
     ui_origin: str
     scopes: list[str]
     consent: bool

@@ -189,8 +189,7 @@ def revoke_tokens(agents: AgentStore, secrets: SecretStore, config: StoredConfig
     """Revoke `config`'s grant at the provider, where it offers a way to, unless another
     agent's connection holds it: at Google, revoking one agent's tokens ends the grant of
     every agent connected to the account by that app. Best effort: a provider that is down
-    must not keep an agent connected against the user's will; the caller deletes the
-    tokens either way."""
+    must not keep an agent connected against the user's will."""
     assert config.tokens is not None
     connection = oauth_connection(config)
     try:

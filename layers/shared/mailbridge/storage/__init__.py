@@ -27,8 +27,9 @@ they were written with (`secrets`).
                        their failures into `storage_unavailable`
     protocols.py       what the domain may ask of each store
     agents.py          agents, their email-config records and token-refresh locks
-    agent_keys.py      where an agent's items lie (its partition, the connected index),
-                       apart, so new mail's store loads nothing of the agent records
+    agent_keys.py      where an agent's items lie (its partition, the connected and grant
+                       indexes), apart, so new mail's store loads nothing of the agent
+                       records
     authorizations.py  started OAuth sign-ins
     orgs.py            client organizations and shared OAuth apps
     counters.py        counting windows (rate and sending limits)

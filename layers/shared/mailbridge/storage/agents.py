@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..agents.models import Agent
-from ..connections.records import OAuthConnection, Status, StoredConfig, TokenRef
+from ..connections.records import Status, StoredConfig, TokenRef
 from ..core.errors import StaleWrite
 from ..core.settings import settings
 from .agent_keys import (
@@ -46,15 +46,14 @@ def _connected_provider(config: StoredConfig) -> str | None:
     return config.connection.provider if config.status is Status.CONNECTED else None
 
 
-def _grant(config: StoredConfig) -> str | None:
-    """The index attribute of a connection holding an OAuth grant: at Google, revoking one
-    agent's tokens ends the grant of every agent connected to the account by that app."""
-    connection = config.connection
-    if not isinstance(connection, OAuthConnection) or connection.authorization is None:
-        return None
-    authorization = connection.authorization
-    account = authorization.account_id or authorization.email.lower()
-    return f"{connection.provider}#{authorization.client_id}#{account}"
+# With the tokens, the grant they hold: a record written before the ByGrant index was is
+# indexed at its first refresh.
+_SET_TOKENS = f"SET tokens = :tokens, {OAUTH_GRANT} = :grant"
+
+
+def _tokens_values(config: StoredConfig, tokens: TokenRef) -> dict[str, Any]:
+    assert config.oauth_grant is not None  # tokens are a grant's
+    return {":tokens": serialize(tokens.model_dump()), ":grant": {"S": config.oauth_grant}}
 
 
 class DynamoAgentStore:
@@ -177,7 +176,7 @@ class DynamoAgentStore:
                 "sk": _CONFIG_SK,
                 **config.model_dump(mode="json"),
                 CONNECTED_PROVIDER: _connected_provider(config),
-                OAUTH_GRANT: _grant(config),
+                OAUTH_GRANT: config.oauth_grant,
             }
         )
         # With the agent still there, the organization's and not being removed, in the same
@@ -190,7 +189,20 @@ class DynamoAgentStore:
             "ExpressionAttributeValues": {":org": {"S": org_id}},
         }
         put = {"TableName": self.table, "Item": item, **version_condition(replaces_version)}
-        write_with_entry([{"ConditionCheck": agent_check}, {"Put": put}], self.table, entry)
+        checks = [{"ConditionCheck": agent_check}]
+        if replaces_version is None:
+            # A new connection's version goes on from the last one's, still the last.
+            last = config.version - 1
+            checks.append(
+                {
+                    "ConditionCheck": {
+                        "TableName": self.table,
+                        "Key": self._key(config.agent_id, _DISCONNECTED_SK),
+                        **version_condition(last or None),
+                    }
+                }
+            )
+        write_with_entry([*checks, {"Put": put}], self.table, entry)
 
     def update_status(self, config: StoredConfig, entry: AuditEntry) -> bool:
         # A test that ran against settings the user has since replaced must not overwrite
@@ -220,16 +232,15 @@ class DynamoAgentStore:
 
     def update_tokens(self, config: StoredConfig, tokens: TokenRef) -> bool:
         # A save since then replaced the app, and with it these tokens.
-        values = {":tokens": serialize(tokens.model_dump())}
-        return self._update_if_version(config, "SET tokens = :tokens", values)
+        return self._update_if_version(config, _SET_TOKENS, _tokens_values(config, tokens))
 
     def update_grant(
         self, config: StoredConfig, tokens: TokenRef, granted_scopes: list[str], entry: AuditEntry
     ) -> bool:
         return self._update_if_version(
             config,
-            "SET tokens = :tokens, #connection.#authorization.granted_scopes = :scopes",
-            {":tokens": serialize(tokens.model_dump()), ":scopes": serialize(granted_scopes)},
+            f"{_SET_TOKENS}, #connection.#authorization.granted_scopes = :scopes",
+            _tokens_values(config, tokens) | {":scopes": serialize(granted_scopes)},
             names={"#connection": "connection", "#authorization": "authorization"},
             entry=entry,
         )
@@ -263,7 +274,7 @@ class DynamoAgentStore:
         return True
 
     def grant_holders(self, config: StoredConfig) -> set[str]:
-        grant = _grant(config)
+        grant = config.oauth_grant
         if grant is None:
             return set()
         with storage_errors("DynamoDB"):

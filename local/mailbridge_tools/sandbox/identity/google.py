@@ -640,7 +640,11 @@ class FakeGoogle(FakeProvider):
                     400, {"error": "invalid_token", "error_description": "Token expired or revoked"}
                 )
             if grant is not None:
-                # Revoking a refresh token revokes the access tokens issued with it.
+                # Revoking a refresh token ends the grant: the account's every token for the
+                # app (and here its access tokens for any app).
+                for key, other in list(self.refresh_tokens.items()):
+                    if (other.client_id, other.account) == (grant.client_id, grant.account):
+                        del self.refresh_tokens[key]
                 for key in [k for k, t in self.access_tokens.items() if t.account is grant.account]:
                     del self.access_tokens[key]
             self.revoked_tokens.append(token)
