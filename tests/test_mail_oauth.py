@@ -141,6 +141,15 @@ def test_graph_is_always_asked_for_immutable_ids(
     assert asked and all(request.immutable_ids for request in asked)
 
 
+def test_an_answer_that_is_no_answer_is_a_provider_error(
+    connected: MailAgent, agent: OAuthAgent
+) -> None:
+    # A redirect not followed (no Location) was read as the API's answer: an empty page.
+    agent.fake.answer_next("/messages", 302, '{"messages": [], "value": []}')
+    answer = connected.runtime.get(connected.messages_path())
+    assert (answer.status, answer.error["code"]) == (502, "provider_error")
+
+
 def test_throttling_asks_to_retry_and_leaves_the_status_alone(
     connected: MailAgent, agent: OAuthAgent
 ) -> None:

@@ -697,18 +697,27 @@ def test_a_save_during_a_reauthorization_keeps_the_grant_it_holds(
     assert google_agent.test()["status"] == "connected"
 
 
+def _remove_agent(agent: OAuthAgent) -> None:
+    """The platform removes the agent (its DELETE)."""
+    platform = agent.api.issuer.mint(
+        sub="platform", org_id=agent.org.org_id, scopes=("agents.manage",)
+    )
+    path = f"/bridge/agents/{agent.org.agent_id}"
+    assert ApiClient(agent.api.url, platform).request("DELETE", path).status == 204
+
+
+@pytest.mark.parametrize("denied", [False, True], ids=["signed in", "denied"])
 def test_a_sign_in_for_a_removed_agent_is_refused_once_it_is_back(
-    google_agent: OAuthAgent, local_api: Any
+    google_agent: OAuthAgent, local_api: Any, denied: bool
 ) -> None:
     # Removed and registered again, the agent's versions start again: only the app the code
-    # was issued to tells its sign-in from the new one's, before any secret is sent.
+    # was issued to tells its sign-in from the new one's, before any secret is sent, and
+    # before a denial is taken for the new connection's.
     google_agent.save()
+    if denied:
+        google_agent.fake.deny_next_authorization("access_denied", "No.")
     location = google_agent.sign_in(google_agent.authorization_url())
-    platform = local_api.issuer.mint(
-        sub="platform", org_id=google_agent.org.org_id, scopes=("agents.manage",)
-    )
-    agent_path = f"/bridge/agents/{google_agent.org.agent_id}"
-    assert ApiClient(local_api.url, platform).request("DELETE", agent_path).status == 204
+    _remove_agent(google_agent)
     register_agent(google_agent.org.org_id, agent_id=google_agent.org.agent_id)
     another_app = OAuthAgent(google_agent.org, local_api, google_agent.fake)
     assert another_app.save()["version"] == 1
@@ -716,6 +725,29 @@ def test_a_sign_in_for_a_removed_agent_is_refused_once_it_is_back(
     result, _ = posted(google_agent.callback(location))
     assert result["error"]["code"] == "authorization_outdated"
     assert len(google_agent.fake.token_requests) == asked
+    assert (another_app.get()["status"], another_app.get()["last_error"]) == (
+        "awaiting_authorization",
+        None,
+    )
+
+
+def test_a_removal_during_a_reauthorization_leaves_no_grant(google_agent: OAuthAgent) -> None:
+    assert google_agent.connect().status == 200
+    location = google_agent.sign_in(google_agent.authorization_url("reauthorize"))
+    org, store = google_agent.org, DynamoAgentStore()
+    # The removal begins while the callback asks for the address, and ends after it.
+    google_agent.fake.meanwhile_next(
+        "/users/me/profile", partial(store.mark_deleting, org.agent_id, org.org_id)
+    )
+    result, _ = posted(google_agent.callback(location))
+    assert result["error"]["code"] == "authorization_outdated"
+    _remove_agent(google_agent)
+    live = [
+        grant
+        for grant in google_agent.fake.refresh_tokens.values()
+        if grant.client_id == google_agent.client_id
+    ]
+    assert live == []
 
 
 # ---- who may start what ----------------------------------------------------------------

@@ -232,7 +232,7 @@ def call(
         raise unknown()
     if 400 <= status < 500:
         raise ProviderError(refused or ErrorCode.PROVIDER_ERROR, provider)
-    if not response.ok:  # a redirect not followed, say: no answer of the API's
+    if not 200 <= status < 300:  # a redirect not followed, say: no answer of the API's
         raise ProviderError(ErrorCode.PROVIDER_ERROR, provider)
     return response
 

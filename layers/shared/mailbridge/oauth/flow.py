@@ -334,6 +334,12 @@ def _finish_authorization(
         pending.started_by or Actor(kind="person", subject="unknown"),
         AuditAction.REAUTHORIZED if before else AuditAction.AUTHORIZED,
     )
+    shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
+    app = resolve_app(config, shared)
+    if app is not None and pending.client_id not in (None, app.client_id):
+        # Begun for another app: versions start again for an agent removed and registered
+        # again. Nothing of this sign-in, an error included, is the new connection's.
+        return _failed(_outdated(), pending, refused=True)
     try:
         if "error" in response:
             denied = response["error"] == "access_denied"
@@ -342,13 +348,8 @@ def _finish_authorization(
                 pending.provider,
                 detail=_provider_description(response),
             )
-        shared, client_org = orgs.agent_context(agent.org_id, agent.client_org_id)
-        app = resolve_app(config, shared)
         if app is None:
             raise ProviderError(ErrorCode.OAUTH_APP_MISSING, pending.provider)
-        if pending.client_id not in (None, app.client_id):
-            # Versions start again for an agent removed and registered again.
-            return _failed(_outdated(), pending, refused=True)
         client = provider_client(pending.provider)
         (app_secret,) = secrets.read(app.secret)
         try:
@@ -431,18 +432,16 @@ def _finish_authorization(
     try:
         agents.put_config(record, replaces_version=config.version, org_id=agent.org_id, entry=entry)
     except StaleWrite:
-        # A save or a disconnect won the race, and decides what happens next. The grant just
-        # made is revoked, where no connection holds it: a save that kept the app holds it,
-        # with the agent's earlier tokens, which its secret keeps (pinned by version).
+        # A save, a disconnect or a removal won the race, and decides what happens next. The
+        # grant just made is revoked unless the agent's record still holds it (a save that
+        # kept the app, with the agent's earlier tokens, which its secret keeps, pinned by
+        # version) or another connection does (`revoke_tokens`).
         current_agent, current = agents.load(pending.agent_id)
+        if current_agent is None or current_agent.deleting:
+            current = None
         if current is None or current.tokens is None or current.oauth_grant != record.oauth_grant:
             revoke_tokens(agents, secrets, record)
-        if (
-            current_agent is None
-            or current_agent.deleting
-            or current is None
-            or current.tokens is None
-        ):
+        if current is None or current.tokens is None:
             secrets.delete(written.name)
         return _failed(_outdated(), pending, refused=True)
     if before is not None and not same_mailbox and config.tokens is not None:
