@@ -21,6 +21,7 @@ from .aws import (
     conditional_write,
     dynamodb,
     from_item,
+    query_pages,
     serialize,
     storage_errors,
     storage_unavailable,
@@ -134,19 +135,14 @@ class DynamoAgentStore:
             dynamodb().delete_item(TableName=self.table, Key=agent_key)
 
     def _keys(self, partition: str) -> list[dict[str, Any]]:
-        with storage_errors("DynamoDB"):
-            pages = (
-                dynamodb()
-                .get_paginator("query")
-                .paginate(
-                    TableName=self.table,
-                    KeyConditionExpression="pk = :pk",
-                    ExpressionAttributeValues={":pk": {"S": partition}},
-                    ProjectionExpression="pk, sk",
-                    ConsistentRead=True,
-                )
-            )
-            return [item for page in pages for item in page["Items"]]
+        pages = query_pages(
+            self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": partition}},
+            ProjectionExpression="pk, sk",
+            ConsistentRead=True,
+        )
+        return [item for items in pages for item in items]
 
     def mark_deleting(self, agent_id: str, org_id: str) -> bool:
         try:
@@ -277,18 +273,13 @@ class DynamoAgentStore:
         grant = config.oauth_grant
         if grant is None:
             return set()
-        with storage_errors("DynamoDB"):
-            pages = (
-                dynamodb()
-                .get_paginator("query")
-                .paginate(
-                    TableName=self.table,
-                    IndexName=GRANT_INDEX,
-                    KeyConditionExpression=f"{OAUTH_GRANT} = :grant",
-                    ExpressionAttributeValues={":grant": {"S": grant}},
-                )
-            )
-            return {item["agent_id"]["S"] for page in pages for item in page["Items"]}
+        pages = query_pages(
+            self.table,
+            IndexName=GRANT_INDEX,
+            KeyConditionExpression=f"{OAUTH_GRANT} = :grant",
+            ExpressionAttributeValues={":grant": {"S": grant}},
+        )
+        return {item["agent_id"]["S"] for items in pages for item in items}
 
     def delete_config(self, config: StoredConfig, entry: AuditEntry) -> None:
         delete = {

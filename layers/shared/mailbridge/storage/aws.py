@@ -96,6 +96,13 @@ def storage_errors(service: str) -> Iterator[None]:
         raise storage_unavailable(service) from error
 
 
+def query_pages(table: str, **query: Any) -> Iterator[list[dict[str, Any]]]:
+    """The items a Query finds, a page at a time."""
+    with storage_errors("DynamoDB"):
+        for page in dynamodb().get_paginator("query").paginate(TableName=table, **query):
+            yield page["Items"]
+
+
 def to_item(values: dict[str, Any]) -> dict[str, Any]:
     """A DynamoDB item; None values are left out (absent attributes read back as None)."""
     return {key: serialize(value) for key, value in values.items() if value is not None}

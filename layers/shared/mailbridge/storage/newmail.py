@@ -21,6 +21,7 @@ from .aws import (
     dynamodb,
     events,
     from_item,
+    query_pages,
     sqs,
     storage_errors,
     storage_unavailable,
@@ -46,19 +47,14 @@ class DynamoFeedStore:
 
     def connected_agents(self, provider: str) -> Iterator[list[str]]:
         """The ids of the agents connected through `provider`, a page at a time."""
-        with storage_errors("DynamoDB"):
-            pages = (
-                dynamodb()
-                .get_paginator("query")
-                .paginate(
-                    TableName=self.table,
-                    IndexName=CONNECTED_INDEX,
-                    KeyConditionExpression=f"{CONNECTED_PROVIDER} = :provider",
-                    ExpressionAttributeValues={":provider": {"S": provider}},
-                )
-            )
-            for page in pages:
-                yield [item["agent_id"]["S"] for item in page["Items"]]
+        pages = query_pages(
+            self.table,
+            IndexName=CONNECTED_INDEX,
+            KeyConditionExpression=f"{CONNECTED_PROVIDER} = :provider",
+            ExpressionAttributeValues={":provider": {"S": provider}},
+        )
+        for items in pages:
+            yield [item["agent_id"]["S"] for item in items]
 
     def get(self, agent_id: str) -> Feed | None:
         with storage_errors("DynamoDB"):
